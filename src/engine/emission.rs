@@ -1,0 +1,125 @@
+//! When open spans are emitted: children first, once settled, so parents cover their children.
+
+use std::cmp::Reverse;
+
+use super::ids::TraceId;
+use super::time::Timestamp;
+use super::{Engine, emit};
+
+impl Engine {
+    pub(super) fn schedule(&mut self, trace: TraceId, at: Timestamp) {
+        if let Some(t) = self.traces.get_mut(&trace)
+            && t.scheduled.is_none_or(|s| at < s)
+        {
+            t.scheduled = Some(at);
+            self.deadlines.push(Reverse((at, trace)));
+        }
+    }
+
+    /// Emits the spans of a trace that are settled (all of them when `force`), deepest first so
+    /// that each parent's end covers its children.
+    pub(super) fn evaluate(&mut self, trace_id: TraceId, force: bool) {
+        let Some(trace) = self.traces.get_mut(&trace_id) else {
+            return;
+        };
+        trace.scheduled = None;
+        let mut pending = std::mem::take(&mut trace.pending);
+        pending.sort_by_key(|id| Reverse(self.spans.get(id).map_or(0, |s| s.depth)));
+        let (window, horizon, max_hold) =
+            (self.cfg.window, self.cfg.horizon, self.cfg.max_repeat_hold);
+        let mut keep = Vec::new();
+        let mut next: Option<Timestamp> = None;
+        let mut root_info = None;
+        for id in pending {
+            let Some(span) = self.spans.get(&id) else {
+                continue;
+            };
+            let ready_at = span.ready_at(window, horizon, max_hold);
+            if !force && (span.open_children > 0 || ready_at > self.now) {
+                // A parent waiting only for its children is re-checked when they are emitted.
+                if span.open_children == 0 || ready_at > self.now {
+                    next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
+                }
+                keep.push(id);
+                continue;
+            }
+            let span = self.spans.remove(&id).expect("present");
+            let trace = self.traces.get(&trace_id).expect("present");
+            let root = root_info.get_or_insert_with(|| emit::trace_root(&self.objects, trace));
+            let finished = emit::finish(
+                id,
+                span,
+                emit::EmitContext {
+                    objects: &mut self.objects,
+                    trace,
+                    root,
+                    unknown: &self.unknown,
+                },
+            );
+            if let Some(parent) = finished.parent.and_then(|p| self.spans.get_mut(&p)) {
+                parent.open_children -= 1;
+                parent.children_end = parent.children_end.max(finished.end);
+            }
+            if finished.parent.is_none()
+                && let Some(t) = self.traces.get_mut(&trace_id)
+            {
+                t.emitted_root_start = Some(finished.start);
+            }
+            self.stats.spans_emitted += 1;
+            self.finished.push(finished);
+        }
+        let now = self.now;
+        let Some(trace) = self.traces.get_mut(&trace_id) else {
+            return;
+        };
+        trace.pending = keep;
+        if trace.pending.is_empty() {
+            self.idle_traces
+                .push_back((now.saturating_add(self.cfg.recent_ttl), trace_id));
+        } else if let Some(at) = next {
+            self.schedule(trace_id, at.max(now));
+        }
+    }
+
+    /// The open-span table is full: settle the trace due soonest, ready or not.
+    pub(super) fn force_oldest_trace(&mut self) {
+        while let Some(Reverse((at, trace))) = self.deadlines.pop() {
+            let Some(t) = self.traces.get(&trace) else {
+                continue;
+            };
+            if t.scheduled != Some(at) {
+                continue;
+            }
+            let before = self.stats.spans_emitted;
+            self.evaluate(trace, true);
+            self.stats.spans_forced += self.stats.spans_emitted - before;
+            return;
+        }
+    }
+
+    /// Forgets traces that have been idle, with nothing open, for the recent-span TTL.
+    pub(super) fn expire_traces(&mut self) {
+        while let Some(&(at, id)) = self.idle_traces.front() {
+            if at > self.now {
+                break;
+            }
+            self.idle_traces.pop_front();
+            let Some(trace) = self.traces.get(&id) else {
+                continue;
+            };
+            if !trace.pending.is_empty() {
+                continue;
+            }
+            let due = trace.last_activity.saturating_add(self.cfg.recent_ttl);
+            if due > self.now {
+                self.idle_traces.push_back((due, id));
+            } else {
+                let key = trace.key;
+                self.traces.remove(&id);
+                if self.roots.get(&key) == Some(&id) {
+                    self.roots.remove(&key);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The correlation engine: Kubernetes objects and events in, finished spans out.
+//!
+//! Pure and synchronous: no I/O, no clock. Every input carries the time it was observed, and the
+//! engine's notion of "now" only moves forward with those times (or [`Engine::advance`]), so the
+//! same inputs always give the same spans. The operator and `eventspan replay` drive it alike.
+//!
+//! How an event finds its place (see `place.rs`):
+//! 1. under the span of the controller that said it acted on this very object ("Created pod: X");
+//! 2. else beside the previous event on the same object (siblings under the same parent);
+//! 3. else, if the object's creator normally announces it and has not yet, the event is held for
+//!    the correlation window;
+//! 4. else under the most recent span of the nearest owner in the same trace;
+//! 5. else under the root of its trace: one trace per spec generation of the top-level object,
+//!    its root synthesised from the object's newest spec change unless a top-level event is the
+//!    root.
+//!
+//! Spans are emitted (see `emission.rs`) children first, once their end is known and their
+//! subtree has been quiet for the window, or after the flush horizon.
+
+mod config;
+mod emission;
+mod emit;
+mod held;
+pub mod ids;
+pub mod model;
+mod objects;
+mod place;
+pub mod rules;
+mod spans;
+pub mod time;
+mod tracked;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+pub use config::{EngineConfig, EngineStats};
+use held::{HeldEvents, Occurrence};
+use ids::{SpanId, TraceId};
+use model::{EventRecord, EventTime, FinishedSpan, ObjectMeta};
+use objects::ObjectTable;
+use spans::{OpenSpan, RootKey, TraceState};
+use time::Timestamp;
+use tracked::TrackedEvents;
+
+/// Second-granularity timestamps may lag the truth by up to this much.
+const COARSE: Duration = Duration::from_secs(1);
+
+pub struct Engine {
+    cfg: EngineConfig,
+    now: Timestamp,
+    objects: ObjectTable,
+    traces: FxHashMap<TraceId, TraceState>,
+    /// The current trace of each root object's change: trace IDs are fixed when a trace starts,
+    /// even if the root's uid only becomes known later.
+    roots: FxHashMap<RootKey, TraceId>,
+    spans: FxHashMap<SpanId, OpenSpan>,
+    deadlines: BinaryHeap<Reverse<(Timestamp, TraceId)>>,
+    idle_traces: VecDeque<(Timestamp, TraceId)>,
+    held: HeldEvents,
+    tracked: TrackedEvents,
+    finished: Vec<FinishedSpan>,
+    stats: EngineStats,
+    unknown: Arc<str>,
+}
+
+/// The best time for an occurrence, and whether it is only a whole second: precise times as
+/// they are; a second-granularity time is replaced by the observation time when that is within
+/// the same second (kubernetes#81026).
+fn resolve_time(t: EventTime, observed: Timestamp) -> (Timestamp, bool) {
+    if t.precise {
+        (t.at, false)
+    } else if observed >= t.at && observed.since(t.at) < COARSE {
+        (observed, false)
+    } else {
+        (t.at, true)
+    }
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Engine {
+            objects: ObjectTable::new(cfg.object_ttl, cfg.max_objects),
+            tracked: TrackedEvents::new(cfg.recent_ttl, cfg.max_tracked_events),
+            cfg,
+            now: Timestamp::MIN,
+            traces: FxHashMap::default(),
+            roots: FxHashMap::default(),
+            spans: FxHashMap::default(),
+            deadlines: BinaryHeap::new(),
+            idle_traces: VecDeque::new(),
+            held: HeldEvents::default(),
+            finished: Vec::new(),
+            stats: EngineStats::default(),
+            unknown: Arc::from("unknown"),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            objects: self.objects.len(),
+            open_spans: self.spans.len(),
+            open_traces: self.traces.len(),
+            held_now: self.held.len(),
+            tracked_events: self.tracked.len(),
+            objects_evicted: self.objects.evicted,
+            tracked_events_evicted: self.tracked.evicted,
+            ..self.stats.clone()
+        }
+    }
+
+    /// Spans finished since the last call, in the order they settled.
+    pub fn take_finished(&mut self) -> Vec<FinishedSpan> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// An object was added or changed (from a watch, a re-list or a recording).
+    pub fn upsert_object(&mut self, meta: &ObjectMeta, observed: Timestamp) {
+        self.advance(observed);
+        let knew_generations = self
+            .objects
+            .lookup_uid(&meta.uid)
+            .is_some_and(|id| self.objects.knows_generations(id));
+        let id = self.objects.upsert(meta, self.now);
+        if !knew_generations {
+            self.adopt_activity_trace(id);
+        }
+        for occurrence in self.held.take_for(id) {
+            self.place(occurrence, false);
+        }
+    }
+
+    /// An object was deleted: it stays known for a while so late events still find their trace.
+    pub fn delete_object(&mut self, uid: &str, observed: Timestamp) {
+        self.advance(observed);
+        self.objects.delete(uid, self.now);
+    }
+
+    /// An event was added or updated (a repetition bumps its count). `observed` is when the
+    /// watch delivered it; `None` when the source did not record that (a plain `kubectl get
+    /// events` capture), and then the event's own time stands in for it.
+    pub fn observe_event(
+        &mut self,
+        event: impl Into<Box<EventRecord>>,
+        observed: Option<Timestamp>,
+    ) {
+        let event: Box<EventRecord> = event.into();
+        let seen = observed.unwrap_or(event.last.at);
+        self.advance(seen);
+        self.stats.events += 1;
+        let refine = |t: EventTime| match observed {
+            Some(observed) => resolve_time(t, observed),
+            None => (t.at, !t.precise),
+        };
+        let (last, last_coarse) = refine(event.last);
+        let (first, first_coarse) = if event.first == event.last {
+            (last, last_coarse)
+        } else {
+            refine(event.first)
+        };
+        let (mut start, mut coarse) = (first.min(last), first_coarse);
+        let mut first_count = 1;
+        // Deadlines count from when the engine saw it, which is never before "now".
+        let observed = seen.max(self.now);
+        if let Some(track) = self.tracked.get(&event.uid) {
+            if event.count <= track.count && last <= track.last {
+                self.stats.duplicates += 1;
+                return;
+            }
+            if self.spans.contains_key(&track.span) {
+                let occurrence = Occurrence {
+                    event,
+                    observed,
+                    first_count: 0,
+                    start,
+                    last,
+                    coarse,
+                    resolved: None,
+                };
+                return self.repeat(track.span, occurrence);
+            }
+            // Its span was already exported: a new episode of the same event.
+            first_count = track.count.saturating_add(1).min(event.count.max(1));
+            (start, coarse) = (last, last_coarse);
+        }
+        let occurrence = Occurrence {
+            event,
+            observed,
+            first_count,
+            start,
+            last,
+            coarse,
+            resolved: None,
+        };
+        self.place(occurrence, false);
+    }
+
+    /// Moves time forward: releases held events and emits spans whose time has come.
+    pub fn advance(&mut self, now: Timestamp) {
+        if now <= self.now {
+            return;
+        }
+        self.now = now;
+        while let Some(occurrence) = self.held.take_due(now) {
+            self.stats.held_expired += 1;
+            self.place(occurrence, false);
+        }
+        while let Some(&Reverse((at, trace))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            if self
+                .traces
+                .get(&trace)
+                .is_some_and(|t| t.scheduled == Some(at))
+            {
+                self.evaluate(trace, false);
+            }
+        }
+        self.objects.expire(now);
+        self.tracked.expire(now);
+        self.expire_traces();
+    }
+
+    /// End of input: places every held event and emits every open span.
+    pub fn finish(&mut self) {
+        for occurrence in self.held.take_all() {
+            self.place(occurrence, true);
+        }
+        let mut open: Vec<TraceId> = self
+            .traces
+            .iter()
+            .filter(|(_, t)| !t.pending.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        open.sort_unstable();
+        for trace in open {
+            self.evaluate(trace, true);
+        }
+    }
+}

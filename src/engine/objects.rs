@@ -1,0 +1,821 @@
+//! The object table: what the engine remembers about Kubernetes objects.
+//!
+//! Objects come from three places: watches (upserts with full metadata), events (the involved
+//! object, often the first sign of it) and controller messages (a child named only by kind and
+//! name). All three resolve to one entry, found by uid when known and by kind/namespace/name
+//! otherwise, so an entry created from a message is completed when the object itself shows up.
+//!
+//! Entries that were never seen live, or were deleted, expire after a TTL; the table is a
+//! generational slab so a stale [`ObjId`] is detected instead of silently naming another object.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::ids::{SpanId, TraceId};
+use super::model::{ObjectMeta, ObjectRef, SpecChange};
+use super::time::Timestamp;
+
+/// How many spec changes of a root object are remembered to attribute late events by time.
+const GENERATION_HISTORY: usize = 4;
+/// Owner chains deeper than this are treated as cycles.
+const MAX_OWNER_DEPTH: usize = 16;
+/// (kind, owner kind): each such object is one run of its owner and the root of a trace of its
+/// own, so a CronJob firing every minute makes a trace per Job instead of one endless trace.
+const RUN_BOUNDARIES: &[(&str, &str)] = &[("Job", "CronJob")];
+/// How far a "created" child's creationTimestamp (whole seconds) may lie before the message.
+const CREATION_SLACK: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ObjId {
+    idx: u32,
+    generation: u32,
+}
+
+/// A reference to a span kept in an index, valid after the span itself has been exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SpanRef {
+    pub span: SpanId,
+    pub trace: TraceId,
+    pub start: Timestamp,
+    /// When the reference was made, for expiry.
+    pub at: Timestamp,
+}
+
+/// A few recent spans of one kind for one object, ordered by start time: arrival order must not
+/// decide which span is "the next one" or "the newest".
+#[derive(Debug, Default)]
+pub(crate) struct RecentSpans(Vec<SpanRef>);
+
+impl RecentSpans {
+    const CAP: usize = 4;
+
+    pub fn insert(&mut self, r: SpanRef) {
+        let pos = self
+            .0
+            .partition_point(|x| (x.start, x.span) <= (r.start, r.span));
+        self.0.insert(pos, r);
+        if self.0.len() > Self::CAP {
+            self.0.remove(0);
+        }
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &SpanRef> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct OwnerLink {
+    uid: Box<str>,
+    id: ObjId,
+}
+
+/// One spec change of a root object: the trace it starts.
+#[derive(Clone, Debug)]
+pub(crate) struct GenerationChange {
+    pub generation: i64,
+    /// When the change happened: managedFields time, or when the new generation was first seen.
+    pub time: Timestamp,
+    pub manager: Option<Arc<str>>,
+    pub operation: Option<Arc<str>>,
+}
+
+/// What only a possible trace root needs: kept off pods and other owned objects.
+#[derive(Debug, Default)]
+pub(crate) struct RootInfo {
+    pub labels: Arc<[(Box<str>, Box<str>)]>,
+    /// Newest last.
+    pub changes: Vec<GenerationChange>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ObjEntry {
+    pub uid: Option<Arc<str>>,
+    pub kind: Arc<str>,
+    pub api_version: Arc<str>,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub generation: i64,
+    owner: Option<OwnerLink>,
+    /// An owner learned from a controller's message ("Created pod: X"), used while the object's
+    /// own ownerReferences are unknown.
+    inferred_owner: Option<ObjId>,
+    pub root: Option<Box<RootInfo>>,
+    pub created: Option<Timestamp>,
+    pub node: Option<Arc<str>>,
+    /// Seen through a watch and not deleted: such entries never expire.
+    pub live: bool,
+    /// Deleted: kept as a tombstone until the TTL passes.
+    pub deleted: bool,
+    pub touched: Timestamp,
+    /// Recent spans whose involved object this is (each ends when the next one starts).
+    pub spans_on: RecentSpans,
+    /// The parent the previous event on this object was placed under: later events are siblings.
+    pub anchor: Option<SpanRef>,
+    /// Recent spans of controllers that named this object as the child they acted on.
+    pub acted_on: RecentSpans,
+}
+
+impl ObjEntry {
+    pub fn has_owner(&self) -> bool {
+        self.owner.is_some() || self.inferred_owner.is_some()
+    }
+}
+
+struct Slot {
+    generation: u32,
+    entry: Option<ObjEntry>,
+}
+
+/// String interning for the few distinct kinds, namespaces and component names.
+#[derive(Default)]
+pub(crate) struct Interner {
+    set: FxHashSet<Arc<str>>,
+}
+
+impl Interner {
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(found) = self.set.get(s) {
+            return found.clone();
+        }
+        let arc: Arc<str> = Arc::from(s);
+        self.set.insert(arc.clone());
+        arc
+    }
+}
+
+pub(crate) struct ObjectTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_uid: FxHashMap<u128, ObjId>,
+    by_name: FxHashMap<u128, ObjId>,
+    /// Candidates for expiry, oldest first: (earliest expiry, id).
+    expiry: VecDeque<(Timestamp, ObjId)>,
+    ttl: Duration,
+    max_entries: usize,
+    pub strings: Interner,
+    len: usize,
+    pub evicted: u64,
+}
+
+fn uid_key(uid: &str) -> u128 {
+    xxh3_128(uid.as_bytes())
+}
+
+fn name_key(kind: &str, namespace: &str, name: &str) -> u128 {
+    let mut buf = Vec::with_capacity(kind.len() + namespace.len() + name.len() + 2);
+    buf.extend_from_slice(kind.as_bytes());
+    buf.push(b'/');
+    buf.extend_from_slice(namespace.as_bytes());
+    buf.push(b'/');
+    buf.extend_from_slice(name.as_bytes());
+    xxh3_128(&buf)
+}
+
+impl ObjectTable {
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        ObjectTable {
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_uid: FxHashMap::default(),
+            by_name: FxHashMap::default(),
+            expiry: VecDeque::new(),
+            ttl,
+            max_entries,
+            strings: Interner::default(),
+            len: 0,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn get(&self, id: ObjId) -> Option<&ObjEntry> {
+        let slot = self.slots.get(id.idx as usize)?;
+        (slot.generation == id.generation).then_some(slot.entry.as_ref()?)
+    }
+
+    pub fn get_mut(&mut self, id: ObjId) -> Option<&mut ObjEntry> {
+        let slot = self.slots.get_mut(id.idx as usize)?;
+        if slot.generation != id.generation {
+            return None;
+        }
+        slot.entry.as_mut()
+    }
+
+    fn insert(&mut self, entry: ObjEntry, now: Timestamp) -> ObjId {
+        if self.len >= self.max_entries {
+            self.evict_one();
+        }
+        let live = entry.live;
+        let id = match self.free.pop() {
+            Some(idx) => {
+                let slot = &mut self.slots[idx as usize];
+                slot.entry = Some(entry);
+                ObjId {
+                    idx,
+                    generation: slot.generation,
+                }
+            }
+            None => {
+                let idx = u32::try_from(self.slots.len()).expect("object table below 2^32 entries");
+                self.slots.push(Slot {
+                    generation: 0,
+                    entry: Some(entry),
+                });
+                ObjId { idx, generation: 0 }
+            }
+        };
+        self.len += 1;
+        if !live {
+            self.expiry.push_back((now.saturating_add(self.ttl), id));
+        }
+        id
+    }
+
+    fn remove(&mut self, id: ObjId) {
+        let Some(slot) = self.slots.get_mut(id.idx as usize) else {
+            return;
+        };
+        if slot.generation != id.generation {
+            return;
+        }
+        let Some(entry) = slot.entry.take() else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.idx);
+        self.len -= 1;
+        if let Some(uid) = &entry.uid {
+            let key = uid_key(uid);
+            if self.by_uid.get(&key) == Some(&id) {
+                self.by_uid.remove(&key);
+            }
+        }
+        let key = name_key(&entry.kind, &entry.namespace, &entry.name);
+        if self.by_name.get(&key) == Some(&id) {
+            self.by_name.remove(&key);
+        }
+    }
+
+    /// Makes room when the hard cap is reached: the oldest expiry candidate goes first, even if
+    /// its TTL has not passed. Live objects are never evicted: they mirror the cluster.
+    fn evict_one(&mut self) {
+        while let Some((_, id)) = self.expiry.pop_front() {
+            if self.get(id).is_some_and(|e| !e.live) {
+                self.remove(id);
+                self.evicted += 1;
+                return;
+            }
+        }
+    }
+
+    /// Drops entries that are not live and were not touched for the TTL.
+    pub fn expire(&mut self, now: Timestamp) {
+        while let Some(&(at, id)) = self.expiry.front() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_front();
+            let Some(entry) = self.get(id) else { continue };
+            if entry.live {
+                continue;
+            }
+            let due = entry.touched.saturating_add(self.ttl);
+            if due > now {
+                self.expiry.push_back((due, id));
+            } else {
+                self.remove(id);
+            }
+        }
+    }
+
+    fn lookup_name(&self, kind: &str, namespace: &str, name: &str) -> Option<ObjId> {
+        let id = *self.by_name.get(&name_key(kind, namespace, name))?;
+        let e = self.get(id)?;
+        (&*e.kind == kind && &*e.namespace == namespace && &*e.name == name).then_some(id)
+    }
+
+    pub fn lookup_uid(&self, uid: &str) -> Option<ObjId> {
+        let id = *self.by_uid.get(&uid_key(uid))?;
+        let e = self.get(id)?;
+        (e.uid.as_deref() == Some(uid)).then_some(id)
+    }
+
+    /// Finds or creates the entry for an object known by identity only.
+    fn resolve(
+        &mut self,
+        uid: &str,
+        kind: &str,
+        api_version: &str,
+        namespace: &str,
+        name: &str,
+        now: Timestamp,
+    ) -> ObjId {
+        if !uid.is_empty()
+            && let Some(id) = self.lookup_uid(uid)
+        {
+            self.touch(id, now);
+            return id;
+        }
+        if let Some(id) = self.lookup_name(kind, namespace, name) {
+            let api_version = self.strings.intern(api_version);
+            let entry = self.get_mut(id).expect("looked up");
+            match (&entry.uid, uid.is_empty()) {
+                // A name-only entry gains its uid.
+                (None, false) => {
+                    let uid: Arc<str> = Arc::from(uid);
+                    entry.uid = Some(uid.clone());
+                    entry.touched = entry.touched.max(now);
+                    if entry.api_version.is_empty() {
+                        entry.api_version = api_version;
+                    }
+                    self.by_uid.insert(uid_key(&uid), id);
+                    return id;
+                }
+                // Same name, another uid: the name was reused by a new object.
+                (Some(existing), false) if **existing != *uid => {}
+                _ => {
+                    self.touch(id, now);
+                    return id;
+                }
+            }
+        }
+        let id = self.insert_named(kind, namespace, name, now);
+        if !uid.is_empty() {
+            let uid: Arc<str> = Arc::from(uid);
+            self.by_uid.insert(uid_key(&uid), id);
+            let entry = self.get_mut(id).expect("inserted");
+            entry.uid = Some(uid);
+        }
+        if !api_version.is_empty() {
+            let api_version = self.strings.intern(api_version);
+            self.get_mut(id).expect("inserted").api_version = api_version;
+        }
+        id
+    }
+
+    /// A new entry known by kind, namespace and name, which the name now resolves to.
+    fn insert_named(&mut self, kind: &str, namespace: &str, name: &str, now: Timestamp) -> ObjId {
+        let entry = ObjEntry {
+            uid: None,
+            kind: self.strings.intern(kind),
+            api_version: self.strings.intern(""),
+            namespace: self.strings.intern(namespace),
+            name: Arc::from(name),
+            generation: 0,
+            owner: None,
+            inferred_owner: None,
+            root: None,
+            created: None,
+            node: None,
+            live: false,
+            deleted: false,
+            touched: now,
+            spans_on: RecentSpans::default(),
+            anchor: None,
+            acted_on: RecentSpans::default(),
+        };
+        let id = self.insert(entry, now);
+        self.by_name.insert(name_key(kind, namespace, name), id);
+        id
+    }
+
+    fn touch(&mut self, id: ObjId, now: Timestamp) {
+        if let Some(e) = self.get_mut(id) {
+            e.touched = e.touched.max(now);
+        }
+    }
+
+    pub fn resolve_ref(&mut self, r: &ObjectRef, now: Timestamp) -> ObjId {
+        self.resolve(&r.uid, &r.kind, &r.api_version, &r.namespace, &r.name, now)
+    }
+
+    /// Finds or creates the entry for a child named in a controller message. A message saying
+    /// the child was just `created_at` never names an older object that had the same name.
+    pub fn resolve_named(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        created_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> ObjId {
+        if let (Some(at), Some(id)) = (created_at, self.lookup_name(kind, namespace, name)) {
+            let e = self.get(id).expect("looked up");
+            let older = e
+                .created
+                .is_some_and(|c| c.saturating_add(CREATION_SLACK) < at);
+            if e.deleted || older {
+                return self.insert_named(kind, namespace, name, now);
+            }
+        }
+        self.resolve("", kind, "", namespace, name, now)
+    }
+
+    /// Records an object seen through a watch. Returns its id and whether its generation moved.
+    pub fn upsert(&mut self, meta: &ObjectMeta, now: Timestamp) -> ObjId {
+        let id = self.resolve(
+            &meta.uid,
+            &meta.kind,
+            &meta.api_version,
+            &meta.namespace,
+            &meta.name,
+            now,
+        );
+        let owner = meta
+            .owners
+            .iter()
+            .find(|o| o.controller)
+            .or(meta.owners.first())
+            .filter(|o| !o.uid.is_empty())
+            .map(|o| {
+                let oid = self.resolve(
+                    &o.uid,
+                    &o.kind,
+                    &o.api_version,
+                    &meta.namespace,
+                    &o.name,
+                    now,
+                );
+                OwnerLink {
+                    uid: Box::from(o.uid.as_str()),
+                    id: oid,
+                }
+            });
+        let api_version = self.strings.intern(&meta.api_version);
+        let manager = meta
+            .spec_change
+            .as_ref()
+            .map(|c| self.strings.intern(&c.manager));
+        let operation = meta
+            .spec_change
+            .as_ref()
+            .map(|c| self.strings.intern(&c.operation));
+        let entry = self.get_mut(id).expect("resolved");
+        // Once live it is no longer an expiry candidate; its queue entries are skipped on pop.
+        entry.live = true;
+        entry.deleted = false;
+        entry.api_version = api_version;
+        entry.generation = meta.generation;
+        entry.created = meta.created.or(entry.created);
+        entry.touched = entry.touched.max(now);
+        if owner.is_some() {
+            entry.inferred_owner = None;
+        }
+        entry.owner = owner;
+        if entry.owner.is_none() {
+            let root = entry.root.get_or_insert_with(Default::default);
+            if root.labels.len() != meta.labels.len()
+                || root
+                    .labels
+                    .iter()
+                    .zip(&meta.labels)
+                    .any(|((k, v), (k2, v2))| **k != *k2 || **v != *v2)
+            {
+                root.labels = meta
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
+                    .collect();
+            }
+            record_change(
+                root,
+                meta.generation,
+                meta.spec_change.as_ref(),
+                manager,
+                operation,
+                now,
+            );
+        } else {
+            entry.root = None;
+        }
+        id
+    }
+
+    /// Marks a watched object deleted: it stays resolvable (a tombstone) for the TTL so late
+    /// events of it and of its children still find their trace.
+    pub fn delete(&mut self, uid: &str, now: Timestamp) {
+        let Some(id) = self.lookup_uid(uid) else {
+            return;
+        };
+        let due = now.saturating_add(self.ttl);
+        if let Some(e) = self.get_mut(id) {
+            e.live = false;
+            e.deleted = true;
+            e.touched = now;
+            self.expiry.push_back((due, id));
+        }
+    }
+
+    /// Learns "parent acted on child" from a controller message, unless the child's real
+    /// ownerReferences are known.
+    pub fn infer_owner(&mut self, child: ObjId, parent: ObjId) {
+        if child == parent {
+            return;
+        }
+        if let Some(e) = self.get_mut(child)
+            && e.owner.is_none()
+        {
+            e.inferred_owner = Some(parent);
+        }
+    }
+
+    /// The controlling owner, re-resolved by uid if the cached id went stale.
+    pub fn owner_of(&mut self, id: ObjId) -> Option<ObjId> {
+        let entry = self.get(id)?;
+        if let Some(link) = &entry.owner {
+            if self.get(link.id).is_some() {
+                return Some(link.id);
+            }
+            let uid = link.uid.clone();
+            let fresh = self.lookup_uid(&uid)?;
+            if let Some(OwnerLink { id: cached, .. }) =
+                self.get_mut(id).and_then(|e| e.owner.as_mut())
+            {
+                *cached = fresh;
+            }
+            return Some(fresh);
+        }
+        entry.inferred_owner.filter(|o| self.get(*o).is_some())
+    }
+
+    /// The owners of an object, nearest first (the object itself excluded).
+    pub fn owner_chain(&mut self, id: ObjId) -> Vec<ObjId> {
+        self.chain(id, false)
+    }
+
+    /// The owners that share the object's trace: the chain ends at a run boundary.
+    pub fn trace_chain(&mut self, id: ObjId) -> Vec<ObjId> {
+        self.chain(id, true)
+    }
+
+    fn chain(&mut self, id: ObjId, stop_at_runs: bool) -> Vec<ObjId> {
+        let mut chain = Vec::new();
+        let mut current = id;
+        while chain.len() < MAX_OWNER_DEPTH {
+            if stop_at_runs && self.is_run(current) {
+                break;
+            }
+            match self.owner_of(current) {
+                Some(owner) if owner != id && !chain.contains(&owner) => {
+                    chain.push(owner);
+                    current = owner;
+                }
+                _ => break,
+            }
+        }
+        chain
+    }
+
+    /// Whether the object is one run of its owner (a Job of a CronJob): a trace root.
+    pub fn is_run(&mut self, id: ObjId) -> bool {
+        let Some(kind) = self.get(id).map(|e| e.kind.clone()) else {
+            return false;
+        };
+        let Some(owner) = self.owner_of(id) else {
+            return false;
+        };
+        let owner_kind = &self.get(owner).expect("resolved").kind;
+        RUN_BOUNDARIES
+            .iter()
+            .any(|(k, o)| **k == *kind && **o == **owner_kind)
+    }
+
+    /// The top of the trace chain: the object whose change a trace describes.
+    pub fn top(&mut self, id: ObjId) -> ObjId {
+        self.trace_chain(id).last().copied().unwrap_or(id)
+    }
+
+    /// Whether anything is known of the object's generations (it was seen through a watch).
+    pub fn knows_generations(&self, id: ObjId) -> bool {
+        self.get(id).is_some_and(|e| {
+            e.live || e.deleted || e.root.as_ref().is_some_and(|r| !r.changes.is_empty())
+        })
+    }
+
+    /// Which generation of a root object was current at `at`.
+    pub fn generation_at(&self, id: ObjId, at: Timestamp) -> i64 {
+        let Some(entry) = self.get(id) else { return 0 };
+        match &entry.root {
+            Some(root) if !root.changes.is_empty() => root
+                .changes
+                .iter()
+                .rev()
+                .find(|c| c.time <= at)
+                .or(root.changes.first())
+                .map_or(entry.generation, |c| c.generation),
+            _ => entry.generation,
+        }
+    }
+
+    pub fn change(&self, id: ObjId, generation: i64) -> Option<&GenerationChange> {
+        self.get(id)?
+            .root
+            .as_ref()?
+            .changes
+            .iter()
+            .find(|c| c.generation == generation)
+    }
+}
+
+fn record_change(
+    root: &mut RootInfo,
+    generation: i64,
+    spec_change: Option<&SpecChange>,
+    manager: Option<Arc<str>>,
+    operation: Option<Arc<str>>,
+    now: Timestamp,
+) {
+    let time = spec_change.map_or(now, |c| c.time);
+    match root.changes.last_mut() {
+        Some(last) if last.generation == generation => {
+            // A re-list or status update of the same generation: fill in what was missing.
+            if last.manager.is_none() && manager.is_some() {
+                last.manager = manager;
+                last.operation = operation;
+                last.time = last.time.min(time);
+            }
+        }
+        Some(last) if last.generation > generation => {}
+        _ => {
+            if root.changes.len() == GENERATION_HISTORY {
+                root.changes.remove(0);
+            }
+            root.changes.push(GenerationChange {
+                generation,
+                time,
+                manager,
+                operation,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::model::OwnerRef;
+
+    fn meta(uid: &str, kind: &str, name: &str, owner: Option<(&str, &str, &str)>) -> ObjectMeta {
+        ObjectMeta {
+            uid: uid.into(),
+            kind: kind.into(),
+            api_version: "v1".into(),
+            namespace: "ns".into(),
+            name: name.into(),
+            generation: 1,
+            owners: owner
+                .map(|(uid, kind, name)| OwnerRef {
+                    kind: kind.into(),
+                    api_version: "apps/v1".into(),
+                    name: name.into(),
+                    uid: uid.into(),
+                    controller: true,
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn name_only_entry_is_completed_by_its_object() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let now = Timestamp::from_unix_secs(10);
+        let by_name = t.resolve_named("Pod", "ns", "web-1", None, now);
+        let upserted = t.upsert(
+            &meta("p1", "Pod", "web-1", Some(("rs1", "ReplicaSet", "web"))),
+            now,
+        );
+        assert_eq!(by_name, upserted);
+        assert_eq!(t.lookup_uid("p1"), Some(by_name));
+        let rs = t.lookup_uid("rs1").expect("owner placeholder");
+        assert_eq!(t.owner_chain(by_name), vec![rs]);
+        assert_eq!(t.top(by_name), rs);
+    }
+
+    #[test]
+    fn reused_name_gets_a_new_entry() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let now = Timestamp::from_unix_secs(10);
+        let old = t.upsert(&meta("p1", "Pod", "web-1", None), now);
+        let new = t.upsert(&meta("p2", "Pod", "web-1", None), now);
+        assert_ne!(old, new);
+        assert_eq!(t.resolve_named("Pod", "ns", "web-1", None, now), new);
+    }
+
+    #[test]
+    fn tombstones_expire_and_stale_ids_are_detected() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let id = t.upsert(
+            &meta("p1", "Pod", "web-1", None),
+            Timestamp::from_unix_secs(0),
+        );
+        t.delete("p1", Timestamp::from_unix_secs(1));
+        t.expire(Timestamp::from_unix_secs(30));
+        assert!(t.get(id).is_some(), "tombstone kept within its TTL");
+        t.expire(Timestamp::from_unix_secs(62));
+        assert!(t.get(id).is_none());
+        let reused = t.resolve_named("Pod", "ns", "other", None, Timestamp::from_unix_secs(63));
+        assert!(
+            t.get(id).is_none(),
+            "the old id must not name the new occupant"
+        );
+        assert!(t.get(reused).is_some());
+    }
+
+    #[test]
+    fn cap_evicts_placeholders_not_live_objects() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 2);
+        let now = Timestamp::from_unix_secs(0);
+        let live = t.upsert(&meta("d1", "Deployment", "web", None), now);
+        let a = t.resolve_named("Pod", "ns", "a", None, now);
+        let b = t.resolve_named("Pod", "ns", "b", None, now);
+        assert!(t.get(live).is_some());
+        assert!(t.get(a).is_none());
+        assert!(t.get(b).is_some());
+        assert_eq!(t.evicted, 1);
+    }
+
+    #[test]
+    fn creation_message_skips_older_object_with_the_same_name() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let old = t.upsert(
+            &meta("p1", "Pod", "db-0", None),
+            Timestamp::from_unix_secs(0),
+        );
+        t.delete("p1", Timestamp::from_unix_secs(5));
+        let at = Timestamp::from_unix_secs(6);
+        assert_eq!(
+            t.resolve_named("Pod", "ns", "db-0", None, at),
+            old,
+            "a deletion message names the old one"
+        );
+        let created = t.resolve_named("Pod", "ns", "db-0", Some(at), at);
+        assert_ne!(created, old, "a creation message names a new object");
+        assert_eq!(
+            t.resolve_ref(
+                &ObjectRef {
+                    kind: "Pod".into(),
+                    namespace: "ns".into(),
+                    name: "db-0".into(),
+                    uid: "p2".into(),
+                    ..Default::default()
+                },
+                at
+            ),
+            created
+        );
+    }
+
+    #[test]
+    fn jobs_of_cronjobs_are_trace_roots() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let now = Timestamp::from_unix_secs(0);
+        let pod = t.upsert(&meta("p1", "Pod", "r-1-x", Some(("j1", "Job", "r-1"))), now);
+        let job = t.upsert(&meta("j1", "Job", "r-1", Some(("c1", "CronJob", "r"))), now);
+        let cron = t.lookup_uid("c1").unwrap();
+        assert_eq!(t.owner_chain(pod), vec![job, cron]);
+        assert_eq!(t.trace_chain(pod), vec![job]);
+        assert_eq!(t.top(pod), job);
+        assert_eq!(t.top(job), job);
+    }
+
+    #[test]
+    fn owner_cycles_terminate() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let now = Timestamp::from_unix_secs(0);
+        let a = t.upsert(&meta("a", "X", "a", Some(("b", "X", "b"))), now);
+        t.upsert(&meta("b", "X", "b", Some(("a", "X", "a"))), now);
+        assert_eq!(t.owner_chain(a).len(), 1);
+    }
+
+    #[test]
+    fn generation_is_chosen_by_time() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let mut m = meta("d1", "Deployment", "web", None);
+        m.spec_change = Some(SpecChange {
+            manager: "kubectl".into(),
+            operation: "Update".into(),
+            time: Timestamp::from_unix_secs(100),
+        });
+        let id = t.upsert(&m, Timestamp::from_unix_secs(100));
+        m.generation = 2;
+        m.spec_change.as_mut().unwrap().time = Timestamp::from_unix_secs(200);
+        t.upsert(&m, Timestamp::from_unix_secs(200));
+        assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(150)), 1);
+        assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(250)), 2);
+        assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(50)), 1);
+    }
+}

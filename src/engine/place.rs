@@ -1,0 +1,587 @@
+//! Where an event's span goes: which trace, under which parent.
+
+use std::time::Duration;
+
+use super::held::{Occurrence, Resolved};
+use super::ids::{SpanId, TraceId};
+use super::objects::{ObjId, SpanRef};
+use super::spans::{Change, OpenSpan, RootKey, Source, TraceState};
+use super::time::Timestamp;
+use super::{COARSE, Engine, rules};
+
+/// A synthesised root starts at the spec change, unless that is this much older than its first
+/// child (an old object's first event in a long time): then it starts with the child.
+const MAX_ROOT_LEAD: Duration = Duration::from_secs(600);
+/// Same-second events without better times keep their arrival order this far apart.
+const ORDER_NUDGE: Duration = Duration::from_micros(1);
+
+impl Engine {
+    pub(super) fn place(&mut self, mut occurrence: Occurrence, force: bool) {
+        let now = self.now;
+        let resolved = match occurrence.resolved {
+            Some(r) if self.objects.get(r.subject).is_some() => r,
+            _ => self.resolve(&occurrence),
+        };
+        occurrence.resolved = Some(resolved);
+        let Resolved {
+            subject,
+            about,
+            creates,
+        } = resolved;
+        if occurrence.event.top_level {
+            let root = self.objects.top(subject);
+            occurrence = match self.place_as_root(occurrence, root, subject, about) {
+                Ok(()) => return,
+                Err(occurrence) => occurrence,
+            };
+        }
+        // A controller starting or tending one run of itself (a CronJob's Job): the run has a
+        // trace of its own, rooted at the event that created it.
+        if let Some(run) =
+            about.filter(|&c| self.objects.owner_of(c) == Some(subject) && self.objects.is_run(c))
+        {
+            if creates {
+                occurrence = match self.place_as_root(occurrence, run, subject, about) {
+                    Ok(()) => return,
+                    Err(occurrence) => occurrence,
+                };
+            }
+            let at = occurrence.start;
+            let parent = match self.creator_span(run, at) {
+                Some(parent) => parent,
+                None => self.root_of(run, at),
+            };
+            return self.open_span(occurrence, subject, about, parent);
+        }
+        let at = occurrence.start;
+        let window_end = occurrence.observed.saturating_add(self.cfg.window);
+        // A held event says a controller acted on this object: wait for it to be placed, as it
+        // may be this event's parent. It releases us when it is placed.
+        if !force && self.held.is_announced(subject) && window_end > now {
+            return self.hold(subject, about, occurrence, window_end);
+        }
+        let parent = match self
+            .creator_span(subject, at)
+            .or_else(|| self.sibling_anchor(subject))
+        {
+            Some(parent) => parent,
+            None => {
+                if !force && self.awaits_creator(subject, at) && window_end > now {
+                    return self.hold(subject, about, occurrence, window_end);
+                }
+                match self.owner_span(subject, at) {
+                    Some(parent) => parent,
+                    None => {
+                        let deadline = occurrence.observed.saturating_add(self.cfg.root_settle);
+                        if !force && deadline > now {
+                            return self.hold(subject, about, occurrence, deadline);
+                        }
+                        self.root_of(subject, at)
+                    }
+                }
+            }
+        };
+        self.open_span(occurrence, subject, about, parent);
+    }
+
+    /// Finds the objects an event concerns and learns what its message says about them.
+    fn resolve(&mut self, occurrence: &Occurrence) -> Resolved {
+        let now = self.now;
+        let event = &occurrence.event;
+        let subject = self.objects.resolve_ref(&event.involved, now);
+        let mut about = None;
+        let mut creates = false;
+        if let Some(m) = rules::apply(&event.involved.kind, &event.reason, &event.message) {
+            match m.effect {
+                rules::Effect::Child { kind, .. } => {
+                    let created_at = m.creates.then_some(occurrence.start);
+                    let child = self.objects.resolve_named(
+                        kind,
+                        &event.involved.namespace,
+                        m.name,
+                        created_at,
+                        now,
+                    );
+                    self.objects.infer_owner(child, subject);
+                    about = Some(child);
+                    creates = m.creates;
+                }
+                rules::Effect::Node => {
+                    let node = self.objects.strings.intern(m.name);
+                    if let Some(obj) = self.objects.get_mut(subject) {
+                        obj.node = Some(node);
+                    }
+                }
+            }
+        }
+        if about.is_none()
+            && let Some(related) = &event.related
+        {
+            about = Some(self.objects.resolve_ref(related, now));
+        }
+        Resolved {
+            subject,
+            about,
+            creates,
+        }
+    }
+
+    fn hold(
+        &mut self,
+        subject: ObjId,
+        about: Option<ObjId>,
+        occurrence: Occurrence,
+        deadline: Timestamp,
+    ) {
+        if self.held.len() >= self.cfg.max_held_events {
+            self.stats.held_overflow += 1;
+            return self.place(occurrence, true);
+        }
+        self.stats.held += 1;
+        self.held.hold(subject, about, occurrence, deadline);
+    }
+
+    fn fresh(&self, r: &SpanRef) -> bool {
+        r.at.saturating_add(self.cfg.recent_ttl) > self.now && self.traces.contains_key(&r.trace)
+    }
+
+    /// The span of the controller that named `subject` as the child it acted on: the newest that
+    /// started by `at`, or, allowing for second-granularity times, just after it.
+    fn creator_span(&mut self, subject: ObjId, at: Timestamp) -> Option<SpanRef> {
+        let obj = self.objects.get(subject)?;
+        let fresh: Vec<SpanRef> = obj
+            .acted_on
+            .iter()
+            .filter(|r| self.fresh(r))
+            .copied()
+            .collect();
+        let r = fresh
+            .iter()
+            .rev()
+            .find(|r| r.start <= at)
+            .or_else(|| fresh.iter().find(|r| r.start <= at.saturating_add(COARSE)))
+            .copied()?;
+        // A span naming this object from another object's trace (an event's `related` object,
+        // say) must not pull it out of its own trace.
+        if obj.has_owner()
+            && self.traces.get(&r.trace).map(|t| t.root_object) != Some(self.objects.top(subject))
+        {
+            return None;
+        }
+        Some(r)
+    }
+
+    /// The parent of the previous event on the same object, unless that was a trace root: which
+    /// trace a root-level event belongs to depends on the generation, decided afresh each time.
+    fn sibling_anchor(&self, subject: ObjId) -> Option<SpanRef> {
+        let r = self.objects.get(subject)?.anchor?;
+        (self.fresh(&r) && r.span != SpanId::for_root(r.trace)).then_some(r)
+    }
+
+    /// Whether a controller normally announces creating this object and has not done so yet.
+    fn awaits_creator(&mut self, subject: ObjId, at: Timestamp) -> bool {
+        let owner_kind = self
+            .objects
+            .owner_of(subject)
+            .and_then(|o| self.objects.get(o))
+            .map(|o| o.kind.clone());
+        let Some(obj) = self.objects.get(subject) else {
+            return false;
+        };
+        if !obj.acted_on.is_empty() || obj.anchor.is_some() {
+            return false;
+        }
+        match owner_kind {
+            Some(owner) => {
+                rules::announces(&owner, &obj.kind)
+                    && obj
+                        .created
+                        .is_none_or(|c| at.since(c) < self.cfg.window + COARSE)
+            }
+            // Not seen live yet: maybe its creator's message or its own watch event is on the way.
+            None => !obj.live && rules::announced_kind(&obj.kind),
+        }
+    }
+
+    /// The most recent span on or about the nearest owner, in the trace this event belongs to.
+    fn owner_span(&mut self, subject: ObjId, at: Timestamp) -> Option<SpanRef> {
+        let chain = self.objects.trace_chain(subject);
+        let key = self.root_key(*chain.last()?, at);
+        let trace = self.find_trace(key)?;
+        let limit = at.saturating_add(COARSE);
+        chain.iter().find_map(|&owner| {
+            let obj = self.objects.get(owner)?;
+            obj.spans_on
+                .iter()
+                .chain(obj.acted_on.iter())
+                .filter(|r| r.trace == trace && r.start <= limit && self.fresh(r))
+                .max_by_key(|r| (r.start, r.span))
+                .copied()
+        })
+    }
+
+    // ---- traces ------------------------------------------------------------------------------
+
+    /// Which change of `root` an event at `at` belongs to.
+    fn root_key(&mut self, root: ObjId, at: Timestamp) -> RootKey {
+        if self.objects.knows_generations(root) {
+            (
+                root,
+                Change::Generation(self.objects.generation_at(root, at)),
+            )
+        } else {
+            (root, Change::Activity)
+        }
+    }
+
+    /// The trace of a change, if it has one. A burst of activity ends when its root is emitted.
+    fn find_trace(&self, key: RootKey) -> Option<TraceId> {
+        let id = *self.roots.get(&key)?;
+        let trace = self.traces.get(&id)?;
+        match key.1 {
+            Change::Generation(_) => Some(id),
+            Change::Activity => trace.emitted_root_start.is_none().then_some(id),
+        }
+    }
+
+    /// An object known only from events has just been seen through a watch: the trace of its
+    /// current burst of activity becomes the trace of its current generation.
+    pub(super) fn adopt_activity_trace(&mut self, root: ObjId) {
+        let activity = (root, Change::Activity);
+        let Some(trace_id) = self.find_trace(activity) else {
+            return;
+        };
+        let generation = self.objects.get(root).map_or(0, |o| o.generation);
+        let key = (root, Change::Generation(generation));
+        if self.roots.contains_key(&key) {
+            return;
+        }
+        self.roots.remove(&activity);
+        self.roots.insert(key, trace_id);
+        if let Some(trace) = self.traces.get_mut(&trace_id) {
+            trace.key = key;
+            trace.generation = generation;
+        }
+    }
+
+    /// The root span of the trace `subject` belongs to at `at`, starting the trace if needed.
+    fn root_of(&mut self, subject: ObjId, at: Timestamp) -> SpanRef {
+        let root = self.objects.top(subject);
+        let key = self.root_key(root, at);
+        let trace = match self.find_trace(key) {
+            Some(trace) => trace,
+            None => {
+                let change_time = match key.1 {
+                    Change::Generation(g) => self.objects.change(root, g).map(|c| c.time),
+                    Change::Activity => None,
+                };
+                let start = match change_time {
+                    Some(t) if t <= at && at.since(t) <= MAX_ROOT_LEAD => t,
+                    _ => at,
+                };
+                self.start_trace(key, Source::SyntheticRoot, root, None, start, 1)
+            }
+        };
+        let span = SpanId::for_root(trace);
+        let start = self.spans.get(&span).map_or(at, |s| s.start);
+        SpanRef {
+            span,
+            trace,
+            start,
+            at: self.now,
+        }
+    }
+
+    fn start_trace(
+        &mut self,
+        key: RootKey,
+        source: Source,
+        subject: ObjId,
+        about: Option<ObjId>,
+        start: Timestamp,
+        count: u32,
+    ) -> TraceId {
+        let now = self.now;
+        let (root, change) = key;
+        let name = match self.objects.get(root) {
+            Some(obj) => match &obj.uid {
+                Some(uid) => uid.to_string(),
+                // Known by name only: the name stands in for the uid.
+                None => format!("{}/{}/{}", obj.kind, obj.namespace, obj.name),
+            },
+            None => String::new(),
+        };
+        let (id, generation) = match change {
+            Change::Generation(g) => (TraceId::for_change(&name, g), g),
+            Change::Activity => (TraceId::for_activity(&name, start), 0),
+        };
+        let root_span = SpanId::for_root(id);
+        self.stats.traces_started += 1;
+        self.roots.insert(key, id);
+        self.traces.insert(
+            id,
+            TraceState {
+                root_object: root,
+                generation,
+                emitted_root_start: None,
+                pending: vec![root_span],
+                scheduled: None,
+                last_activity: now,
+                key,
+            },
+        );
+        self.spans.insert(
+            root_span,
+            OpenSpan {
+                trace: id,
+                parent: None,
+                depth: 0,
+                source,
+                subject,
+                about,
+                start,
+                last: start,
+                end: None,
+                children_end: start,
+                children_start: None,
+                touched: now,
+                open_children: 0,
+                first_count: 1,
+                count,
+                repeat_interval: Duration::ZERO,
+                repeats: Vec::new(),
+            },
+        );
+        self.schedule(id, now.saturating_add(self.cfg.horizon));
+        id
+    }
+
+    /// Makes an event the root of `root`'s current trace, unless that trace's root is already an
+    /// event or already exported.
+    fn place_as_root(
+        &mut self,
+        occurrence: Occurrence,
+        root: ObjId,
+        subject: ObjId,
+        about: Option<ObjId>,
+    ) -> Result<(), Occurrence> {
+        let key = self.root_key(root, occurrence.start);
+        let (uid, count, last, start) = (
+            occurrence.event.uid.clone(),
+            occurrence.event.count,
+            occurrence.last,
+            occurrence.start,
+        );
+        let trace = match self.find_trace(key) {
+            None => self.start_trace(
+                key,
+                Source::Event(occurrence.event),
+                subject,
+                about,
+                start,
+                count,
+            ),
+            Some(trace) => {
+                let root_span = SpanId::for_root(trace);
+                let Some(span) = self.spans.get_mut(&root_span) else {
+                    return Err(occurrence);
+                };
+                if !matches!(span.source, Source::SyntheticRoot) {
+                    return Err(occurrence);
+                }
+                span.start = span.children_start.map_or(start, |c| c.min(start));
+                span.last = span.last.max(span.start);
+                span.count = count;
+                span.source = Source::Event(occurrence.event);
+                span.subject = subject;
+                span.about = about;
+                self.touch(root_span);
+                trace
+            }
+        };
+        let root_span = SpanId::for_root(trace);
+        self.tracked.record(&uid, root_span, count, last, self.now);
+        if let Some(child) = about {
+            let start = self.spans.get(&root_span).map_or(start, |s| s.start);
+            self.acted_on(
+                child,
+                SpanRef {
+                    span: root_span,
+                    trace,
+                    start,
+                    at: self.now,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn open_span(
+        &mut self,
+        occurrence: Occurrence,
+        subject: ObjId,
+        about: Option<ObjId>,
+        parent: SpanRef,
+    ) {
+        let now = self.now;
+        let span_id = SpanId::for_event(&occurrence.event.uid, occurrence.first_count);
+        if self.spans.contains_key(&span_id) {
+            // The same occurrence held twice (a repetition arrived while the first was held).
+            return self.repeat(span_id, occurrence);
+        }
+        let mut start = occurrence.start;
+        let recent: Vec<SpanRef> = self
+            .objects
+            .get(subject)
+            .map(|o| {
+                o.spans_on
+                    .iter()
+                    .filter(|r| r.trace == parent.trace)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if occurrence.coarse {
+            // All we know is the second: keep the order in which the events were reported.
+            if let Some(latest) = recent.iter().map(|r| r.start).max()
+                && latest >= start
+                && latest < start.saturating_add(COARSE)
+            {
+                start = latest.saturating_add(ORDER_NUDGE);
+            }
+        }
+        let depth = match self.spans.get_mut(&parent.span) {
+            Some(p) if p.is_root() => {
+                // A synthesised root's time is coarse: the root moves, not the child.
+                p.start = p.start.min(start);
+                p.children_start = Some(p.children_start.map_or(start, |c| c.min(start)));
+                p.open_children += 1;
+                1
+            }
+            Some(p) => {
+                start = start.max(p.start);
+                p.open_children += 1;
+                p.depth.saturating_add(1)
+            }
+            None => {
+                start = start.max(parent.start);
+                1
+            }
+        };
+        if let Some(root_start) = self
+            .traces
+            .get(&parent.trace)
+            .and_then(|t| t.emitted_root_start)
+        {
+            start = start.max(root_start);
+        }
+        // A span on an object lasts until the next event on that object, by time.
+        let mut end = None;
+        for r in &recent {
+            if r.start > start {
+                end = Some(end.map_or(r.start, |e: Timestamp| e.min(r.start)));
+            } else if let Some(earlier) = self.spans.get_mut(&r.span) {
+                earlier.end = Some(earlier.end.map_or(start, |e| e.min(start)));
+            }
+        }
+        let event = &occurrence.event;
+        let (uid, count, last) = (
+            event.uid.clone(),
+            event.count.max(1),
+            occurrence.last.max(start),
+        );
+        self.spans.insert(
+            span_id,
+            OpenSpan {
+                trace: parent.trace,
+                parent: Some(parent.span),
+                depth,
+                source: Source::Event(occurrence.event),
+                subject,
+                about,
+                start,
+                last,
+                end,
+                children_end: start,
+                children_start: None,
+                touched: now,
+                open_children: 0,
+                first_count: occurrence.first_count,
+                count,
+                repeat_interval: Duration::ZERO,
+                repeats: Vec::new(),
+            },
+        );
+        self.tracked.record(&uid, span_id, count, last, now);
+        let here = SpanRef {
+            span: span_id,
+            trace: parent.trace,
+            start,
+            at: now,
+        };
+        if let Some(obj) = self.objects.get_mut(subject) {
+            obj.spans_on.insert(here);
+            obj.anchor = Some(parent);
+        }
+        if let Some(trace) = self.traces.get_mut(&parent.trace) {
+            trace.pending.push(span_id);
+            trace.last_activity = now;
+        }
+        self.touch(span_id);
+        self.schedule(parent.trace, now.saturating_add(self.cfg.window));
+        if self.spans.len() > self.cfg.max_open_spans {
+            self.force_oldest_trace();
+        }
+        if let Some(child) = about {
+            self.acted_on(child, here);
+        }
+    }
+
+    /// Records that `span` acted on `child`, and places the child's events that waited for it.
+    fn acted_on(&mut self, child: ObjId, span: SpanRef) {
+        if let Some(obj) = self.objects.get_mut(child) {
+            obj.acted_on.insert(span);
+        }
+        for waiting in self.held.take_for(child) {
+            self.place(waiting, false);
+        }
+    }
+
+    /// Folds a repetition of an event into its open span.
+    pub(super) fn repeat(&mut self, span_id: SpanId, occurrence: Occurrence) {
+        let max_events = self.cfg.max_span_events;
+        let Some(span) = self.spans.get_mut(&span_id) else {
+            return;
+        };
+        let count = occurrence.event.count;
+        if count <= span.count {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.repeats += 1;
+        span.repeat_interval = occurrence.last.since(span.last);
+        span.last = span.last.max(occurrence.last);
+        span.count = count;
+        if span.repeats.len() < max_events {
+            span.repeats.push((occurrence.last, count));
+        }
+        let (last, trace) = (span.last, span.trace);
+        self.tracked
+            .record(&occurrence.event.uid, span_id, count, last, self.now);
+        if let Some(t) = self.traces.get_mut(&trace) {
+            t.last_activity = self.now;
+        }
+        self.touch(span_id);
+    }
+
+    /// Marks a span and its open ancestors as changed now.
+    fn touch(&mut self, mut id: SpanId) {
+        while let Some(span) = self.spans.get_mut(&id) {
+            span.touched = self.now;
+            match span.parent {
+                Some(parent) => id = parent,
+                None => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Spans and traces still open: their end, or their children, may still change.
+
+use std::time::Duration;
+
+use super::ids::{SpanId, TraceId};
+use super::model::EventRecord;
+use super::objects::ObjId;
+use super::time::Timestamp;
+
+/// What a span was made from.
+#[derive(Debug)]
+pub(crate) enum Source {
+    /// The root of a trace, synthesised from the root object's newest spec change.
+    SyntheticRoot,
+    /// An event: an ordinary span, or the root of its trace when it was marked top-level.
+    Event(Box<EventRecord>),
+}
+
+#[derive(Debug)]
+pub(crate) struct OpenSpan {
+    pub trace: TraceId,
+    pub parent: Option<SpanId>,
+    /// Distance from the top of the open part of the tree: children are emitted before parents.
+    pub depth: u8,
+    pub source: Source,
+    /// The involved object (the root object, for a root span).
+    pub subject: ObjId,
+    /// The child a controller said it acted on, or the event's `related` object.
+    pub about: Option<ObjId>,
+    pub start: Timestamp,
+    /// The latest occurrence of a repeated event.
+    pub last: Timestamp,
+    /// Set when the next event on the same object starts.
+    pub end: Option<Timestamp>,
+    /// The latest end among emitted children.
+    pub children_end: Timestamp,
+    /// The earliest start among children (roots only: a root starts no later than its children).
+    pub children_start: Option<Timestamp>,
+    /// When this span or anything below it last changed.
+    pub touched: Timestamp,
+    pub open_children: u32,
+    pub first_count: u32,
+    pub count: u32,
+    /// The gap between the last two repetitions: how long to wait for the next one.
+    pub repeat_interval: Duration,
+    /// Times and counts of repetitions, capped.
+    pub repeats: Vec<(Timestamp, u32)>,
+}
+
+impl OpenSpan {
+    pub fn is_root(&self) -> bool {
+        self.parent.is_none()
+    }
+
+    /// When this span may be emitted, provided its children have been.
+    pub fn ready_at(
+        &self,
+        window: Duration,
+        horizon: Duration,
+        max_repeat_hold: Duration,
+    ) -> Timestamp {
+        if self.end.is_some() {
+            return self.touched.saturating_add(window);
+        }
+        let wait = if self.count > self.first_count {
+            // Back-offs double: three intervals cover the next repetition.
+            (self.repeat_interval * 3).clamp(horizon, max_repeat_hold.max(horizon))
+        } else {
+            horizon
+        };
+        self.touched.saturating_add(wait)
+    }
+
+    /// The end to export: the latest of its own end, its last repetition and its children.
+    pub fn final_end(&self) -> Timestamp {
+        self.end
+            .unwrap_or(self.last)
+            .max(self.last)
+            .max(self.children_end)
+            .max(self.start)
+    }
+}
+
+/// One change of a top-level object.
+#[derive(Debug)]
+pub(crate) struct TraceState {
+    pub root_object: ObjId,
+    pub generation: i64,
+    /// The root's start once it has been emitted: later children must not start before it.
+    pub emitted_root_start: Option<Timestamp>,
+    /// Open spans of this trace, in creation order.
+    pub pending: Vec<SpanId>,
+    /// The deadline queued for this trace, if any.
+    pub scheduled: Option<Timestamp>,
+    pub last_activity: Timestamp,
+    /// The key this trace is found by in the engine's root index.
+    pub key: RootKey,
+}
+
+/// How a trace is found from its root object: a spec generation, or, for objects whose
+/// generations are unknown (seen only through events), the current burst of activity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Change {
+    Generation(i64),
+    Activity,
+}
+
+pub(crate) type RootKey = (ObjId, Change);

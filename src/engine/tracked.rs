@@ -1,0 +1,88 @@
+//! Event uids seen recently: to fold repeats into their span and to drop re-deliveries.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use xxhash_rust::xxh3::xxh3_128;
+
+use super::ids::SpanId;
+use super::time::Timestamp;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Track {
+    pub span: SpanId,
+    pub count: u32,
+    pub last: Timestamp,
+    touched: Timestamp,
+}
+
+pub(crate) struct TrackedEvents {
+    map: FxHashMap<u128, Track>,
+    expiry: VecDeque<(Timestamp, u128)>,
+    ttl: Duration,
+    cap: usize,
+    pub evicted: u64,
+}
+
+impl TrackedEvents {
+    pub fn new(ttl: Duration, cap: usize) -> Self {
+        TrackedEvents {
+            map: FxHashMap::default(),
+            expiry: VecDeque::new(),
+            ttl,
+            cap,
+            evicted: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn get(&self, uid: &str) -> Option<Track> {
+        self.map.get(&xxh3_128(uid.as_bytes())).copied()
+    }
+
+    pub fn record(&mut self, uid: &str, span: SpanId, count: u32, last: Timestamp, now: Timestamp) {
+        let key = xxh3_128(uid.as_bytes());
+        let track = Track {
+            span,
+            count,
+            last,
+            touched: now,
+        };
+        if self.map.insert(key, track).is_none() {
+            if self.map.len() > self.cap {
+                self.evict_oldest();
+            }
+            self.expiry.push_back((now.saturating_add(self.ttl), key));
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((_, key)) = self.expiry.pop_front() {
+            if self.map.remove(&key).is_some() {
+                self.evicted += 1;
+                return;
+            }
+        }
+    }
+
+    pub fn expire(&mut self, now: Timestamp) {
+        while let Some(&(at, key)) = self.expiry.front() {
+            if at > now {
+                break;
+            }
+            self.expiry.pop_front();
+            if let Some(track) = self.map.get(&key) {
+                let due = track.touched.saturating_add(self.ttl);
+                if due > now {
+                    self.expiry.push_back((due, key));
+                } else {
+                    self.map.remove(&key);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,570 @@
+//! Kubernetes JSON (and YAML) as the engine needs it.
+//!
+//! One lenient serde model covers watch events (`{"type","object"}`), bare objects, Lists, and
+//! both Event APIs (`core/v1` and `events.k8s.io/v1`): every field is optional, and only the few
+//! the engine uses are kept. Large fields it does not need (annotations other than its own,
+//! managedFields' field sets, spec, status) are skipped while parsing, never copied.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::model::{EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange};
+use crate::engine::time::Timestamp;
+
+/// The annotation Flux sets on an event that starts a trace.
+pub const TOP_LEVEL_ANNOTATION: &str = "topLevelSpan";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("not a Kubernetes object: no `kind`")]
+    NoKind,
+    #[error("{kind} has no metadata.uid")]
+    NoUid { kind: String },
+    #[error("event {name} names no involved object (`involvedObject` or `regarding`)")]
+    NoInvolvedObject { name: String },
+    #[error("event {name} carries no timestamp")]
+    NoTime { name: String },
+    #[error("unknown watch event type {0:?}")]
+    UnknownWatchType(String),
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct TimeVisitor;
+        impl Visitor<'_> for TimeVisitor {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 timestamp")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                Timestamp::parse_rfc3339(s)
+                    .ok_or_else(|| E::custom(format!("invalid RFC 3339 timestamp {s:?}")))
+            }
+        }
+        d.deserialize_str(TimeVisitor)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339_micros())
+    }
+}
+
+/// Annotations, keeping only the ones eventspan reads: others (say a 100 KiB
+/// `last-applied-configuration`) are skipped unread.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KeptAnnotations {
+    pub top_level_span: bool,
+}
+
+impl<'de> Deserialize<'de> for KeptAnnotations {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AnnotationsVisitor;
+        impl<'de> Visitor<'de> for AnnotationsVisitor {
+            type Value = KeptAnnotations;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of annotations")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<KeptAnnotations, E> {
+                Ok(KeptAnnotations::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeptAnnotations, A::Error> {
+                let mut kept = KeptAnnotations::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == TOP_LEVEL_ANNOTATION {
+                        let value: Cow<'de, str> = map.next_value()?;
+                        kept.top_level_span = value == "true";
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(kept)
+            }
+        }
+        d.deserialize_any(AnnotationsVisitor)
+    }
+}
+
+/// `managedFields[].fieldsV1`, reduced to the one fact the engine needs: did it touch `spec`?
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TouchesSpec(pub bool);
+
+impl<'de> Deserialize<'de> for TouchesSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = TouchesSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a fieldsV1 map")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TouchesSpec, E> {
+                Ok(TouchesSpec(false))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TouchesSpec, A::Error> {
+                let mut spec = false;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    spec |= key == "f:spec";
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Ok(TouchesSpec(spec))
+            }
+        }
+        d.deserialize_any(FieldsVisitor)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ManagedField {
+    pub manager: String,
+    pub operation: String,
+    pub time: Option<Timestamp>,
+    #[serde(rename = "fieldsV1")]
+    pub fields_v1: TouchesSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WireOwner {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+    pub controller: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WireMeta {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub generation: Option<i64>,
+    pub creation_timestamp: Option<Timestamp>,
+    pub deletion_timestamp: Option<Timestamp>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub annotations: Option<KeptAnnotations>,
+    pub owner_references: Option<Vec<WireOwner>>,
+    pub managed_fields: Option<Vec<ManagedField>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WireRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub field_path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WireSeries {
+    pub count: Option<i64>,
+    pub last_observed_time: Option<Timestamp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WireSource {
+    pub component: String,
+    pub host: String,
+}
+
+/// Any Kubernetes JSON value eventspan reads: a watch event, an object or a List.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WireObject {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: WireMeta,
+    /// A watch event's type (`ADDED`...), or an Event's type (`Normal`, `Warning`).
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    /// Set on watch events.
+    pub object: Option<Box<WireObject>>,
+    /// When a recorder saw this watch event (eventspan's own extension).
+    pub observed_at: Option<Timestamp>,
+    /// Set on Lists.
+    pub items: Option<Vec<WireObject>>,
+
+    // Both Event APIs.
+    pub involved_object: Option<WireRef>,
+    pub regarding: Option<WireRef>,
+    pub related: Option<WireRef>,
+    pub reason: String,
+    pub message: String,
+    pub note: String,
+    pub action: String,
+    pub count: Option<i64>,
+    pub series: Option<WireSeries>,
+    pub event_time: Option<Timestamp>,
+    pub first_timestamp: Option<Timestamp>,
+    pub last_timestamp: Option<Timestamp>,
+    pub deprecated_first_timestamp: Option<Timestamp>,
+    pub deprecated_last_timestamp: Option<Timestamp>,
+    pub deprecated_count: Option<i64>,
+    pub source: Option<WireSource>,
+    pub deprecated_source: Option<WireSource>,
+    pub reporting_component: String,
+    pub reporting_controller: String,
+    pub reporting_instance: String,
+}
+
+/// What a value in a stream asks of the engine.
+#[derive(Debug, PartialEq)]
+pub enum Change {
+    Upsert(ObjectMeta),
+    Delete(ObjectMeta),
+    Event(Box<EventRecord>),
+    /// Nothing for the engine: a bookmark, or an Event being garbage-collected.
+    Ignore,
+}
+
+/// One change with the time it was observed, if the source recorded it.
+#[derive(Debug, PartialEq)]
+pub struct Observed {
+    pub change: Change,
+    pub observed_at: Option<Timestamp>,
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn clamp_count(n: Option<i64>) -> Option<u32> {
+    n.filter(|n| *n > 0)
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+impl WireObject {
+    pub fn is_event(&self) -> bool {
+        self.kind == "Event"
+            && (self.api_version == "v1" || self.api_version.starts_with("events.k8s.io/"))
+    }
+
+    /// Flattens a stream value into the changes it carries.
+    pub fn into_changes(self, out: &mut Vec<Result<Observed, WireError>>) {
+        if let Some(object) = self.object {
+            let observed_at = self.observed_at;
+            let deleted = match self.type_.as_deref() {
+                Some("ADDED" | "MODIFIED") | None => false,
+                Some("DELETED") => true,
+                Some("BOOKMARK") => {
+                    out.push(Ok(Observed {
+                        change: Change::Ignore,
+                        observed_at,
+                    }));
+                    return;
+                }
+                Some(other) => {
+                    return out.push(Err(WireError::UnknownWatchType(other.to_string())));
+                }
+            };
+            out.push(object.into_change(deleted).map(|change| Observed {
+                change,
+                observed_at,
+            }));
+        } else if let Some(items) = self.items {
+            for item in items {
+                item.into_changes(out);
+            }
+        } else {
+            let observed_at = self.observed_at;
+            out.push(self.into_change(false).map(|change| Observed {
+                change,
+                observed_at,
+            }));
+        }
+    }
+
+    fn into_change(self, deleted: bool) -> Result<Change, WireError> {
+        if self.kind.is_empty() {
+            return Err(WireError::NoKind);
+        }
+        if self.is_event() {
+            // An Event's deletion is its TTL expiring, not news about the cluster.
+            return if deleted {
+                Ok(Change::Ignore)
+            } else {
+                self.into_event().map(|e| Change::Event(Box::new(e)))
+            };
+        }
+        let meta = self.into_object_meta()?;
+        Ok(if deleted {
+            Change::Delete(meta)
+        } else {
+            Change::Upsert(meta)
+        })
+    }
+
+    pub fn into_object_meta(self) -> Result<ObjectMeta, WireError> {
+        let m = self.metadata;
+        if m.uid.is_empty() {
+            return Err(WireError::NoUid { kind: self.kind });
+        }
+        let spec_change = m
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.fields_v1.0)
+            .filter_map(|f| {
+                Some(SpecChange {
+                    time: f.time?,
+                    manager: f.manager,
+                    operation: f.operation,
+                })
+            })
+            .fold(None, |newest: Option<SpecChange>, c| match newest {
+                Some(n) if n.time > c.time => Some(n),
+                _ => Some(c),
+            });
+        Ok(ObjectMeta {
+            uid: m.uid,
+            kind: self.kind,
+            api_version: self.api_version,
+            namespace: m.namespace,
+            name: m.name,
+            generation: m.generation.unwrap_or(0),
+            labels: m.labels.unwrap_or_default().into_iter().collect(),
+            owners: m
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| OwnerRef {
+                    kind: o.kind,
+                    api_version: o.api_version,
+                    name: o.name,
+                    uid: o.uid,
+                    controller: o.controller.unwrap_or(false),
+                })
+                .collect(),
+            spec_change,
+            created: m.creation_timestamp,
+        })
+    }
+
+    pub fn into_event(self) -> Result<EventRecord, WireError> {
+        let m = self.metadata;
+        let involved =
+            self.regarding
+                .or(self.involved_object)
+                .ok_or_else(|| WireError::NoInvolvedObject {
+                    name: m.name.clone(),
+                })?;
+        let precise = |t: Option<Timestamp>| t.map(|at| EventTime { at, precise: true });
+        let coarse = |t: Option<Timestamp>| t.map(|at| EventTime { at, precise: false });
+        let series = self.series.unwrap_or_default();
+        let first = precise(self.event_time)
+            .or(coarse(self.first_timestamp))
+            .or(coarse(self.deprecated_first_timestamp))
+            .or(coarse(self.last_timestamp))
+            .or(coarse(m.creation_timestamp))
+            .ok_or_else(|| WireError::NoTime {
+                name: m.name.clone(),
+            })?;
+        let last = precise(series.last_observed_time)
+            .or(coarse(self.last_timestamp))
+            .or(coarse(self.deprecated_last_timestamp))
+            .filter(|l| l.at >= first.at)
+            .unwrap_or(first);
+        let source = self.source.or(self.deprecated_source).unwrap_or_default();
+        let to_ref = |r: WireRef| ObjectRef {
+            namespace: if r.namespace.is_empty() {
+                m.namespace.clone()
+            } else {
+                r.namespace
+            },
+            kind: r.kind,
+            api_version: r.api_version,
+            name: r.name,
+            uid: r.uid,
+            field_path: r.field_path,
+        };
+        let involved = to_ref(involved);
+        let related = self.related.map(to_ref);
+        let uid = if m.uid.is_empty() {
+            format!("{}/{}", m.namespace, m.name)
+        } else {
+            m.uid
+        };
+        Ok(EventRecord {
+            uid,
+            name: m.name,
+            namespace: m.namespace,
+            involved,
+            related,
+            reason: self.reason,
+            message: non_empty(self.note).unwrap_or(self.message),
+            warning: self.type_.as_deref() == Some("Warning"),
+            action: self.action,
+            reporting_controller: non_empty(self.reporting_controller)
+                .or(non_empty(self.reporting_component))
+                .unwrap_or(source.component),
+            reporting_instance: non_empty(self.reporting_instance).unwrap_or(source.host),
+            count: clamp_count(series.count)
+                .or(clamp_count(self.count))
+                .or(clamp_count(self.deprecated_count))
+                .unwrap_or(1),
+            first,
+            last,
+            top_level: m.annotations.unwrap_or_default().top_level_span,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(json: &str) -> Vec<Result<Observed, WireError>> {
+        let v: WireObject = serde_json::from_str(json).unwrap();
+        let mut out = Vec::new();
+        v.into_changes(&mut out);
+        out
+    }
+
+    fn event(json: &str) -> EventRecord {
+        match changes(json).remove(0).unwrap().change {
+            Change::Event(e) => *e,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn core_v1_event() {
+        let e = event(
+            r#"{"type":"ADDED","observedAt":"2024-05-01T12:00:03.5Z","object":{"apiVersion":"v1","kind":"Event",
+            "metadata":{"name":"web.17","namespace":"shop","uid":"e1","annotations":{"topLevelSpan":"true","big":"x"}},
+            "involvedObject":{"kind":"Deployment","namespace":"shop","name":"web","uid":"d1","apiVersion":"apps/v1"},
+            "reason":"ScalingReplicaSet","message":"Scaled up replica set web-1 from 0 to 2","type":"Normal",
+            "source":{"component":"deployment-controller"},"count":3,
+            "firstTimestamp":"2024-05-01T12:00:01Z","lastTimestamp":"2024-05-01T12:00:03Z"}}"#,
+        );
+        assert_eq!(e.involved.name, "web");
+        assert_eq!(e.reporting_controller, "deployment-controller");
+        assert_eq!(e.count, 3);
+        assert!(!e.first.precise);
+        assert_eq!(
+            e.last.at,
+            Timestamp::parse_rfc3339("2024-05-01T12:00:03Z").unwrap()
+        );
+        assert!(e.top_level);
+        assert!(!e.warning);
+    }
+
+    #[test]
+    fn events_k8s_io_v1_event() {
+        let e = event(
+            r#"{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"p.1","namespace":"shop","uid":"e2"},
+            "regarding":{"kind":"Pod","name":"web-1-x","uid":"p1"},"related":{"kind":"Node","name":"n1"},
+            "reason":"BackOff","note":"Back-off restarting failed container","type":"Warning",
+            "eventTime":"2024-05-01T12:00:01.123456Z","series":{"count":7,"lastObservedTime":"2024-05-01T12:05:00.000001Z"},
+            "reportingController":"kubelet","reportingInstance":"n1","action":"Restart"}"#,
+        );
+        assert_eq!(
+            e.involved.namespace, "shop",
+            "namespace defaults to the event's"
+        );
+        assert_eq!(e.related.as_ref().unwrap().name, "n1");
+        assert!(e.warning && e.first.precise && e.last.precise);
+        assert_eq!(e.count, 7);
+        assert_eq!(e.message, "Back-off restarting failed container");
+        assert_eq!(e.reporting_instance, "n1");
+    }
+
+    #[test]
+    fn object_metadata_and_spec_change() {
+        let out = changes(
+            r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web","namespace":"shop","uid":"d1",
+            "generation":4,"labels":{"b":"2","a":"1"},"managedFields":[
+              {"manager":"kubectl-client-side-apply","operation":"Update","time":"2024-05-01T12:00:00Z","fieldsV1":{"f:spec":{"f:replicas":{}}}},
+              {"manager":"kube-controller-manager","operation":"Update","time":"2024-05-01T12:09:00Z","subresource":"status","fieldsV1":{"f:status":{}}},
+              {"manager":"kubectl-edit","operation":"Update","time":"2024-05-01T12:05:00Z","fieldsV1":{"f:metadata":{},"f:spec":{}}}]},
+            "spec":{"replicas":3},"status":{"replicas":3}}"#,
+        );
+        let Ok(Observed {
+            change: Change::Upsert(m),
+            observed_at: None,
+        }) = &out[0]
+        else {
+            panic!("{out:?}")
+        };
+        assert_eq!(m.generation, 4);
+        assert_eq!(
+            m.labels,
+            vec![("a".into(), "1".into()), ("b".into(), "2".into())]
+        );
+        let change = m.spec_change.as_ref().unwrap();
+        assert_eq!(change.manager, "kubectl-edit");
+        assert_eq!(
+            change.time,
+            Timestamp::parse_rfc3339("2024-05-01T12:05:00Z").unwrap()
+        );
+    }
+
+    #[test]
+    fn lists_deletes_and_bookmarks() {
+        let out = changes(
+            r#"{"kind":"List","apiVersion":"v1","items":[
+              {"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","uid":"p1"}},
+              {"kind":"Pod","apiVersion":"v1","metadata":{"name":"b"}}]}"#,
+        );
+        assert!(matches!(
+            out[0],
+            Ok(Observed {
+                change: Change::Upsert(_),
+                ..
+            })
+        ));
+        assert_eq!(out[1], Err(WireError::NoUid { kind: "Pod".into() }));
+        let out = changes(
+            r#"{"type":"DELETED","object":{"kind":"Pod","apiVersion":"v1","metadata":{"name":"a","uid":"p1"}}}"#,
+        );
+        assert!(matches!(
+            out[0],
+            Ok(Observed {
+                change: Change::Delete(_),
+                ..
+            })
+        ));
+        let out = changes(
+            r#"{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{}}}"#,
+        );
+        assert!(matches!(
+            out[0],
+            Ok(Observed {
+                change: Change::Ignore,
+                ..
+            })
+        ));
+        let out = changes(r#"{"type":"EXPLODED","object":{"kind":"Pod"}}"#);
+        assert_eq!(out[0], Err(WireError::UnknownWatchType("EXPLODED".into())));
+    }
+
+    #[test]
+    fn malformed_events_are_errors() {
+        let out = changes(
+            r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"x","uid":"e"},"reason":"R"}"#,
+        );
+        assert_eq!(
+            out[0],
+            Err(WireError::NoInvolvedObject { name: "x".into() })
+        );
+        let out = changes(
+            r#"{"kind":"Event","apiVersion":"v1","metadata":{"name":"x","uid":"e"},"involvedObject":{"kind":"Pod","name":"p"}}"#,
+        );
+        assert_eq!(out[0], Err(WireError::NoTime { name: "x".into() }));
+        assert!(
+            serde_json::from_str::<WireObject>(r#"{"kind":"Event","eventTime":"yesterday"}"#)
+                .is_err()
+        );
+    }
+}
