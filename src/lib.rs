@@ -9,3 +9,4 @@ pub mod engine;
 pub mod otlp;
 pub mod replay;
 pub mod wire;
+pub mod workload;

@@ -219,7 +219,7 @@ pub struct WireObject {
 }
 
 /// What a value in a stream asks of the engine.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     Upsert(ObjectMeta),
     Delete(ObjectMeta),
@@ -229,7 +229,7 @@ pub enum Change {
 }
 
 /// One change with the time it was observed, if the source recorded it.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     pub change: Change,
     pub observed_at: Option<Timestamp>,

@@ -6,8 +6,18 @@ use super::ids::TraceId;
 use super::time::Timestamp;
 use super::{Engine, emit};
 
+/// Emission checks run on this tick (deadlines round up to it), so a busy trace is scanned about
+/// once a second rather than once per span that settles.
+const CHECK_TICK: i64 = 1_000_000_000;
+
 impl Engine {
     pub(super) fn schedule(&mut self, trace: TraceId, at: Timestamp) {
+        let at = Timestamp::from_unix_nanos(
+            at.unix_nanos()
+                .div_euclid(CHECK_TICK)
+                .saturating_add(1)
+                .saturating_mul(CHECK_TICK),
+        );
         if let Some(t) = self.traces.get_mut(&trace)
             && t.scheduled.is_none_or(|s| at < s)
         {
@@ -19,14 +29,34 @@ impl Engine {
     /// Emits the spans of a trace that are settled (all of them when `force`), deepest first so
     /// that each parent's end covers its children.
     pub(super) fn evaluate(&mut self, trace_id: TraceId, force: bool) {
+        let (window, horizon, max_hold) =
+            (self.cfg.window, self.cfg.horizon, self.cfg.max_repeat_hold);
         let Some(trace) = self.traces.get_mut(&trace_id) else {
             return;
         };
         trace.scheduled = None;
+        if !force {
+            // Usually nothing is due yet: spans were touched since this check was scheduled.
+            let mut next: Option<Timestamp> = None;
+            let mut any_ready = false;
+            for span in trace.pending.iter().filter_map(|id| self.spans.get(id)) {
+                if span.open_children > 0 {
+                    continue;
+                }
+                let ready_at = span.ready_at(window, horizon, max_hold);
+                any_ready |= ready_at <= self.now;
+                next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
+            }
+            if !any_ready {
+                if let Some(at) = next {
+                    self.schedule(trace_id, at);
+                }
+                return;
+            }
+        }
+        let trace = self.traces.get_mut(&trace_id).expect("present");
         let mut pending = std::mem::take(&mut trace.pending);
         pending.sort_by_key(|id| Reverse(self.spans.get(id).map_or(0, |s| s.depth)));
-        let (window, horizon, max_hold) =
-            (self.cfg.window, self.cfg.horizon, self.cfg.max_repeat_hold);
         let mut keep = Vec::new();
         let mut next: Option<Timestamp> = None;
         let mut root_info = None;
@@ -54,6 +84,7 @@ impl Engine {
                     trace,
                     root,
                     unknown: &self.unknown,
+                    name_buf: &mut self.name_buf,
                 },
             );
             if let Some(parent) = finished.parent.and_then(|p| self.spans.get_mut(&p)) {

@@ -6,112 +6,83 @@
 
 use std::sync::Arc;
 
-use super::model::{
-    AttrValue, Attributes, Component, EventRecord, FinishedSpan, SpanEvent, TraceRoot,
-};
-use super::objects::{ObjId, ObjectTable};
+use super::ids::SpanId;
+use super::model::{Attributes, Component, FinishedSpan, TraceRoot};
+use super::objects::{ObjEntry, ObjId, ObjectTable};
 use super::spans::{OpenSpan, Source, TraceState};
 
 /// The semantic-convention attribute names for an object kind's name and uid.
-fn semconv_keys(kind: &str) -> Option<(&'static str, &'static str)> {
-    Some(match kind {
-        "Pod" => ("k8s.pod.name", "k8s.pod.uid"),
-        "ReplicaSet" => ("k8s.replicaset.name", "k8s.replicaset.uid"),
-        "Deployment" => ("k8s.deployment.name", "k8s.deployment.uid"),
-        "StatefulSet" => ("k8s.statefulset.name", "k8s.statefulset.uid"),
-        "DaemonSet" => ("k8s.daemonset.name", "k8s.daemonset.uid"),
-        "Job" => ("k8s.job.name", "k8s.job.uid"),
-        "CronJob" => ("k8s.cronjob.name", "k8s.cronjob.uid"),
-        "Node" => ("k8s.node.name", "k8s.node.uid"),
-        "ReplicationController" => (
-            "k8s.replicationcontroller.name",
-            "k8s.replicationcontroller.uid",
-        ),
-        "HorizontalPodAutoscaler" => ("k8s.hpa.name", "k8s.hpa.uid"),
-        "PersistentVolumeClaim" => (
-            "k8s.persistentvolumeclaim.name",
-            "k8s.persistentvolumeclaim.uid",
-        ),
-        "Namespace" => ("k8s.namespace.name", "k8s.namespace.uid"),
-        _ => return None,
-    })
+const SEMCONV: &[(&str, &str, &str)] = &[
+    ("Pod", "k8s.pod.name", "k8s.pod.uid"),
+    ("ReplicaSet", "k8s.replicaset.name", "k8s.replicaset.uid"),
+    ("Deployment", "k8s.deployment.name", "k8s.deployment.uid"),
+    ("StatefulSet", "k8s.statefulset.name", "k8s.statefulset.uid"),
+    ("DaemonSet", "k8s.daemonset.name", "k8s.daemonset.uid"),
+    ("Job", "k8s.job.name", "k8s.job.uid"),
+    ("CronJob", "k8s.cronjob.name", "k8s.cronjob.uid"),
+    ("Node", "k8s.node.name", "k8s.node.uid"),
+    (
+        "ReplicationController",
+        "k8s.replicationcontroller.name",
+        "k8s.replicationcontroller.uid",
+    ),
+    ("HorizontalPodAutoscaler", "k8s.hpa.name", "k8s.hpa.uid"),
+    (
+        "PersistentVolumeClaim",
+        "k8s.persistentvolumeclaim.name",
+        "k8s.persistentvolumeclaim.uid",
+    ),
+    ("Namespace", "k8s.namespace.name", "k8s.namespace.uid"),
+];
+const NODE_BIT: u32 = 7;
+const NAMESPACE_BIT: u32 = 11;
+/// Owner chains are walked at most this deep for attributes.
+const MAX_CHAIN: usize = 16;
+
+/// The row of [`SEMCONV`] for a kind, if it has semantic-convention attributes.
+pub(crate) fn semconv_slot(kind: &str) -> Option<u8> {
+    SEMCONV
+        .iter()
+        .position(|(k, _, _)| *k == kind)
+        .map(|i| i as u8)
 }
 
-fn push_unique(attrs: &mut Attributes, key: &'static str, value: AttrValue) {
-    if !attrs.iter().any(|(k, _)| *k == key) {
-        attrs.push((key, value));
+/// Adds `k8s.<kind>.name/uid` of an object unless a previous object of the same kind did.
+fn push_object(obj: &ObjEntry, seen: &mut u32, attrs: &mut Attributes) {
+    let Some(i) = obj.semconv.map(usize::from) else {
+        return;
+    };
+    if *seen & (1 << i) != 0 {
+        return;
+    }
+    *seen |= 1 << i;
+    let (_, name_key, uid_key) = SEMCONV[i];
+    attrs.push((name_key, (&obj.name).into()));
+    if let Some(uid) = &obj.uid {
+        attrs.push((uid_key, uid.into()));
     }
 }
 
-/// `k8s.<kind>.name/uid` of an object and of every owner above it, and its namespace and node.
-fn object_attributes(objects: &mut ObjectTable, id: ObjId, attrs: &mut Attributes) {
-    let mut chain = vec![id];
-    chain.extend(objects.owner_chain(id));
-    for (i, oid) in chain.into_iter().enumerate() {
-        let Some(obj) = objects.get(oid) else {
-            continue;
-        };
-        if i == 0 && !obj.namespace.is_empty() {
-            push_unique(attrs, "k8s.namespace.name", (&obj.namespace).into());
+/// `k8s.<kind>.name/uid` of an object and of every owner above it, its namespace and node.
+/// Returns which kinds were named, so a caller adding more objects does not repeat them.
+fn object_attributes(objects: &mut ObjectTable, id: ObjId, attrs: &mut Attributes) -> u32 {
+    let mut seen = 0u32;
+    let mut current = Some(id);
+    for _ in 0..MAX_CHAIN {
+        let Some(oid) = current else { break };
+        let Some(obj) = objects.get(oid) else { break };
+        if seen & (1 << NAMESPACE_BIT) == 0 && !obj.namespace.is_empty() {
+            seen |= 1 << NAMESPACE_BIT;
+            attrs.push(("k8s.namespace.name", (&obj.namespace).into()));
         }
-        if let Some((name_key, uid_key)) = semconv_keys(&obj.kind) {
-            push_unique(attrs, name_key, (&obj.name).into());
-            if let Some(uid) = &obj.uid {
-                push_unique(attrs, uid_key, uid.into());
-            }
+        push_object(obj, &mut seen, attrs);
+        if let Some(node) = obj.node.as_ref().filter(|_| seen & (1 << NODE_BIT) == 0) {
+            seen |= 1 << NODE_BIT;
+            attrs.push(("k8s.node.name", node.into()));
         }
-        if let Some(node) = &obj.node {
-            push_unique(attrs, "k8s.node.name", node.into());
-        }
+        current = objects.owner_of(oid).filter(|o| *o != id);
     }
-}
-
-/// `spec.containers{nginx}` → `nginx`.
-fn container_name(field_path: &str) -> Option<&str> {
-    let rest = field_path.strip_prefix("spec.")?;
-    let open = rest.find('{')?;
-    let kind = &rest[..open];
-    matches!(
-        kind,
-        "containers" | "initContainers" | "ephemeralContainers"
-    )
-    .then(|| rest[open + 1..].strip_suffix('}'))
-    .flatten()
-}
-
-fn event_attributes(ev: &EventRecord, count: u32, attrs: &mut Attributes) {
-    attrs.push(("k8s.event.uid", ev.uid.as_str().into()));
-    attrs.push(("k8s.event.name", ev.name.as_str().into()));
-    attrs.push(("k8s.event.reason", ev.reason.as_str().into()));
-    attrs.push(("k8s.event.message", ev.message.as_str().into()));
-    attrs.push((
-        "k8s.event.type",
-        (if ev.warning { "Warning" } else { "Normal" }).into(),
-    ));
-    attrs.push(("k8s.event.count", i64::from(count).into()));
-    if !ev.action.is_empty() {
-        attrs.push(("k8s.event.action", ev.action.as_str().into()));
-    }
-    attrs.push(("k8s.object.kind", ev.involved.kind.as_str().into()));
-    attrs.push(("k8s.object.name", ev.involved.name.as_str().into()));
-    if !ev.involved.uid.is_empty() {
-        attrs.push(("k8s.object.uid", ev.involved.uid.as_str().into()));
-    }
-    if !ev.involved.api_version.is_empty() {
-        attrs.push((
-            "k8s.object.api_version",
-            ev.involved.api_version.as_str().into(),
-        ));
-    }
-    if !ev.involved.field_path.is_empty() {
-        attrs.push((
-            "k8s.object.fieldpath",
-            ev.involved.field_path.as_str().into(),
-        ));
-        if let Some(container) = container_name(&ev.involved.field_path) {
-            attrs.push(("k8s.container.name", container.into()));
-        }
-    }
+    seen
 }
 
 /// The Arc-shared description of a trace's root object, attached to each of its spans.
@@ -136,16 +107,22 @@ pub(crate) struct EmitContext<'a> {
     pub trace: &'a TraceState,
     pub root: &'a Arc<TraceRoot>,
     pub unknown: &'a Arc<str>,
+    /// Scratch space for span names, which are interned: a few distinct kind/reason pairs.
+    pub name_buf: &'a mut String,
 }
 
-pub(crate) fn finish(
-    span_id: super::ids::SpanId,
-    span: OpenSpan,
-    cx: EmitContext<'_>,
-) -> FinishedSpan {
+fn span_name(cx: &mut EmitContext<'_>, kind: &str, what: &str) -> Arc<str> {
+    cx.name_buf.clear();
+    cx.name_buf.push_str(kind);
+    cx.name_buf.push('.');
+    cx.name_buf.push_str(what);
+    cx.objects.strings.intern(cx.name_buf)
+}
+
+pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -> FinishedSpan {
     let end = span.final_end();
-    let mut attrs: Attributes = Vec::with_capacity(20);
-    let (name, component, message, error) = match &span.source {
+    let mut attrs: Attributes = Vec::with_capacity(12);
+    let (name, component, summary, error, event) = match span.source {
         Source::SyntheticRoot => {
             let change = cx
                 .objects
@@ -162,44 +139,27 @@ pub(crate) fn finish(
                 attrs.push(("eventspan.root.manager", m.into()));
             }
             object_attributes(cx.objects, span.subject, &mut attrs);
-            let name = format!(
-                "{}.{}",
-                cx.root.kind,
-                operation.as_deref().unwrap_or("Change")
-            );
+            let kind = cx.root.kind.clone();
+            let name = span_name(&mut cx, &kind, operation.as_deref().unwrap_or("Change"));
             let component = Component {
                 name: manager.unwrap_or_else(|| cx.unknown.clone()),
                 instance: cx.unknown.clone(),
             };
-            let message = format!(
+            let summary = format!(
                 "{} {}/{} generation {}",
                 cx.root.kind, cx.root.namespace, cx.root.name, cx.trace.generation
             );
-            (name, component, message, false)
+            (name, component, summary, false, None)
         }
         Source::Event(ev) => {
-            if span.is_root() {
+            if span.parent.is_none() {
                 attrs.push(("eventspan.root.generation", cx.trace.generation.into()));
             }
-            object_attributes(cx.objects, span.subject, &mut attrs);
-            if let Some(about) = span.about
-                && let Some(obj) = cx.objects.get(about)
-            {
-                if let Some((name_key, uid_key)) = semconv_keys(&obj.kind) {
-                    push_unique(&mut attrs, name_key, (&obj.name).into());
-                    if let Some(uid) = &obj.uid {
-                        push_unique(&mut attrs, uid_key, uid.into());
-                    }
-                }
+            let mut seen = object_attributes(cx.objects, span.subject, &mut attrs);
+            if let Some(obj) = span.about.and_then(|about| cx.objects.get(about)) {
+                push_object(obj, &mut seen, &mut attrs);
                 attrs.push(("eventspan.child.kind", (&obj.kind).into()));
                 attrs.push(("eventspan.child.name", (&obj.name).into()));
-            }
-            event_attributes(ev, span.count, &mut attrs);
-            if span.count > span.first_count {
-                attrs.push((
-                    "eventspan.repeats",
-                    i64::from(span.count - span.first_count + 1).into(),
-                ));
             }
             let mut interned = |s: &str| {
                 if s.is_empty() {
@@ -212,19 +172,10 @@ pub(crate) fn finish(
                 name: interned(&ev.reporting_controller),
                 instance: interned(&ev.reporting_instance),
             };
-            let name = format!("{}.{}", ev.involved.kind, ev.reason);
-            (name, component, ev.message.clone(), ev.warning)
+            let name = span_name(&mut cx, &ev.involved.kind, &ev.reason);
+            (name, component, String::new(), ev.warning, Some(ev))
         }
     };
-    let events = span
-        .repeats
-        .iter()
-        .map(|&(time, count)| SpanEvent {
-            time,
-            name: "repeat",
-            attributes: vec![("k8s.event.count", i64::from(count).into())],
-        })
-        .collect();
     FinishedSpan {
         trace_id: span.trace,
         span_id,
@@ -234,23 +185,12 @@ pub(crate) fn finish(
         start: span.start,
         end,
         error,
-        message,
         count: span.count,
+        first_count: span.first_count,
+        event,
         attributes: attrs,
-        events,
+        repeats: span.repeats,
+        summary,
         root: cx.root.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::container_name;
-
-    #[test]
-    fn container_from_field_path() {
-        assert_eq!(container_name("spec.containers{nginx}"), Some("nginx"));
-        assert_eq!(container_name("spec.initContainers{init}"), Some("init"));
-        assert_eq!(container_name("spec.volumes{x}"), None);
-        assert_eq!(container_name(""), None);
     }
 }

@@ -65,6 +65,7 @@ pub struct Engine {
     finished: Vec<FinishedSpan>,
     stats: EngineStats,
     unknown: Arc<str>,
+    name_buf: String,
 }
 
 /// The best time for an occurrence, and whether it is only a whole second: precise times as
@@ -96,6 +97,7 @@ impl Engine {
             finished: Vec::new(),
             stats: EngineStats::default(),
             unknown: Arc::from("unknown"),
+            name_buf: String::new(),
         }
     }
 
@@ -121,8 +123,8 @@ impl Engine {
     }
 
     /// Spans finished since the last call, in the order they settled.
-    pub fn take_finished(&mut self) -> Vec<FinishedSpan> {
-        std::mem::take(&mut self.finished)
+    pub fn drain_finished(&mut self) -> std::vec::Drain<'_, FinishedSpan> {
+        self.finished.drain(..)
     }
 
     /// An object was added or changed (from a watch, a re-list or a recording).

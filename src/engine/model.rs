@@ -128,12 +128,22 @@ impl From<bool> for AttrValue {
 
 pub type Attributes = Vec<(&'static str, AttrValue)>;
 
-/// A timestamped annotation inside a span (one per repetition of a repeated event, capped).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SpanEvent {
-    pub time: Timestamp,
-    pub name: &'static str,
-    pub attributes: Attributes,
+/// A borrowed attribute value, for reading attributes without copying them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AttrRef<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+}
+
+impl<'a> From<&'a AttrValue> for AttrRef<'a> {
+    fn from(v: &'a AttrValue) -> Self {
+        match v {
+            AttrValue::Str(s) => AttrRef::Str(s),
+            AttrValue::Int(i) => AttrRef::Int(*i),
+            AttrValue::Bool(b) => AttrRef::Bool(*b),
+        }
+    }
 }
 
 /// The top-level object whose change a trace describes; sessions match on it.
@@ -165,29 +175,112 @@ pub struct Component {
 }
 
 /// A span whose end is settled, ready to export.
+///
+/// The event it was made from is kept whole and its attributes are derived when read, so the
+/// engine copies no strings to emit a span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinishedSpan {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub parent: Option<SpanId>,
-    pub name: String,
+    pub name: Arc<str>,
     pub component: Component,
     pub start: Timestamp,
     pub end: Timestamp,
     pub error: bool,
-    /// A human summary (the event message), for the tree view and status messages.
-    pub message: String,
+    /// The event's repeat count (cumulative, as Kubernetes reports it).
     pub count: u32,
+    /// The count this span's first occurrence had: `count - first_count + 1` repetitions.
+    pub first_count: u32,
+    /// The event the span was made from; `None` for a synthesised root.
+    pub event: Option<Box<EventRecord>>,
+    /// What the engine knows besides the event: object names and uids, root facts.
     pub attributes: Attributes,
-    pub events: Vec<SpanEvent>,
+    /// Times and counts of repetitions (capped): exported as span events.
+    pub repeats: Vec<(Timestamp, u32)>,
+    /// A human summary when there is no event message.
+    pub summary: String,
     pub root: Arc<TraceRoot>,
 }
 
+/// `spec.containers{nginx}` → `nginx`.
+fn container_name(field_path: &str) -> Option<&str> {
+    let rest = field_path.strip_prefix("spec.")?;
+    let open = rest.find('{')?;
+    matches!(
+        &rest[..open],
+        "containers" | "initContainers" | "ephemeralContainers"
+    )
+    .then(|| rest[open + 1..].strip_suffix('}'))
+    .flatten()
+}
+
 impl FinishedSpan {
-    pub fn attribute(&self, key: &str) -> Option<&AttrValue> {
-        self.attributes
-            .iter()
+    /// What a person reads about this span: the event's message.
+    pub fn message(&self) -> &str {
+        self.event.as_ref().map_or(&self.summary, |e| &e.message)
+    }
+
+    /// Every attribute, the engine's first, then the event's (named as the OpenTelemetry
+    /// Collector's k8s events receiver names them).
+    pub fn all_attributes(&self) -> Vec<(&'static str, AttrRef<'_>)> {
+        let mut out: Vec<(&'static str, AttrRef<'_>)> =
+            Vec::with_capacity(self.attributes.len() + 14);
+        out.extend(self.attributes.iter().map(|(k, v)| (*k, AttrRef::from(v))));
+        let Some(ev) = &self.event else { return out };
+        let non_empty = |s: &str| !s.is_empty();
+        out.push(("k8s.event.uid", AttrRef::Str(&ev.uid)));
+        out.push(("k8s.event.name", AttrRef::Str(&ev.name)));
+        out.push(("k8s.event.reason", AttrRef::Str(&ev.reason)));
+        out.push(("k8s.event.message", AttrRef::Str(&ev.message)));
+        out.push((
+            "k8s.event.type",
+            AttrRef::Str(if ev.warning { "Warning" } else { "Normal" }),
+        ));
+        out.push(("k8s.event.count", AttrRef::Int(i64::from(self.count))));
+        if non_empty(&ev.action) {
+            out.push(("k8s.event.action", AttrRef::Str(&ev.action)));
+        }
+        out.push(("k8s.object.kind", AttrRef::Str(&ev.involved.kind)));
+        out.push(("k8s.object.name", AttrRef::Str(&ev.involved.name)));
+        for (key, value) in [
+            ("k8s.object.uid", &ev.involved.uid),
+            ("k8s.object.api_version", &ev.involved.api_version),
+            ("k8s.object.fieldpath", &ev.involved.field_path),
+        ] {
+            if non_empty(value) {
+                out.push((key, AttrRef::Str(value)));
+            }
+        }
+        if let Some(container) = container_name(&ev.involved.field_path) {
+            out.push(("k8s.container.name", AttrRef::Str(container)));
+        }
+        if self.count > self.first_count {
+            out.push((
+                "eventspan.repeats",
+                AttrRef::Int(i64::from(self.count - self.first_count + 1)),
+            ));
+        }
+        out
+    }
+
+    pub fn attribute(&self, key: &str) -> Option<AttrRef<'_>> {
+        self.all_attributes()
+            .into_iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::container_name;
+
+    #[test]
+    fn container_from_field_path() {
+        assert_eq!(container_name("spec.containers{nginx}"), Some("nginx"));
+        assert_eq!(container_name("spec.initContainers{init}"), Some("init"));
+        assert_eq!(container_name("spec.volumes{x}"), None);
+        assert_eq!(container_name(""), None);
     }
 }

@@ -100,6 +100,8 @@ pub(crate) struct RootInfo {
 pub(crate) struct ObjEntry {
     pub uid: Option<Arc<str>>,
     pub kind: Arc<str>,
+    /// Which semantic-convention attributes name this kind (looked up once, used per span).
+    pub semconv: Option<u8>,
     pub api_version: Arc<str>,
     pub namespace: Arc<str>,
     pub name: Arc<str>,
@@ -370,6 +372,7 @@ impl ObjectTable {
         let entry = ObjEntry {
             uid: None,
             kind: self.strings.intern(kind),
+            semconv: super::emit::semconv_slot(kind),
             api_version: self.strings.intern(""),
             namespace: self.strings.intern(namespace),
             name: Arc::from(name),
@@ -551,6 +554,7 @@ impl ObjectTable {
     }
 
     /// The owners of an object, nearest first (the object itself excluded).
+    #[cfg(test)]
     pub fn owner_chain(&mut self, id: ObjId) -> Vec<ObjId> {
         self.chain(id, false)
     }
@@ -580,9 +584,13 @@ impl ObjectTable {
 
     /// Whether the object is one run of its owner (a Job of a CronJob): a trace root.
     pub fn is_run(&mut self, id: ObjId) -> bool {
-        let Some(kind) = self.get(id).map(|e| e.kind.clone()) else {
+        let Some(entry) = self.get(id) else {
             return false;
         };
+        if !RUN_BOUNDARIES.iter().any(|(kind, _)| **kind == *entry.kind) {
+            return false;
+        }
+        let kind = entry.kind.clone();
         let Some(owner) = self.owner_of(id) else {
             return false;
         };

@@ -484,12 +484,9 @@ impl Engine {
                 earlier.end = Some(earlier.end.map_or(start, |e| e.min(start)));
             }
         }
-        let event = &occurrence.event;
-        let (uid, count, last) = (
-            event.uid.clone(),
-            event.count.max(1),
-            occurrence.last.max(start),
-        );
+        let (count, last) = (occurrence.event.count.max(1), occurrence.last.max(start));
+        self.tracked
+            .record(&occurrence.event.uid, span_id, count, last, now);
         self.spans.insert(
             span_id,
             OpenSpan {
@@ -512,7 +509,6 @@ impl Engine {
                 repeats: Vec::new(),
             },
         );
-        self.tracked.record(&uid, span_id, count, last, now);
         let here = SpanRef {
             span: span_id,
             trace: parent.trace,

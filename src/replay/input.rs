@@ -31,122 +31,96 @@ pub fn documents(input: &str) -> Vec<Result<Document, BadInput>> {
     }
 }
 
+/// Counts lines up to a byte offset; offsets only grow, so the whole input is scanned once.
+struct LineCounter<'a> {
+    input: &'a [u8],
+    offset: usize,
+    line: usize,
+}
+
+impl LineCounter<'_> {
+    fn line_at(&mut self, offset: usize) -> usize {
+        debug_assert!(offset >= self.offset);
+        self.line += self.input[self.offset..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.offset = offset;
+        self.line
+    }
+}
+
 fn json_documents(input: &str) -> Vec<Result<Document, BadInput>> {
-    let mut out = Vec::new();
-    for segment in split_json(input) {
-        match segment {
-            Ok((line, text)) => parse_json(line, text, &mut out),
-            Err(bad) => out.push(Err(bad)),
-        }
-    }
-    out
-}
-
-fn parse_json(line: usize, text: &str, out: &mut Vec<Result<Document, BadInput>>) {
-    let located = |e: serde_json::Error| BadInput {
-        line: line + e.line().saturating_sub(1),
-        reason: e.to_string(),
-    };
-    if text.starts_with('[') {
-        match serde_json::from_str::<Vec<WireObject>>(text) {
-            Ok(values) => out.extend(values.into_iter().map(|value| Ok(Document { line, value }))),
-            Err(e) => out.push(Err(located(e))),
-        }
-    } else {
-        out.push(
-            serde_json::from_str::<WireObject>(text)
-                .map(|value| Document { line, value })
-                .map_err(located),
-        );
-    }
-}
-
-/// Finds the top-level JSON values of `input` by bracket depth, without parsing them.
-fn split_json(input: &str) -> Vec<Result<(usize, &str), BadInput>> {
     let bytes = input.as_bytes();
+    let mut lines = LineCounter {
+        input: bytes,
+        offset: 0,
+        line: 1,
+    };
     let mut out = Vec::new();
-    let mut line = 1;
-    let mut i = 0;
-    // The value being scanned: (start offset, start line).
-    let mut current: Option<(usize, usize)> = None;
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    while i < bytes.len() {
-        let b = bytes[i];
-        match current {
-            None => {
-                if b == b'{' || b == b'[' {
-                    current = Some((i, line));
-                    depth = 1;
-                } else if b == b'\n' {
-                    line += 1;
-                } else if !b.is_ascii_whitespace() {
-                    let end = input[i..].find('\n').map_or(bytes.len(), |n| i + n);
-                    out.push(Err(BadInput {
-                        line,
-                        reason: format!(
-                            "expected a JSON object, found {:?}",
-                            truncate(&input[i..end])
-                        ),
-                    }));
-                    i = end;
-                    continue;
-                }
-            }
-            Some((start, start_line)) => {
-                if in_string {
-                    if escaped {
-                        escaped = false;
-                    } else if b == b'\\' {
-                        escaped = true;
-                    } else if b == b'"' {
-                        in_string = false;
-                    } else if b == b'\n' {
-                        // JSON strings cannot hold raw newlines: the value was cut off.
-                        out.push(Err(BadInput {
-                            line: start_line,
-                            reason: "unterminated JSON value (string runs into a new line)".into(),
-                        }));
-                        current = None;
-                        in_string = false;
-                        line += 1;
-                    }
+    let mut pos = 0;
+    while let Some(skip) = bytes[pos..].iter().position(|b| !b.is_ascii_whitespace()) {
+        let start = pos + skip;
+        let line = lines.line_at(start);
+        let rest = &input[start..];
+        let result = if bytes[start] == b'[' {
+            parse_one::<Vec<WireObject>>(rest).map(|(values, len)| {
+                out.extend(values.into_iter().map(|value| Ok(Document { line, value })));
+                len
+            })
+        } else if bytes[start] == b'{' {
+            parse_one::<WireObject>(rest).map(|(value, len)| {
+                out.push(Ok(Document { line, value }));
+                len
+            })
+        } else {
+            let end = rest.find('\n').unwrap_or(rest.len());
+            let reason = format!("expected a JSON object, found {:?}", truncate(&rest[..end]));
+            Err((1, reason))
+        };
+        pos = match result {
+            Ok(len) => start + len,
+            Err((error_line, reason)) => {
+                // Reported at the value's first line, where a reader starts looking.
+                let at = line + error_line - 1;
+                let reason = if at == line {
+                    reason
                 } else {
-                    match b {
-                        b'"' => in_string = true,
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                out.push(Ok((start_line, &input[start..=i])));
-                                current = None;
-                            }
-                        }
-                        b'\n' => {
-                            line += 1;
-                            if bytes.get(i + 1) == Some(&b'{') {
-                                out.push(Err(BadInput {
-                                    line: start_line,
-                                    reason: "unterminated JSON value".into(),
-                                }));
-                                current = None;
-                            }
-                        }
-                        _ => {}
-                    }
+                    format!("{reason} (at line {at})")
+                };
+                out.push(Err(BadInput { line, reason }));
+                // Resume at the next line that starts a value in column 0: pretty-printed output
+                // indents everything inside a value.
+                let resume = rest
+                    .match_indices('\n')
+                    .find(|(n, _)| matches!(rest.as_bytes().get(n + 1), Some(b'{' | b'[')));
+                match resume {
+                    Some((n, _)) => start + n + 1,
+                    None => bytes.len(),
                 }
             }
-        }
-        i += 1;
-    }
-    if let Some((_, start_line)) = current {
-        out.push(Err(BadInput {
-            line: start_line,
-            reason: "unterminated JSON value at end of input".into(),
-        }));
+        };
     }
     out
+}
+
+/// Parses the value at the start of `text`, returning it and how many bytes it took, or the
+/// line of `text` where it broke and why.
+fn parse_one<T: serde::de::DeserializeOwned>(text: &str) -> Result<(T, usize), (usize, String)> {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<T>();
+    match stream.next() {
+        Some(Ok(value)) => Ok((value, stream.byte_offset())),
+        Some(Err(e)) if e.is_eof() => Err((1, "unterminated JSON value at end of input".into())),
+        Some(Err(e)) => {
+            let message = e.to_string();
+            // serde_json appends a position relative to `text`; the caller reports the line.
+            let message = message
+                .rsplit_once(" at line ")
+                .map_or(message.as_str(), |(m, _)| m);
+            Err((e.line().max(1), message.to_string()))
+        }
+        None => Err((1, "empty input".into())),
+    }
 }
 
 fn truncate(s: &str) -> &str {

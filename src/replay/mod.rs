@@ -44,10 +44,10 @@ pub fn replay(input: &str, cfg: EngineConfig) -> Replay {
                 }),
             }
         }
-        spans.append(&mut engine.take_finished());
+        spans.extend(engine.drain_finished());
     }
     engine.finish();
-    spans.append(&mut engine.take_finished());
+    spans.extend(engine.drain_finished());
     Replay {
         spans,
         skipped,
@@ -84,8 +84,7 @@ pub fn feed(
 pub fn otlp_json_lines(spans: &[FinishedSpan]) -> String {
     let mut out = String::new();
     for (_, trace) in tree::by_trace(spans) {
-        let request = crate::otlp::export_request(trace);
-        out.push_str(&serde_json::to_string(&request).expect("OTLP types serialise"));
+        crate::otlp::json::write_request(&mut out, trace);
         out.push('\n');
     }
     out

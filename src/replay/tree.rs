@@ -90,7 +90,7 @@ fn render_span(
     if s.count > 1 {
         let _ = write!(note, " x{}", s.count);
     }
-    let message: String = s.message.chars().take(MESSAGE_WIDTH).collect();
+    let message: String = s.message().chars().take(MESSAGE_WIDTH).collect();
     let _ = writeln!(
         out,
         "{:>9} {:>8}  {indent}{branch}{} [{}]{note}  {}",

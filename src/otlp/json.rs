@@ -1,0 +1,167 @@
+//! OTLP/JSON written directly from finished spans.
+//!
+//! The encoding follows the OTLP/JSON rules (lowerCamelCase fields, hex trace and span IDs,
+//! 64-bit integers as strings, enums as numbers, default values omitted), so the result parses
+//! back to exactly the request [`super::export_request`] builds; a test checks that.
+
+use std::fmt::Write;
+
+use crate::engine::model::{AttrRef, Component, FinishedSpan};
+
+use super::{
+    FLAGS_SAMPLED_LOCAL, SCOPE_NAME, SCOPE_VERSION, by_component, nanos, resource_attributes,
+};
+
+/// Appends one `ExportTraceServiceRequest` as a single line of JSON (without the newline).
+pub fn write_request<'a>(out: &mut String, spans: impl IntoIterator<Item = &'a FinishedSpan>) {
+    out.push_str(r#"{"resourceSpans":["#);
+    for (i, (component, spans)) in by_component(spans).into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_resource_spans(out, component, &spans);
+    }
+    out.push_str("]}");
+}
+
+fn write_resource_spans(out: &mut String, component: &Component, spans: &[&FinishedSpan]) {
+    out.push_str(r#"{"resource":{"attributes":"#);
+    write_attributes(out, resource_attributes(component));
+    out.push_str(r#"},"scopeSpans":[{"scope":{"name":"#);
+    write_str(out, SCOPE_NAME);
+    out.push_str(r#","version":"#);
+    write_str(out, SCOPE_VERSION);
+    out.push_str(r#"},"spans":["#);
+    for (i, span) in spans.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_span(out, span);
+    }
+    out.push_str("]}]}");
+}
+
+fn write_span(out: &mut String, s: &FinishedSpan) {
+    let _ = write!(
+        out,
+        r#"{{"traceId":"{}","spanId":"{}""#,
+        s.trace_id, s.span_id
+    );
+    if let Some(parent) = s.parent {
+        let _ = write!(out, r#","parentSpanId":"{parent}""#);
+    }
+    let _ = write!(out, r#","flags":{FLAGS_SAMPLED_LOCAL},"name":"#);
+    write_str(out, &s.name);
+    let _ = write!(
+        out,
+        r#","kind":1,"startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":"#,
+        nanos(s.start),
+        nanos(s.end)
+    );
+    write_attributes(out, s.all_attributes());
+    if !s.repeats.is_empty() {
+        out.push_str(r#","events":["#);
+        for (i, (time, count)) in s.repeats.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(
+                out,
+                r#"{{"timeUnixNano":"{}","name":"repeat","attributes":[{{"key":"k8s.event.count","value":{{"intValue":"{count}"}}}}]}}"#,
+                nanos(*time)
+            );
+        }
+        out.push(']');
+    }
+    if s.error {
+        out.push_str(r#","status":{"message":"#);
+        write_str(out, s.message());
+        out.push_str(r#","code":2}"#);
+    }
+    out.push('}');
+}
+
+fn write_attributes<'a>(
+    out: &mut String,
+    attributes: impl IntoIterator<Item = (&'a str, AttrRef<'a>)>,
+) {
+    out.push('[');
+    for (i, (key, value)) in attributes.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"key":"#);
+        write_str(out, key);
+        out.push_str(r#","value":{"#);
+        match value {
+            AttrRef::Str(s) => {
+                out.push_str(r#""stringValue":"#);
+                write_str(out, s);
+            }
+            AttrRef::Int(i) => {
+                let _ = write!(out, r#""intValue":"{i}""#);
+            }
+            AttrRef::Bool(b) => {
+                let _ = write!(out, r#""boolValue":{b}"#);
+            }
+        }
+        out.push_str("}}");
+    }
+    out.push(']');
+}
+
+/// A JSON string literal.
+fn write_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 => {
+                out.push_str(&s[plain..i]);
+                let _ = write!(out, "\\u{:04x}", c as u32);
+                plain = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.push_str(&s[plain..i]);
+        out.push_str(escape);
+        plain = i + c.len_utf8();
+    }
+    out.push_str(&s[plain..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut out = String::new();
+        write_str(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+        assert_eq!(
+            serde_json::from_str::<String>(&out).unwrap(),
+            "a\"b\\c\nd\u{1}é"
+        );
+    }
+
+    /// The direct writer and the protobuf message describe the same request.
+    #[test]
+    fn matches_the_protobuf_request() {
+        let input = include_str!("../../tests/scenarios/crashloop.jsonl");
+        let spans = crate::replay::replay(input, Default::default()).spans;
+        assert!(spans.iter().any(|s| s.error && !s.repeats.is_empty()));
+        let mut out = String::new();
+        write_request(&mut out, &spans);
+        let parsed: ExportTraceServiceRequest = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed, super::super::export_request(&spans));
+    }
+}

@@ -1,0 +1,476 @@
+//! A synthetic, deterministic workload: Deployments created and then rolled out, with the event
+//! mix a real cluster produces (controller, scheduler and kubelet events, some crash loops),
+//! timing jitter and watch-delivery reordering. It feeds the benchmarks and the property tests.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::engine::model::{EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange};
+use crate::engine::time::Timestamp;
+use crate::wire::{Change, Observed};
+
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    pub deployments: usize,
+    pub pods_per_deployment: usize,
+    /// Deployments start this far apart.
+    pub stagger: Duration,
+    /// Delivery delay of each change is uniform in `0..jitter`, which reorders nearby changes.
+    pub jitter: Duration,
+    /// Share of pods (in percent) that crash-loop after starting.
+    pub crash_percent: u32,
+    pub seed: u64,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        WorkloadConfig {
+            deployments: 10,
+            pods_per_deployment: 3,
+            stagger: Duration::from_millis(200),
+            jitter: Duration::from_millis(40),
+            crash_percent: 5,
+            seed: 1,
+        }
+    }
+}
+
+/// SplitMix64: tiny, fast, and the same on every platform.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+
+    fn millis(&mut self, max: Duration) -> Duration {
+        Duration::from_micros(self.below(max.as_micros() as u64 + 1))
+    }
+}
+
+const T0: i64 = 1_795_000_000; // 2026-11-19
+
+/// The object an event is about: kind, name, uid.
+type Involved<'a> = (&'a str, &'a str, &'a str);
+
+fn api_version(kind: &str) -> &'static str {
+    match kind {
+        "Deployment" | "ReplicaSet" => "apps/v1",
+        _ => "v1",
+    }
+}
+
+fn whole_second(at: Timestamp) -> Timestamp {
+    Timestamp::from_unix_secs(at.unix_nanos().div_euclid(1_000_000_000))
+}
+
+/// An object to upsert.
+struct Obj<'a> {
+    kind: &'a str,
+    name: &'a str,
+    uid: &'a str,
+    generation: i64,
+    owner: Option<Involved<'a>>,
+    manager: Option<&'a str>,
+}
+
+/// An event to report.
+struct Ev<'a> {
+    involved: Involved<'a>,
+    reason: &'a str,
+    message: String,
+    component: &'a str,
+    /// events.k8s.io with a microsecond eventTime, rather than core/v1 whole seconds.
+    precise: bool,
+    warning: bool,
+    count: u32,
+    uid: Option<String>,
+}
+
+impl<'a> Ev<'a> {
+    fn new(involved: Involved<'a>, reason: &'a str, message: String, component: &'a str) -> Self {
+        Ev {
+            involved,
+            reason,
+            message,
+            component,
+            precise: false,
+            warning: false,
+            count: 1,
+            uid: None,
+        }
+    }
+}
+
+struct Gen {
+    rng: Rng,
+    cfg: WorkloadConfig,
+    out: Vec<(Timestamp, u64, Change)>,
+    seq: u64,
+    events: u64,
+}
+
+impl Gen {
+    fn push(&mut self, at: Timestamp, change: Change) {
+        let delay = self.rng.millis(self.cfg.jitter);
+        self.seq += 1;
+        self.out.push((at.saturating_add(delay), self.seq, change));
+    }
+
+    fn object(&mut self, at: Timestamp, o: Obj<'_>) {
+        let meta = ObjectMeta {
+            uid: o.uid.into(),
+            kind: o.kind.into(),
+            api_version: api_version(o.kind).into(),
+            namespace: "bench".into(),
+            name: o.name.into(),
+            generation: o.generation,
+            labels: vec![(
+                "app".into(),
+                o.name.split('-').next().unwrap_or(o.name).into(),
+            )],
+            owners: o
+                .owner
+                .map(|(kind, name, uid)| OwnerRef {
+                    kind: kind.into(),
+                    api_version: api_version(kind).into(),
+                    name: name.into(),
+                    uid: uid.into(),
+                    controller: true,
+                })
+                .into_iter()
+                .collect(),
+            spec_change: o.manager.map(|m| SpecChange {
+                manager: m.into(),
+                operation: "Update".into(),
+                time: whole_second(at),
+            }),
+            created: Some(whole_second(at)),
+        };
+        self.push(at, Change::Upsert(meta));
+    }
+
+    fn event(&mut self, at: Timestamp, e: Ev<'_>) {
+        self.events += 1;
+        let uid = e
+            .uid
+            .unwrap_or_else(|| format!("ev-{:016x}", self.rng.next()));
+        let (kind, name, obj_uid) = e.involved;
+        let time = EventTime {
+            at: if e.precise { at } else { whole_second(at) },
+            precise: e.precise,
+        };
+        let event = EventRecord {
+            name: format!("{name}.{}", &uid[3..]),
+            uid,
+            namespace: "bench".into(),
+            involved: ObjectRef {
+                kind: kind.into(),
+                api_version: api_version(kind).into(),
+                namespace: "bench".into(),
+                name: name.into(),
+                uid: obj_uid.into(),
+                field_path: if kind == "Pod" && !e.precise {
+                    "spec.containers{app}".into()
+                } else {
+                    String::new()
+                },
+            },
+            related: None,
+            reason: e.reason.into(),
+            message: e.message,
+            warning: e.warning,
+            action: String::new(),
+            reporting_controller: e.component.into(),
+            reporting_instance: if e.component == "kubelet" {
+                "node-1".into()
+            } else {
+                String::new()
+            },
+            count: e.count,
+            first: time,
+            last: time,
+            top_level: false,
+        };
+        self.push(at, Change::Event(Box::new(event)));
+    }
+
+    fn pod(&mut self, at: Timestamp, rs: (&str, &str), pod: &str, image: &str) -> Timestamp {
+        let pod_uid = format!("{pod}-uid");
+        let owner = ("ReplicaSet", rs.0, rs.1);
+        self.object(
+            at,
+            Obj {
+                kind: "Pod",
+                name: pod,
+                uid: &pod_uid,
+                generation: 0,
+                owner: Some(owner),
+                manager: None,
+            },
+        );
+        let created = Ev::new(
+            owner,
+            "SuccessfulCreate",
+            format!("Created pod: {pod}"),
+            "replicaset-controller",
+        );
+        self.event(at, created);
+        let p = ("Pod", pod, pod_uid.as_str());
+        let mut t = at.saturating_add(self.rng.millis(Duration::from_millis(30)));
+        let message = format!("Successfully assigned bench/{pod} to node-1");
+        self.event(
+            t,
+            Ev {
+                precise: true,
+                ..Ev::new(p, "Scheduled", message, "default-scheduler")
+            },
+        );
+        for (reason, message, spread) in [
+            ("Pulling", format!("Pulling image \"{image}\""), 300),
+            (
+                "Pulled",
+                format!("Successfully pulled image \"{image}\" in 1.1s"),
+                1500,
+            ),
+            ("Created", "Created container: app".to_string(), 80),
+            ("Started", "Started container app".to_string(), 200),
+        ] {
+            t = t.saturating_add(self.rng.millis(Duration::from_millis(spread)));
+            self.event(t, Ev::new(p, reason, message, "kubelet"));
+        }
+        if self.rng.below(100) < u64::from(self.cfg.crash_percent) {
+            let uid = format!("ev-backoff-{pod}");
+            let mut b = t;
+            for count in 1..=6 {
+                b = b.saturating_add(Duration::from_secs(10 << count.min(4)));
+                let message = format!("Back-off restarting failed container app in pod {pod}");
+                let backoff = Ev {
+                    warning: true,
+                    count,
+                    uid: Some(uid.clone()),
+                    ..Ev::new(p, "BackOff", message, "kubelet")
+                };
+                self.event(b, backoff);
+            }
+        }
+        t
+    }
+
+    fn kill(&mut self, at: Timestamp, rs: (&str, &str), pod: &str) {
+        let pod_uid = format!("{pod}-uid");
+        let deleted = Ev::new(
+            ("ReplicaSet", rs.0, rs.1),
+            "SuccessfulDelete",
+            format!("Deleted pod: {pod}"),
+            "replicaset-controller",
+        );
+        self.event(at, deleted);
+        let t = at.saturating_add(self.rng.millis(Duration::from_millis(20)));
+        self.event(
+            t,
+            Ev::new(
+                ("Pod", pod, &pod_uid),
+                "Killing",
+                "Stopping container app".into(),
+                "kubelet",
+            ),
+        );
+        let gone = ObjectMeta {
+            uid: pod_uid,
+            ..Default::default()
+        };
+        self.push(
+            t.saturating_add(Duration::from_millis(300)),
+            Change::Delete(gone),
+        );
+    }
+
+    fn deployment(&mut self, index: usize, start: Timestamp) {
+        let m = self.cfg.pods_per_deployment;
+        let name = format!("app{index}");
+        let uid = format!("{name}-uid");
+        let d = ("Deployment", name.as_str(), uid.as_str());
+        let deployment = |generation, manager| Obj {
+            kind: "Deployment",
+            name: &name,
+            uid: &uid,
+            generation,
+            owner: None,
+            manager: Some(manager),
+        };
+        self.object(start, deployment(1, "kubectl-client-side-apply"));
+        let rs1 = (format!("{name}-5d4f8"), format!("{name}-rs1-uid"));
+        let mut t = start.saturating_add(Duration::from_millis(10));
+        let scaled = |rs: &str, direction: &str, from: usize, to: usize| {
+            Ev::new(
+                d,
+                "ScalingReplicaSet",
+                format!("Scaled {direction} replica set {rs} from {from} to {to}"),
+                "deployment-controller",
+            )
+        };
+        self.event(t, scaled(&rs1.0, "up", 0, m));
+        self.object(
+            t,
+            Obj {
+                kind: "ReplicaSet",
+                name: &rs1.0,
+                uid: &rs1.1,
+                generation: 1,
+                owner: Some(d),
+                manager: None,
+            },
+        );
+        let mut ready = t;
+        for i in 0..m {
+            let at = t.saturating_add(Duration::from_millis(2 * i as u64 + 1));
+            ready = ready.max(self.pod(at, (&rs1.0, &rs1.1), &format!("{}-a{i}", rs1.0), "app:1"));
+        }
+        // The rolling update to a new image: one pod at a time.
+        t = ready.saturating_add(Duration::from_secs(20));
+        self.object(t, deployment(2, "kubectl-set"));
+        let rs2 = (format!("{name}-7c9bd"), format!("{name}-rs2-uid"));
+        for i in 0..m {
+            t = t.saturating_add(Duration::from_millis(15));
+            self.event(t, scaled(&rs2.0, "up", i, i + 1));
+            if i == 0 {
+                self.object(
+                    t,
+                    Obj {
+                        kind: "ReplicaSet",
+                        name: &rs2.0,
+                        uid: &rs2.1,
+                        generation: 1,
+                        owner: Some(d),
+                        manager: None,
+                    },
+                );
+            }
+            let started = self.pod(
+                t.saturating_add(Duration::from_millis(3)),
+                (&rs2.0, &rs2.1),
+                &format!("{}-b{i}", rs2.0),
+                "app:2",
+            );
+            t = started.saturating_add(Duration::from_millis(100));
+            self.event(t, scaled(&rs1.0, "down", m - i, m - i - 1));
+            self.kill(
+                t.saturating_add(Duration::from_millis(5)),
+                (&rs1.0, &rs1.1),
+                &format!("{}-a{i}", rs1.0),
+            );
+        }
+    }
+}
+
+/// A workload: changes in delivery order, each with the time it was observed.
+pub struct Workload {
+    pub changes: Vec<Observed>,
+    pub events: u64,
+}
+
+pub fn generate(cfg: &WorkloadConfig) -> Workload {
+    let mut g = Gen {
+        rng: Rng(cfg.seed),
+        cfg: cfg.clone(),
+        out: Vec::new(),
+        seq: 0,
+        events: 0,
+    };
+    for i in 0..cfg.deployments {
+        let start = Timestamp::from_unix_secs(T0).saturating_add(cfg.stagger * i as u32);
+        g.deployment(i, start);
+    }
+    let mut out = g.out;
+    out.sort_by_key(|(at, seq, _)| (*at, *seq));
+    Workload {
+        changes: out
+            .into_iter()
+            .map(|(at, _, change)| Observed {
+                change,
+                observed_at: Some(at),
+            })
+            .collect(),
+        events: g.events,
+    }
+}
+
+/// The workload as `eventspan replay` reads it: JSON watch events, one per line.
+pub fn to_json_lines(workload: &Workload) -> String {
+    let mut out = String::new();
+    for observed in &workload.changes {
+        let (kind, object) = match &observed.change {
+            Change::Upsert(m) => ("ADDED", object_json(m)),
+            Change::Delete(m) => (
+                "DELETED",
+                json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"uid": m.uid}}),
+            ),
+            Change::Event(e) => ("ADDED", event_json(e)),
+            Change::Ignore => continue,
+        };
+        let line = json!({"type": kind, "object": object, "observedAt": observed.observed_at});
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn object_json(m: &ObjectMeta) -> Value {
+    let mut meta = json!({
+        "name": m.name, "namespace": m.namespace, "uid": m.uid, "generation": m.generation,
+        "creationTimestamp": m.created, "labels": m.labels.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<serde_json::Map<String, Value>>(),
+        "ownerReferences": m.owners.iter().map(|o| json!({"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid, "controller": o.controller})).collect::<Vec<_>>(),
+    });
+    if let Some(c) = &m.spec_change {
+        meta["managedFields"] = json!([{"manager": c.manager, "operation": c.operation, "apiVersion": m.api_version,
+            "time": c.time, "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}}]);
+    }
+    json!({"apiVersion": m.api_version, "kind": m.kind, "metadata": meta, "spec": {}, "status": {}})
+}
+
+fn event_json(e: &EventRecord) -> Value {
+    let involved = json!({"kind": e.involved.kind, "apiVersion": e.involved.api_version, "namespace": e.involved.namespace,
+        "name": e.involved.name, "uid": e.involved.uid, "fieldPath": e.involved.field_path});
+    let meta = json!({"name": e.name, "namespace": e.namespace, "uid": e.uid});
+    let kind = if e.warning { "Warning" } else { "Normal" };
+    if e.first.precise {
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": meta, "regarding": involved, "reason": e.reason,
+            "note": e.message, "type": kind, "eventTime": e.first.at, "reportingController": e.reporting_controller,
+            "reportingInstance": e.reporting_instance, "action": "Binding"})
+    } else {
+        json!({"apiVersion": "v1", "kind": "Event", "metadata": meta, "involvedObject": involved, "reason": e.reason,
+            "message": e.message, "type": kind, "count": e.count, "firstTimestamp": e.first.at, "lastTimestamp": e.last.at,
+            "source": {"component": e.reporting_controller, "host": e.reporting_instance}})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deterministic_and_sized() {
+        let cfg = WorkloadConfig {
+            deployments: 3,
+            pods_per_deployment: 2,
+            ..Default::default()
+        };
+        let a = generate(&cfg);
+        let b = generate(&cfg);
+        assert_eq!(a.changes, b.changes);
+        // Per deployment: 1 + m·6 (first rollout) + m·(1 + 6 + 1 + 2) (update), before crash loops.
+        assert!(a.events >= 3 * (1 + 2 * 6 + 2 * 10));
+        let lines = to_json_lines(&a);
+        assert_eq!(lines.lines().count(), a.changes.len());
+    }
+}
