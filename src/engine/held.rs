@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 
 use super::model::EventRecord;
 use super::objects::ObjId;
+use super::rules;
 use super::time::Timestamp;
 
 /// One occurrence of an event on its way to becoming (part of) a span.
@@ -30,8 +31,8 @@ pub(crate) struct Resolved {
     pub subject: ObjId,
     /// The child a controller said it acted on, or the `related` object.
     pub about: Option<ObjId>,
-    /// The controller said it created `about`.
-    pub creates: bool,
+    /// What the controller said it did to `about`.
+    pub action: Option<rules::Action>,
 }
 
 struct Entry {

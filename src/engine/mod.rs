@@ -236,8 +236,12 @@ impl Engine {
         self.expire_traces();
     }
 
-    /// End of input: places every held event and emits every open span.
+    /// End of input: lets every hold run out, as it would live, then emits every open span.
     pub fn finish(&mut self) {
+        let longest_hold = self.cfg.window.max(self.cfg.root_settle);
+        if self.now > Timestamp::MIN {
+            self.advance(self.now.saturating_add(longest_hold).saturating_add(COARSE));
+        }
         for occurrence in self.held.take_all() {
             self.place(occurrence, true);
         }

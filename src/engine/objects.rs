@@ -124,6 +124,8 @@ pub(crate) struct ObjEntry {
     pub anchor: Option<SpanRef>,
     /// Recent spans of controllers that named this object as the child they acted on.
     pub acted_on: RecentSpans,
+    /// Which kinds of action ([`super::rules::Action`] bits) controllers announced on it.
+    pub announced: u8,
 }
 
 impl ObjEntry {
@@ -388,6 +390,7 @@ impl ObjectTable {
             spans_on: RecentSpans::default(),
             anchor: None,
             acted_on: RecentSpans::default(),
+            announced: 0,
         };
         let id = self.insert(entry, now);
         self.by_name.insert(name_key(kind, namespace, name), id);

@@ -5,9 +5,10 @@ use std::time::Duration;
 use super::held::{Occurrence, Resolved};
 use super::ids::{SpanId, TraceId};
 use super::objects::{ObjId, SpanRef};
+use super::rules::{self, Action};
 use super::spans::{Change, OpenSpan, RootKey, Source, TraceState};
 use super::time::Timestamp;
-use super::{COARSE, Engine, rules};
+use super::{COARSE, Engine};
 
 /// A synthesised root starts at the spec change, unless that is this much older than its first
 /// child (an old object's first event in a long time): then it starts with the child.
@@ -26,10 +27,13 @@ impl Engine {
         let Resolved {
             subject,
             about,
-            creates,
+            action,
         } = resolved;
         if occurrence.event.top_level {
             let root = self.objects.top(subject);
+            if let Some(deadline) = self.unsettled_root(root, &occurrence, force) {
+                return self.hold(root, about, occurrence, deadline);
+            }
             occurrence = match self.place_as_root(occurrence, root, subject, about) {
                 Ok(()) => return,
                 Err(occurrence) => occurrence,
@@ -40,7 +44,10 @@ impl Engine {
         if let Some(run) =
             about.filter(|&c| self.objects.owner_of(c) == Some(subject) && self.objects.is_run(c))
         {
-            if creates {
+            if let Some(deadline) = self.unsettled_root(run, &occurrence, force) {
+                return self.hold(run, about, occurrence, deadline);
+            }
+            if action == Some(Action::Create) {
                 occurrence = match self.place_as_root(occurrence, run, subject, about) {
                     Ok(()) => return,
                     Err(occurrence) => occurrence,
@@ -60,10 +67,22 @@ impl Engine {
         if !force && self.held.is_announced(subject) && window_end > now {
             return self.hold(subject, about, occurrence, window_end);
         }
-        let parent = match self
-            .creator_span(subject, at)
-            .or_else(|| self.sibling_anchor(subject))
+        let (kind, reason) = (&occurrence.event.involved.kind, &occurrence.event.reason);
+        if !force && window_end > now && self.awaits_announcement(subject, kind, reason) {
+            return self.hold(subject, about, occurrence, window_end);
+        }
+        let creator = self.creator_span(subject, at);
+        if let Some(creator) = creator
+            && !force
+            && self.is_of_older_change(&creator, at)
         {
+            // Its controller may be about to announce acting on it for the current change.
+            let deadline = occurrence.observed.saturating_add(self.cfg.root_settle);
+            if deadline > now {
+                return self.hold(subject, about, occurrence, deadline);
+            }
+        }
+        let parent = match creator.or_else(|| self.sibling_anchor(subject)) {
             Some(parent) => parent,
             None => {
                 if !force && self.awaits_creator(subject, at) && window_end > now {
@@ -84,17 +103,37 @@ impl Engine {
         self.open_span(occurrence, subject, about, parent);
     }
 
+    /// When a trace for `root` would start now but the root has not been seen through a watch,
+    /// the deadline until which to wait for it: its uid and generation decide the trace ID, and
+    /// its watch event may be just behind this one. Nothing to wait for if its trace exists.
+    fn unsettled_root(
+        &mut self,
+        root: ObjId,
+        occurrence: &Occurrence,
+        force: bool,
+    ) -> Option<Timestamp> {
+        if force || self.objects.knows_generations(root) {
+            return None;
+        }
+        let key = self.root_key(root, occurrence.start);
+        if self.find_trace(key).is_some() {
+            return None;
+        }
+        let deadline = occurrence.observed.saturating_add(self.cfg.root_settle);
+        (deadline > self.now).then_some(deadline)
+    }
+
     /// Finds the objects an event concerns and learns what its message says about them.
     fn resolve(&mut self, occurrence: &Occurrence) -> Resolved {
         let now = self.now;
         let event = &occurrence.event;
         let subject = self.objects.resolve_ref(&event.involved, now);
         let mut about = None;
-        let mut creates = false;
+        let mut action = None;
         if let Some(m) = rules::apply(&event.involved.kind, &event.reason, &event.message) {
             match m.effect {
-                rules::Effect::Child { kind, .. } => {
-                    let created_at = m.creates.then_some(occurrence.start);
+                rules::Effect::Child(kind) => {
+                    let created_at = (m.action == Action::Create).then_some(occurrence.start);
                     let child = self.objects.resolve_named(
                         kind,
                         &event.involved.namespace,
@@ -104,7 +143,7 @@ impl Engine {
                     );
                     self.objects.infer_owner(child, subject);
                     about = Some(child);
-                    creates = m.creates;
+                    action = Some(m.action);
                 }
                 rules::Effect::Node => {
                     let node = self.objects.strings.intern(m.name);
@@ -122,7 +161,7 @@ impl Engine {
         Resolved {
             subject,
             about,
-            creates,
+            action,
         }
     }
 
@@ -171,6 +210,17 @@ impl Engine {
         Some(r)
     }
 
+    /// Whether a span belongs to a generation of its root older than the one current at `at`.
+    fn is_of_older_change(&mut self, r: &SpanRef, at: Timestamp) -> bool {
+        let Some(trace) = self.traces.get(&r.trace) else {
+            return false;
+        };
+        let (root, Change::Generation(generation)) = trace.key else {
+            return false;
+        };
+        self.objects.knows_generations(root) && self.objects.generation_at(root, at) > generation
+    }
+
     /// The parent of the previous event on the same object, unless that was a trace root: which
     /// trace a root-level event belongs to depends on the generation, decided afresh each time.
     fn sibling_anchor(&self, subject: ObjId) -> Option<SpanRef> {
@@ -193,14 +243,32 @@ impl Engine {
         }
         match owner_kind {
             Some(owner) => {
-                rules::announces(&owner, &obj.kind)
+                rules::announces(&owner, &obj.kind, Action::Create)
                     && obj
                         .created
                         .is_none_or(|c| at.since(c) < self.cfg.window + COARSE)
             }
             // Not seen live yet: maybe its creator's message or its own watch event is on the way.
-            None => !obj.live && rules::announced_kind(&obj.kind),
+            None => !obj.live && rules::creation_announced(&obj.kind),
         }
+    }
+
+    /// Whether this event follows an action that the object's owner announces (a pod's
+    /// `Killing` follows its controller's `Deleted pod: X`) and the announcement has not come.
+    fn awaits_announcement(&mut self, subject: ObjId, kind: &str, reason: &str) -> bool {
+        let Some(action) = rules::follows(kind, reason) else {
+            return false;
+        };
+        let owner_kind = self
+            .objects
+            .owner_of(subject)
+            .and_then(|o| self.objects.get(o))
+            .map(|o| o.kind.clone());
+        let Some(obj) = self.objects.get(subject) else {
+            return false;
+        };
+        owner_kind.is_some_and(|owner| rules::announces(&owner, &obj.kind, action))
+            && obj.announced & action.bit() == 0
     }
 
     /// The most recent span on or about the nearest owner, in the trace this event belongs to.
@@ -366,6 +434,7 @@ impl Engine {
         about: Option<ObjId>,
     ) -> Result<(), Occurrence> {
         let key = self.root_key(root, occurrence.start);
+        let action = occurrence.resolved.and_then(|r| r.action);
         let (uid, count, last, start) = (
             occurrence.event.uid.clone(),
             occurrence.event.count,
@@ -403,15 +472,13 @@ impl Engine {
         self.tracked.record(&uid, root_span, count, last, self.now);
         if let Some(child) = about {
             let start = self.spans.get(&root_span).map_or(start, |s| s.start);
-            self.acted_on(
-                child,
-                SpanRef {
-                    span: root_span,
-                    trace,
-                    start,
-                    at: self.now,
-                },
-            );
+            let span = SpanRef {
+                span: root_span,
+                trace,
+                start,
+                at: self.now,
+            };
+            self.acted_on(child, span, action);
         }
         Ok(())
     }
@@ -424,6 +491,7 @@ impl Engine {
         parent: SpanRef,
     ) {
         let now = self.now;
+        let action = occurrence.resolved.and_then(|r| r.action);
         let span_id = SpanId::for_event(&occurrence.event.uid, occurrence.first_count);
         if self.spans.contains_key(&span_id) {
             // The same occurrence held twice (a repetition arrived while the first was held).
@@ -529,17 +597,94 @@ impl Engine {
             self.force_oldest_trace();
         }
         if let Some(child) = about {
-            self.acted_on(child, here);
+            self.acted_on(child, here, action);
         }
     }
 
     /// Records that `span` acted on `child`, and places the child's events that waited for it.
-    fn acted_on(&mut self, child: ObjId, span: SpanRef) {
+    fn acted_on(&mut self, child: ObjId, span: SpanRef, action: Option<Action>) {
+        self.adopt_later_events(child, span);
         if let Some(obj) = self.objects.get_mut(child) {
             obj.acted_on.insert(span);
+            obj.announced |= action.map_or(0, Action::bit);
         }
         for waiting in self.held.take_for(child) {
             self.place(waiting, false);
+        }
+    }
+
+    /// Controllers publish events asynchronously, so "Created pod: X" on a ReplicaSet can arrive
+    /// just before the "Scaled up replica set" that caused it, and be placed under an older
+    /// scale-up. When `actor` arrives, it takes over the open spans on `child` that started after
+    /// it but hang under an older actor span about `child`.
+    fn adopt_later_events(&mut self, child: ObjId, actor: SpanRef) {
+        let Some(actor_depth) = self.spans.get(&actor.span).map(|s| s.depth) else {
+            return;
+        };
+        let Some(obj) = self.objects.get(child) else {
+            return;
+        };
+        let older_actors: Vec<SpanId> = obj
+            .acted_on
+            .iter()
+            .filter(|r| r.trace == actor.trace && r.start < actor.start)
+            .map(|r| r.span)
+            .collect();
+        if older_actors.is_empty() {
+            return;
+        }
+        let later: Vec<SpanId> = obj
+            .spans_on
+            .iter()
+            .filter(|r| r.trace == actor.trace && r.start >= actor.start)
+            .map(|r| r.span)
+            .collect();
+        let anchor = obj.anchor;
+        for id in later {
+            let Some(old) = self.spans.get(&id).and_then(|s| s.parent) else {
+                continue;
+            };
+            if !older_actors.contains(&old) {
+                continue;
+            }
+            if let Some(p) = self.spans.get_mut(&old) {
+                p.open_children -= 1;
+            }
+            if let Some(p) = self.spans.get_mut(&actor.span) {
+                p.open_children += 1;
+            }
+            if let Some(s) = self.spans.get_mut(&id) {
+                s.parent = Some(actor.span);
+            }
+            self.set_depth(actor.trace, id, actor_depth.saturating_add(1));
+            if anchor.is_some_and(|a| a.span == old)
+                && let Some(obj) = self.objects.get_mut(child)
+            {
+                obj.anchor = Some(actor);
+            }
+        }
+        self.touch(actor.span);
+    }
+
+    /// Gives a span and its open descendants depths below a new parent: children are emitted
+    /// before their parents by depth.
+    fn set_depth(&mut self, trace: TraceId, span: SpanId, depth: u8) {
+        if let Some(s) = self.spans.get_mut(&span) {
+            s.depth = depth;
+        }
+        let children: Vec<SpanId> = self
+            .traces
+            .get(&trace)
+            .map(|t| {
+                t.pending
+                    .iter()
+                    .filter(|id| self.spans.get(id).is_some_and(|s| s.parent == Some(span)))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for child in children {
+            self.set_depth(trace, child, depth.saturating_add(1));
         }
     }
 

@@ -2,19 +2,38 @@
 //!
 //! Some controllers report the child they acted on only in the message of an event on the parent
 //! (`Created pod: web-7d4b9c-x2x` on a ReplicaSet). Each rule turns such a message into the child's
-//! identity, so the child's own events can be parented on the span that created it. To support a
+//! identity, so the child's own events can be parented on the span that acted on it. To support a
 //! new controller, add a row to [`RULES`]; the messages are quoted from the Kubernetes sources.
 
 /// What a matched message tells us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// The involved object acted on a child of this kind, named by the `{child}` placeholder.
-    Child {
-        kind: &'static str,
-        api_version: &'static str,
-    },
+    Child(&'static str),
     /// The involved object (a Pod) was bound to the node named by `{child}`.
     Node,
+}
+
+/// What the controller did to the child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Created it: the child's own events follow, so they wait for this message.
+    Create,
+    /// Deleted it: the child's last events (a pod's `Killing`) follow.
+    Delete,
+    /// Anything else (scaled it, noticed it finished).
+    Other,
+}
+
+impl Action {
+    /// A distinct bit per action, to remember which ones an object has seen.
+    pub const fn bit(self) -> u8 {
+        match self {
+            Action::Create => 1,
+            Action::Delete => 2,
+            Action::Other => 4,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -26,128 +45,47 @@ pub struct Rule {
     /// the rest.
     pub pattern: &'static str,
     pub effect: Effect,
-    /// The child was created by this action: its own events can be expected to follow, so they
-    /// are worth holding until this message arrives.
-    pub creates: bool,
+    pub action: Action,
 }
 
-const POD: Effect = Effect::Child {
-    kind: "Pod",
-    api_version: "v1",
-};
-const REPLICA_SET: Effect = Effect::Child {
-    kind: "ReplicaSet",
-    api_version: "apps/v1",
-};
-const JOB: Effect = Effect::Child {
-    kind: "Job",
-    api_version: "batch/v1",
-};
-const CLAIM: Effect = Effect::Child {
-    kind: "PersistentVolumeClaim",
-    api_version: "v1",
-};
+use Action::{Create, Delete, Other};
 
+const POD: Effect = Effect::Child("Pod");
+const REPLICA_SET: Effect = Effect::Child("ReplicaSet");
+const JOB: Effect = Effect::Child("Job");
+const CLAIM: Effect = Effect::Child("PersistentVolumeClaim");
+
+#[rustfmt::skip]
 pub const RULES: &[Rule] = &[
     // pkg/controller/deployment/sync.go (1.29+ says "from N", older releases do not).
-    rule(
-        Some("Deployment"),
-        "ScalingReplicaSet",
-        "Scaled up replica set {child} from {_} to {_}",
-        REPLICA_SET,
-        true,
-    ),
-    rule(
-        Some("Deployment"),
-        "ScalingReplicaSet",
-        "Scaled down replica set {child} from {_} to {_}",
-        REPLICA_SET,
-        false,
-    ),
-    rule(
-        Some("Deployment"),
-        "ScalingReplicaSet",
-        "Scaled up replica set {child} to {_}",
-        REPLICA_SET,
-        true,
-    ),
-    rule(
-        Some("Deployment"),
-        "ScalingReplicaSet",
-        "Scaled down replica set {child} to {_}",
-        REPLICA_SET,
-        false,
-    ),
-    // pkg/controller/controller_utils.go RealPodControl: ReplicaSet, ReplicationController, Job
-    // and DaemonSet controllers all create and delete pods through it.
-    rule(None, "SuccessfulCreate", "Created pod: {child}", POD, true),
-    rule(None, "SuccessfulDelete", "Deleted pod: {child}", POD, false),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled up replica set {child} from {_} to {_}", REPLICA_SET, Create),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child} from {_} to {_}", REPLICA_SET, Other),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled up replica set {child} to {_}", REPLICA_SET, Create),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child} to {_}", REPLICA_SET, Other),
+    // pkg/controller/controller_utils.go RealPodControl: the ReplicaSet, ReplicationController,
+    // Job and DaemonSet controllers all create and delete pods through it.
+    rule(None, "SuccessfulCreate", "Created pod: {child}", POD, Create),
+    rule(None, "SuccessfulDelete", "Deleted pod: {child}", POD, Delete),
     // pkg/controller/statefulset/stateful_pod_control.go recordPodEvent / recordClaimEvent.
-    rule(
-        Some("StatefulSet"),
-        "SuccessfulCreate",
-        "create Pod {child} in StatefulSet {_} successful",
-        POD,
-        true,
-    ),
-    rule(
-        Some("StatefulSet"),
-        "SuccessfulDelete",
-        "delete Pod {child} in StatefulSet {_} successful",
-        POD,
-        false,
-    ),
-    rule(
-        Some("StatefulSet"),
-        "SuccessfulUpdate",
-        "update Pod {child} in StatefulSet {_} successful",
-        POD,
-        false,
-    ),
-    rule(
-        Some("StatefulSet"),
-        "SuccessfulCreate",
-        "create Claim {child} Pod {_} in StatefulSet {_} success",
-        CLAIM,
-        true,
-    ),
+    rule(Some("StatefulSet"), "SuccessfulCreate", "create Pod {child} in StatefulSet {_} successful", POD, Create),
+    rule(Some("StatefulSet"), "SuccessfulDelete", "delete Pod {child} in StatefulSet {_} successful", POD, Delete),
+    rule(Some("StatefulSet"), "SuccessfulUpdate", "update Pod {child} in StatefulSet {_} successful", POD, Other),
+    rule(Some("StatefulSet"), "SuccessfulCreate", "create Claim {child} Pod {_} in StatefulSet {_} success", CLAIM, Create),
     // pkg/controller/cronjob/cronjob_controllerv2.go.
-    rule(
-        Some("CronJob"),
-        "SuccessfulCreate",
-        "Created job {child}",
-        JOB,
-        true,
-    ),
-    rule(
-        Some("CronJob"),
-        "SawCompletedJob",
-        "Saw completed job: {child}, condition: {*}",
-        JOB,
-        false,
-    ),
-    rule(
-        Some("CronJob"),
-        "SuccessfulDelete",
-        "Deleted job {child}",
-        JOB,
-        false,
-    ),
-    rule(
-        Some("CronJob"),
-        "MissingJob",
-        "Active job went missing: {child}",
-        JOB,
-        false,
-    ),
+    rule(Some("CronJob"), "SuccessfulCreate", "Created job {child}", JOB, Create),
+    rule(Some("CronJob"), "SawCompletedJob", "Saw completed job: {child}, condition: {*}", JOB, Other),
+    rule(Some("CronJob"), "SuccessfulDelete", "Deleted job {child}", JOB, Delete),
+    rule(Some("CronJob"), "MissingJob", "Active job went missing: {child}", JOB, Other),
     // pkg/scheduler/schedule_one.go.
-    rule(
-        Some("Pod"),
-        "Scheduled",
-        "Successfully assigned {_} to {child}",
-        Effect::Node,
-        false,
-    ),
+    rule(Some("Pod"), "Scheduled", "Successfully assigned {_} to {child}", Effect::Node, Other),
+];
+
+/// Events that follow an action a controller announces on the object's owner: (kind, reason,
+/// action). Such an event waits for the announcement, as it belongs under it.
+#[rustfmt::skip]
+const AFTERMATH: &[(&str, &str, Action)] = &[
+    // The kubelet stops the containers of a pod its controller deleted.
+    ("Pod", "Killing", Delete),
 ];
 
 const fn rule(
@@ -155,31 +93,39 @@ const fn rule(
     reason: &'static str,
     pattern: &'static str,
     effect: Effect,
-    creates: bool,
+    action: Action,
 ) -> Rule {
     Rule {
         involved_kind,
         reason,
         pattern,
         effect,
-        creates,
+        action,
     }
 }
 
-fn creation_rules_for(kind: &str) -> impl Iterator<Item = &'static Rule> + '_ {
-    RULES.iter().filter(move |r| {
-        r.creates && matches!(r.effect, Effect::Child { kind: k, .. } if k == kind)
-    })
+fn rules_for(kind: &str, action: Action) -> impl Iterator<Item = &'static Rule> + '_ {
+    RULES
+        .iter()
+        .filter(move |r| r.action == action && matches!(r.effect, Effect::Child(k) if k == kind))
 }
 
-/// Whether a controller of `owner_kind` announces creating objects of `kind`.
-pub fn announces(owner_kind: &str, kind: &str) -> bool {
-    creation_rules_for(kind).any(|r| r.involved_kind.is_none_or(|k| k == owner_kind))
+/// Whether a controller of `owner_kind` announces doing `action` to objects of `kind`.
+pub fn announces(owner_kind: &str, kind: &str, action: Action) -> bool {
+    rules_for(kind, action).any(|r| r.involved_kind.is_none_or(|k| k == owner_kind))
 }
 
 /// Whether some controller announces creating objects of `kind`.
-pub fn announced_kind(kind: &str) -> bool {
-    creation_rules_for(kind).next().is_some()
+pub fn creation_announced(kind: &str) -> bool {
+    rules_for(kind, Create).next().is_some()
+}
+
+/// The action an event on an object of `kind` follows, if any.
+pub fn follows(kind: &str, reason: &str) -> Option<Action> {
+    AFTERMATH
+        .iter()
+        .find(|(k, r, _)| *k == kind && *r == reason)
+        .map(|(_, _, action)| *action)
 }
 
 /// A rule that matched, with the name it captured.
@@ -187,7 +133,7 @@ pub fn announced_kind(kind: &str) -> bool {
 pub struct Match<'a> {
     pub effect: Effect,
     pub name: &'a str,
-    pub creates: bool,
+    pub action: Action,
 }
 
 /// Applies the first matching rule.
@@ -199,7 +145,7 @@ pub fn apply<'a>(involved_kind: &str, reason: &str, message: &'a str) -> Option<
             capture(r.pattern, message).map(|name| Match {
                 effect: r.effect,
                 name,
-                creates: r.creates,
+                action: r.action,
             })
         })
 }
@@ -334,14 +280,18 @@ mod tests {
 
     #[test]
     fn creation_announcements_come_from_the_table() {
-        assert!(announces("ReplicaSet", "Pod"));
-        assert!(announces("StatefulSet", "Pod"));
-        assert!(announces("Deployment", "ReplicaSet"));
-        assert!(announces("CronJob", "Job"));
-        assert!(!announces("Deployment", "Job"));
-        assert!(!announces("StatefulSet", "ReplicaSet"));
-        assert!(announced_kind("Pod") && announced_kind("Job"));
-        assert!(!announced_kind("Node") && !announced_kind("Deployment"));
+        assert!(announces("ReplicaSet", "Pod", Create));
+        assert!(announces("StatefulSet", "Pod", Create));
+        assert!(announces("StatefulSet", "Pod", Delete));
+        assert!(announces("Deployment", "ReplicaSet", Create));
+        assert!(announces("CronJob", "Job", Create));
+        assert!(!announces("Deployment", "Job", Create));
+        assert!(!announces("StatefulSet", "ReplicaSet", Create));
+        assert!(!announces("Deployment", "ReplicaSet", Delete));
+        assert!(creation_announced("Pod") && creation_announced("Job"));
+        assert!(!creation_announced("Node") && !creation_announced("Deployment"));
+        assert_eq!(follows("Pod", "Killing"), Some(Delete));
+        assert_eq!(follows("Pod", "Started"), None);
     }
 
     #[test]
