@@ -121,7 +121,8 @@ proptest! {
             .enumerate()
             .filter(|(i, c)| {
                 let object = !matches!(c.change, Change::Event(_));
-                !(drop_all_objects && object) && !(lose[i % lose.len()] && i % 4 == 0)
+                let lost = lose[i % lose.len()] && i % 4 == 0;
+                !(lost || drop_all_objects && object)
             })
             .map(|(_, c)| c)
             .collect();
