@@ -7,6 +7,8 @@
 pub mod duration;
 pub mod engine;
 pub mod otlp;
+pub mod record;
 pub mod replay;
+pub mod watch;
 pub mod wire;
 pub mod workload;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use eventspan::engine::EngineConfig;
-use eventspan::replay;
+use eventspan::watch::Scope;
+use eventspan::{record, replay};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,22 @@ enum Command {
     /// record` write them, bare objects, Lists, or multi-document YAML. Exits 0 when all input was
     /// used, 1 when some was skipped (each skip is reported on stderr with its line), 2 on errors.
     Replay(ReplayArgs),
+    /// Capture a live stream of events, and the objects they involve and their owners, as lines
+    /// `eventspan replay` reads. Uses the kubeconfig (KUBECONFIG) or in-cluster credentials.
+    Record(RecordArgs),
+}
+
+#[derive(clap::Args)]
+struct RecordArgs {
+    /// A namespace to record; repeat for several. Default: all namespaces.
+    #[arg(short = 'n', long = "namespace")]
+    namespaces: Vec<String>,
+    /// Where to write; default standard output.
+    #[arg(short = 'o', long)]
+    output: Option<PathBuf>,
+    /// Stop after this long (otherwise on Ctrl-C or SIGTERM).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +79,89 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Record(args) => {
+            init_logging();
+            runtime().block_on(run_record(args))
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Cancelled on Ctrl-C, SIGTERM, or after `limit`.
+fn stop_token(limit: Option<Duration>) -> CancellationToken {
+    let token = CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        let deadline = async {
+            match limit {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+            _ = term.recv() => tracing::info!("terminated"),
+            _ = deadline => {}
+        }
+        stop.cancel();
+    });
+    token
+}
+
+async fn run_record(args: RecordArgs) -> ExitCode {
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("eventspan record: no usable cluster credentials: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let out: Box<dyn Write + Send> = match &args.output {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("eventspan record: cannot create {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => Box::new(std::io::stdout()),
+    };
+    let scopes = if args.namespaces.is_empty() {
+        vec![Scope::AllNamespaces]
+    } else {
+        args.namespaces.into_iter().map(Scope::Namespace).collect()
+    };
+    match record::record(client, scopes, out, stop_token(args.duration)).await {
+        Ok(stats) => {
+            tracing::info!(
+                lines = stats.lines,
+                events = stats.events,
+                kinds = stats.kinds,
+                "recording finished"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eventspan record: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
