@@ -71,8 +71,8 @@ fn pod(i: usize) -> ObjectMeta {
 }
 
 fn main() {
-    // `cargo test --benches` runs bench binaries with `--test`: keep that quick.
-    let quick = std::env::args().any(|a| a == "--test");
+    // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) keep it quick.
+    let quick = !std::env::args().any(|a| a == "--bench");
     let n = if quick { 2_000 } else { 200_000 };
 
     let mut engine = Engine::new(EngineConfig::default());
