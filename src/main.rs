@@ -34,6 +34,8 @@ enum Command {
     /// Capture a live stream of events, and the objects they involve and their owners, as lines
     /// `eventspan replay` reads. Uses the kubeconfig (KUBECONFIG) or in-cluster credentials.
     Record(RecordArgs),
+    /// Print the TraceSession CustomResourceDefinition (YAML), as crds/ holds it.
+    Crd,
 }
 
 #[derive(clap::Args)]
@@ -79,6 +81,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Crd => {
+            print!("{}", eventspan::operator::crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Record(args) => {
             init_logging();
             runtime().block_on(run_record(args))

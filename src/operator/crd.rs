@@ -1,0 +1,257 @@
+//! The `TraceSession` custom resource: what to trace and where to send it.
+//!
+//! Everything the schema can check is checked by the API server (OpenAPI constraints and CEL
+//! rules), so `kubectl apply` rejects nonsense at the door; the rest (label selector operators,
+//! kinds the cluster does not serve, missing Secrets, namespaces a tenant may not read) is checked
+//! by the reconciler and reported in a condition that names the field.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "eventspan.dev";
+pub const FINALIZER: &str = "eventspan.dev/flush";
+
+/// A Go-style duration: `500ms`, `5s`, `1m30s`, `2h`.
+const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+/// A DNS-1123 label: namespace names.
+const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Traces Kubernetes changes in some namespaces and exports them over OTLP.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[kube(
+    group = "eventspan.dev",
+    version = "v1alpha1",
+    kind = "TraceSession",
+    namespaced,
+    shortname = "ts",
+    status = "TraceSessionStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Spans","type":"integer","jsonPath":".status.spansExported"}"#,
+    printcolumn = r#"{"name":"Traces","type":"integer","jsonPath":".status.traces"}"#,
+    printcolumn = r#"{"name":"Last Trace","type":"string","jsonPath":".status.lastTraceId"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new("self.exporters.all(e, self.exporters.exists_one(f, f.name == e.name))").message("exporter names must be unique"))]
+#[serde(rename_all = "camelCase")]
+pub struct TraceSessionSpec {
+    /// Namespaces to watch. Default: the session's own namespace. Sessions outside the operator's
+    /// admin namespaces may only name their own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = NAMESPACE_PATTERN), length(max = 63)))]
+    #[x_kube(validation = Rule::new("self.all(n, self.exists_one(m, m == n))").message("namespaces must not repeat"))]
+    pub namespaces: Vec<String>,
+
+    /// Which traces to keep, matched against the labels of each trace's root object (the
+    /// Deployment, StatefulSet... whose change the trace describes). Default: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+
+    /// The kinds that may be trace roots. Default: Deployment, StatefulSet, DaemonSet (apps) and
+    /// Job, CronJob (batch). Custom kinds (an Argo Rollout, a Flux HelmRelease) work too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub root_kinds: Vec<RootKind>,
+
+    /// Where spans go; each exporter gets every span of the session.
+    #[schemars(length(min = 1, max = 8))]
+    pub exporters: Vec<Exporter>,
+
+    /// How long an event whose parent has not been seen yet is held (Go duration, default 5s).
+    /// With several sessions the operator uses the longest window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub window: Option<String>,
+
+    /// Stop tracing without deleting the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+
+    /// Stop by itself this long after it started (Go duration); the phase becomes Completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub ttl: Option<String>,
+
+    /// How many recent traces the status lists (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_recent_traces: Option<u32>,
+
+    /// A link to open a trace, with `{traceId}` standing for its ID, for example
+    /// `http://jaeger:16686/trace/{traceId}`; recent traces in the status then carry a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new("self.contains('{traceId}')").message("traceUrlTemplate must contain {traceId}"))]
+    pub trace_url_template: Option<String>,
+}
+
+/// A kind that may be a trace root.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
+pub struct RootKind {
+    /// API group; empty for the core group.
+    #[serde(default)]
+    #[schemars(length(max = 253))]
+    pub group: String,
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[A-Z][A-Za-z0-9]*$"))]
+    pub kind: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+pub struct Exporter {
+    /// A name for status and metrics.
+    #[schemars(length(min = 1, max = 63), regex(pattern = NAMESPACE_PATTERN))]
+    pub name: String,
+    pub otlp: OtlpExporter,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum Protocol {
+    #[default]
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    None,
+}
+
+/// An OTLP endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OtlpExporter {
+    /// `http://` or `https://` URL: for gRPC the collector address (`http://otel-collector:4317`),
+    /// for HTTP the base URL (`/v1/traces` is appended unless the path already ends with it).
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+')").message("endpoint must be an http:// or https:// URL with a host"))]
+    pub endpoint: String,
+    /// `grpc` (default) or `http/protobuf`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Extra request headers (gRPC metadata), e.g. a tenant ID.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Secrets in the session's namespace whose every key/value becomes a header (credentials).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub headers_from: Vec<HeadersFrom>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// `gzip` (default) or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Per-request timeout (Go duration, default 10s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub timeout: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadersFrom {
+    pub secret_ref: SecretRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// Skip certificate verification (testing only).
+    #[serde(default)]
+    pub insecure: bool,
+    /// A PEM CA bundle in a Secret of the session's namespace, trusted besides the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Pending,
+    Active,
+    Suspended,
+    Completed,
+    Failed,
+}
+
+/// What the operator reports about a session.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TraceSessionStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// `Ready` and `ExportersHealthy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watched_namespaces: Vec<String>,
+    #[serde(default)]
+    pub events_observed: u64,
+    #[serde(default)]
+    pub spans_exported: u64,
+    #[serde(default)]
+    pub spans_dropped: u64,
+    #[serde(default)]
+    pub export_errors: u64,
+    #[serde(default)]
+    pub traces: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_traces: Vec<RecentTrace>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecentTrace {
+    pub trace_id: String,
+    pub root: RootObject,
+    pub start_time: Time,
+    pub span_count: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct RootObject {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub generation: i64,
+}
+
+/// The CustomResourceDefinition as YAML, as `eventspan crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let crd = TraceSession::crd();
+    serde_saphyr::to_string(&crd).expect("the CRD serialises")
+}

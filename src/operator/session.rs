@@ -1,0 +1,386 @@
+//! A TraceSession's spec, checked and turned into what the runtime needs.
+//!
+//! Pure: everything here can be decided from the spec alone. Checks that need the cluster
+//! (Secrets, served kinds) are the reconciler's.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::crd::{Compression, Protocol, SecretKeyRef, TraceSessionSpec};
+use super::matcher::{LabelMatcher, Scope, default_root_kinds};
+use crate::duration;
+
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RECENT_TRACES: usize = 10;
+
+/// Why a session cannot run: the condition reason, the field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct Invalid {
+    pub reason: &'static str,
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn spec(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            reason: "InvalidSpec",
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Where an exporter sends, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub https: bool,
+    /// `host:port` (the scheme's default port filled in).
+    pub authority: String,
+    /// For OTLP/HTTP: the full path to POST to (`/v1/traces` appended when missing).
+    pub path: String,
+}
+
+impl Endpoint {
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}{}",
+            if self.https { "https" } else { "http" },
+            self.authority,
+            self.path
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExporterConfig {
+    pub name: String,
+    pub endpoint: Endpoint,
+    pub protocol: Protocol,
+    /// Headers from the spec, validated.
+    pub headers: Vec<(String, String)>,
+    /// Secrets whose keys and values become headers.
+    pub header_secrets: Vec<String>,
+    pub insecure: bool,
+    pub ca_secret: Option<SecretKeyRef>,
+    pub compression: Compression,
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    pub scope: Scope,
+    pub exporters: Vec<ExporterConfig>,
+    pub window: Duration,
+    pub suspend: bool,
+    pub ttl: Option<Duration>,
+    pub max_recent_traces: usize,
+    pub trace_url_template: Option<String>,
+}
+
+fn parse_duration(
+    field: &str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, Invalid> {
+    match value {
+        None => Ok(default),
+        Some(v) => duration::parse(v).map_err(|e| Invalid::spec(field, e.to_string())),
+    }
+}
+
+fn parse_endpoint(field: &str, raw: &str, protocol: Protocol) -> Result<Endpoint, Invalid> {
+    let bad = |m: &str| Invalid::spec(field, format!("{raw:?}: {m}"));
+    let uri: http::Uri = raw
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("the scheme must be http or https")),
+    };
+    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
+    if authority.host().is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let path = uri.path().trim_end_matches('/');
+    let path = match protocol {
+        Protocol::Grpc if !path.is_empty() => return Err(bad("a gRPC endpoint has no path")),
+        Protocol::Grpc => String::new(),
+        Protocol::HttpProtobuf if path.ends_with("/v1/traces") => path.to_string(),
+        Protocol::HttpProtobuf => format!("{path}/v1/traces"),
+    };
+    Ok(Endpoint {
+        https,
+        authority: format!("{}:{port}", authority.host()),
+        path,
+    })
+}
+
+/// Checks a spec. `own` is the session's namespace; sessions in `admin` namespaces may trace
+/// other namespaces.
+pub fn validate(
+    spec: &TraceSessionSpec,
+    own: &str,
+    admin: &BTreeSet<String>,
+) -> Result<SessionConfig, Invalid> {
+    let namespaces: BTreeSet<String> = if spec.namespaces.is_empty() {
+        [own.to_string()].into()
+    } else {
+        spec.namespaces.iter().cloned().collect()
+    };
+    if !admin.contains(own)
+        && let Some(foreign) = namespaces.iter().find(|n| *n != own)
+    {
+        return Err(Invalid {
+            reason: "NamespaceNotPermitted",
+            field: "spec.namespaces".into(),
+            message: format!(
+                "a session in namespace {own} may only trace {own}, not {foreign} (only sessions in the operator's admin namespaces may trace other namespaces)"
+            ),
+        });
+    }
+    let selector = match &spec.selector {
+        None => LabelMatcher::default(),
+        Some(s) => LabelMatcher::new(s)
+            .map_err(|m| Invalid::spec(format!("spec.selector.{}", field_of(&m)), rest_of(&m)))?,
+    };
+    let root_kinds = if spec.root_kinds.is_empty() {
+        default_root_kinds()
+    } else {
+        spec.root_kinds
+            .iter()
+            .map(|k| (k.group.clone(), k.kind.clone()))
+            .collect()
+    };
+    let mut exporters = Vec::new();
+    for (i, e) in spec.exporters.iter().enumerate() {
+        let field = |f: &str| format!("spec.exporters[{i}].otlp.{f}");
+        let o = &e.otlp;
+        let endpoint = parse_endpoint(&field("endpoint"), &o.endpoint, o.protocol)?;
+        let mut headers = Vec::new();
+        for (name, value) in &o.headers {
+            if http::HeaderName::try_from(name.as_str()).is_err() {
+                return Err(Invalid::spec(
+                    field("headers"),
+                    format!("{name:?} is not a valid header name"),
+                ));
+            }
+            if http::HeaderValue::try_from(value.as_str()).is_err() {
+                return Err(Invalid::spec(
+                    field("headers"),
+                    format!("the value of {name} is not a valid header value"),
+                ));
+            }
+            headers.push((name.to_ascii_lowercase(), value.clone()));
+        }
+        let tls = o.tls.clone().unwrap_or_default();
+        if !endpoint.https && tls.ca_secret_ref.is_some() {
+            return Err(Invalid::spec(
+                field("tls.caSecretRef"),
+                "a CA is only used with an https:// endpoint",
+            ));
+        }
+        exporters.push(ExporterConfig {
+            name: e.name.clone(),
+            endpoint,
+            protocol: o.protocol,
+            headers,
+            header_secrets: o
+                .headers_from
+                .iter()
+                .map(|h| h.secret_ref.name.clone())
+                .collect(),
+            insecure: tls.insecure,
+            ca_secret: tls.ca_secret_ref,
+            compression: o.compression,
+            timeout: parse_duration(&field("timeout"), &o.timeout, DEFAULT_TIMEOUT)?,
+        });
+    }
+    if exporters.is_empty() {
+        return Err(Invalid::spec(
+            "spec.exporters",
+            "at least one exporter is required",
+        ));
+    }
+    Ok(SessionConfig {
+        scope: Scope {
+            namespaces,
+            root_kinds,
+            selector,
+        },
+        exporters,
+        window: parse_duration("spec.window", &spec.window, DEFAULT_WINDOW)?,
+        suspend: spec.suspend.unwrap_or(false),
+        ttl: spec
+            .ttl
+            .as_ref()
+            .map(|_| parse_duration("spec.ttl", &spec.ttl, Duration::ZERO))
+            .transpose()?,
+        max_recent_traces: spec
+            .max_recent_traces
+            .map_or(DEFAULT_RECENT_TRACES, |n| n as usize),
+        trace_url_template: spec.trace_url_template.clone(),
+    })
+}
+
+/// `matchExpressions[0].operator: ...` → (`matchExpressions[0].operator`, `...`).
+fn field_of(message: &str) -> &str {
+    message.split_once(": ").map_or("", |(f, _)| f)
+}
+
+fn rest_of(message: &str) -> String {
+    message
+        .split_once(": ")
+        .map_or(message, |(_, m)| m)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::crd::{Exporter, OtlpExporter, RootKind};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+
+    fn exporter(endpoint: &str, protocol: Protocol) -> Exporter {
+        Exporter {
+            name: "jaeger".into(),
+            otlp: OtlpExporter {
+                endpoint: endpoint.into(),
+                protocol,
+                headers: Default::default(),
+                headers_from: vec![],
+                tls: None,
+                compression: Compression::Gzip,
+                timeout: None,
+            },
+        }
+    }
+
+    fn spec() -> TraceSessionSpec {
+        TraceSessionSpec {
+            exporters: vec![exporter("http://jaeger:4317", Protocol::Grpc)],
+            ..Default::default()
+        }
+    }
+
+    fn admin() -> BTreeSet<String> {
+        ["eventspan-system".to_string()].into()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = validate(&spec(), "shop", &admin()).unwrap();
+        assert_eq!(c.scope.namespaces, ["shop".to_string()].into());
+        assert_eq!(c.scope.root_kinds, default_root_kinds());
+        assert_eq!(c.window, DEFAULT_WINDOW);
+        assert_eq!(c.max_recent_traces, 10);
+        assert_eq!(c.exporters[0].endpoint.authority, "jaeger:4317");
+        assert_eq!(c.exporters[0].timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn tenants_may_not_trace_other_namespaces() {
+        let s = TraceSessionSpec {
+            namespaces: vec!["shop".into(), "payments".into()],
+            ..spec()
+        };
+        let e = validate(&s, "shop", &admin()).unwrap_err();
+        assert_eq!(
+            (e.reason, e.field.as_str()),
+            ("NamespaceNotPermitted", "spec.namespaces")
+        );
+        assert!(e.message.contains("not payments"), "{}", e.message);
+        assert!(validate(&s, "eventspan-system", &admin()).is_ok());
+        let own = TraceSessionSpec {
+            namespaces: vec!["shop".into()],
+            ..spec()
+        };
+        assert!(validate(&own, "shop", &admin()).is_ok());
+    }
+
+    #[test]
+    fn endpoints_by_protocol() {
+        let http = |e: &str| {
+            let s = TraceSessionSpec {
+                exporters: vec![exporter(e, Protocol::HttpProtobuf)],
+                ..spec()
+            };
+            validate(&s, "shop", &admin()).map(|c| c.exporters[0].endpoint.url())
+        };
+        assert_eq!(
+            http("http://collector:4318").unwrap(),
+            "http://collector:4318/v1/traces"
+        );
+        assert_eq!(
+            http("https://otlp.example.com/otlp/v1/traces").unwrap(),
+            "https://otlp.example.com:443/otlp/v1/traces"
+        );
+        assert_eq!(
+            http("ftp://x").unwrap_err().field,
+            "spec.exporters[0].otlp.endpoint"
+        );
+        let grpc = TraceSessionSpec {
+            exporters: vec![exporter("http://c:4317/v1/traces", Protocol::Grpc)],
+            ..spec()
+        };
+        assert!(
+            validate(&grpc, "shop", &admin())
+                .unwrap_err()
+                .message
+                .contains("no path")
+        );
+    }
+
+    #[test]
+    fn bad_selector_names_the_field() {
+        let s = TraceSessionSpec {
+            selector: Some(LabelSelector {
+                match_expressions: Some(vec![LabelSelectorRequirement {
+                    key: "app".into(),
+                    operator: "Equals".into(),
+                    values: Some(vec!["web".into()]),
+                }]),
+                ..Default::default()
+            }),
+            ..spec()
+        };
+        let e = validate(&s, "shop", &admin()).unwrap_err();
+        assert_eq!(e.field, "spec.selector.matchExpressions[0].operator");
+        assert_eq!(e.reason, "InvalidSpec");
+    }
+
+    #[test]
+    fn custom_root_kinds_and_durations() {
+        let s = TraceSessionSpec {
+            root_kinds: vec![RootKind {
+                group: "argoproj.io".into(),
+                kind: "Rollout".into(),
+            }],
+            window: Some("10s".into()),
+            ttl: Some("1h".into()),
+            ..spec()
+        };
+        let c = validate(&s, "shop", &admin()).unwrap();
+        assert!(
+            c.scope
+                .root_kinds
+                .contains(&("argoproj.io".into(), "Rollout".into()))
+        );
+        assert_eq!(
+            (c.window, c.ttl),
+            (Duration::from_secs(10), Some(Duration::from_secs(3600)))
+        );
+        let bad = TraceSessionSpec {
+            window: Some("5 parsecs".into()),
+            ..spec()
+        };
+        assert_eq!(
+            validate(&bad, "shop", &admin()).unwrap_err().field,
+            "spec.window"
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! The checked-in CRD is exactly what `eventspan crd` prints.
+//!
+//! Regenerate with `cargo run -- crd > crds/tracesessions.eventspan.dev.yaml`.
+
+#[test]
+fn checked_in_crd_matches_the_binary() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/crds/tracesessions.eventspan.dev.yaml"
+    );
+    let checked_in = std::fs::read_to_string(path).expect("crds/ holds the CRD");
+    let generated = eventspan::operator::crd::crd_yaml();
+    assert!(
+        checked_in == generated,
+        "crds/tracesessions.eventspan.dev.yaml is stale: run `cargo run -- crd > {path}`"
+    );
+}
+
+#[test]
+fn crd_carries_status_printer_columns_and_validation() {
+    let yaml = eventspan::operator::crd::crd_yaml();
+    let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(
+        version["subresources"]["status"].is_object(),
+        "status subresource"
+    );
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Phase", "Spans", "Traces", "Last Trace", "Age"]);
+    let conditions =
+        &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "ts");
+}
