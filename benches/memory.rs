@@ -61,11 +61,11 @@ fn pod(i: usize) -> ObjectMeta {
             uid: format!("1a2b3c4d-0000-4000-8000-{:012x}", i % 1000),
             controller: true,
         }],
-        spec_change: Some(SpecChange {
+        spec_changes: vec![SpecChange {
             manager: "kube-controller-manager".into(),
             operation: "Update".into(),
-            time: Timestamp::from_unix_secs(1_795_000_000),
-        }),
+            time: Some(Timestamp::from_unix_secs(1_795_000_000)),
+        }],
         created: Some(Timestamp::from_unix_secs(1_795_000_000)),
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::time::Timestamp;
-use crate::watch::{self, Scope, kinds::KindResolver};
+use crate::watch::{self, Scope, kinds, kinds::KindResolver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -83,7 +83,8 @@ pub async fn record(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            Some(request) = kinds_rx.recv() => {
+            Some((api_version, kind)) = kinds_rx.recv() => {
+                let request = (kinds::gvk(&api_version, &kind).api_version(), kind);
                 if !watched.insert(request.clone()) {
                     continue;
                 }
@@ -165,7 +166,7 @@ async fn watch_events(
                     }
                 }
                 count += 1;
-                let value = serde_json::to_value(object).expect("objects serialise");
+                let value = watch::event_json(object);
                 if lines.send(line(kind, value)).await.is_err() {
                     return count;
                 }

@@ -310,22 +310,17 @@ impl WireObject {
         if m.uid.is_empty() {
             return Err(WireError::NoUid { kind: self.kind });
         }
-        let spec_change = m
+        let spec_changes = m
             .managed_fields
             .unwrap_or_default()
             .into_iter()
             .filter(|f| f.fields_v1.0)
-            .filter_map(|f| {
-                Some(SpecChange {
-                    time: f.time?,
-                    manager: f.manager,
-                    operation: f.operation,
-                })
+            .map(|f| SpecChange {
+                time: f.time,
+                manager: f.manager,
+                operation: f.operation,
             })
-            .fold(None, |newest: Option<SpecChange>, c| match newest {
-                Some(n) if n.time > c.time => Some(n),
-                _ => Some(c),
-            });
+            .collect();
         Ok(ObjectMeta {
             uid: m.uid,
             kind: self.kind,
@@ -346,7 +341,7 @@ impl WireObject {
                     controller: o.controller.unwrap_or(false),
                 })
                 .collect(),
-            spec_change,
+            spec_changes,
             created: m.creation_timestamp,
         })
     }
@@ -502,11 +497,15 @@ mod tests {
             m.labels,
             vec![("a".into(), "1".into()), ("b".into(), "2".into())]
         );
-        let change = m.spec_change.as_ref().unwrap();
-        assert_eq!(change.manager, "kubectl-edit");
+        let managers: Vec<&str> = m.spec_changes.iter().map(|c| c.manager.as_str()).collect();
         assert_eq!(
-            change.time,
-            Timestamp::parse_rfc3339("2024-05-01T12:05:00Z").unwrap()
+            managers,
+            ["kubectl-client-side-apply", "kubectl-edit"],
+            "entries that touched spec"
+        );
+        assert_eq!(
+            m.newest_change_time(),
+            Timestamp::parse_rfc3339("2024-05-01T12:05:00Z")
         );
     }
 

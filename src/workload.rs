@@ -149,11 +149,15 @@ impl Gen {
                 })
                 .into_iter()
                 .collect(),
-            spec_change: o.manager.map(|m| SpecChange {
-                manager: m.into(),
-                operation: "Update".into(),
-                time: whole_second(at),
-            }),
+            spec_changes: o
+                .manager
+                .map(|m| SpecChange {
+                    manager: m.into(),
+                    operation: "Update".into(),
+                    time: Some(whole_second(at)),
+                })
+                .into_iter()
+                .collect(),
             created: Some(whole_second(at)),
         };
         self.push(at, Change::Upsert(meta));
@@ -431,7 +435,7 @@ fn object_json(m: &ObjectMeta) -> Value {
         "creationTimestamp": m.created, "labels": m.labels.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<serde_json::Map<String, Value>>(),
         "ownerReferences": m.owners.iter().map(|o| json!({"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid, "controller": o.controller})).collect::<Vec<_>>(),
     });
-    if let Some(c) = &m.spec_change {
+    if let Some(c) = m.spec_changes.last() {
         meta["managedFields"] = json!([{"manager": c.manager, "operation": c.operation, "apiVersion": m.api_version,
             "time": c.time, "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}}]);
     }

@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use eventspan::engine::EngineConfig;
 use eventspan::replay::{self, tree};
 
+/// Hand-written scenarios in tests/scenarios, recordings of the local cluster in
+/// tests/scenarios/recorded (see record-all there).
 fn scenario_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/scenarios exists")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let mut files: Vec<PathBuf> = [root.clone(), root.join("recorded")]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())))
         .map(|e| e.unwrap().path())
         .filter(|p| {
             matches!(
@@ -22,7 +25,11 @@ fn scenario_files() -> Vec<PathBuf> {
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "scenarios missing from {}", dir.display());
+    assert!(
+        files.len() >= 14,
+        "scenarios missing from {}",
+        root.display()
+    );
     files
 }
 
@@ -151,6 +158,10 @@ fn reordering_within_the_settle_time_gives_the_same_tree() {
             }
             let actual = render(&permuted.join("\n"));
             if actual != expected {
+                let saved =
+                    Path::new(env!("CARGO_TARGET_TMPDIR")).join("permutation-failure.jsonl");
+                std::fs::write(&saved, permuted.join("\n")).unwrap();
+                eprintln!("the failing input is in {}", saved.display());
                 let order: Vec<String> = permuted.iter().map(|l| summary(l)).collect();
                 panic!(
                     "{} permutation {round} gave another tree\n--- expected\n{expected}\n--- actual\n{actual}\n--- order\n{}",

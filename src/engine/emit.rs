@@ -121,6 +121,7 @@ fn span_name(cx: &mut EmitContext<'_>, kind: &str, what: &str) -> Arc<str> {
 
 pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -> FinishedSpan {
     let end = span.final_end();
+    let mut start = span.start;
     let mut attrs: Attributes = Vec::with_capacity(12);
     let (name, component, summary, error, event) = match span.source {
         Source::SyntheticRoot => {
@@ -128,6 +129,14 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -
                 .objects
                 .change(cx.trace.root_object, cx.trace.generation)
                 .cloned();
+            // The change time may have been refined since the trace started (an estimate from
+            // an earlier observation of the same generation).
+            if let Some(t) = change.as_ref().map(|c| c.time)
+                && t < start
+                && start.since(t) <= super::MAX_ROOT_LEAD
+            {
+                start = t;
+            }
             let operation = change.as_ref().and_then(|c| c.operation.clone());
             let manager = change.as_ref().and_then(|c| c.manager.clone());
             attrs.push(("eventspan.root.synthesized", true.into()));
@@ -182,7 +191,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -
         parent: span.parent,
         name,
         component,
-        start: span.start,
+        start,
         end,
         error,
         count: span.count,

@@ -98,6 +98,17 @@ impl HeldEvents {
         entries.into_iter().map(|e| self.release(e)).collect()
     }
 
+    /// The earliest deadline of an event still held.
+    pub fn next_deadline(&mut self) -> Option<Timestamp> {
+        while let Some(&Reverse((deadline, seq))) = self.deadlines.peek() {
+            if self.entries.contains_key(&seq) {
+                return Some(deadline);
+            }
+            self.deadlines.pop();
+        }
+        None
+    }
+
     /// The oldest event whose deadline has passed.
     pub fn take_due(&mut self, now: Timestamp) -> Option<Occurrence> {
         while let Some(&Reverse((deadline, seq))) = self.deadlines.peek() {

@@ -48,6 +48,9 @@ use tracked::TrackedEvents;
 
 /// Second-granularity timestamps may lag the truth by up to this much.
 const COARSE: Duration = Duration::from_secs(1);
+/// A synthesised root starts at the spec change, unless that is this much older than its first
+/// child (an old object's first event in a long time): then it starts with the child.
+const MAX_ROOT_LEAD: Duration = Duration::from_secs(600);
 
 pub struct Engine {
     cfg: EngineConfig,
@@ -134,7 +137,7 @@ impl Engine {
             .objects
             .lookup_uid(&meta.uid)
             .is_some_and(|id| self.objects.knows_generations(id));
-        let id = self.objects.upsert(meta, self.now);
+        let id = self.objects.upsert(meta, observed, self.now);
         if !knew_generations {
             self.adopt_activity_trace(id);
         }
@@ -180,7 +183,9 @@ impl Engine {
                 self.stats.duplicates += 1;
                 return;
             }
-            if self.spans.contains_key(&track.span) {
+            // A controller saying again that it acted on a child (the recorder folds a second
+            // "Create Pod db-0" into the first event's count) reports a new action.
+            if self.spans.contains_key(&track.span) && !rules::names_child(&event) {
                 let occurrence = Occurrence {
                     event,
                     observed,
@@ -192,7 +197,7 @@ impl Engine {
                 };
                 return self.repeat(track.span, occurrence);
             }
-            // Its span was already exported: a new episode of the same event.
+            // A new episode of the same event: its span was exported, or this is a new action.
             first_count = track.count.saturating_add(1).min(event.count.max(1));
             (start, coarse) = (last, last_coarse);
         }
@@ -208,32 +213,46 @@ impl Engine {
         self.place(occurrence, false);
     }
 
-    /// Moves time forward: releases held events and emits spans whose time has come.
+    /// Moves time forward: releases held events and emits spans whose time has come. Time moves
+    /// from deadline to deadline, as it does live, so a long jump (the end of a recording) treats
+    /// each held event as it would have been treated at its own deadline.
     pub fn advance(&mut self, now: Timestamp) {
         if now <= self.now {
             return;
         }
+        while let Some(step) = self.next_deadline().filter(|d| *d <= now) {
+            self.now = self.now.max(step);
+            while let Some(occurrence) = self.held.take_due(step) {
+                self.stats.held_expired += 1;
+                self.place(occurrence, false);
+            }
+            while let Some(&Reverse((at, trace))) = self.deadlines.peek() {
+                if at > step {
+                    break;
+                }
+                self.deadlines.pop();
+                if self
+                    .traces
+                    .get(&trace)
+                    .is_some_and(|t| t.scheduled == Some(at))
+                {
+                    self.evaluate(trace, false);
+                }
+            }
+        }
         self.now = now;
-        while let Some(occurrence) = self.held.take_due(now) {
-            self.stats.held_expired += 1;
-            self.place(occurrence, false);
-        }
-        while let Some(&Reverse((at, trace))) = self.deadlines.peek() {
-            if at > now {
-                break;
-            }
-            self.deadlines.pop();
-            if self
-                .traces
-                .get(&trace)
-                .is_some_and(|t| t.scheduled == Some(at))
-            {
-                self.evaluate(trace, false);
-            }
-        }
         self.objects.expire(now);
         self.tracked.expire(now);
         self.expire_traces();
+    }
+
+    /// The earliest pending deadline: a held event's or a trace's emission check.
+    fn next_deadline(&mut self) -> Option<Timestamp> {
+        let trace = self.deadlines.peek().map(|Reverse((at, _))| *at);
+        match (self.held.next_deadline(), trace) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// End of input: lets every hold run out, as it would live, then emits every open span.

@@ -21,8 +21,8 @@ pub struct ObjectMeta {
     pub generation: i64,
     pub labels: Vec<(String, String)>,
     pub owners: Vec<OwnerRef>,
-    /// The newest managedFields entry that touched `spec`.
-    pub spec_change: Option<SpecChange>,
+    /// The managedFields entries that touched `spec`: who changed it, how, when.
+    pub spec_changes: Vec<SpecChange>,
     pub created: Option<Timestamp>,
 }
 
@@ -41,7 +41,15 @@ pub struct SpecChange {
     pub manager: String,
     /// `Update` or `Apply`.
     pub operation: String,
-    pub time: Timestamp,
+    /// Missing on entries some subresources write (`kubectl scale` through `/scale`).
+    pub time: Option<Timestamp>,
+}
+
+impl ObjectMeta {
+    /// When the spec last changed, as far as the timed managedFields entries tell.
+    pub fn newest_change_time(&self) -> Option<Timestamp> {
+        self.spec_changes.iter().filter_map(|c| c.time).max()
+    }
 }
 
 /// The object an event is about (`involvedObject` / `regarding`) or mentions (`related`).

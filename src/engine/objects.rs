@@ -26,6 +26,9 @@ const MAX_OWNER_DEPTH: usize = 16;
 /// (kind, owner kind): each such object is one run of its owner and the root of a trace of its
 /// own, so a CronJob firing every minute makes a trace per Job instead of one endless trace.
 const RUN_BOUNDARIES: &[(&str, &str)] = &[("Job", "CronJob")];
+/// A spec change with no time of its own is taken to be this much older than the observation
+/// of its object: the same uncertainty as the whole-second times managedFields entries carry.
+const UNTIMED_CHANGE_LEAD: Duration = Duration::from_secs(1);
 /// How far a "created" child's creationTimestamp (whole seconds) may lie before the message.
 const CREATION_SLACK: Duration = Duration::from_secs(2);
 
@@ -82,8 +85,11 @@ pub(crate) struct OwnerLink {
 #[derive(Clone, Debug)]
 pub(crate) struct GenerationChange {
     pub generation: i64,
-    /// When the change happened: managedFields time, or when the new generation was first seen.
+    /// When the change happened: managedFields time, or estimated from when the new generation
+    /// was first seen.
     pub time: Timestamp,
+    /// `time` is an estimate: the earliest observation of the generation refines it.
+    pub estimated: bool,
     pub manager: Option<Arc<str>>,
     pub operation: Option<Arc<str>>,
 }
@@ -126,9 +132,29 @@ pub(crate) struct ObjEntry {
     pub acted_on: RecentSpans,
     /// Which kinds of action ([`super::rules::Action`] bits) controllers announced on it.
     pub announced: u8,
+    /// The object that had this name before (a StatefulSet pod replaced by a new one).
+    replaced: Option<ObjId>,
+    /// When the engine first heard of it.
+    first_seen: Timestamp,
 }
 
 impl ObjEntry {
+    /// The best estimate of when the object came to be: the controller's announcement of its
+    /// creation, else the earlier of its first sighting and the end of its creation second.
+    fn appeared(&self) -> Timestamp {
+        if self.announced & super::rules::Action::Create.bit() != 0
+            && let Some(first) = self.acted_on.iter().map(|r| r.start).min()
+        {
+            return first;
+        }
+        match self.created {
+            Some(c) => c
+                .saturating_add(Duration::from_secs(1))
+                .min(self.first_seen),
+            None => self.first_seen,
+        }
+    }
+
     pub fn has_owner(&self) -> bool {
         self.owner.is_some() || self.inferred_owner.is_some()
     }
@@ -391,6 +417,8 @@ impl ObjectTable {
             anchor: None,
             acted_on: RecentSpans::default(),
             announced: 0,
+            replaced: self.lookup_name(kind, namespace, name),
+            first_seen: now,
         };
         let id = self.insert(entry, now);
         self.by_name.insert(name_key(kind, namespace, name), id);
@@ -407,30 +435,49 @@ impl ObjectTable {
         self.resolve(&r.uid, &r.kind, &r.api_version, &r.namespace, &r.name, now)
     }
 
-    /// Finds or creates the entry for a child named in a controller message. A message saying
-    /// the child was just `created_at` never names an older object that had the same name.
+    /// Finds or creates the entry for a child named in a controller message, as the name was
+    /// meant when the message was written (`at`: the latest it can have been): a message that the
+    /// child was just created never names an older object that had the same name, and any other
+    /// message never names a newer one.
     pub fn resolve_named(
         &mut self,
         kind: &str,
         namespace: &str,
         name: &str,
-        created_at: Option<Timestamp>,
+        at: Timestamp,
+        creates: bool,
         now: Timestamp,
     ) -> ObjId {
-        if let (Some(at), Some(id)) = (created_at, self.lookup_name(kind, namespace, name)) {
+        if let Some(mut id) = self.lookup_name(kind, namespace, name) {
             let e = self.get(id).expect("looked up");
-            let older = e
-                .created
-                .is_some_and(|c| c.saturating_add(CREATION_SLACK) < at);
-            if e.deleted || older {
-                return self.insert_named(kind, namespace, name, now);
+            if creates {
+                let older = e
+                    .created
+                    .is_some_and(|c| c.saturating_add(CREATION_SLACK) < at);
+                if e.deleted || older {
+                    return self.insert_named(kind, namespace, name, now);
+                }
+            } else {
+                // Walk back to the holder of the name at `at`.
+                while let Some(e) = self.get(id) {
+                    let appeared = e.appeared();
+                    match e.replaced.filter(|p| self.get(*p).is_some()) {
+                        Some(previous) if appeared > at => id = previous,
+                        _ => break,
+                    }
+                }
+                self.touch(id, now);
+                return id;
             }
         }
         self.resolve("", kind, "", namespace, name, now)
     }
 
     /// Records an object seen through a watch. Returns its id and whether its generation moved.
-    pub fn upsert(&mut self, meta: &ObjectMeta, now: Timestamp) -> ObjId {
+    /// `observed` is when this version of the object was seen: a change without a time of its
+    /// own happened shortly before that.
+    pub fn upsert(&mut self, meta: &ObjectMeta, observed: Timestamp, now: Timestamp) -> ObjId {
+        let untimed_change = observed.saturating_sub(UNTIMED_CHANGE_LEAD);
         let id = self.resolve(
             &meta.uid,
             &meta.kind,
@@ -460,14 +507,25 @@ impl ObjectTable {
                 }
             });
         let api_version = self.strings.intern(&meta.api_version);
-        let manager = meta
-            .spec_change
-            .as_ref()
-            .map(|c| self.strings.intern(&c.manager));
-        let operation = meta
-            .spec_change
-            .as_ref()
-            .map(|c| self.strings.intern(&c.operation));
+        // The change that made this generation, among the entries that touched spec.
+        let previous = self
+            .get(id)
+            .and_then(|e| e.root.as_ref())
+            .and_then(|r| r.changes.last());
+        let known = previous.is_some_and(|c| c.generation == meta.generation);
+        let change = if known {
+            None
+        } else {
+            pick_change(&meta.spec_changes, previous.map(|c| c.time)).map(|(c, time)| {
+                GenerationChange {
+                    generation: meta.generation,
+                    time: time.unwrap_or(untimed_change),
+                    estimated: time.is_none(),
+                    manager: Some(self.strings.intern(&c.manager)),
+                    operation: Some(self.strings.intern(&c.operation)),
+                }
+            })
+        };
         let entry = self.get_mut(id).expect("resolved");
         // Once live it is no longer an expiry candidate; its queue entries are skipped on pop.
         entry.live = true;
@@ -495,14 +553,7 @@ impl ObjectTable {
                     .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
                     .collect();
             }
-            record_change(
-                root,
-                meta.generation,
-                meta.spec_change.as_ref(),
-                manager,
-                operation,
-                now,
-            );
+            record_change(root, meta.generation, change, untimed_change);
         } else {
             entry.root = None;
         }
@@ -640,22 +691,39 @@ impl ObjectTable {
     }
 }
 
+/// Which managedFields entry made a new generation, and its time if it has one: the newest
+/// timed entry, if newer than the previous generation's change; otherwise an entry without a
+/// time (the scale subresource writes those); otherwise the newest timed one.
+fn pick_change(
+    changes: &[SpecChange],
+    previous: Option<Timestamp>,
+) -> Option<(&SpecChange, Option<Timestamp>)> {
+    let newest = changes
+        .iter()
+        .filter_map(|c| Some((c, c.time?)))
+        .max_by_key(|(_, t)| *t);
+    match newest {
+        Some((c, t)) if previous.is_none_or(|p| t > p) => Some((c, Some(t))),
+        _ => changes
+            .iter()
+            .find(|c| c.time.is_none())
+            .map(|c| (c, None))
+            .or(newest.map(|(c, t)| (c, Some(t)))),
+    }
+}
+
+/// Records the change that made `generation`, or refines the estimated time of a generation
+/// seen again (the earliest observation is the best bound, whatever order updates arrive in).
 fn record_change(
     root: &mut RootInfo,
     generation: i64,
-    spec_change: Option<&SpecChange>,
-    manager: Option<Arc<str>>,
-    operation: Option<Arc<str>>,
-    now: Timestamp,
+    change: Option<GenerationChange>,
+    untimed: Timestamp,
 ) {
-    let time = spec_change.map_or(now, |c| c.time);
     match root.changes.last_mut() {
         Some(last) if last.generation == generation => {
-            // A re-list or status update of the same generation: fill in what was missing.
-            if last.manager.is_none() && manager.is_some() {
-                last.manager = manager;
-                last.operation = operation;
-                last.time = last.time.min(time);
+            if last.estimated {
+                last.time = last.time.min(untimed);
             }
         }
         Some(last) if last.generation > generation => {}
@@ -663,12 +731,13 @@ fn record_change(
             if root.changes.len() == GENERATION_HISTORY {
                 root.changes.remove(0);
             }
-            root.changes.push(GenerationChange {
+            root.changes.push(change.unwrap_or(GenerationChange {
                 generation,
-                time,
-                manager,
-                operation,
-            });
+                time: untimed,
+                estimated: true,
+                manager: None,
+                operation: None,
+            }));
         }
     }
 }
@@ -704,9 +773,10 @@ mod tests {
     fn name_only_entry_is_completed_by_its_object() {
         let mut t = ObjectTable::new(Duration::from_secs(60), 100);
         let now = Timestamp::from_unix_secs(10);
-        let by_name = t.resolve_named("Pod", "ns", "web-1", None, now);
+        let by_name = t.resolve_named("Pod", "ns", "web-1", now, false, now);
         let upserted = t.upsert(
             &meta("p1", "Pod", "web-1", Some(("rs1", "ReplicaSet", "web"))),
+            now,
             now,
         );
         assert_eq!(by_name, upserted);
@@ -720,10 +790,10 @@ mod tests {
     fn reused_name_gets_a_new_entry() {
         let mut t = ObjectTable::new(Duration::from_secs(60), 100);
         let now = Timestamp::from_unix_secs(10);
-        let old = t.upsert(&meta("p1", "Pod", "web-1", None), now);
-        let new = t.upsert(&meta("p2", "Pod", "web-1", None), now);
+        let old = t.upsert(&meta("p1", "Pod", "web-1", None), now, now);
+        let new = t.upsert(&meta("p2", "Pod", "web-1", None), now, now);
         assert_ne!(old, new);
-        assert_eq!(t.resolve_named("Pod", "ns", "web-1", None, now), new);
+        assert_eq!(t.resolve_named("Pod", "ns", "web-1", now, false, now), new);
     }
 
     #[test]
@@ -732,13 +802,21 @@ mod tests {
         let id = t.upsert(
             &meta("p1", "Pod", "web-1", None),
             Timestamp::from_unix_secs(0),
+            Timestamp::from_unix_secs(0),
         );
         t.delete("p1", Timestamp::from_unix_secs(1));
         t.expire(Timestamp::from_unix_secs(30));
         assert!(t.get(id).is_some(), "tombstone kept within its TTL");
         t.expire(Timestamp::from_unix_secs(62));
         assert!(t.get(id).is_none());
-        let reused = t.resolve_named("Pod", "ns", "other", None, Timestamp::from_unix_secs(63));
+        let reused = t.resolve_named(
+            "Pod",
+            "ns",
+            "other",
+            Timestamp::from_unix_secs(63),
+            false,
+            Timestamp::from_unix_secs(63),
+        );
         assert!(
             t.get(id).is_none(),
             "the old id must not name the new occupant"
@@ -750,9 +828,9 @@ mod tests {
     fn cap_evicts_placeholders_not_live_objects() {
         let mut t = ObjectTable::new(Duration::from_secs(60), 2);
         let now = Timestamp::from_unix_secs(0);
-        let live = t.upsert(&meta("d1", "Deployment", "web", None), now);
-        let a = t.resolve_named("Pod", "ns", "a", None, now);
-        let b = t.resolve_named("Pod", "ns", "b", None, now);
+        let live = t.upsert(&meta("d1", "Deployment", "web", None), now, now);
+        let a = t.resolve_named("Pod", "ns", "a", now, false, now);
+        let b = t.resolve_named("Pod", "ns", "b", now, false, now);
         assert!(t.get(live).is_some());
         assert!(t.get(a).is_none());
         assert!(t.get(b).is_some());
@@ -765,16 +843,34 @@ mod tests {
         let old = t.upsert(
             &meta("p1", "Pod", "db-0", None),
             Timestamp::from_unix_secs(0),
+            Timestamp::from_unix_secs(0),
         );
         t.delete("p1", Timestamp::from_unix_secs(5));
         let at = Timestamp::from_unix_secs(6);
         assert_eq!(
-            t.resolve_named("Pod", "ns", "db-0", None, at),
+            t.resolve_named("Pod", "ns", "db-0", at, false, at),
             old,
             "a deletion message names the old one"
         );
-        let created = t.resolve_named("Pod", "ns", "db-0", Some(at), at);
+        let created = t.resolve_named("Pod", "ns", "db-0", at, true, at);
         assert_ne!(created, old, "a creation message names a new object");
+        let later = Timestamp::from_unix_secs(20);
+        assert_eq!(
+            t.resolve_named("Pod", "ns", "db-0", later, false, later),
+            created
+        );
+        assert_eq!(
+            t.resolve_named(
+                "Pod",
+                "ns",
+                "db-0",
+                Timestamp::from_unix_secs(5),
+                false,
+                later
+            ),
+            old,
+            "a late message about the old pod names the old pod"
+        );
         assert_eq!(
             t.resolve_ref(
                 &ObjectRef {
@@ -794,8 +890,16 @@ mod tests {
     fn jobs_of_cronjobs_are_trace_roots() {
         let mut t = ObjectTable::new(Duration::from_secs(60), 100);
         let now = Timestamp::from_unix_secs(0);
-        let pod = t.upsert(&meta("p1", "Pod", "r-1-x", Some(("j1", "Job", "r-1"))), now);
-        let job = t.upsert(&meta("j1", "Job", "r-1", Some(("c1", "CronJob", "r"))), now);
+        let pod = t.upsert(
+            &meta("p1", "Pod", "r-1-x", Some(("j1", "Job", "r-1"))),
+            now,
+            now,
+        );
+        let job = t.upsert(
+            &meta("j1", "Job", "r-1", Some(("c1", "CronJob", "r"))),
+            now,
+            now,
+        );
         let cron = t.lookup_uid("c1").unwrap();
         assert_eq!(t.owner_chain(pod), vec![job, cron]);
         assert_eq!(t.trace_chain(pod), vec![job]);
@@ -804,11 +908,50 @@ mod tests {
     }
 
     #[test]
+    fn a_scale_without_a_time_is_the_change_of_the_new_generation() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let change = |manager: &str, time: Option<i64>| SpecChange {
+            manager: manager.into(),
+            operation: "Update".into(),
+            time: time.map(Timestamp::from_unix_secs),
+        };
+        let mut m = meta("d1", "Deployment", "web", None);
+        m.spec_changes = vec![change("kubectl-set", Some(100))];
+        let id = t.upsert(
+            &m,
+            Timestamp::from_unix_secs(100),
+            Timestamp::from_unix_secs(100),
+        );
+        m.generation = 2;
+        m.spec_changes = vec![change("kubectl", None), change("kubectl-set", Some(100))];
+        t.upsert(
+            &m,
+            Timestamp::from_unix_secs(150),
+            Timestamp::from_unix_secs(150),
+        );
+        let c = t.change(id, 2).unwrap();
+        assert_eq!(
+            (c.manager.as_deref(), c.time),
+            (Some("kubectl"), Timestamp::from_unix_secs(149)),
+            "untimed: a second before it was observed"
+        );
+        // A timed change newer than the previous generation's wins over an old timeless entry.
+        m.generation = 3;
+        m.spec_changes = vec![change("kubectl", None), change("helm", Some(200))];
+        t.upsert(
+            &m,
+            Timestamp::from_unix_secs(201),
+            Timestamp::from_unix_secs(201),
+        );
+        assert_eq!(t.change(id, 3).unwrap().manager.as_deref(), Some("helm"));
+    }
+
+    #[test]
     fn owner_cycles_terminate() {
         let mut t = ObjectTable::new(Duration::from_secs(60), 100);
         let now = Timestamp::from_unix_secs(0);
-        let a = t.upsert(&meta("a", "X", "a", Some(("b", "X", "b"))), now);
-        t.upsert(&meta("b", "X", "b", Some(("a", "X", "a"))), now);
+        let a = t.upsert(&meta("a", "X", "a", Some(("b", "X", "b"))), now, now);
+        t.upsert(&meta("b", "X", "b", Some(("a", "X", "a"))), now, now);
         assert_eq!(t.owner_chain(a).len(), 1);
     }
 
@@ -816,15 +959,23 @@ mod tests {
     fn generation_is_chosen_by_time() {
         let mut t = ObjectTable::new(Duration::from_secs(60), 100);
         let mut m = meta("d1", "Deployment", "web", None);
-        m.spec_change = Some(SpecChange {
+        m.spec_changes = vec![SpecChange {
             manager: "kubectl".into(),
             operation: "Update".into(),
-            time: Timestamp::from_unix_secs(100),
-        });
-        let id = t.upsert(&m, Timestamp::from_unix_secs(100));
+            time: Some(Timestamp::from_unix_secs(100)),
+        }];
+        let id = t.upsert(
+            &m,
+            Timestamp::from_unix_secs(100),
+            Timestamp::from_unix_secs(100),
+        );
         m.generation = 2;
-        m.spec_change.as_mut().unwrap().time = Timestamp::from_unix_secs(200);
-        t.upsert(&m, Timestamp::from_unix_secs(200));
+        m.spec_changes[0].time = Some(Timestamp::from_unix_secs(200));
+        t.upsert(
+            &m,
+            Timestamp::from_unix_secs(200),
+            Timestamp::from_unix_secs(200),
+        );
         assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(150)), 1);
         assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(250)), 2);
         assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(50)), 1);

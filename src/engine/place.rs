@@ -8,13 +8,19 @@ use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
 use super::spans::{Change, OpenSpan, RootKey, Source, TraceState};
 use super::time::Timestamp;
-use super::{COARSE, Engine};
+use super::{COARSE, Engine, MAX_ROOT_LEAD};
 
-/// A synthesised root starts at the spec change, unless that is this much older than its first
-/// child (an old object's first event in a long time): then it starts with the child.
-const MAX_ROOT_LEAD: Duration = Duration::from_secs(600);
 /// Same-second events without better times keep their arrival order this far apart.
 const ORDER_NUDGE: Duration = Duration::from_micros(1);
+
+/// The latest an occurrence can have happened: a bare whole second means up to a second later.
+fn latest_time(occurrence: &Occurrence) -> Timestamp {
+    if occurrence.coarse {
+        occurrence.start.saturating_add(COARSE)
+    } else {
+        occurrence.start
+    }
+}
 
 impl Engine {
     pub(super) fn place(&mut self, mut occurrence: Occurrence, force: bool) {
@@ -133,12 +139,13 @@ impl Engine {
         if let Some(m) = rules::apply(&event.involved.kind, &event.reason, &event.message) {
             match m.effect {
                 rules::Effect::Child(kind) => {
-                    let created_at = (m.action == Action::Create).then_some(occurrence.start);
+                    let creates = m.action == Action::Create;
                     let child = self.objects.resolve_named(
                         kind,
                         &event.involved.namespace,
                         m.name,
-                        created_at,
+                        latest_time(occurrence),
+                        creates,
                         now,
                     );
                     self.objects.infer_owner(child, subject);

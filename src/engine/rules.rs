@@ -17,8 +17,14 @@ pub enum Effect {
 /// What the controller did to the child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Created it: the child's own events follow, so they wait for this message.
+    /// Created it, a new object: the child's own events follow, so they wait for this message,
+    /// and the name cannot mean an older object that had it.
     Create,
+    /// Scaled it up, creating it if needed (a Deployment's ReplicaSet; on a rollback an old one):
+    /// its events wait for this message like a creation's.
+    ScaleUp,
+    /// Scaled it down: the child deletes some of its own children next.
+    ScaleDown,
     /// Deleted it: the child's last events (a pod's `Killing`) follow.
     Delete,
     /// Anything else (scaled it, noticed it finished).
@@ -30,8 +36,10 @@ impl Action {
     pub const fn bit(self) -> u8 {
         match self {
             Action::Create => 1,
-            Action::Delete => 2,
-            Action::Other => 4,
+            Action::ScaleUp => 2,
+            Action::ScaleDown => 4,
+            Action::Delete => 8,
+            Action::Other => 16,
         }
     }
 }
@@ -48,7 +56,7 @@ pub struct Rule {
     pub action: Action,
 }
 
-use Action::{Create, Delete, Other};
+use Action::{Create, Delete, Other, ScaleDown, ScaleUp};
 
 const POD: Effect = Effect::Child("Pod");
 const REPLICA_SET: Effect = Effect::Child("ReplicaSet");
@@ -58,10 +66,10 @@ const CLAIM: Effect = Effect::Child("PersistentVolumeClaim");
 #[rustfmt::skip]
 pub const RULES: &[Rule] = &[
     // pkg/controller/deployment/sync.go (1.29+ says "from N", older releases do not).
-    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled up replica set {child} from {_} to {_}", REPLICA_SET, Create),
-    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child} from {_} to {_}", REPLICA_SET, Other),
-    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled up replica set {child} to {_}", REPLICA_SET, Create),
-    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child} to {_}", REPLICA_SET, Other),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled up replica set {child} from {_} to {_}", REPLICA_SET, ScaleUp),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child} from {_} to {_}", REPLICA_SET, ScaleDown),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled up replica set {child} to {_}", REPLICA_SET, ScaleUp),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child} to {_}", REPLICA_SET, ScaleDown),
     // pkg/controller/controller_utils.go RealPodControl: the ReplicaSet, ReplicationController,
     // Job and DaemonSet controllers all create and delete pods through it.
     rule(None, "SuccessfulCreate", "Created pod: {child}", POD, Create),
@@ -80,12 +88,16 @@ pub const RULES: &[Rule] = &[
     rule(Some("Pod"), "Scheduled", "Successfully assigned {_} to {child}", Effect::Node, Other),
 ];
 
-/// Events that follow an action a controller announces on the object's owner: (kind, reason,
-/// action). Such an event waits for the announcement, as it belongs under it.
+/// Events that follow an action the object's owner announces on it: (kind, reason, action).
+/// Such an event waits for the announcement, as it belongs under it. (Only where the owner does
+/// announce that action on that kind: a Job's pods are deleted without a Deployment's say.)
 #[rustfmt::skip]
 const AFTERMATH: &[(&str, &str, Action)] = &[
     // The kubelet stops the containers of a pod its controller deleted.
     ("Pod", "Killing", Delete),
+    // A ReplicaSet creates and deletes pods after its Deployment scaled it.
+    ("ReplicaSet", "SuccessfulCreate", ScaleUp),
+    ("ReplicaSet", "SuccessfulDelete", ScaleDown),
 ];
 
 const fn rule(
@@ -104,10 +116,12 @@ const fn rule(
     }
 }
 
+/// Rules announcing `action` on children of `kind`; a creation is announced by scaling up too.
 fn rules_for(kind: &str, action: Action) -> impl Iterator<Item = &'static Rule> + '_ {
-    RULES
-        .iter()
-        .filter(move |r| r.action == action && matches!(r.effect, Effect::Child(k) if k == kind))
+    RULES.iter().filter(move |r| {
+        let same = r.action == action || (action == Create && r.action == ScaleUp);
+        same && matches!(r.effect, Effect::Child(k) if k == kind)
+    })
 }
 
 /// Whether a controller of `owner_kind` announces doing `action` to objects of `kind`.
@@ -126,6 +140,12 @@ pub fn follows(kind: &str, reason: &str) -> Option<Action> {
         .iter()
         .find(|(k, r, _)| *k == kind && *r == reason)
         .map(|(_, _, action)| *action)
+}
+
+/// Whether the event is a controller saying it acted on a child.
+pub fn names_child(event: &super::model::EventRecord) -> bool {
+    apply(&event.involved.kind, &event.reason, &event.message)
+        .is_some_and(|m| matches!(m.effect, Effect::Child(_)))
 }
 
 /// A rule that matched, with the name it captured.
@@ -150,17 +170,18 @@ pub fn apply<'a>(involved_kind: &str, reason: &str, message: &'a str) -> Option<
         })
 }
 
-/// Matches `text` against a pattern, returning what `{child}` captured.
+/// Matches `text` against a pattern, returning what `{child}` captured. Literal text matches
+/// regardless of ASCII case: controllers changed the case of their verbs between releases
+/// (`create Pod X` became `Create Pod X` in Kubernetes 1.3x).
 fn capture<'a>(pattern: &str, text: &'a str) -> Option<&'a str> {
     let mut child = None;
     let mut pat = pattern;
     let mut rest = text;
     while !pat.is_empty() {
         let Some(open) = pat.find('{') else {
-            return (rest == pat).then_some(child?);
+            return rest.eq_ignore_ascii_case(pat).then_some(child?);
         };
-        let literal = &pat[..open];
-        rest = rest.strip_prefix(literal)?;
+        rest = strip_prefix_ignore_case(rest, &pat[..open])?;
         let close = open + pat[open..].find('}')?;
         let placeholder = &pat[open + 1..close];
         pat = &pat[close + 1..];
@@ -172,7 +193,7 @@ fn capture<'a>(pattern: &str, text: &'a str) -> Option<&'a str> {
         let end = if next_literal.is_empty() {
             rest.len()
         } else {
-            rest.find(next_literal)?
+            find_ignore_case(rest, next_literal)?
         };
         let word = &rest[..end];
         if word.is_empty() || word.contains(char::is_whitespace) {
@@ -184,6 +205,22 @@ fn capture<'a>(pattern: &str, text: &'a str) -> Option<&'a str> {
         rest = &rest[end..];
     }
     if rest.is_empty() { child } else { None }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+fn find_ignore_case(text: &str, needle: &str) -> Option<usize> {
+    (0..=text.len().checked_sub(needle.len())?)
+        .filter(|&i| text.is_char_boundary(i))
+        .find(|&i| {
+            text[i..]
+                .get(..needle.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(needle))
+        })
 }
 
 #[cfg(test)]
@@ -288,10 +325,36 @@ mod tests {
         assert!(!announces("Deployment", "Job", Create));
         assert!(!announces("StatefulSet", "ReplicaSet", Create));
         assert!(!announces("Deployment", "ReplicaSet", Delete));
+        assert!(announces("Deployment", "ReplicaSet", ScaleDown));
+        assert_eq!(follows("ReplicaSet", "SuccessfulDelete"), Some(ScaleDown));
         assert!(creation_announced("Pod") && creation_announced("Job"));
         assert!(!creation_announced("Node") && !creation_announced("Deployment"));
         assert_eq!(follows("Pod", "Killing"), Some(Delete));
         assert_eq!(follows("Pod", "Started"), None);
+    }
+
+    #[test]
+    fn verbs_match_in_either_case() {
+        // Kubernetes 1.37 (cases.Title) and older releases.
+        for message in [
+            "Create Pod db-0 in StatefulSet db successful",
+            "create Pod db-0 in StatefulSet db successful",
+        ] {
+            assert_eq!(
+                child("StatefulSet", "SuccessfulCreate", message).unwrap().0,
+                "db-0"
+            );
+        }
+        assert_eq!(
+            child(
+                "StatefulSet",
+                "SuccessfulDelete",
+                "Delete Pod db-1 in StatefulSet db successful"
+            )
+            .unwrap()
+            .0,
+            "db-1"
+        );
     }
 
     #[test]

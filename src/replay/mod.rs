@@ -67,8 +67,9 @@ pub fn feed(
     match change {
         Change::Event(event) => engine.observe_event(event, observed_at),
         Change::Upsert(meta) => {
-            let hint = meta.spec_change.as_ref().map(|c| c.time).or(meta.created);
-            engine.upsert_object(&meta, observed_at.or(hint).map_or(now, |t| t.max(now)));
+            // Without an observation time, the object's own newest time stands in for it.
+            let hint = meta.newest_change_time().or(meta.created);
+            engine.upsert_object(&meta, observed_at.or(hint).unwrap_or(now));
         }
         Change::Delete(meta) => engine.delete_object(&meta.uid, observed_at.unwrap_or(now)),
         Change::Ignore => {

@@ -87,8 +87,9 @@ fn render_span(
     if s.error {
         note.push_str(" ERROR");
     }
-    if s.count > 1 {
-        let _ = write!(note, " x{}", s.count);
+    let repeats = s.count.saturating_sub(s.first_count) + 1;
+    if repeats > 1 {
+        let _ = write!(note, " x{repeats}");
     }
     let message: String = s.message().chars().take(MESSAGE_WIDTH).collect();
     let _ = writeln!(

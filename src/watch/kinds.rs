@@ -21,7 +21,14 @@ pub struct KindResolver {
     cache: HashMap<(String, String), Option<Served>>,
 }
 
+/// An empty apiVersion is taken as the core group's `v1`: some reporters (KWOK's fake kubelet)
+/// leave it out of the objects their events name, which are Pods and Nodes.
 pub fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
+    let api_version = if api_version.is_empty() {
+        "v1"
+    } else {
+        api_version
+    };
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     GroupVersionKind::gvk(group, version, kind)
 }
@@ -35,11 +42,12 @@ impl KindResolver {
     }
 
     pub async fn resolve(&mut self, api_version: &str, kind: &str) -> Option<Served> {
-        let key = (api_version.to_string(), kind.to_string());
+        let gvk = gvk(api_version, kind);
+        let key = (gvk.api_version(), kind.to_string());
         if let Some(known) = self.cache.get(&key) {
             return known.clone();
         }
-        let served = match discovery::pinned_kind(&self.client, &gvk(api_version, kind)).await {
+        let served = match discovery::pinned_kind(&self.client, &gvk).await {
             Ok((resource, caps)) => Some(Served {
                 resource,
                 namespaced: caps.scope == Scope::Namespaced,
@@ -64,5 +72,6 @@ mod tests {
         assert_eq!((g.group.as_str(), g.version.as_str()), ("apps", "v1"));
         let core = gvk("v1", "Pod");
         assert_eq!((core.group.as_str(), core.version.as_str()), ("", "v1"));
+        assert_eq!(gvk("", "Pod"), core);
     }
 }

@@ -43,6 +43,18 @@ pub fn events(
     watcher(api, watcher::Config::default()).default_backoff()
 }
 
+/// An Event as JSON with its `apiVersion` and `kind` (list responses leave them out of items),
+/// and without its managedFields, which say nothing about the event.
+pub fn event_json(object: &DynamicObject) -> Value {
+    let mut value = serde_json::to_value(object).expect("objects serialise");
+    value["apiVersion"] = json!("events.k8s.io/v1");
+    value["kind"] = json!("Event");
+    if let Some(meta) = value["metadata"].as_object_mut() {
+        meta.remove("managedFields");
+    }
+    value
+}
+
 /// A metadata-only watch of one kind in `scope`, with kube's default backoff on errors.
 pub fn metadata(
     client: Client,
