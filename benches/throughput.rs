@@ -4,6 +4,10 @@
 //! `cargo bench --bench throughput`; figures in events per second are in README's performance
 //! section.
 
+/// The allocator the eventspan binary uses, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use eventspan::engine::{Engine, EngineConfig};
 use eventspan::replay;

@@ -8,6 +8,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use eventspan::engine::EngineConfig;
+
+/// The engine and replay allocate many small, short-lived strings and spans: mimalloc runs them
+/// about a quarter faster than the system allocator (see README, Performance).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use eventspan::watch::Scope;
 use eventspan::{record, replay};
 use tokio_util::sync::CancellationToken;

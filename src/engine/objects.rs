@@ -656,7 +656,17 @@ impl ObjectTable {
 
     /// The top of the trace chain: the object whose change a trace describes.
     pub fn top(&mut self, id: ObjId) -> ObjId {
-        self.trace_chain(id).last().copied().unwrap_or(id)
+        let mut current = id;
+        for _ in 0..MAX_OWNER_DEPTH {
+            if self.is_run(current) {
+                break;
+            }
+            match self.owner_of(current) {
+                Some(owner) if owner != id && owner != current => current = owner,
+                _ => break,
+            }
+        }
+        current
     }
 
     /// Whether anything is known of the object's generations (it was seen through a watch).

@@ -195,17 +195,11 @@ impl Engine {
     /// started by `at`, or, allowing for second-granularity times, just after it.
     fn creator_span(&mut self, subject: ObjId, at: Timestamp) -> Option<SpanRef> {
         let obj = self.objects.get(subject)?;
-        let fresh: Vec<SpanRef> = obj
-            .acted_on
-            .iter()
-            .filter(|r| self.fresh(r))
-            .copied()
-            .collect();
-        let r = fresh
-            .iter()
+        let fresh = || obj.acted_on.iter().filter(|r| self.fresh(r));
+        let r = fresh()
             .rev()
             .find(|r| r.start <= at)
-            .or_else(|| fresh.iter().find(|r| r.start <= at.saturating_add(COARSE)))
+            .or_else(|| fresh().find(|r| r.start <= at.saturating_add(COARSE)))
             .copied()?;
         // A span naming this object from another object's trace (an event's `related` object,
         // say) must not pull it out of its own trace.
@@ -505,20 +499,16 @@ impl Engine {
             return self.repeat(span_id, occurrence);
         }
         let mut start = occurrence.start;
-        let recent: Vec<SpanRef> = self
-            .objects
-            .get(subject)
-            .map(|o| {
-                o.spans_on
-                    .iter()
-                    .filter(|r| r.trace == parent.trace)
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let recent = || {
+            self.objects
+                .get(subject)
+                .into_iter()
+                .flat_map(|o| o.spans_on.iter())
+                .filter(|r| r.trace == parent.trace)
+        };
         if occurrence.coarse {
             // All we know is the second: keep the order in which the events were reported.
-            if let Some(latest) = recent.iter().map(|r| r.start).max()
+            if let Some(latest) = recent().map(|r| r.start).max()
                 && latest >= start
                 && latest < start.saturating_add(COARSE)
             {
@@ -552,11 +542,13 @@ impl Engine {
         }
         // A span on an object lasts until the next event on that object, by time.
         let mut end = None;
-        for r in &recent {
-            if r.start > start {
-                end = Some(end.map_or(r.start, |e: Timestamp| e.min(r.start)));
-            } else if let Some(earlier) = self.spans.get_mut(&r.span) {
-                earlier.end = Some(earlier.end.map_or(start, |e| e.min(start)));
+        if let Some(obj) = self.objects.get(subject) {
+            for r in obj.spans_on.iter().filter(|r| r.trace == parent.trace) {
+                if r.start > start {
+                    end = Some(end.map_or(r.start, |e: Timestamp| e.min(r.start)));
+                } else if let Some(earlier) = self.spans.get_mut(&r.span) {
+                    earlier.end = Some(earlier.end.map_or(start, |e| e.min(start)));
+                }
             }
         }
         let (count, last) = (occurrence.event.count.max(1), occurrence.last.max(start));
