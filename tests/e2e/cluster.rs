@@ -1,0 +1,148 @@
+//! The local cluster for end-to-end tests: built, started once per test run, stopped at the end.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Cluster {
+    pub env: HashMap<String, String>,
+    state_dir: PathBuf,
+    repo: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> Result<Output, String> {
+    cmd.output().map_err(|e| format!("{cmd:?}: {e}"))
+}
+
+impl Cluster {
+    /// Builds the cluster binaries (fast when Go's cache is warm) and starts a cluster of its
+    /// own, with Jaeger, in target/cluster/e2e.
+    pub fn start() -> Result<Cluster, String> {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let state_dir = repo.join("target/cluster/e2e");
+        for script in ["build", "up"] {
+            let mut cmd = Command::new(repo.join("tests/cluster").join(script));
+            if script == "up" {
+                cmd.args(["--nodes", "2", "--state-dir"]).arg(&state_dir);
+            }
+            let status = cmd
+                .status()
+                .map_err(|e| format!("tests/cluster/{script}: {e}"))?;
+            if !status.success() {
+                return Err(format!("tests/cluster/{script} failed ({status})"));
+            }
+        }
+        let env = std::fs::read_to_string(state_dir.join("env"))
+            .map_err(|e| format!("cluster env file: {e}"))?
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(Cluster {
+            env,
+            state_dir,
+            repo,
+        })
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        self.env
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{name} missing from the cluster env"))
+    }
+
+    pub fn kubeconfig(&self) -> &str {
+        self.var("KUBECONFIG")
+    }
+
+    /// Runs kubectl; returns stdout, or an error with stderr.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        self.kubectl_with_input(args, None)
+    }
+
+    pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> Result<String, String> {
+        let mut cmd = Command::new(self.var("KUBECTL"));
+        cmd.args(args).env("KUBECONFIG", self.kubeconfig());
+        let out = if let Some(input) = input {
+            use std::io::Write;
+            let mut child = cmd
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .map_err(|e| e.to_string())?;
+            child.wait_with_output().map_err(|e| e.to_string())?
+        } else {
+            run(&mut cmd)?
+        };
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    pub fn apply(&self, yaml: &str) -> Result<String, String> {
+        self.kubectl_with_input(&["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// A fresh namespace for one test.
+    pub fn namespace(&self, name: &str) -> Result<String, String> {
+        self.kubectl(&["create", "namespace", name])?;
+        Ok(name.to_string())
+    }
+
+    pub fn jaeger(&self, action: &str) -> Result<(), String> {
+        let status = Command::new(self.repo.join("tests/cluster/jaeger-ctl"))
+            .args([action, "--state-dir"])
+            .arg(&self.state_dir)
+            .status()
+            .map_err(|e| e.to_string())?;
+        status
+            .success()
+            .then_some(())
+            .ok_or_else(|| format!("jaeger-ctl {action} failed"))
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(self.repo.join("tests/cluster/down"))
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .status();
+    }
+}
+
+/// Polls `check` until it returns Some, or fails after `timeout` with the last reason.
+pub fn eventually<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return Ok(value),
+            Err(reason) if Instant::now() >= deadline => {
+                return Err(format!("not within {timeout:?}: {reason}"));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
