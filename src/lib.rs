@@ -6,6 +6,7 @@
 
 pub mod duration;
 pub mod engine;
+pub mod export;
 pub mod operator;
 pub mod otlp;
 pub mod record;

@@ -226,10 +226,10 @@ pub fn check_rollout_tree(spans: &[&FinishedSpan], pods: usize) -> Result<(), St
         }
     }
     for s in spans {
-        if let Some(p) = s.parent.and_then(|p| by_id.get(&p)) {
-            if s.start < p.start {
-                return Err(format!("{} starts before its parent {}", s.name, p.name));
-            }
+        if let Some(p) = s.parent.and_then(|p| by_id.get(&p))
+            && s.start < p.start
+        {
+            return Err(format!("{} starts before its parent {}", s.name, p.name));
         }
     }
     Ok(())

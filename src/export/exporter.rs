@@ -1,0 +1,270 @@
+//! One exporter: a bounded queue and the task that empties it towards an OTLP endpoint.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::queue::SpanQueue;
+use super::transport::{ExporterSpec, Transport, TransportError};
+use crate::engine::model::FinishedSpan;
+
+/// How exporters queue, batch and retry.
+#[derive(Clone, Debug)]
+pub struct ExporterSettings {
+    /// Spans waiting per exporter; beyond it the oldest are dropped (and counted).
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    /// A partial batch is sent after this long.
+    pub flush_interval: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// A batch that could not be delivered for this long is dropped (and counted).
+    pub max_retry: Duration,
+}
+
+impl Default for ExporterSettings {
+    fn default() -> Self {
+        ExporterSettings {
+            queue_capacity: 10_000,
+            batch_size: 512,
+            flush_interval: Duration::from_secs(1),
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_retry: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What an exporter has done, for status and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExporterStats {
+    pub exported: u64,
+    /// Dropped from a full queue, after retrying too long, or refused for good.
+    pub dropped: u64,
+    /// Failed send attempts.
+    pub errors: u64,
+    /// Spans the receiver accepted the request of but rejected (OTLP partial success).
+    pub rejected: u64,
+    pub queued: u64,
+    /// The last attempt succeeded (or none was made yet).
+    pub healthy: bool,
+    pub last_error: Option<String>,
+    /// Latency of the last successful export.
+    pub last_latency: Option<Duration>,
+}
+
+#[derive(Default)]
+struct Counters {
+    exported: AtomicU64,
+    dropped: AtomicU64,
+    errors: AtomicU64,
+    rejected: AtomicU64,
+    unhealthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    last_latency: Mutex<Option<Duration>>,
+}
+
+pub struct Exporter {
+    pub spec: ExporterSpec,
+    settings: ExporterSettings,
+    queue: Arc<SpanQueue>,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Exporter {
+    /// Starts the sending task. Fails only on configuration errors (bad CA bundle, header).
+    pub fn start(
+        spec: ExporterSpec,
+        settings: ExporterSettings,
+    ) -> Result<Exporter, TransportError> {
+        let transport = Transport::new(&spec)?;
+        let queue = Arc::new(SpanQueue::new(settings.queue_capacity));
+        let counters = Arc::new(Counters::default());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(
+            Sender {
+                transport,
+                queue: queue.clone(),
+                counters: counters.clone(),
+                settings: settings.clone(),
+                stop: stop.clone(),
+            }
+            .run(),
+        );
+        Ok(Exporter {
+            spec,
+            settings,
+            queue,
+            counters,
+            stop,
+            task,
+        })
+    }
+
+    /// Queues a span; never waits.
+    pub fn offer(&self, span: Arc<FinishedSpan>) {
+        self.queue.push(span, self.settings.batch_size);
+    }
+
+    pub fn stats(&self) -> ExporterStats {
+        let c = &self.counters;
+        ExporterStats {
+            exported: c.exported.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed) + self.queue.dropped.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            queued: self.queue.len() as u64,
+            healthy: !c.unhealthy.load(Ordering::Relaxed),
+            last_error: c.last_error.lock().expect("stats lock").clone(),
+            last_latency: *c.last_latency.lock().expect("stats lock"),
+        }
+    }
+
+    /// Stops taking spans, sends what is queued (one attempt per batch, within `grace`), and
+    /// ends the task. What cannot be sent in time is counted as dropped.
+    pub async fn shutdown(self, grace: Duration) -> ExporterStats {
+        self.stop.cancel();
+        let stats_of = (self.counters.clone(), self.queue.clone());
+        if tokio::time::timeout(grace, self.task).await.is_err() {
+            tracing::warn!(exporter = %self.spec.name, "exporter did not finish flushing in time");
+        }
+        let (counters, queue) = stats_of;
+        let left = queue.take(usize::MAX).len() as u64;
+        counters.dropped.fetch_add(left, Ordering::Relaxed);
+        ExporterStats {
+            exported: counters.exported.load(Ordering::Relaxed),
+            dropped: counters.dropped.load(Ordering::Relaxed)
+                + queue.dropped.load(Ordering::Relaxed),
+            errors: counters.errors.load(Ordering::Relaxed),
+            rejected: counters.rejected.load(Ordering::Relaxed),
+            queued: 0,
+            healthy: !counters.unhealthy.load(Ordering::Relaxed),
+            last_error: counters.last_error.lock().expect("stats lock").clone(),
+            last_latency: *counters.last_latency.lock().expect("stats lock"),
+        }
+    }
+}
+
+struct Sender {
+    transport: Transport,
+    queue: Arc<SpanQueue>,
+    counters: Arc<Counters>,
+    settings: ExporterSettings,
+    stop: CancellationToken,
+}
+
+enum Outcome {
+    Done,
+    /// Stopped while waiting to retry: the batch is still unsent.
+    Stopped(Vec<Arc<FinishedSpan>>),
+}
+
+impl Sender {
+    async fn run(mut self) {
+        let mut unsent = Vec::new();
+        'outer: loop {
+            tokio::select! {
+                _ = self.queue.ready.notified() => {}
+                _ = tokio::time::sleep(self.settings.flush_interval) => {}
+                _ = self.stop.cancelled() => break,
+            }
+            loop {
+                let batch = self.queue.take(self.settings.batch_size);
+                if batch.is_empty() {
+                    break;
+                }
+                if let Outcome::Stopped(batch) = self.send_with_retries(batch).await {
+                    unsent = batch;
+                    break 'outer;
+                }
+            }
+        }
+        // Shutting down: one attempt for what is left; the caller bounds how long this may take.
+        if !unsent.is_empty() {
+            self.send_once(unsent).await;
+        }
+        loop {
+            let batch = self.queue.take(self.settings.batch_size);
+            if batch.is_empty() {
+                break;
+            }
+            self.send_once(batch).await;
+        }
+    }
+
+    async fn attempt(&mut self, batch: &[Arc<FinishedSpan>]) -> Result<(), TransportError> {
+        let request = crate::otlp::export_request(batch.iter().map(|s| &**s));
+        let started = Instant::now();
+        let result = self.transport.send(request).await;
+        let c = &self.counters;
+        match &result {
+            Ok(rejected) => {
+                c.exported.fetch_add(
+                    batch.len() as u64 - rejected.min(&(batch.len() as u64)),
+                    Ordering::Relaxed,
+                );
+                c.rejected.fetch_add(*rejected, Ordering::Relaxed);
+                c.unhealthy.store(false, Ordering::Relaxed);
+                *c.last_latency.lock().expect("stats lock") = Some(started.elapsed());
+            }
+            Err(e) => {
+                c.errors.fetch_add(1, Ordering::Relaxed);
+                c.unhealthy.store(true, Ordering::Relaxed);
+                *c.last_error.lock().expect("stats lock") = Some(e.to_string());
+            }
+        }
+        result.map(|_| ())
+    }
+
+    async fn send_once(&mut self, batch: Vec<Arc<FinishedSpan>>) {
+        if self.attempt(&batch).await.is_err() {
+            self.counters
+                .dropped
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    async fn send_with_retries(&mut self, batch: Vec<Arc<FinishedSpan>>) -> Outcome {
+        let first = Instant::now();
+        let mut backoff = self.settings.initial_backoff;
+        loop {
+            let wait = match self.attempt(&batch).await {
+                Ok(()) => return Outcome::Done,
+                Err(TransportError::Retryable {
+                    message,
+                    retry_after,
+                }) if first.elapsed() < self.settings.max_retry => {
+                    let wait = retry_after.unwrap_or_else(|| jittered(backoff));
+                    tracing::debug!(%message, ?wait, "export failed; retrying");
+                    backoff = (backoff * 2).min(self.settings.max_backoff);
+                    wait
+                }
+                Err(error) => {
+                    tracing::warn!(%error, spans = batch.len(), "export failed; dropping the batch");
+                    self.counters
+                        .dropped
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    return Outcome::Done;
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.stop.cancelled() => return Outcome::Stopped(batch),
+            }
+        }
+    }
+}
+
+/// ±20 % around `d`, so exporters that failed together do not retry in lockstep.
+fn jittered(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    let factor = 0.8 + f64::from(nanos % 1000) / 2500.0;
+    d.mul_f64(factor)
+}

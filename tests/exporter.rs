@@ -1,0 +1,326 @@
+//! The OTLP exporter against receivers that misbehave on purpose: throttling with Retry-After,
+//! partial success, a dead endpoint, a full queue. (The end-to-end tests export to real Jaeger.)
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use eventspan::engine::model::FinishedSpan;
+use eventspan::export::{Exporter, ExporterSettings, ExporterSpec, Protocol};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+fn spans() -> Vec<Arc<FinishedSpan>> {
+    let input = include_str!("scenarios/deployment-rollout.jsonl");
+    eventspan::replay::replay(input, Default::default())
+        .spans
+        .into_iter()
+        .map(Arc::new)
+        .collect()
+}
+
+fn spec(protocol: Protocol, url: String) -> ExporterSpec {
+    ExporterSpec {
+        name: "test".into(),
+        protocol,
+        url,
+        headers: vec![("x-tenant".into(), "shop".into())],
+        ca_pem: None,
+        insecure: false,
+        gzip: true,
+        timeout: Duration::from_secs(2),
+    }
+}
+
+fn fast() -> ExporterSettings {
+    ExporterSettings {
+        flush_interval: Duration::from_millis(50),
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        ..ExporterSettings::default()
+    }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// An OTLP/HTTP receiver whose answers a test scripts: each request pops a status (200 when none
+/// is left), records what it got.
+#[derive(Clone, Default)]
+struct HttpReceiver {
+    script: Arc<Mutex<Vec<(u16, Option<&'static str>)>>>,
+    spans: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    headers: Arc<Mutex<Vec<HeaderMap>>>,
+    reject_per_request: Arc<AtomicUsize>,
+}
+
+impl HttpReceiver {
+    async fn serve(self) -> SocketAddr {
+        let state = self.clone();
+        let app = Router::new().route(
+            "/v1/traces",
+            post(move |headers: HeaderMap, body: Bytes| {
+                let r = state.clone();
+                async move { r.handle(headers, body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    fn handle(&self, headers: HeaderMap, body: Bytes) -> axum::response::Response {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let next = self.script.lock().unwrap().pop();
+        if let Some((status, retry_after)) = next.filter(|(s, _)| *s != 200) {
+            let mut response = (StatusCode::from_u16(status).unwrap(), "busy").into_response();
+            if let Some(after) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", after.parse().unwrap());
+            }
+            return response;
+        }
+        assert_eq!(headers["content-type"], "application/x-protobuf");
+        let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                .unwrap();
+            out
+        } else {
+            body.to_vec()
+        };
+        let request = ExportTraceServiceRequest::decode(&raw[..]).unwrap();
+        let n: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans.fetch_add(n, Ordering::SeqCst);
+        self.headers.lock().unwrap().push(headers);
+        let rejected = self.reject_per_request.load(Ordering::SeqCst) as i64;
+        let response = ExportTraceServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: "too old".into(),
+            }),
+        };
+        response.encode_to_vec().into_response()
+    }
+}
+
+#[tokio::test]
+async fn http_delivers_with_gzip_and_headers_and_counts_partial_success() {
+    let receiver = HttpReceiver::default();
+    receiver.reject_per_request.store(1, Ordering::SeqCst);
+    let addr = receiver.clone().serve().await;
+    let exporter = Exporter::start(
+        spec(Protocol::HttpProtobuf, format!("http://{addr}/v1/traces")),
+        fast(),
+    )
+    .unwrap();
+    let spans = spans();
+    for s in &spans {
+        exporter.offer(s.clone());
+    }
+    eventually("all spans received", || {
+        receiver.spans.load(Ordering::SeqCst) == spans.len()
+    })
+    .await;
+    let headers = receiver.headers.lock().unwrap()[0].clone();
+    assert_eq!(headers["x-tenant"], "shop");
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    let requests = receiver.requests.load(Ordering::SeqCst) as u64;
+    assert_eq!(
+        stats.rejected, requests,
+        "one rejected span per request was reported"
+    );
+    assert_eq!(stats.exported, spans.len() as u64 - stats.rejected);
+    assert!(
+        stats.healthy && stats.errors == 0 && stats.dropped == 0,
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_retried_honouring_retry_after() {
+    let receiver = HttpReceiver::default();
+    // Popped from the end: 503 without, then 429 with Retry-After: 1.
+    *receiver.script.lock().unwrap() = vec![(429, Some("1")), (503, None)];
+    let addr = receiver.clone().serve().await;
+    let exporter = Exporter::start(
+        spec(Protocol::HttpProtobuf, format!("http://{addr}/v1/traces")),
+        fast(),
+    )
+    .unwrap();
+    let spans = spans();
+    let started = Instant::now();
+    for s in &spans[..10] {
+        exporter.offer(s.clone());
+    }
+    eventually("the batch delivered after retries", || {
+        receiver.spans.load(Ordering::SeqCst) == 10
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1 was not honoured"
+    );
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(
+        (stats.errors, stats.exported, stats.dropped),
+        (2, 10, 0),
+        "{stats:?}"
+    );
+    assert!(stats.healthy, "healthy again after the success");
+}
+
+#[tokio::test]
+async fn permanent_errors_drop_the_batch_and_report_it() {
+    let receiver = HttpReceiver::default();
+    *receiver.script.lock().unwrap() = vec![(400, None)];
+    let addr = receiver.clone().serve().await;
+    let exporter = Exporter::start(
+        spec(Protocol::HttpProtobuf, format!("http://{addr}/v1/traces")),
+        fast(),
+    )
+    .unwrap();
+    for s in &spans()[..5] {
+        exporter.offer(s.clone());
+    }
+    eventually("the request", || {
+        receiver.requests.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    eventually("the drop counted", || exporter.stats().dropped == 5).await;
+    let stats = exporter.stats();
+    assert!(!stats.healthy);
+    assert!(
+        stats.last_error.as_deref().unwrap_or("").contains("400"),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_never_blocks_and_memory_stays_bounded() {
+    // Nothing listens on this port (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let settings = ExporterSettings {
+        queue_capacity: 100,
+        batch_size: 10,
+        ..fast()
+    };
+    let exporter = Exporter::start(
+        spec(Protocol::Grpc, format!("http://127.0.0.1:{port}")),
+        settings,
+    )
+    .unwrap();
+    let spans = spans();
+    let started = Instant::now();
+    for _ in 0..50 {
+        for s in &spans {
+            exporter.offer(s.clone());
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "offering must not wait on the endpoint"
+    );
+    eventually("failures seen", || exporter.stats().errors > 0).await;
+    let stats = exporter.stats();
+    assert!(stats.queued <= 100, "queue bounded: {stats:?}");
+    assert!(
+        stats.dropped >= (50 * spans.len() - 110) as u64,
+        "oldest dropped and counted: {stats:?}"
+    );
+    assert!(!stats.healthy);
+    let stats = exporter.shutdown(Duration::from_secs(3)).await;
+    assert_eq!(stats.exported, 0);
+    assert_eq!(
+        stats.dropped,
+        50 * spans.len() as u64,
+        "every span is either exported or counted dropped"
+    );
+}
+
+#[derive(Default, Clone)]
+struct GrpcReceiver {
+    spans: Arc<AtomicUsize>,
+    tenant: Arc<Mutex<Option<String>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for GrpcReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let tenant = request
+            .metadata()
+            .get("x-tenant")
+            .map(|v| v.to_str().unwrap().to_string());
+        *self.tenant.lock().unwrap() = tenant;
+        let n: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.spans.fetch_add(n, Ordering::SeqCst);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tokio::test]
+async fn grpc_delivers_with_gzip_and_metadata() {
+    let receiver = GrpcReceiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = TraceServiceServer::new(receiver.clone())
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let exporter = Exporter::start(spec(Protocol::Grpc, format!("http://{addr}")), fast()).unwrap();
+    let spans = spans();
+    for s in &spans {
+        exporter.offer(s.clone());
+    }
+    eventually("all spans received", || {
+        receiver.spans.load(Ordering::SeqCst) == spans.len()
+    })
+    .await;
+    assert_eq!(receiver.tenant.lock().unwrap().as_deref(), Some("shop"));
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(
+        (stats.exported, stats.dropped, stats.errors),
+        (spans.len() as u64, 0, 0)
+    );
+    assert!(stats.last_latency.is_some());
+}
