@@ -41,6 +41,51 @@ enum Command {
     Record(RecordArgs),
     /// Print the TraceSession CustomResourceDefinition (YAML), as crds/ holds it.
     Crd,
+    /// Run the operator: TraceSessions drive shared watchers, the engine and OTLP exporters.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The namespace the operator runs in: its Lease is there, and sessions there are admin.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "eventspan-system")]
+    namespace: String,
+    /// A namespace whose sessions may trace other namespaces; repeat for several. Default: the
+    /// operator's namespace.
+    #[arg(long = "admin-namespace")]
+    admin_namespaces: Vec<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    listen: std::net::SocketAddr,
+    /// Take a Lease so that only one replica runs sessions.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    #[arg(long, default_value = "eventspan-leader")]
+    lease_name: String,
+    /// This replica's name in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// The smallest correlation window; sessions may ask for longer ones.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    window: Duration,
+    /// How long a span whose end no later event tells waits for more activity.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizon: Duration,
+    /// Events already older than this when a watch starts are not traced.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    max_event_age: Duration,
+    /// Spans each exporter may hold while its endpoint is unreachable.
+    #[arg(long, default_value_t = 10_000)]
+    exporter_queue: usize,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -91,19 +136,63 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Record(args) => {
-            init_logging();
+            init_logging(LogFormat::Text);
             runtime().block_on(run_record(args))
+        }
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            runtime().block_on(run_operator(args))
         }
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run_operator(args: RunArgs) -> ExitCode {
+    let admin_namespaces = if args.admin_namespaces.is_empty() {
+        [args.namespace.clone()].into()
+    } else {
+        args.admin_namespaces.into_iter().collect()
+    };
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let options = eventspan::operator::run::RunOptions {
+        namespace: args.namespace,
+        admin_namespaces,
+        listen: args.listen,
+        leader_election: args.leader_election,
+        lease_name: args.lease_name,
+        identity,
+        engine: EngineConfig {
+            window: args.window,
+            horizon: args.horizon,
+            ..EngineConfig::default()
+        },
+        exporters: eventspan::export::ExporterSettings {
+            queue_capacity: args.exporter_queue,
+            ..Default::default()
+        },
+        max_event_age: args.max_event_age,
+    };
+    match eventspan::operator::run::run(options, stop_token(None)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eventspan run: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

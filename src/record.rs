@@ -18,7 +18,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::time::Timestamp;
 use crate::watch::{self, Scope, kinds, kinds::KindResolver};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,13 +37,6 @@ pub struct RecordStats {
 /// A kind to start watching, learned from an event's involved object or an owner reference.
 type KindRequest = (String, String);
 
-fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_unix_nanos(i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX))
-}
-
 fn watch_type<K>(event: &watcher::Event<K>) -> Option<(&'static str, &K)> {
     match event {
         watcher::Event::InitApply(o) => Some(("ADDED", o)),
@@ -55,7 +47,7 @@ fn watch_type<K>(event: &watcher::Event<K>) -> Option<(&'static str, &K)> {
 }
 
 fn line(kind: &str, object: Value) -> Value {
-    json!({"type": kind, "object": object, "observedAt": now()})
+    json!({"type": kind, "object": object, "observedAt": watch::now()})
 }
 
 /// Records until `stop` is cancelled, writing lines to `out`.

@@ -6,6 +6,17 @@ use super::ids::TraceId;
 use super::time::Timestamp;
 use super::{Engine, emit};
 
+/// How much of a trace to emit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Flush {
+    /// What has settled.
+    Settled,
+    /// Everything: the input has ended.
+    All,
+    /// Everything, marking what had not settled as incomplete: its session or the operator ends.
+    Abandon,
+}
+
 /// Emission checks run on this tick (deadlines round up to it), so a busy trace is scanned about
 /// once a second rather than once per span that settles.
 const CHECK_TICK: i64 = 1_000_000_000;
@@ -26,9 +37,10 @@ impl Engine {
         }
     }
 
-    /// Emits the spans of a trace that are settled (all of them when `force`), deepest first so
-    /// that each parent's end covers its children.
-    pub(super) fn evaluate(&mut self, trace_id: TraceId, force: bool) {
+    /// Emits the spans of a trace that are settled (or all of them, see [`Flush`]), deepest first
+    /// so that each parent's end covers its children.
+    pub(super) fn evaluate(&mut self, trace_id: TraceId, flush: Flush) {
+        let force = flush != Flush::Settled;
         let (window, horizon, max_hold) =
             (self.cfg.window, self.cfg.horizon, self.cfg.max_repeat_hold);
         let Some(trace) = self.traces.get_mut(&trace_id) else {
@@ -65,7 +77,8 @@ impl Engine {
                 continue;
             };
             let ready_at = span.ready_at(window, horizon, max_hold);
-            if !force && (span.open_children > 0 || ready_at > self.now) {
+            let settled = span.open_children == 0 && ready_at <= self.now;
+            if !force && !settled {
                 // A parent waiting only for its children is re-checked when they are emitted.
                 if span.open_children == 0 || ready_at > self.now {
                     next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
@@ -76,7 +89,7 @@ impl Engine {
             let span = self.spans.remove(&id).expect("present");
             let trace = self.traces.get(&trace_id).expect("present");
             let root = root_info.get_or_insert_with(|| emit::trace_root(&self.objects, trace));
-            let finished = emit::finish(
+            let mut finished = emit::finish(
                 id,
                 span,
                 emit::EmitContext {
@@ -87,6 +100,7 @@ impl Engine {
                     name_buf: &mut self.name_buf,
                 },
             );
+            finished.incomplete = flush == Flush::Abandon && !settled;
             if let Some(parent) = finished.parent.and_then(|p| self.spans.get_mut(&p)) {
                 parent.open_children -= 1;
                 parent.children_end = parent.children_end.max(finished.end);
@@ -122,7 +136,7 @@ impl Engine {
                 continue;
             }
             let before = self.stats.spans_emitted;
-            self.evaluate(trace, true);
+            self.evaluate(trace, Flush::All);
             self.stats.spans_forced += self.stats.spans_emitted - before;
             return;
         }

@@ -200,6 +200,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -
         attributes: attrs,
         repeats: span.repeats,
         summary,
+        incomplete: false,
         root: cx.root.clone(),
     }
 }

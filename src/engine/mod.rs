@@ -38,6 +38,7 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 pub use config::{EngineConfig, EngineStats};
+use emission::Flush;
 use held::{HeldEvents, Occurrence};
 use ids::{SpanId, TraceId};
 use model::{EventRecord, EventTime, FinishedSpan, ObjectMeta};
@@ -236,7 +237,7 @@ impl Engine {
                     .get(&trace)
                     .is_some_and(|t| t.scheduled == Some(at))
                 {
-                    self.evaluate(trace, false);
+                    self.evaluate(trace, Flush::Settled);
                 }
             }
         }
@@ -252,6 +253,31 @@ impl Engine {
         match (self.held.next_deadline(), trace) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Nothing watches a namespace any more: its objects are forgotten after the object TTL.
+    pub fn release_namespace(&mut self, namespace: &str) {
+        self.objects.release_namespace(namespace, self.now);
+    }
+
+    /// Sets the correlation window (the operator uses the longest its sessions ask for).
+    pub fn set_window(&mut self, window: std::time::Duration) {
+        self.cfg.window = window;
+    }
+
+    /// Emits every open span of the traces whose root matches, now, marking the spans whose end
+    /// was not known yet as incomplete: their session (or the operator) is going away.
+    pub fn abandon_where(&mut self, matches: impl Fn(&model::TraceRoot) -> bool) {
+        let mut doomed: Vec<TraceId> = self
+            .traces
+            .iter()
+            .filter(|(_, t)| !t.pending.is_empty() && matches(&emit::trace_root(&self.objects, t)))
+            .map(|(id, _)| *id)
+            .collect();
+        doomed.sort_unstable();
+        for trace in doomed {
+            self.evaluate(trace, Flush::Abandon);
         }
     }
 
@@ -272,7 +298,54 @@ impl Engine {
             .collect();
         open.sort_unstable();
         for trace in open {
-            self.evaluate(trace, true);
+            self.evaluate(trace, Flush::All);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::WireObject;
+
+    /// Feeds the first `lines` lines of a scenario.
+    fn engine_after(lines: usize) -> Engine {
+        let input = include_str!("../../tests/scenarios/deployment-rollout.jsonl");
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut changes = Vec::new();
+        for line in input.lines().take(lines) {
+            serde_json::from_str::<WireObject>(line)
+                .unwrap()
+                .into_changes(&mut changes);
+        }
+        for change in changes {
+            crate::replay::feed(&mut engine, change.unwrap());
+        }
+        engine
+    }
+
+    #[test]
+    fn abandoning_a_trace_emits_its_open_spans_marked_incomplete() {
+        let mut engine = engine_after(12);
+        engine.advance(engine.now().saturating_add(Duration::from_secs(2)));
+        let before: Vec<FinishedSpan> = engine.drain_finished().collect();
+        assert!(before.is_empty(), "nothing settled yet: {before:?}");
+        engine.abandon_where(|root| &*root.name == "other");
+        assert_eq!(
+            engine.drain_finished().count(),
+            0,
+            "another root's traces are left alone"
+        );
+        engine.abandon_where(|root| &*root.name == "web");
+        let spans: Vec<FinishedSpan> = engine.drain_finished().collect();
+        assert!(spans.len() >= 4, "{spans:?}");
+        assert!(spans.iter().any(|s| s.parent.is_none()), "the root too");
+        assert!(spans.iter().all(|s| s.incomplete), "none had settled");
+        let root = spans.iter().find(|s| s.parent.is_none()).unwrap();
+        assert_eq!(
+            root.attribute("eventspan.incomplete"),
+            Some(model::AttrRef::Bool(true))
+        );
+        assert_eq!(engine.stats().open_spans, 0);
     }
 }

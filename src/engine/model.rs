@@ -208,6 +208,8 @@ pub struct FinishedSpan {
     pub repeats: Vec<(Timestamp, u32)>,
     /// A human summary when there is no event message.
     pub summary: String,
+    /// Exported before its end was known, because its session or the operator stopped.
+    pub incomplete: bool,
     pub root: Arc<TraceRoot>,
 }
 
@@ -235,6 +237,9 @@ impl FinishedSpan {
         let mut out: Vec<(&'static str, AttrRef<'_>)> =
             Vec::with_capacity(self.attributes.len() + 14);
         out.extend(self.attributes.iter().map(|(k, v)| (*k, AttrRef::from(v))));
+        if self.incomplete {
+            out.push(("eventspan.incomplete", AttrRef::Bool(true)));
+        }
         let Some(ev) = &self.event else { return out };
         let non_empty = |s: &str| !s.is_empty();
         out.push(("k8s.event.uid", AttrRef::Str(&ev.uid)));

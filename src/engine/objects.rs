@@ -560,6 +560,27 @@ impl ObjectTable {
         id
     }
 
+    /// Stops treating the objects of a namespace as live (nothing watches it any more): they
+    /// expire like tombstones instead of staying forever.
+    pub fn release_namespace(&mut self, namespace: &str, now: Timestamp) {
+        let due = now.saturating_add(self.ttl);
+        for (idx, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(e) = slot
+                .entry
+                .as_mut()
+                .filter(|e| e.live && &*e.namespace == namespace)
+            {
+                e.live = false;
+                e.touched = now;
+                let id = ObjId {
+                    idx: idx as u32,
+                    generation: slot.generation,
+                };
+                self.expiry.push_back((due, id));
+            }
+        }
+    }
+
     /// Marks a watched object deleted: it stays resolvable (a tombstone) for the TTL so late
     /// events of it and of its children still find their trace.
     pub fn delete(&mut self, uid: &str, now: Timestamp) {

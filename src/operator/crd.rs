@@ -78,7 +78,7 @@ pub struct TraceSessionSpec {
     /// How many recent traces the status lists (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
-    pub max_recent_traces: Option<u32>,
+    pub max_recent_traces: Option<i32>,
 
     /// A link to open a trace, with `{traceId}` standing for its ID, for example
     /// `http://jaeger:16686/trace/{traceId}`; recent traces in the status then carry a URL.
@@ -214,15 +214,15 @@ pub struct TraceSessionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watched_namespaces: Vec<String>,
     #[serde(default)]
-    pub events_observed: u64,
+    pub events_observed: i64,
     #[serde(default)]
-    pub spans_exported: u64,
+    pub spans_exported: i64,
     #[serde(default)]
-    pub spans_dropped: u64,
+    pub spans_dropped: i64,
     #[serde(default)]
-    pub export_errors: u64,
+    pub export_errors: i64,
     #[serde(default)]
-    pub traces: u64,
+    pub traces: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trace_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -235,7 +235,7 @@ pub struct RecentTrace {
     pub trace_id: String,
     pub root: RootObject,
     pub start_time: Time,
-    pub span_count: u64,
+    pub span_count: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }

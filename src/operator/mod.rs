@@ -1,5 +1,12 @@
 //! The operator: TraceSession resources drive shared watchers, the engine and OTLP exporters.
 
 pub mod crd;
+pub mod hub;
 pub mod matcher;
+pub mod metrics;
+pub mod reconcile;
+pub mod run;
 pub mod session;
+pub mod status;
+pub mod traces;
+pub mod watches;

@@ -10,7 +10,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
+use crate::engine::time::Timestamp;
 use crate::wire::TOP_LEVEL_ANNOTATION;
+
+/// The wall clock, for stamping what watches deliver (the engine itself never reads a clock).
+pub fn now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::from_unix_nanos(i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX))
+}
 
 /// Where a watch looks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -38,7 +47,8 @@ where
 pub fn events(
     client: Client,
     scope: &Scope,
-) -> impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send {
+) -> impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + use<>
+{
     let api: Api<DynamicObject> = api(client, &events_resource(), true, scope);
     watcher(api, watcher::Config::default()).default_backoff()
 }
@@ -63,7 +73,8 @@ pub fn metadata(
     scope: &Scope,
 ) -> impl futures::Stream<
     Item = Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
-> + Send {
+> + Send
++ use<> {
     let api: Api<PartialObjectMeta<DynamicObject>> = api(client, ar, namespaced, scope);
     watcher(api, watcher::Config::default()).default_backoff()
 }

@@ -1,0 +1,287 @@
+//! `/metrics` in the Prometheus text format, rendered from the hub's snapshot at scrape time, and
+//! the reconciler's own counters.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::hub::HubSnapshot;
+
+/// Reads one figure from an exporter's stats.
+type ExporterValue = fn(&crate::export::ExporterStats) -> u64;
+
+#[derive(Default)]
+pub struct Metrics {
+    reconcile_ok: AtomicU64,
+    reconcile_kube_error: AtomicU64,
+    reconcile_finalizer_error: AtomicU64,
+}
+
+impl Metrics {
+    pub fn reconciled(&self, error: Option<&str>) {
+        let counter = match error {
+            None => &self.reconcile_ok,
+            Some("kube") => &self.reconcile_kube_error,
+            Some(_) => &self.reconcile_finalizer_error,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, hub: &HubSnapshot, leader: bool) -> String {
+        let mut out = Exposition::default();
+        out.family(
+            "eventspan_leader",
+            "gauge",
+            "1 while this replica holds the lease and runs the sessions",
+        );
+        out.sample("eventspan_leader", &[], u64::from(leader));
+        out.family(
+            "eventspan_reconcile_total",
+            "counter",
+            "TraceSession reconciles by result",
+        );
+        for (result, counter) in [
+            ("ok", &self.reconcile_ok),
+            ("kube_error", &self.reconcile_kube_error),
+            ("finalizer_error", &self.reconcile_finalizer_error),
+        ] {
+            out.sample(
+                "eventspan_reconcile_total",
+                &[("result", result)],
+                counter.load(Ordering::Relaxed),
+            );
+        }
+        out.family(
+            "eventspan_events_received_total",
+            "counter",
+            "Events delivered by the watches",
+        );
+        out.sample("eventspan_events_received_total", &[], hub.events_received);
+        out.family(
+            "eventspan_events_malformed_total",
+            "counter",
+            "Watched values that could not be decoded",
+        );
+        out.sample("eventspan_events_malformed_total", &[], hub.malformed);
+        out.family(
+            "eventspan_watches",
+            "gauge",
+            "Running watches, shared by all sessions",
+        );
+        out.sample(
+            "eventspan_watches",
+            &[("resource", "events")],
+            hub.event_watches,
+        );
+        out.sample(
+            "eventspan_watches",
+            &[("resource", "metadata")],
+            hub.metadata_watches,
+        );
+        out.family(
+            "eventspan_watched_namespaces",
+            "gauge",
+            "Namespaces some session covers",
+        );
+        out.sample("eventspan_watched_namespaces", &[], hub.watched_namespaces);
+        out.family("eventspan_sessions", "gauge", "Running sessions");
+        out.sample("eventspan_sessions", &[], hub.sessions.len());
+
+        let e = &hub.engine;
+        for (name, help, value) in [
+            (
+                "eventspan_engine_spans_emitted_total",
+                "Spans the engine finished",
+                e.spans_emitted,
+            ),
+            (
+                "eventspan_engine_duplicates_total",
+                "Re-delivered events ignored",
+                e.duplicates,
+            ),
+            (
+                "eventspan_engine_held_total",
+                "Events held for a parent",
+                e.held,
+            ),
+            (
+                "eventspan_engine_held_expired_total",
+                "Held events placed by the owner chain after the window",
+                e.held_expired,
+            ),
+            (
+                "eventspan_engine_dropped_total",
+                "Objects and tracked events evicted by the caps, and held events placed early",
+                e.objects_evicted + e.tracked_events_evicted + e.held_overflow,
+            ),
+            (
+                "eventspan_engine_spans_forced_total",
+                "Spans emitted early because the open-span table was full",
+                e.spans_forced,
+            ),
+        ] {
+            out.family(name, "counter", help);
+            out.sample(name, &[], value);
+        }
+        for (name, help, value) in [
+            (
+                "eventspan_engine_objects",
+                "Objects in the engine's table",
+                e.objects,
+            ),
+            (
+                "eventspan_engine_open_spans",
+                "Spans not emitted yet",
+                e.open_spans,
+            ),
+            (
+                "eventspan_engine_open_traces",
+                "Traces the engine holds",
+                e.open_traces,
+            ),
+            (
+                "eventspan_engine_held_events",
+                "Events waiting for their parent",
+                e.held_now,
+            ),
+            (
+                "eventspan_engine_tracked_events",
+                "Recent event uids remembered",
+                e.tracked_events,
+            ),
+        ] {
+            out.family(name, "gauge", help);
+            out.sample(name, &[], value);
+        }
+
+        let per_exporter: [(&str, &str, &str, ExporterValue); 5] = [
+            (
+                "eventspan_spans_exported_total",
+                "counter",
+                "Spans delivered",
+                |s| s.exported,
+            ),
+            (
+                "eventspan_spans_dropped_total",
+                "counter",
+                "Spans dropped: full queue, retries exhausted, refused",
+                |s| s.dropped,
+            ),
+            (
+                "eventspan_spans_rejected_total",
+                "counter",
+                "Spans the receiver rejected (partial success)",
+                |s| s.rejected,
+            ),
+            (
+                "eventspan_export_errors_total",
+                "counter",
+                "Failed export attempts",
+                |s| s.errors,
+            ),
+            (
+                "eventspan_export_queue",
+                "gauge",
+                "Spans waiting to be sent",
+                |s| s.queued,
+            ),
+        ];
+        for (name, kind, help, value) in per_exporter {
+            out.family(name, kind, help);
+            for (key, session) in &hub.sessions {
+                let session_name = key.to_string();
+                for (exporter, stats) in &session.exporters {
+                    out.sample(
+                        name,
+                        &[("session", &session_name), ("exporter", exporter)],
+                        value(stats),
+                    );
+                }
+            }
+        }
+        out.family(
+            "eventspan_export_latency_seconds",
+            "gauge",
+            "Duration of the last successful export",
+        );
+        for (key, session) in &hub.sessions {
+            let session_name = key.to_string();
+            for (exporter, stats) in &session.exporters {
+                if let Some(latency) = stats.last_latency {
+                    out.sample(
+                        "eventspan_export_latency_seconds",
+                        &[("session", &session_name), ("exporter", exporter)],
+                        latency.as_secs_f64(),
+                    );
+                }
+            }
+        }
+        out.family(
+            "eventspan_session_traces_total",
+            "counter",
+            "Traces a session has seen",
+        );
+        for (key, session) in &hub.sessions {
+            out.sample(
+                "eventspan_session_traces_total",
+                &[("session", &key.to_string())],
+                session.log.traces,
+            );
+        }
+        out.0
+    }
+}
+
+#[derive(Default)]
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let escaped = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                let _ = write!(self.0, "{k}=\"{escaped}\"");
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_families_and_escapes_labels() {
+        let metrics = Metrics::default();
+        metrics.reconciled(None);
+        metrics.reconciled(Some("kube"));
+        let text = metrics.render(
+            &HubSnapshot {
+                event_watches: 2,
+                ..Default::default()
+            },
+            true,
+        );
+        assert!(text.contains("# TYPE eventspan_watches gauge\n"));
+        assert!(text.contains("eventspan_watches{resource=\"events\"} 2\n"));
+        assert!(text.contains("eventspan_reconcile_total{result=\"ok\"} 1\n"));
+        assert!(text.contains("eventspan_reconcile_total{result=\"kube_error\"} 1\n"));
+        assert!(text.contains("eventspan_leader 1\n"));
+        let mut e = Exposition::default();
+        e.sample("m", &[("l", "a\"b\\c")], 1);
+        assert_eq!(e.0, "m{l=\"a\\\"b\\\\c\"} 1\n");
+    }
+}

@@ -1,0 +1,376 @@
+//! The TraceSession reconciler: checks a session, resolves what it references (Secrets, kinds),
+//! and starts, changes, suspends or stops it in the hub. Problems never fail the reconcile: they
+//! become the session's `Ready` condition, naming the field, and the operator carries on.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp as Jiff;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as Finalize, finalizer};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Mutex;
+
+use super::crd::{FINALIZER, Phase, TraceSession};
+use super::hub::{HubHandle, SessionKey, SessionSetup};
+use super::session::{self, ExporterConfig, Invalid, SessionConfig};
+use super::status::{Counts, Verdict, Verdicts};
+use crate::export::{ExporterSpec, Protocol};
+use crate::operator::crd;
+use crate::watch::kinds::KindResolver;
+
+/// Sessions are re-checked this often (Secrets may have been created or rotated).
+const RECHECK: Duration = Duration::from_secs(300);
+/// A session that cannot run yet (a missing Secret) is retried this often.
+const RETRY_INVALID: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub hub: HubHandle,
+    pub verdicts: Verdicts,
+    pub admin_namespaces: BTreeSet<String>,
+    pub kinds: Mutex<KindResolver>,
+    pub recorder: Recorder,
+    pub metrics: Arc<super::metrics::Metrics>,
+}
+
+pub async fn reconcile(ts: Arc<TraceSession>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = ts.namespace().unwrap_or_default();
+    let api: Api<TraceSession> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, ts, |event| async {
+        match event {
+            Finalize::Apply(ts) => Ok(apply(&ts, &ctx).await),
+            Finalize::Cleanup(ts) => cleanup(&ts, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics
+        .reconciled(result.as_ref().err().map(Error::metric_label));
+    result
+}
+
+pub fn error_policy(_ts: Arc<TraceSession>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+fn key_of(ts: &TraceSession) -> SessionKey {
+    SessionKey {
+        namespace: ts.namespace().unwrap_or_default(),
+        name: ts.name_any(),
+    }
+}
+
+async fn cleanup(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
+    let key = key_of(ts);
+    ctx.hub.remove(key.clone()).await;
+    ctx.verdicts.lock().expect("verdicts lock").remove(&key);
+    publish(
+        ctx,
+        ts,
+        EventType::Normal,
+        "Stopped",
+        "session deleted: watches released, pending spans flushed",
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+/// Decides the session's state, applies it to the hub, and records the verdict for the status.
+async fn apply(ts: &TraceSession, ctx: &Context) -> Action {
+    let key = key_of(ts);
+    let status = ts.status.clone().unwrap_or_default();
+    let generation = ts.metadata.generation.unwrap_or(0);
+    let previously_active = status.phase == Some(Phase::Active);
+    let (phase, ready, started_at, requeue) = match decide(ts, ctx).await {
+        Err(invalid) => {
+            ctx.hub.remove(key.clone()).await;
+            let message = invalid.to_string();
+            if status.conditions.iter().all(|c| c.message != message) {
+                publish(ctx, ts, EventType::Warning, invalid.reason, &message).await;
+            }
+            (
+                Phase::Failed,
+                Err((invalid.reason.to_string(), message)),
+                status.started_at.clone(),
+                Some(RETRY_INVALID),
+            )
+        }
+        Ok(Decision::Suspended) => {
+            ctx.hub.remove(key.clone()).await;
+            (
+                Phase::Suspended,
+                Ok((
+                    "Suspended".into(),
+                    "tracing is suspended (spec.suspend)".into(),
+                )),
+                status.started_at.clone(),
+                None,
+            )
+        }
+        Ok(Decision::Completed) => {
+            ctx.hub.remove(key.clone()).await;
+            if status.phase != Some(Phase::Completed) {
+                publish(
+                    ctx,
+                    ts,
+                    EventType::Normal,
+                    "Completed",
+                    "the session's ttl has passed",
+                )
+                .await;
+            }
+            (
+                Phase::Completed,
+                Ok(("Completed".into(), "the session's ttl has passed".into())),
+                status.started_at.clone(),
+                None,
+            )
+        }
+        Ok(Decision::Run {
+            setup,
+            started_at,
+            ttl_left,
+        }) => match ctx.hub.upsert(key.clone(), setup.clone()).await {
+            Ok(()) => {
+                if !previously_active {
+                    let message = format!(
+                        "tracing {}",
+                        setup
+                            .scope
+                            .namespaces
+                            .iter()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    publish(ctx, ts, EventType::Normal, "Started", &message).await;
+                }
+                let requeue = ttl_left.map_or(RECHECK, |left| left.min(RECHECK));
+                let message = format!(
+                    "tracing {} namespace(s) to {} exporter(s)",
+                    setup.scope.namespaces.len(),
+                    setup.exporters.len()
+                );
+                (
+                    Phase::Active,
+                    Ok(("Active".into(), message)),
+                    Some(started_at),
+                    Some(requeue),
+                )
+            }
+            Err(message) => {
+                let message = format!("spec.exporters: {message}");
+                (
+                    Phase::Failed,
+                    Err(("InvalidExporter".into(), message)),
+                    status.started_at.clone(),
+                    Some(RETRY_INVALID),
+                )
+            }
+        },
+    };
+    let mut verdicts = ctx.verdicts.lock().expect("verdicts lock");
+    let (baseline, previous_conditions) = match verdicts.get(&key) {
+        Some(v) => (v.baseline, v.previous_conditions.clone()),
+        None => (Counts::of(&status), status.conditions.clone()),
+    };
+    verdicts.insert(
+        key,
+        Verdict {
+            generation,
+            phase,
+            ready,
+            started_at,
+            trace_url_template: ts.spec.trace_url_template.clone(),
+            baseline,
+            previous_conditions,
+        },
+    );
+    requeue.map_or_else(Action::await_change, Action::requeue)
+}
+
+enum Decision {
+    Suspended,
+    Completed,
+    Run {
+        setup: SessionSetup,
+        started_at: Time,
+        ttl_left: Option<Duration>,
+    },
+}
+
+async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Invalid> {
+    let ns = ts.namespace().unwrap_or_default();
+    let config: SessionConfig = session::validate(&ts.spec, &ns, &ctx.admin_namespaces)?;
+    if config.suspend {
+        return Ok(Decision::Suspended);
+    }
+    let started_at = ts
+        .status
+        .as_ref()
+        .and_then(|s| s.started_at.clone())
+        .unwrap_or_else(|| Time(Jiff::now()));
+    let mut ttl_left = None;
+    if let Some(ttl) = config.ttl {
+        let elapsed = Jiff::now().duration_since(started_at.0);
+        let elapsed = Duration::try_from(elapsed).unwrap_or_default();
+        if elapsed >= ttl {
+            return Ok(Decision::Completed);
+        }
+        ttl_left = Some(ttl - elapsed);
+    }
+    let mut exporters = Vec::new();
+    for (i, e) in config.exporters.iter().enumerate() {
+        exporters.push(resolve_exporter(ctx, &ns, i, e).await?);
+    }
+    let mut root_kinds = Vec::new();
+    for (i, (group, kind)) in config.scope.root_kinds.iter().enumerate() {
+        let served = discovery_kind(ctx, group, kind)
+            .await
+            .ok_or_else(|| Invalid {
+                reason: "UnknownRootKind",
+                field: format!("spec.rootKinds[{i}]"),
+                message: format!("the cluster serves no kind {kind} in group {:?}", group),
+            })?;
+        root_kinds.push(served);
+    }
+    Ok(Decision::Run {
+        setup: SessionSetup {
+            scope: config.scope,
+            exporters,
+            window: config.window,
+            max_recent_traces: config.max_recent_traces,
+            root_kinds,
+        },
+        started_at,
+        ttl_left,
+    })
+}
+
+/// The (apiVersion, kind) the cluster serves for a group and kind, if any.
+async fn discovery_kind(ctx: &Context, group: &str, kind: &str) -> Option<(String, String)> {
+    let g = kube::discovery::group(&ctx.client, group).await.ok()?;
+    let (resource, _) = g.recommended_kind(kind)?;
+    // Warm the resolver's cache too: watches of this kind will ask for it.
+    ctx.kinds
+        .lock()
+        .await
+        .resolve(&resource.api_version, kind)
+        .await?;
+    Some((resource.api_version, resource.kind))
+}
+
+async fn secret(ctx: &Context, ns: &str, name: &str, field: String) -> Result<Secret, Invalid> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(Invalid {
+            reason: "SecretNotFound",
+            field,
+            message: format!("Secret {ns}/{name} does not exist"),
+        }),
+        Err(e) => Err(Invalid {
+            reason: "SecretUnreadable",
+            field,
+            message: format!("Secret {ns}/{name}: {e}"),
+        }),
+    }
+}
+
+async fn resolve_exporter(
+    ctx: &Context,
+    ns: &str,
+    i: usize,
+    e: &ExporterConfig,
+) -> Result<ExporterSpec, Invalid> {
+    let mut headers = e.headers.clone();
+    for (j, name) in e.header_secrets.iter().enumerate() {
+        let field = format!("spec.exporters[{i}].otlp.headersFrom[{j}].secretRef.name");
+        let s = secret(ctx, ns, name, field.clone()).await?;
+        for (k, v) in s.data.unwrap_or_default() {
+            let value = String::from_utf8(v.0).map_err(|_| {
+                Invalid::spec(
+                    field.clone(),
+                    format!("key {k} of Secret {name} is not text"),
+                )
+            })?;
+            if http::HeaderName::try_from(k.as_str()).is_err()
+                || http::HeaderValue::try_from(value.as_str()).is_err()
+            {
+                return Err(Invalid::spec(
+                    field,
+                    format!("key {k} of Secret {name} is not a valid header"),
+                ));
+            }
+            headers.push((k.to_ascii_lowercase(), value));
+        }
+    }
+    let ca_pem = match &e.ca_secret {
+        None => None,
+        Some(r) => {
+            let field = format!("spec.exporters[{i}].otlp.tls.caSecretRef");
+            let s = secret(ctx, ns, &r.name, field.clone()).await?;
+            let pem = s
+                .data
+                .unwrap_or_default()
+                .remove(&r.key)
+                .ok_or_else(|| Invalid {
+                    reason: "SecretKeyNotFound",
+                    field,
+                    message: format!("Secret {ns}/{} has no key {}", r.name, r.key),
+                })?;
+            Some(pem.0)
+        }
+    };
+    Ok(ExporterSpec {
+        name: e.name.clone(),
+        protocol: match e.protocol {
+            crd::Protocol::Grpc => Protocol::Grpc,
+            crd::Protocol::HttpProtobuf => Protocol::HttpProtobuf,
+        },
+        url: e.endpoint.url(),
+        headers,
+        ca_pem,
+        insecure: e.insecure,
+        gzip: e.compression == crd::Compression::Gzip,
+        timeout: e.timeout,
+    })
+}
+
+/// Session lifecycle events, published as the operator (never fed back into traces).
+async fn publish(ctx: &Context, ts: &TraceSession, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &ts.object_ref(&())).await {
+        tracing::debug!(%error, "could not publish an event");
+    }
+}

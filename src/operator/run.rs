@@ -1,0 +1,243 @@
+//! `eventspan run`: the operator process. Serves `/metrics`, `/healthz` and `/readyz`; campaigns
+//! for a Lease; while it leads, runs the hub (engine, watches, exporters), the status writer and
+//! the TraceSession controller; on SIGTERM or lost leadership, stops them, flushing open traces.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use futures::StreamExt;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client};
+use tokio::sync::{Mutex, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::crd::TraceSession;
+use super::hub::{Hub, HubSettings, HubSnapshot};
+use super::metrics::Metrics;
+use super::reconcile::{self, Context};
+use super::watches::OWN_CONTROLLER;
+use crate::engine::EngineConfig;
+use crate::export::ExporterSettings;
+use crate::watch::kinds::KindResolver;
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// The namespace the operator runs in (its Lease lives there).
+    pub namespace: String,
+    /// Namespaces whose sessions may trace other namespaces.
+    pub admin_namespaces: BTreeSet<String>,
+    pub listen: SocketAddr,
+    pub leader_election: bool,
+    pub lease_name: String,
+    pub identity: String,
+    pub engine: EngineConfig,
+    pub exporters: ExporterSettings,
+    pub max_event_age: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no usable cluster credentials: {0}")]
+    Credentials(#[source] kube::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("leader election: {0}")]
+    Lease(String),
+}
+
+struct Shared {
+    metrics: Arc<Metrics>,
+    snapshot: Mutex<watch::Receiver<Arc<HubSnapshot>>>,
+    leader: AtomicBool,
+}
+
+/// Runs until `shutdown` is cancelled.
+pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Credentials)?;
+    let metrics = Arc::new(Metrics::default());
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(HubSnapshot::default()));
+    let shared = Arc::new(Shared {
+        metrics: metrics.clone(),
+        snapshot: Mutex::new(snapshot_rx),
+        leader: AtomicBool::new(false),
+    });
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    tracing::info!(addr = %listener.local_addr().map_or(options.listen, |a| a), "serving /metrics, /healthz, /readyz");
+    let app = Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(shared.clone());
+    let server_stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(server_stop.cancelled_owned())
+            .await;
+    });
+
+    if !options.leader_election {
+        shared.leader.store(true, Ordering::Relaxed);
+        lead(client, &options, metrics, snapshot_tx, shutdown.clone()).await;
+    } else {
+        let lease =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &options.lease_name)
+                .with_namespace(&options.namespace)
+                .with_identity(&options.identity)
+                .with_duration(15)
+                .with_grace(5)
+                .build()
+                .await
+                .map_err(|e| RunError::Lease(e.to_string()))?;
+        let (mut leading, lease_task) = lease.watch().await;
+        tracing::info!(lease = %options.lease_name, identity = %options.identity, "campaigning for leadership");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = leading.changed() => if changed.is_err() { break },
+            }
+            if !*leading.borrow_and_update() {
+                continue;
+            }
+            tracing::info!("leading: starting sessions");
+            shared.leader.store(true, Ordering::Relaxed);
+            let term = shutdown.child_token();
+            let watch_term = term.clone();
+            let mut lost = leading.clone();
+            let until_lost = tokio::spawn(async move {
+                while lost.changed().await.is_ok() {
+                    if !*lost.borrow() {
+                        tracing::warn!("leadership lost: stopping sessions");
+                        break;
+                    }
+                }
+                watch_term.cancel();
+            });
+            lead(
+                client.clone(),
+                &options,
+                metrics.clone(),
+                snapshot_tx.clone(),
+                term,
+            )
+            .await;
+            until_lost.abort();
+            shared.leader.store(false, Ordering::Relaxed);
+        }
+        drop(leading);
+        if let Ok(Ok(manager)) = lease_task.await {
+            let _ = manager.release().await;
+        }
+    }
+    shutdown.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+async fn render_metrics(
+    State(shared): State<Arc<Shared>>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let snapshot = shared.snapshot.lock().await.borrow().clone();
+    let text = shared
+        .metrics
+        .render(&snapshot, shared.leader.load(Ordering::Relaxed));
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        text,
+    )
+}
+
+/// Everything the leader runs, until `stop`.
+async fn lead(
+    client: Client,
+    options: &RunOptions,
+    metrics: Arc<Metrics>,
+    snapshots_out: watch::Sender<Arc<HubSnapshot>>,
+    stop: CancellationToken,
+) {
+    let hub_stop = CancellationToken::new();
+    let settings = HubSettings {
+        engine: options.engine.clone(),
+        exporters: options.exporters.clone(),
+        input_capacity: 4096,
+        max_event_age: options.max_event_age,
+    };
+    let (hub, handle) = Hub::new(client.clone(), settings, hub_stop.clone());
+    let hub_task = tokio::spawn(hub.run(hub_stop.clone()));
+
+    // The metrics endpoint reads the hub's snapshots through the process-wide channel.
+    let mut snapshots = handle.snapshots.clone();
+    let forward_stop = stop.clone();
+    let forward = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = forward_stop.cancelled() => return,
+                changed = snapshots.changed() => if changed.is_err() { return },
+            }
+            snapshots_out.send_replace(snapshots.borrow_and_update().clone());
+        }
+    });
+
+    let verdicts = super::status::Verdicts::default();
+    let status_stop = CancellationToken::new();
+    let status_task = tokio::spawn(super::status::run(
+        client.clone(),
+        verdicts.clone(),
+        handle.snapshots.clone(),
+        status_stop.clone(),
+    ));
+
+    let reporter = Reporter {
+        controller: OWN_CONTROLLER.into(),
+        instance: Some(options.identity.clone()),
+    };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        hub: handle,
+        verdicts,
+        admin_namespaces: options.admin_namespaces.clone(),
+        kinds: tokio::sync::Mutex::new(KindResolver::new(client.clone())),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+    });
+    let api: Api<TraceSession> = Api::all(client);
+    let (reader, writer) = reflector::store();
+    // Status writes change neither the generation nor the finalizers: they do not retrigger.
+    let trigger = reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    Controller::for_stream(trigger, reader)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|_| std::future::ready(()))
+        .await;
+
+    // Stopping: flush the engine and the exporters, then a last status write.
+    hub_stop.cancel();
+    let _ = hub_task.await;
+    tokio::time::sleep(super::status::WRITE_INTERVAL).await;
+    status_stop.cancel();
+    let _ = status_task.await;
+    forward.abort();
+}
