@@ -60,11 +60,14 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// A scripted answer: HTTP status and an optional `Retry-After` value.
+type Answer = (u16, Option<&'static str>);
+
 /// An OTLP/HTTP receiver whose answers a test scripts: each request pops a status (200 when none
 /// is left), records what it got.
 #[derive(Clone, Default)]
 struct HttpReceiver {
-    script: Arc<Mutex<Vec<(u16, Option<&'static str>)>>>,
+    script: Arc<Mutex<Vec<Answer>>>,
     spans: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     headers: Arc<Mutex<Vec<HeaderMap>>>,
