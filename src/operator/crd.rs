@@ -252,6 +252,24 @@ pub struct RootObject {
 /// The CustomResourceDefinition as YAML, as `eventspan crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
-    let crd = TraceSession::crd();
+    let mut crd = serde_json::to_value(TraceSession::crd()).expect("the CRD serialises");
+    for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
+        strip_defaults(&mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]);
+    }
     serde_saphyr::to_string(&crd).expect("the CRD serialises")
+}
+
+/// Removes schema defaults from the spec: every one sits inside a list item (an exporter's
+/// protocol, a root kind's group), and a list the API server fills in differs from the list in
+/// the applied file, so `kubectl apply` of an unchanged file would report it `configured`. The
+/// reconciler applies the same defaults when it reads the spec (serde), so nothing is lost.
+fn strip_defaults(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            map.remove("default");
+            map.values_mut().for_each(strip_defaults);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_defaults),
+        _ => {}
+    }
 }
