@@ -293,6 +293,11 @@ async fn secret(ctx: &Context, ns: &str, name: &str, field: String) -> Result<Se
             field,
             message: format!("Secret {ns}/{name} does not exist"),
         }),
+        Err(kube::Error::Api(status)) => Err(Invalid {
+            reason: "SecretUnreadable",
+            field,
+            message: format!("Secret {ns}/{name}: {}", status.message),
+        }),
         Err(e) => Err(Invalid {
             reason: "SecretUnreadable",
             field,
