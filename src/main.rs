@@ -77,6 +77,9 @@ struct RunArgs {
     /// Spans each exporter may hold while its endpoint is unreachable.
     #[arg(long, default_value_t = 10_000)]
     exporter_queue: usize,
+    /// The longest wait between retries of a failing export.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    exporter_max_backoff: Duration,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -182,6 +185,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         },
         exporters: eventspan::export::ExporterSettings {
             queue_capacity: args.exporter_queue,
+            max_backoff: args.exporter_max_backoff,
             ..Default::default()
         },
         max_event_age: args.max_event_age,

@@ -6,23 +6,74 @@
 //! `EVENTSPAN_E2E=skip` skips them all, loudly, for quick local iterations; CI never sets it.
 
 mod cluster;
+mod operator;
 mod record;
+mod sessions;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use cluster::Cluster;
+use operator::Operator;
 
-type Case = (&'static str, fn(&Cluster) -> Result<(), String>);
+/// What the cases share: the cluster, and the operator once a case needs it.
+pub struct World {
+    pub cluster: Cluster,
+    operator: OnceLock<Result<Operator, String>>,
+}
+
+impl World {
+    pub fn operator(&self) -> Result<&Operator, String> {
+        self.operator
+            .get_or_init(|| Operator::start(&self.cluster))
+            .as_ref()
+            .map_err(|e| format!("operator: {e}"))
+    }
+}
+
+type Case = (&'static str, fn(&World) -> Result<(), String>);
 
 const CASES: &[Case] = &[
-    (
-        "cluster_answers_with_real_components",
-        record::cluster_answers_with_real_components,
-    ),
+    ("cluster_answers_with_real_components", |w| {
+        record::cluster_answers_with_real_components(&w.cluster)
+    }),
     (
         "deployment_events_are_recorded_and_replay_into_one_trace",
-        record::deployment_events_are_recorded_and_replay_into_one_trace,
+        |w| record::deployment_events_are_recorded_and_replay_into_one_trace(&w.cluster),
+    ),
+    (
+        "rollout_is_traced_into_status_and_jaeger",
+        sessions::rollout_is_traced_into_status_and_jaeger,
+    ),
+    (
+        "deploy_manifests_and_samples_validate",
+        sessions::deploy_manifests_and_samples_validate,
+    ),
+    (
+        "gitops_apply_is_idempotent_and_health_is_standard",
+        sessions::gitops_apply_is_idempotent_and_health_is_standard,
+    ),
+    (
+        "sessions_share_watches_and_get_their_own_traces",
+        sessions::sessions_share_watches_and_get_their_own_traces,
+    ),
+    (
+        "edits_take_effect_and_deletion_cleans_up",
+        sessions::edits_take_effect_and_deletion_cleans_up,
+    ),
+    (
+        "invalid_sessions_are_reported_and_others_keep_working",
+        sessions::invalid_sessions_are_reported_and_others_keep_working,
+    ),
+    (
+        "exporter_outage_is_buffered_and_recovered",
+        sessions::exporter_outage_is_buffered_and_recovered,
+    ),
+    // Last: it stops the shared operator.
+    (
+        "leader_election_hands_over",
+        sessions::leader_election_hands_over,
     ),
 ];
 
@@ -54,11 +105,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let world = World {
+        cluster,
+        operator: OnceLock::new(),
+    };
     println!("cluster up in {:.1}s", started.elapsed().as_secs_f64());
     let mut failed = Vec::new();
-    for (name, case) in cases {
+    for &&(name, case) in &cases {
         let t = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| case(&cluster))).unwrap_or_else(|panic| {
+        let result = catch_unwind(AssertUnwindSafe(|| case(&world))).unwrap_or_else(|panic| {
             Err(panic
                 .downcast_ref::<String>()
                 .cloned()
@@ -71,18 +126,30 @@ fn main() {
                     "test {name} ... FAILED ({:.1}s)\n  {reason}",
                     t.elapsed().as_secs_f64()
                 );
-                failed.push(*name);
+                failed.push(name);
             }
         }
     }
-    drop(cluster);
+    if let Some(Ok(operator)) = world.operator.get()
+        && let Err(e) = operator.terminate()
+    {
+        println!("operator shutdown: {e}");
+        failed.push("operator_shuts_down_cleanly");
+    }
+    drop(world);
+    let passed = cases.len().saturating_sub(failed.len());
+    let summary = format!(
+        "{passed} passed; {} failed; 0 ignored; 0 measured; 0 filtered out; finished in {:.1}s",
+        failed.len(),
+        started.elapsed().as_secs_f64()
+    );
     if failed.is_empty() {
-        println!(
-            "\ntest result: ok. all end-to-end tests passed in {:.1}s\n",
-            started.elapsed().as_secs_f64()
-        );
+        println!("\ntest result: ok. {summary}\n");
     } else {
-        println!("\ntest result: FAILED. failures: {}\n", failed.join(", "));
+        println!(
+            "\nfailures: {}\ntest result: FAILED. {summary}\n",
+            failed.join(", ")
+        );
         std::process::exit(1);
     }
 }

@@ -1,0 +1,270 @@
+//! The operator on the real control plane, exporting to real Jaeger: the user stories of the
+//! TraceSession resource. The operator runs as the ServiceAccount deploy/ creates (a token, not
+//! the admin certificate), so the least-privilege RBAC is exercised too.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, eventually};
+
+pub const OPERATOR_NS: &str = "eventspan-system";
+
+pub struct Operator {
+    child: Mutex<Option<Child>>,
+    pub metrics_port: u16,
+    kubeconfig: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP GET on loopback (no client library needed for tests).
+pub fn http_get(url: &str) -> Result<String, String> {
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = TcpStream::connect(host).map_err(|e| format!("{url}: {e}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(format!("{url}: {}", head.lines().next().unwrap_or("")));
+    }
+    Ok(body.to_string())
+}
+
+impl Operator {
+    /// Installs deploy/ (CRD, namespace, RBAC; the in-cluster Deployment is scaled to zero:
+    /// its image cannot be built here) and runs `eventspan run` with the ServiceAccount's token.
+    pub fn start(c: &Cluster) -> Result<Operator, String> {
+        let deploy = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
+        c.kubectl(&["apply", "--server-side", "-k", deploy])?;
+        c.kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "scale",
+            "deployment/eventspan",
+            "--replicas=0",
+        ])?;
+        c.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/tracesessions.eventspan.dev",
+            "--timeout=30s",
+        ])?;
+        let token = c.kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "create",
+            "token",
+            "eventspan",
+            "--duration=2h",
+        ])?;
+        let pki = c.state_dir().join("pki/ca.crt");
+        let kubeconfig = c.state_dir().join("operator.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: eventspan\n  user:\n    token: {}\ncontexts:\n- name: local\n  context: {{cluster: local, user: eventspan}}\ncurrent-context: local\n",
+                c.var("KUBE_APISERVER"),
+                pki.display(),
+                token.trim()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let operator = Operator {
+            child: Mutex::new(None),
+            metrics_port: free_port(),
+            kubeconfig,
+        };
+        operator.spawn("replica-a", operator.metrics_port)?;
+        eventually(Duration::from_secs(30), || {
+            operator
+                .metric("eventspan_leader")
+                .filter(|v| *v == 1.0)
+                .ok_or("not leading".into())
+        })?;
+        Ok(operator)
+    }
+
+    fn spawn(&self, identity: &str, port: u16) -> Result<(), String> {
+        let child = spawn_operator(&self.kubeconfig, identity, port)?;
+        *self.child.lock().unwrap() = Some(child);
+        Ok(())
+    }
+
+    pub fn metrics(&self) -> Result<String, String> {
+        http_get(&format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+    }
+
+    /// The value of an unlabelled metric, or of the first sample starting with `name`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric_of(&self.metrics().ok()?, name)
+    }
+
+    /// Stops the operator with SIGTERM; returns whether it exited cleanly.
+    pub fn terminate(&self) -> Result<(), String> {
+        let Some(mut child) = self.child.lock().unwrap().take() else {
+            return Ok(());
+        };
+        terminate(&mut child)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.terminate();
+    }
+}
+
+pub fn spawn_operator(
+    kubeconfig: &std::path::Path,
+    identity: &str,
+    port: u16,
+) -> Result<Child, String> {
+    Command::new(env!("CARGO_BIN_EXE_eventspan"))
+        .args(["run", "--namespace", OPERATOR_NS, "--identity", identity])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        // Shorter than the defaults, so tests see traces within seconds.
+        .args([
+            "--window",
+            "2s",
+            "--horizon",
+            "4s",
+            "--exporter-max-backoff",
+            "2s",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .env("RUST_LOG", "warn,eventspan=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| e.to_string())
+}
+
+pub fn terminate(child: &mut Child) -> Result<(), String> {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .map_err(|e| e.to_string())?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    status
+        .success()
+        .then_some(())
+        .ok_or(format!("operator exited with {status} on SIGTERM"))
+}
+
+pub fn metric_of(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+pub fn session_yaml(ns: &str, name: &str, endpoint: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: eventspan.dev/v1alpha1\nkind: TraceSession\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  exporters:\n  - name: jaeger\n    otlp: {{endpoint: \"{endpoint}\"}}\n{extra}"
+    )
+}
+
+pub fn status(c: &Cluster, ns: &str, name: &str) -> Result<Value, String> {
+    let json = c.kubectl(&["-n", ns, "get", "tracesession", name, "-o", "json"])?;
+    let v: Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    Ok(v["status"].clone())
+}
+
+pub fn condition(status: &Value, type_: &str) -> Option<(String, String, String)> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("status"), s("reason"), s("message"))
+        })
+}
+
+/// A span as Jaeger's query API returns it.
+#[derive(Clone, Debug)]
+pub struct JaegerSpan {
+    pub id: String,
+    pub operation: String,
+    /// The CHILD_OF reference; none for a root.
+    pub parent: Option<String>,
+    pub service: String,
+}
+
+/// The spans of a trace in Jaeger.
+pub fn jaeger_trace(c: &Cluster, trace_id: &str) -> Result<Vec<JaegerSpan>, String> {
+    let body = http_get(&format!("{}/api/traces/{trace_id}", c.var("JAEGER_QUERY")))?;
+    let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let trace = &v["data"][0];
+    let spans = trace["spans"]
+        .as_array()
+        .ok_or(format!("no trace {trace_id} in Jaeger"))?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Ok(spans
+        .iter()
+        .map(|s| JaegerSpan {
+            id: text(&s["spanID"]),
+            operation: text(&s["operationName"]),
+            parent: s["references"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["refType"] == "CHILD_OF"))
+                .map(|r| text(&r["spanID"])),
+            service: text(
+                &trace["processes"][s["processID"].as_str().unwrap_or_default()]["serviceName"],
+            ),
+        })
+        .collect())
+}
+
+/// Rolls out a Deployment (create, then restart) and waits for both rollouts.
+pub fn rollout(c: &Cluster, ns: &str, name: &str, labels: &str) -> Result<(), String> {
+    c.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: nginx:1.27}}]}}\n"
+    ))?;
+    c.kubectl(&[
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=60s",
+    ])?;
+    Ok(())
+}
+
+pub fn restart(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
+    c.kubectl(&[
+        "-n",
+        ns,
+        "rollout",
+        "restart",
+        &format!("deployment/{name}"),
+    ])?;
+    c.kubectl(&[
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=60s",
+    ])?;
+    Ok(())
+}
