@@ -9,6 +9,10 @@ pub struct DurationError {
     pub reason: &'static str,
 }
 
+/// The longest duration Go (and so Kubernetes tooling) can express: 2^63-1 ns, about 292 years.
+/// Anything longer is a mistake, and would overflow the arithmetic of whoever adds it to a time.
+const MAX: Duration = Duration::from_nanos(i64::MAX as u64);
+
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
         input: input.to_string(),
@@ -44,7 +48,11 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             _ => return Err(err("unknown unit")),
         };
         rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(value * scale).map_err(|_| err("out of range"))?;
+        total = Duration::try_from_secs_f64(value * scale)
+            .ok()
+            .and_then(|part| total.checked_add(part))
+            .filter(|t| *t <= MAX)
+            .ok_or_else(|| err("out of range"))?;
     }
     Ok(total)
 }
@@ -60,7 +68,17 @@ mod tests {
         assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse("0"), Ok(Duration::ZERO));
-        for bad in ["", "5", "s", "5x", "-1s", "1m30"] {
+        assert_eq!(parse("2562047h"), Ok(Duration::from_secs(2_562_047 * 3600)));
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5x",
+            "-1s",
+            "1m30",
+            "2562048h",
+            "10000000000000000000s10000000000000000000s",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -63,7 +63,7 @@ pub struct TraceSessionSpec {
     /// How long an event whose parent has not been seen yet is held (Go duration, default 5s).
     /// With several sessions the operator uses the longest window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub window: Option<String>,
 
     /// Stop tracing without deleting the session.
@@ -72,7 +72,7 @@ pub struct TraceSessionSpec {
 
     /// Stop by itself this long after it started (Go duration); the phase becomes Completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub ttl: Option<String>,
 
     /// How many recent traces the status lists (default 10).
@@ -152,7 +152,7 @@ pub struct OtlpExporter {
     pub compression: Compression,
     /// Per-request timeout (Go duration, default 10s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub timeout: Option<String>,
 }
 
