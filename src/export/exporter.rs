@@ -56,6 +56,16 @@ pub struct ExporterStats {
     pub last_latency: Option<Duration>,
 }
 
+impl ExporterStats {
+    /// Adds another exporter's counts to these (a session's retired exporters).
+    pub fn absorb(&mut self, other: &ExporterStats) {
+        self.exported += other.exported;
+        self.dropped += other.dropped;
+        self.errors += other.errors;
+        self.rejected += other.rejected;
+    }
+}
+
 #[derive(Default)]
 struct Counters {
     exported: AtomicU64,
@@ -239,7 +249,11 @@ impl Sender {
                     message,
                     retry_after,
                 }) if first.elapsed() < self.settings.max_retry => {
-                    let wait = retry_after.unwrap_or_else(|| jittered(backoff));
+                    // Retry-After is honoured, but never past the batch's retry budget.
+                    let budget_left = self.settings.max_retry.saturating_sub(first.elapsed());
+                    let wait = retry_after
+                        .unwrap_or_else(|| jittered(backoff))
+                        .min(budget_left);
                     tracing::debug!(%message, ?wait, "export failed; retrying");
                     backoff = (backoff * 2).min(self.settings.max_backoff);
                     wait
