@@ -23,6 +23,8 @@ use crate::wire::WireObject;
 
 /// The reporting controller of the events eventspan publishes itself; they never feed traces.
 pub const OWN_CONTROLLER: &str = "eventspan.dev/operator";
+/// (namespace, kind) pairs followed at most.
+const MAX_KINDS: usize = 4096;
 
 /// What the watches deliver to the hub.
 #[derive(Debug)]
@@ -139,12 +141,16 @@ impl WatchManager {
             return;
         };
         let api_version = gvk(api_version, kind).api_version();
-        if !self
-            .kinds
-            .insert((namespace.to_string(), api_version.clone(), kind.to_string()))
-        {
+        let key = (namespace.to_string(), api_version.clone(), kind.to_string());
+        if self.kinds.contains(&key) {
             return;
         }
+        // Events may name any kind, chosen by whoever creates them: the set stays bounded.
+        if self.kinds.len() >= MAX_KINDS {
+            tracing::warn!(%kind, %namespace, "too many kinds followed; not watching another");
+            return;
+        }
+        self.kinds.insert(key);
         let (client, input, resolver, counts) = (
             self.client.clone(),
             self.input.clone(),
@@ -262,6 +268,12 @@ async fn watch_metadata(
                 Input::Delete(o.metadata.uid.clone().unwrap_or_default(), watch::now())
             }
             Some(Ok(_)) => continue,
+            Some(Err(error)) if forbidden(&error) => {
+                // RBAC decides what the operator may follow (deploy/rbac.yaml); retrying a
+                // refusal forever would only fill the log. Owner chains stop at this kind.
+                tracing::warn!(kind = %resource.kind, ?scope, "not permitted to watch this kind; its objects are not followed (grant get, list, watch to trace through it)");
+                return;
+            }
             Some(Err(error)) => {
                 tracing::warn!(%error, kind = %resource.kind, "metadata watch failed; retrying");
                 continue;
@@ -271,6 +283,16 @@ async fn watch_metadata(
         if input.send(message).await.is_err() {
             return;
         }
+    }
+}
+
+fn forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        watcher::Error::WatchError(status) => status.code == 403,
+        _ => false,
     }
 }
 

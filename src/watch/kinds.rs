@@ -1,6 +1,7 @@
 //! Which API serves a kind, found by discovery and remembered.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::api::ApiResource;
@@ -14,11 +15,23 @@ pub struct Served {
     pub namespaced: bool,
 }
 
-/// Resolves `apiVersion` + `kind` to the API resource serving it, caching answers (including
-/// "not served", so a missing CRD is asked about once, not on every event).
+/// How long a "not served" answer stands: a CRD installed later is found within this.
+const NOT_SERVED_FOR: Duration = Duration::from_secs(60);
+/// Kinds remembered at most: events can name any kind, and anyone who may create an Event
+/// chooses it. Beyond this, answers are not remembered.
+const MAX_KINDS: usize = 1024;
+
+/// Resolves `apiVersion` + `kind` to the API resource serving it, caching answers. "Not served"
+/// is remembered for a minute, so a missing CRD is asked about once a minute, not on every event.
 pub struct KindResolver {
     client: Client,
-    cache: HashMap<(String, String), Option<Served>>,
+    cache: HashMap<(String, String), Answer>,
+}
+
+#[derive(Clone)]
+enum Answer {
+    Served(Served),
+    NotServed { asked: Instant },
 }
 
 /// An empty apiVersion is taken as the core group's `v1`: some reporters (KWOK's fake kubelet)
@@ -44,21 +57,30 @@ impl KindResolver {
     pub async fn resolve(&mut self, api_version: &str, kind: &str) -> Option<Served> {
         let gvk = gvk(api_version, kind);
         let key = (gvk.api_version(), kind.to_string());
-        if let Some(known) = self.cache.get(&key) {
-            return known.clone();
+        match self.cache.get(&key) {
+            Some(Answer::Served(served)) => return Some(served.clone()),
+            Some(Answer::NotServed { asked }) if asked.elapsed() < NOT_SERVED_FOR => return None,
+            _ => {}
         }
-        let served = match discovery::pinned_kind(&self.client, &gvk).await {
-            Ok((resource, caps)) => Some(Served {
+        let answer = match discovery::pinned_kind(&self.client, &gvk).await {
+            Ok((resource, caps)) => Answer::Served(Served {
                 resource,
                 namespaced: caps.scope == Scope::Namespaced,
             }),
             Err(error) => {
                 tracing::warn!(%api_version, %kind, %error, "kind not served; its objects are not watched");
-                None
+                Answer::NotServed {
+                    asked: Instant::now(),
+                }
             }
         };
-        self.cache.insert(key, served.clone());
-        served
+        if self.cache.len() < MAX_KINDS || self.cache.contains_key(&key) {
+            self.cache.insert(key, answer.clone());
+        }
+        match answer {
+            Answer::Served(served) => Some(served),
+            Answer::NotServed { .. } => None,
+        }
     }
 }
 
