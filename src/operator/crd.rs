@@ -60,8 +60,9 @@ pub struct TraceSessionSpec {
     #[schemars(length(min = 1, max = 8))]
     pub exporters: Vec<Exporter>,
 
-    /// How long an event whose parent has not been seen yet is held (Go duration, default 5s).
-    /// With several sessions the operator uses the longest window.
+    /// How long an event whose parent has not been seen yet is held (Go duration). Default and
+    /// minimum: the operator's `--window` (5s unless set); with several sessions the operator
+    /// uses the longest window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub window: Option<String>,

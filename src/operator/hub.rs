@@ -42,7 +42,8 @@ impl fmt::Display for SessionKey {
 pub struct SessionSetup {
     pub scope: Scope,
     pub exporters: Vec<ExporterSpec>,
-    pub window: Duration,
+    /// A longer correlation window than the operator's, if the session asks for one.
+    pub window: Option<Duration>,
     pub max_recent_traces: usize,
     /// Root kinds to watch up front (apiVersion, kind): custom kinds no event may name yet.
     pub root_kinds: Vec<(String, String)>,
@@ -55,10 +56,10 @@ pub enum Command {
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Flushes the session's open traces to it, stops its exporters (after they send what they
-    /// hold) and forgets it.
+    /// hold) and forgets it; answers with what it had done, if it was running.
     Remove {
         key: SessionKey,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Option<SessionSnapshot>>,
     },
 }
 
@@ -67,6 +68,9 @@ pub struct SessionSnapshot {
     pub events_observed: u64,
     pub log: TraceLog,
     pub exporters: Vec<(String, ExporterStats)>,
+    /// What exporters the session no longer has (replaced by an edit, or stopped) had done, so
+    /// the session's counts never go backwards.
+    pub retired: ExporterStats,
     pub namespaces: Vec<String>,
 }
 
@@ -84,6 +88,7 @@ pub struct HubSnapshot {
 struct Session {
     setup: SessionSetup,
     exporters: Vec<Exporter>,
+    retired: ExporterStats,
     events_observed: u64,
     log: TraceLog,
 }
@@ -98,7 +103,19 @@ impl Session {
                 .iter()
                 .map(|e| (e.spec.name.clone(), e.stats()))
                 .collect(),
+            retired: self.retired.clone(),
             namespaces: self.setup.scope.namespaces.iter().cloned().collect(),
+        }
+    }
+
+    /// Stops the session's exporters (each sends what it holds, within the grace period) and
+    /// adds what they did to the retired counts.
+    async fn retire_exporters(&mut self) {
+        let stopping = std::mem::take(&mut self.exporters)
+            .into_iter()
+            .map(|e| e.shutdown(EXPORTER_GRACE));
+        for stats in futures::future::join_all(stopping).await {
+            self.retired.absorb(&stats);
         }
     }
 }
@@ -120,16 +137,14 @@ impl HubHandle {
         answer.await.map_err(|_| "the hub stopped".to_string())?
     }
 
-    pub async fn remove(&self, key: SessionKey) {
+    /// Stops a session; returns what it had done, if it was running.
+    pub async fn remove(&self, key: SessionKey) -> Option<SessionSnapshot> {
         let (reply, answer) = oneshot::channel();
-        if self
-            .commands
+        self.commands
             .send(Command::Remove { key, reply })
             .await
-            .is_ok()
-        {
-            let _ = answer.await;
-        }
+            .ok()?;
+        answer.await.ok().flatten()
     }
 }
 
@@ -194,9 +209,19 @@ impl Hub {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
         loop {
+            // Biased, with the tick before the inputs: a steady stream of events must not
+            // starve the clock (windows expiring, spans emitted, status published).
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    self.engine.advance(wall_clock());
+                    self.route();
+                    ticks += 1;
+                    if ticks.is_multiple_of(4) {
+                        self.publish();
+                    }
+                }
                 Some(command) = self.commands.recv() => self.command(command),
                 Some(input) = self.inputs.recv() => {
                     self.input(input);
@@ -209,24 +234,13 @@ impl Hub {
                     }
                     self.route();
                 }
-                _ = tick.tick() => {
-                    self.engine.advance(wall_clock());
-                    self.route();
-                    ticks += 1;
-                    if ticks.is_multiple_of(4) {
-                        self.publish();
-                    }
-                }
             }
         }
         self.engine.abandon_where(|_| true);
         self.route();
+        futures::future::join_all(self.sessions.values_mut().map(Session::retire_exporters)).await;
+        // After the flush, so the last status counts what the flush delivered.
         self.publish();
-        let exporters: Vec<Exporter> = std::mem::take(&mut self.sessions)
-            .into_values()
-            .flat_map(|s| s.exporters)
-            .collect();
-        futures::future::join_all(exporters.into_iter().map(|e| e.shutdown(EXPORTER_GRACE))).await;
     }
 
     fn input(&mut self, input: Input) {
@@ -283,24 +297,27 @@ impl Hub {
             }
             Command::Remove { key, reply } => {
                 let Some(session) = self.sessions.get(&key) else {
-                    let _ = reply.send(());
+                    let _ = reply.send(None);
                     return;
                 };
-                // Its open traces go out now, to it and to any other session they match.
+                // Its open traces go out now, marked incomplete, unless another session follows
+                // them too: cutting that session's traces short would lose more than it saves.
                 let scope = session.setup.scope.clone();
-                self.engine.abandon_where(|root| scope.matches(root));
+                let others: Vec<Scope> = self
+                    .sessions
+                    .iter()
+                    .filter(|(k, _)| **k != key)
+                    .map(|(_, s)| s.setup.scope.clone())
+                    .collect();
+                self.engine.abandon_where(|root| {
+                    scope.matches(root) && !others.iter().any(|o| o.matches(root))
+                });
                 self.route();
-                let session = self.sessions.remove(&key).expect("present");
+                let mut session = self.sessions.remove(&key).expect("present");
                 self.reconfigure();
                 tokio::spawn(async move {
-                    futures::future::join_all(
-                        session
-                            .exporters
-                            .into_iter()
-                            .map(|e| e.shutdown(EXPORTER_GRACE)),
-                    )
-                    .await;
-                    let _ = reply.send(());
+                    session.retire_exporters().await;
+                    let _ = reply.send(Some(session.snapshot()));
                 });
                 tracing::info!(session = %key, "session removed");
             }
@@ -308,42 +325,35 @@ impl Hub {
         self.publish();
     }
 
+    /// Starts or changes a session. Exporters restart only when their specs changed; if new
+    /// ones cannot start, the session carries on as it was and the error is returned.
     fn upsert(&mut self, key: SessionKey, setup: SessionSetup) -> Result<(), String> {
-        let previous = self.sessions.remove(&key);
-        let (exporters, old_exporters, log, events_observed) = match previous {
-            Some(old) if old.setup.exporters == setup.exporters => {
-                (old.exporters, Vec::new(), old.log, old.events_observed)
-            }
-            Some(old) => (
-                self.start_exporters(&setup)?,
-                old.exporters,
-                old.log,
-                old.events_observed,
-            ),
-            None => (
-                self.start_exporters(&setup)?,
-                Vec::new(),
-                TraceLog::default(),
-                0,
-            ),
+        let unchanged = self
+            .sessions
+            .get(&key)
+            .is_some_and(|old| old.setup.exporters == setup.exporters);
+        let fresh = if unchanged {
+            None
+        } else {
+            Some(self.start_exporters(&setup)?)
         };
-        if !old_exporters.is_empty() {
-            tokio::spawn(futures::future::join_all(
-                old_exporters
-                    .into_iter()
-                    .map(|e| e.shutdown(EXPORTER_GRACE)),
-            ));
+        let mut session = self.sessions.remove(&key).unwrap_or_else(|| Session {
+            setup: setup.clone(),
+            exporters: Vec::new(),
+            retired: ExporterStats::default(),
+            events_observed: 0,
+            log: TraceLog::default(),
+        });
+        if let Some(fresh) = fresh {
+            for old in std::mem::replace(&mut session.exporters, fresh) {
+                // Counted now; what the old exporter still delivers in its grace period is not.
+                session.retired.absorb(&old.stats());
+                tokio::spawn(old.shutdown(EXPORTER_GRACE));
+            }
         }
-        tracing::info!(session = %key, namespaces = ?setup.scope.namespaces, "session active");
-        self.sessions.insert(
-            key,
-            Session {
-                setup,
-                exporters,
-                events_observed,
-                log,
-            },
-        );
+        session.setup = setup;
+        tracing::info!(session = %key, namespaces = ?session.setup.scope.namespaces, "session active");
+        self.sessions.insert(key, session);
         self.reconfigure();
         Ok(())
     }
@@ -359,7 +369,8 @@ impl Hub {
             .collect()
     }
 
-    /// Watches follow the union of the sessions' namespaces; the window is the longest asked for.
+    /// Watches follow the union of the sessions' namespaces; the window is the operator's, or
+    /// the longest a session asks for.
     fn reconfigure(&mut self) {
         let namespaces: BTreeSet<String> = self
             .sessions
@@ -388,9 +399,8 @@ impl Hub {
         let window = self
             .sessions
             .values()
-            .map(|s| s.setup.window)
-            .max()
-            .unwrap_or(self.base_window);
+            .filter_map(|s| s.setup.window)
+            .fold(self.base_window, Duration::max);
         self.engine.set_window(window);
     }
 

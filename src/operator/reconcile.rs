@@ -14,15 +14,13 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::Mutex;
 
 use super::crd::{FINALIZER, Phase, TraceSession};
 use super::hub::{HubHandle, SessionKey, SessionSetup};
-use super::session::{self, ExporterConfig, Invalid, SessionConfig};
-use super::status::{Counts, Verdict, Verdicts};
+use super::session::{self, DEFAULT_RECENT_TRACES, ExporterConfig, Invalid, SessionConfig};
+use super::status::{CarriedTraces, Counts, Verdict, Verdicts};
 use crate::export::{ExporterSpec, Protocol};
 use crate::operator::crd;
-use crate::watch::kinds::KindResolver;
 
 /// Sessions are re-checked this often (Secrets may have been created or rotated).
 const RECHECK: Duration = Duration::from_secs(300);
@@ -51,7 +49,6 @@ pub struct Context {
     pub hub: HubHandle,
     pub verdicts: Verdicts,
     pub admin_namespaces: BTreeSet<String>,
-    pub kinds: Mutex<KindResolver>,
     pub recorder: Recorder,
     pub metrics: Arc<super::metrics::Metrics>,
 }
@@ -61,7 +58,7 @@ pub async fn reconcile(ts: Arc<TraceSession>, ctx: Arc<Context>) -> Result<Actio
     let api: Api<TraceSession> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, ts, |event| async {
         match event {
-            Finalize::Apply(ts) => Ok(apply(&ts, &ctx).await),
+            Finalize::Apply(ts) => apply(&ts, &ctx).await,
             Finalize::Cleanup(ts) => cleanup(&ts, &ctx).await,
         }
     })
@@ -100,14 +97,19 @@ async fn cleanup(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// Decides the session's state, applies it to the hub, and records the verdict for the status.
-async fn apply(ts: &TraceSession, ctx: &Context) -> Action {
+/// When the API server cannot answer (discovery, a Secret), the session carries on as it was and
+/// the reconcile is retried.
+async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(ts);
     let status = ts.status.clone().unwrap_or_default();
     let generation = ts.metadata.generation.unwrap_or(0);
     let previously_active = status.phase == Some(Phase::Active);
+    // What the session's run did, if this reconcile stops it: its counts and traces carry over.
+    let mut stopped_run = None;
     let (phase, ready, started_at, requeue) = match decide(ts, ctx).await {
-        Err(invalid) => {
-            ctx.hub.remove(key.clone()).await;
+        Err(Refusal::Unavailable(error)) => return Err(Error::Kube(error)),
+        Err(Refusal::Invalid(invalid)) => {
+            stopped_run = ctx.hub.remove(key.clone()).await;
             let message = invalid.to_string();
             if status.conditions.iter().all(|c| c.message != message) {
                 publish(ctx, ts, EventType::Warning, invalid.reason, &message).await;
@@ -120,7 +122,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Action {
             )
         }
         Ok(Decision::Suspended) => {
-            ctx.hub.remove(key.clone()).await;
+            stopped_run = ctx.hub.remove(key.clone()).await;
             (
                 Phase::Suspended,
                 Ok((
@@ -132,7 +134,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Action {
             )
         }
         Ok(Decision::Completed) => {
-            ctx.hub.remove(key.clone()).await;
+            stopped_run = ctx.hub.remove(key.clone()).await;
             if status.phase != Some(Phase::Completed) {
                 publish(
                     ctx,
@@ -193,11 +195,24 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Action {
             }
         },
     };
+    let trace_url_template = ts.spec.trace_url_template.clone();
+    let max_recent_traces = ts
+        .spec
+        .max_recent_traces
+        .map_or(DEFAULT_RECENT_TRACES, |n| n as usize);
     let mut verdicts = ctx.verdicts.lock().expect("verdicts lock");
-    let (baseline, previous_conditions) = match verdicts.get(&key) {
-        Some(v) => (v.baseline, v.previous_conditions.clone()),
-        None => (Counts::of(&status), status.conditions.clone()),
+    let (mut baseline, mut carried, previous_conditions) = match verdicts.get(&key) {
+        Some(v) => (v.baseline, v.carried.clone(), v.previous_conditions.clone()),
+        None => (
+            Counts::of(&status),
+            CarriedTraces::of(&status),
+            status.conditions.clone(),
+        ),
     };
+    if let Some(run) = &stopped_run {
+        baseline.absorb(run);
+        carried = carried.after_run(&run.log, trace_url_template.as_deref(), max_recent_traces);
+    }
     verdicts.insert(
         key,
         Verdict {
@@ -205,12 +220,28 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Action {
             phase,
             ready,
             started_at,
-            trace_url_template: ts.spec.trace_url_template.clone(),
+            trace_url_template,
             baseline,
+            carried,
+            max_recent_traces,
             previous_conditions,
         },
     );
-    requeue.map_or_else(Action::await_change, Action::requeue)
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Why a session cannot run as specified.
+enum Refusal {
+    /// Its spec names something wrong or missing: a condition says what.
+    Invalid(Invalid),
+    /// The API server could not answer now.
+    Unavailable(kube::Error),
+}
+
+impl From<Invalid> for Refusal {
+    fn from(invalid: Invalid) -> Self {
+        Refusal::Invalid(invalid)
+    }
 }
 
 enum Decision {
@@ -223,7 +254,7 @@ enum Decision {
     },
 }
 
-async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Invalid> {
+async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
     let ns = ts.namespace().unwrap_or_default();
     let config: SessionConfig = session::validate(&ts.spec, &ns, &ctx.admin_namespaces)?;
     if config.suspend {
@@ -251,6 +282,7 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Invalid> {
     for (i, (group, kind)) in config.scope.root_kinds.iter().enumerate() {
         let served = discovery_kind(ctx, group, kind)
             .await
+            .map_err(Refusal::Unavailable)?
             .ok_or_else(|| Invalid {
                 reason: "UnknownRootKind",
                 field: format!("spec.rootKinds[{i}]"),
@@ -272,37 +304,38 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Invalid> {
 }
 
 /// The (apiVersion, kind) the cluster serves for a group and kind, if any.
-async fn discovery_kind(ctx: &Context, group: &str, kind: &str) -> Option<(String, String)> {
-    let g = kube::discovery::group(&ctx.client, group).await.ok()?;
-    let (resource, _) = g.recommended_kind(kind)?;
-    // Warm the resolver's cache too: watches of this kind will ask for it.
-    ctx.kinds
-        .lock()
-        .await
-        .resolve(&resource.api_version, kind)
-        .await?;
-    Some((resource.api_version, resource.kind))
+async fn discovery_kind(
+    ctx: &Context,
+    group: &str,
+    kind: &str,
+) -> Result<Option<(String, String)>, kube::Error> {
+    let g = match kube::discovery::group(&ctx.client, group).await {
+        Ok(g) => g,
+        Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_))) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(g.recommended_kind(kind)
+        .map(|(resource, _)| (resource.api_version, resource.kind)))
 }
 
-async fn secret(ctx: &Context, ns: &str, name: &str, field: String) -> Result<Secret, Invalid> {
+async fn secret(ctx: &Context, ns: &str, name: &str, field: String) -> Result<Secret, Refusal> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     match api.get_opt(name).await {
         Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(Invalid {
+        Ok(None) => Err(Refusal::Invalid(Invalid {
             reason: "SecretNotFound",
             field,
             message: format!("Secret {ns}/{name} does not exist"),
-        }),
-        Err(kube::Error::Api(status)) => Err(Invalid {
+        })),
+        // Not granted: the namespace's owner has to let the operator read it.
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(Refusal::Invalid(Invalid {
             reason: "SecretUnreadable",
             field,
             message: format!("Secret {ns}/{name}: {}", status.message),
-        }),
-        Err(e) => Err(Invalid {
-            reason: "SecretUnreadable",
-            field,
-            message: format!("Secret {ns}/{name}: {e}"),
-        }),
+        })),
+        Err(e) => Err(Refusal::Unavailable(e)),
     }
 }
 
@@ -311,7 +344,7 @@ async fn resolve_exporter(
     ns: &str,
     i: usize,
     e: &ExporterConfig,
-) -> Result<ExporterSpec, Invalid> {
+) -> Result<ExporterSpec, Refusal> {
     let mut headers = e.headers.clone();
     for (j, name) in e.header_secrets.iter().enumerate() {
         let field = format!("spec.exporters[{i}].otlp.headersFrom[{j}].secretRef.name");
@@ -329,7 +362,8 @@ async fn resolve_exporter(
                 return Err(Invalid::spec(
                     field,
                     format!("key {k} of Secret {name} is not a valid header"),
-                ));
+                )
+                .into());
             }
             headers.push((k.to_ascii_lowercase(), value));
         }

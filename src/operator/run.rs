@@ -27,7 +27,6 @@ use super::reconcile::{self, Context};
 use super::watches::OWN_CONTROLLER;
 use crate::engine::EngineConfig;
 use crate::export::ExporterSettings;
-use crate::watch::kinds::KindResolver;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -182,17 +181,14 @@ async fn lead(
     let (hub, handle) = Hub::new(client.clone(), settings, hub_stop.clone());
     let hub_task = tokio::spawn(hub.run(hub_stop.clone()));
 
-    // The metrics endpoint reads the hub's snapshots through the process-wide channel.
+    // The metrics endpoint reads the hub's snapshots through the process-wide channel, up to the
+    // hub's last one (after its flush); then a replica that no longer leads shows no sessions.
     let mut snapshots = handle.snapshots.clone();
-    let forward_stop = stop.clone();
     let forward = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = forward_stop.cancelled() => return,
-                changed = snapshots.changed() => if changed.is_err() { return },
-            }
+        while snapshots.changed().await.is_ok() {
             snapshots_out.send_replace(snapshots.borrow_and_update().clone());
         }
+        snapshots_out.send_replace(Arc::new(HubSnapshot::default()));
     });
 
     let verdicts = super::status::Verdicts::default();
@@ -213,7 +209,6 @@ async fn lead(
         hub: handle,
         verdicts,
         admin_namespaces: options.admin_namespaces.clone(),
-        kinds: tokio::sync::Mutex::new(KindResolver::new(client.clone())),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
     });
@@ -239,5 +234,5 @@ async fn lead(
     tokio::time::sleep(super::status::WRITE_INTERVAL).await;
     status_stop.cancel();
     let _ = status_task.await;
-    forward.abort();
+    let _ = forward.await;
 }

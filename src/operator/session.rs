@@ -10,7 +10,6 @@ use super::crd::{Compression, Protocol, SecretKeyRef, TraceSessionSpec};
 use super::matcher::{LabelMatcher, Scope, default_root_kinds};
 use crate::duration;
 
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RECENT_TRACES: usize = 10;
 
@@ -73,22 +72,20 @@ pub struct ExporterConfig {
 pub struct SessionConfig {
     pub scope: Scope,
     pub exporters: Vec<ExporterConfig>,
-    pub window: Duration,
+    /// The session's own correlation window; the operator's (`--window`) applies when it is
+    /// shorter or unset.
+    pub window: Option<Duration>,
     pub suspend: bool,
     pub ttl: Option<Duration>,
     pub max_recent_traces: usize,
     pub trace_url_template: Option<String>,
 }
 
-fn parse_duration(
-    field: &str,
-    value: &Option<String>,
-    default: Duration,
-) -> Result<Duration, Invalid> {
-    match value {
-        None => Ok(default),
-        Some(v) => duration::parse(v).map_err(|e| Invalid::spec(field, e.to_string())),
-    }
+fn parse_duration(field: &str, value: &Option<String>) -> Result<Option<Duration>, Invalid> {
+    value
+        .as_deref()
+        .map(|v| duration::parse(v).map_err(|e| Invalid::spec(field, e.to_string())))
+        .transpose()
 }
 
 fn parse_endpoint(field: &str, raw: &str, protocol: Protocol) -> Result<Endpoint, Invalid> {
@@ -197,7 +194,7 @@ pub fn validate(
             insecure: tls.insecure,
             ca_secret: tls.ca_secret_ref,
             compression: o.compression,
-            timeout: parse_duration(&field("timeout"), &o.timeout, DEFAULT_TIMEOUT)?,
+            timeout: parse_duration(&field("timeout"), &o.timeout)?.unwrap_or(DEFAULT_TIMEOUT),
         });
     }
     if exporters.is_empty() {
@@ -213,13 +210,9 @@ pub fn validate(
             selector,
         },
         exporters,
-        window: parse_duration("spec.window", &spec.window, DEFAULT_WINDOW)?,
+        window: parse_duration("spec.window", &spec.window)?,
         suspend: spec.suspend.unwrap_or(false),
-        ttl: spec
-            .ttl
-            .as_ref()
-            .map(|_| parse_duration("spec.ttl", &spec.ttl, Duration::ZERO))
-            .transpose()?,
+        ttl: parse_duration("spec.ttl", &spec.ttl)?,
         max_recent_traces: spec
             .max_recent_traces
             .map_or(DEFAULT_RECENT_TRACES, |n| n as usize),
@@ -276,7 +269,7 @@ mod tests {
         let c = validate(&spec(), "shop", &admin()).unwrap();
         assert_eq!(c.scope.namespaces, ["shop".to_string()].into());
         assert_eq!(c.scope.root_kinds, default_root_kinds());
-        assert_eq!(c.window, DEFAULT_WINDOW);
+        assert_eq!(c.window, None);
         assert_eq!(c.max_recent_traces, 10);
         assert_eq!(c.exporters[0].endpoint.authority, "jaeger:4317");
         assert_eq!(c.exporters[0].timeout, DEFAULT_TIMEOUT);
@@ -372,7 +365,10 @@ mod tests {
         );
         assert_eq!(
             (c.window, c.ttl),
-            (Duration::from_secs(10), Some(Duration::from_secs(3600)))
+            (
+                Some(Duration::from_secs(10)),
+                Some(Duration::from_secs(3600))
+            )
         );
         let bad = TraceSessionSpec {
             window: Some("5 parsecs".into()),

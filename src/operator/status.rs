@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::crd::{Phase, RecentTrace, RootObject, TraceSession, TraceSessionStatus};
 use super::hub::{HubSnapshot, SessionKey, SessionSnapshot};
+use super::traces::TraceLog;
 use crate::engine::time::Timestamp;
 use k8s_openapi::jiff::Timestamp as Jiff;
 
@@ -31,11 +32,57 @@ pub struct Verdict {
     pub ready: Result<(String, String), (String, String)>,
     pub started_at: Option<Time>,
     pub trace_url_template: Option<String>,
-    /// Counts from the status found at the first reconcile of this process: counters carry on
-    /// across operator restarts.
+    /// Counts from the status found at the first reconcile of this process, plus what the
+    /// session did each time it stopped (suspended, completed, failed): counters carry on across
+    /// operator restarts and never go backwards.
     pub baseline: Counts,
+    /// Traces from before the session's current run (the status found at the first reconcile,
+    /// or the run that stopped), listed after the current run's.
+    pub carried: CarriedTraces,
+    pub max_recent_traces: usize,
     /// Conditions as last seen on the object: transition times survive restarts.
     pub previous_conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CarriedTraces {
+    pub last_trace_id: Option<String>,
+    /// Newest first.
+    pub recent: Vec<RecentTrace>,
+}
+
+impl CarriedTraces {
+    pub fn of(status: &TraceSessionStatus) -> CarriedTraces {
+        CarriedTraces {
+            last_trace_id: status.last_trace_id.clone(),
+            recent: status.recent_traces.clone(),
+        }
+    }
+
+    /// What a stopped run leaves: its traces, then those carried before it.
+    pub fn after_run(&self, run: &TraceLog, url_template: Option<&str>, max: usize) -> Self {
+        CarriedTraces {
+            last_trace_id: run
+                .last_trace
+                .map(|t| t.to_string())
+                .or_else(|| self.last_trace_id.clone()),
+            recent: self.merged(recent_traces(run, url_template), max),
+        }
+    }
+
+    /// `newer`, then the carried traces it does not list, at most `max`.
+    fn merged(&self, mut newer: Vec<RecentTrace>, max: usize) -> Vec<RecentTrace> {
+        for old in &self.recent {
+            if newer.len() >= max {
+                break;
+            }
+            if newer.iter().all(|t| t.trace_id != old.trace_id) {
+                newer.push(old.clone());
+            }
+        }
+        newer.truncate(max);
+        newer
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,6 +100,23 @@ fn n(count: u64) -> i64 {
 }
 
 impl Counts {
+    /// Adds what a run of the session did.
+    pub fn absorb(&mut self, run: &SessionSnapshot) {
+        let (exported, dropped, errors) = run
+            .exporters
+            .iter()
+            .map(|(_, s)| s)
+            .chain([&run.retired])
+            .fold((0, 0, 0), |(e, d, x), s| {
+                (e + s.exported, d + s.dropped, x + s.errors)
+            });
+        self.events_observed += n(run.events_observed);
+        self.spans_exported += n(exported);
+        self.spans_dropped += n(dropped);
+        self.export_errors += n(errors);
+        self.traces += n(run.log.traces);
+    }
+
     pub fn of(status: &TraceSessionStatus) -> Counts {
         Counts {
             events_observed: status.events_observed,
@@ -145,53 +209,53 @@ pub fn compose(
             )
         }
     };
-    let base = verdict.baseline;
-    let sum = |f: fn(&crate::export::ExporterStats) -> u64| {
-        exporters.iter().map(|(_, s)| f(s)).sum::<u64>()
-    };
-    let log = runtime.map(|r| &r.log);
-    let url = |trace_id: &str| {
-        verdict
-            .trace_url_template
-            .as_ref()
-            .map(|t| t.replace("{traceId}", trace_id))
-    };
+    let mut counts = verdict.baseline;
+    if let Some(run) = runtime {
+        counts.absorb(run);
+    }
+    let recent = runtime.map_or_else(Vec::new, |r| {
+        recent_traces(&r.log, verdict.trace_url_template.as_deref())
+    });
     TraceSessionStatus {
         observed_generation: Some(g),
         phase: Some(verdict.phase),
         conditions: vec![ready, healthy],
         started_at: verdict.started_at.clone(),
         watched_namespaces: runtime.map(|r| r.namespaces.clone()).unwrap_or_default(),
-        events_observed: base.events_observed + n(runtime.map_or(0, |r| r.events_observed)),
-        spans_exported: base.spans_exported + n(sum(|s| s.exported)),
-        spans_dropped: base.spans_dropped + n(sum(|s| s.dropped)),
-        export_errors: base.export_errors + n(sum(|s| s.errors)),
-        traces: base.traces + n(log.map_or(0, |l| l.traces)),
-        last_trace_id: log.and_then(|l| l.last_trace).map(|t| t.to_string()),
-        recent_traces: log
-            .map(|l| {
-                l.recent
-                    .iter()
-                    .map(|r| {
-                        let trace_id = r.trace_id.to_string();
-                        RecentTrace {
-                            url: url(&trace_id),
-                            trace_id,
-                            root: RootObject {
-                                kind: r.kind.clone(),
-                                namespace: r.namespace.clone(),
-                                name: r.name.clone(),
-                                uid: r.uid.clone(),
-                                generation: r.generation,
-                            },
-                            start_time: time(r.start),
-                            span_count: n(r.spans),
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        events_observed: counts.events_observed,
+        spans_exported: counts.spans_exported,
+        spans_dropped: counts.spans_dropped,
+        export_errors: counts.export_errors,
+        traces: counts.traces,
+        last_trace_id: runtime
+            .and_then(|r| r.log.last_trace)
+            .map(|t| t.to_string())
+            .or_else(|| verdict.carried.last_trace_id.clone()),
+        recent_traces: verdict.carried.merged(recent, verdict.max_recent_traces),
     }
+}
+
+/// A run's recent traces as the status lists them, newest first.
+fn recent_traces(log: &TraceLog, url_template: Option<&str>) -> Vec<RecentTrace> {
+    log.recent
+        .iter()
+        .map(|r| {
+            let trace_id = r.trace_id.to_string();
+            RecentTrace {
+                url: url_template.map(|t| t.replace("{traceId}", &trace_id)),
+                trace_id,
+                root: RootObject {
+                    kind: r.kind.clone(),
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    uid: r.uid.clone(),
+                    generation: r.generation,
+                },
+                start_time: time(r.start),
+                span_count: n(r.spans),
+            }
+        })
+        .collect()
 }
 
 /// Writes statuses until `stop`.
@@ -275,6 +339,8 @@ mod tests {
                 spans_exported: 100,
                 ..Counts::default()
             },
+            carried: CarriedTraces::default(),
+            max_recent_traces: 10,
             previous_conditions: vec![],
         }
     }
@@ -339,13 +405,17 @@ mod tests {
             events_observed: 9,
             log,
             exporters: vec![("jaeger".into(), exported)],
+            retired: crate::export::ExporterStats {
+                exported: 3,
+                ..Default::default()
+            },
             namespaces: vec!["shop".into()],
         };
         let now = Time(Jiff::UNIX_EPOCH);
         let status = compose(&verdict(), Some(&runtime), &now);
         assert_eq!(
             (status.spans_exported, status.events_observed, status.traces),
-            (107, 9, 1)
+            (110, 9, 1)
         );
         let recent = &status.recent_traces[0];
         assert_eq!(
@@ -362,5 +432,80 @@ mod tests {
             .find(|c| c.type_ == "ExportersHealthy")
             .unwrap();
         assert_eq!(healthy.status, "True");
+    }
+
+    #[test]
+    fn a_stopped_run_carries_its_counts_and_traces_over() {
+        let spans = crate::replay::replay(
+            include_str!("../../tests/scenarios/deployment-rollout.jsonl"),
+            Default::default(),
+        )
+        .spans;
+        let mut log = super::super::traces::TraceLog::default();
+        for s in &spans {
+            log.record(s, 10);
+        }
+        let run = SessionSnapshot {
+            events_observed: 5,
+            log,
+            exporters: vec![(
+                "jaeger".into(),
+                crate::export::ExporterStats {
+                    exported: 20,
+                    dropped: 1,
+                    ..Default::default()
+                },
+            )],
+            retired: crate::export::ExporterStats {
+                exported: 2,
+                errors: 4,
+                ..Default::default()
+            },
+            namespaces: vec!["shop".into()],
+        };
+        let mut v = verdict();
+        let older = RecentTrace {
+            trace_id: "0123".into(),
+            root: RootObject {
+                kind: "Job".into(),
+                namespace: "shop".into(),
+                name: "old".into(),
+                uid: "u".into(),
+                generation: 1,
+            },
+            start_time: Time(Jiff::UNIX_EPOCH),
+            span_count: 3,
+            url: None,
+        };
+        v.carried = CarriedTraces {
+            last_trace_id: Some("0123".into()),
+            recent: vec![older.clone()],
+        };
+        // Running: the run's counts on top of the baseline, its traces before the carried one.
+        let now = Time(Jiff::UNIX_EPOCH);
+        let running = compose(&v, Some(&run), &now);
+        assert_eq!(running.spans_exported, 122);
+        assert_eq!(running.recent_traces.len(), 3);
+        assert_eq!(running.recent_traces[2], older);
+        // Stopped (suspended): nothing goes backwards, nothing is forgotten.
+        v.baseline.absorb(&run);
+        v.carried = v
+            .carried
+            .after_run(&run.log, v.trace_url_template.as_deref(), 2);
+        v.max_recent_traces = 2;
+        let stopped = compose(&v, None, &now);
+        assert_eq!(
+            (
+                stopped.spans_exported,
+                stopped.spans_dropped,
+                stopped.export_errors,
+                stopped.events_observed,
+                stopped.traces
+            ),
+            (122, 1, 4, 5, 2)
+        );
+        assert_eq!(stopped.recent_traces, running.recent_traces[..2]);
+        assert_eq!(stopped.last_trace_id, running.last_trace_id);
+        assert!(stopped.watched_namespaces.is_empty());
     }
 }

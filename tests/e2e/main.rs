@@ -63,6 +63,10 @@ const CASES: &[Case] = &[
         sessions::edits_take_effect_and_deletion_cleans_up,
     ),
     (
+        "suspend_and_resume_keep_the_status",
+        sessions::suspend_and_resume_keep_the_status,
+    ),
+    (
         "invalid_sessions_are_reported_and_others_keep_working",
         sessions::invalid_sessions_are_reported_and_others_keep_working,
     ),

@@ -413,6 +413,68 @@ pub fn edits_take_effect_and_deletion_cleans_up(w: &World) -> Result<(), String>
     })
 }
 
+/// Suspending a session stops its watches but keeps what it reported; resuming carries on
+/// from there: counts never go backwards, recent traces stay listed.
+pub fn suspend_and_resume_keep_the_status(w: &World) -> Result<(), String> {
+    let c = &w.cluster;
+    w.operator()?;
+    let ns = c.namespace("e2e-suspend")?;
+    let yaml = |suspend: bool| {
+        session_yaml(
+            &ns,
+            "paused",
+            c.var("JAEGER_OTLP_GRPC"),
+            &format!("  suspend: {suspend}\n"),
+        )
+    };
+    c.apply(&yaml(false))?;
+    wait_ready(w, &ns, "paused")?;
+    rollout(c, &ns, "web", "app: web")?;
+    let before = eventually(SECONDS_60, || {
+        let s = status(c, &ns, "paused")?;
+        (as_i64(&s["traces"]) >= 1 && as_i64(&s["spansExported"]) > 0)
+            .then_some(s.clone())
+            .ok_or(format!("not exported yet: {s}"))
+    })?;
+    c.apply(&yaml(true))?;
+    let suspended = eventually(SECONDS_30, || {
+        let s = status(c, &ns, "paused")?;
+        (s["phase"] == "Suspended" && as_i64(&s["observedGeneration"]) == 2)
+            .then_some(s.clone())
+            .ok_or(format!("not suspended: {s}"))
+    })?;
+    for field in ["spansExported", "eventsObserved", "traces"] {
+        if as_i64(&suspended[field]) < as_i64(&before[field]) {
+            return Err(format!(
+                "{field} went backwards on suspend: {} -> {}",
+                before[field], suspended[field]
+            ));
+        }
+    }
+    if suspended["lastTraceId"] != before["lastTraceId"]
+        || suspended["recentTraces"].as_array().map(Vec::len) == Some(0)
+    {
+        return Err(format!("suspending forgot the traces: {suspended}"));
+    }
+    if suspended["watchedNamespaces"]
+        .as_array()
+        .is_some_and(|n| !n.is_empty())
+    {
+        return Err(format!("suspended but watching: {suspended}"));
+    }
+    c.apply(&yaml(false))?;
+    wait_ready(w, &ns, "paused")?;
+    restart(c, &ns, "web")?;
+    eventually(SECONDS_60, || {
+        let s = status(c, &ns, "paused")?;
+        (s["phase"] == "Active"
+            && as_i64(&s["traces"]) > as_i64(&suspended["traces"])
+            && as_i64(&s["spansExported"]) > as_i64(&suspended["spansExported"]))
+        .then_some(())
+        .ok_or(format!("not carrying on after resume: {s}"))
+    })
+}
+
 /// Invalid sessions are refused at the door or reported in their status; others carry on.
 pub fn invalid_sessions_are_reported_and_others_keep_working(w: &World) -> Result<(), String> {
     let c = &w.cluster;
