@@ -22,9 +22,29 @@ parse_state_dir() {
   state_dir=$(cd "$(dirname "$state_dir")" && pwd)/$(basename "$state_dir")
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on right now.
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+# N distinct TCP ports on 127.0.0.1 that nothing listens on right now, taken below the kernel's
+# ephemeral range: a port from that range can be taken, between this check and the listener's
+# bind, by the local end of an outgoing connection (a component talking to the API server).
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+candidates = list(range(10000, low))
+random.shuffle(candidates)
+ports = []
+for port in candidates:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        ports.append(port)
+    except OSError:
+        pass
+    finally:
+        s.close()
+    if len(ports) == int(sys.argv[1]):
+        break
+print(" ".join(map(str, ports)))
+PY
 }
 
 # Fails with a clear message if something already listens on the port.

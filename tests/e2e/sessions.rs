@@ -7,8 +7,8 @@ use serde_json::Value;
 use crate::World;
 use crate::cluster::eventually;
 use crate::operator::{
-    OPERATOR_NS, condition, http_get, jaeger_trace, metric_of, restart, rollout, session_yaml,
-    spawn_operator, status, terminate,
+    OPERATOR_NS, condition, free_port, http_get, jaeger_trace, metric_of, restart, rollout,
+    session_yaml, spawn_operator, status, terminate,
 };
 
 const SECONDS_30: Duration = Duration::from_secs(30);
@@ -660,11 +660,7 @@ pub fn exporter_outage_is_buffered_and_recovered(w: &World) -> Result<(), String
 pub fn leader_election_hands_over(w: &World) -> Result<(), String> {
     let c = &w.cluster;
     let first = w.operator()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let kubeconfig = c.state_dir().join("operator.kubeconfig");
     let mut second = spawn_operator(&kubeconfig, "replica-b", port)?;
     let leader_b = || -> Result<f64, String> {
