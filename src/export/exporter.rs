@@ -52,8 +52,22 @@ pub struct ExporterStats {
     /// The last attempt succeeded (or none was made yet).
     pub healthy: bool,
     pub last_error: Option<String>,
-    /// Latency of the last successful export.
-    pub last_latency: Option<Duration>,
+    /// Latency of successful exports.
+    pub latency: LatencyHistogram,
+}
+
+/// Upper bounds (seconds) of the export latency histogram's buckets, as Prometheus' defaults.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Export latencies: how many fell at or under each of [`LATENCY_BUCKETS`] (cumulative, as
+/// Prometheus reads them), their count and their sum.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    pub cumulative: [u64; LATENCY_BUCKETS.len()],
+    pub count: u64,
+    pub sum_micros: u64,
 }
 
 impl ExporterStats {
@@ -74,7 +88,21 @@ struct Counters {
     rejected: AtomicU64,
     unhealthy: AtomicBool,
     last_error: Mutex<Option<String>>,
-    last_latency: Mutex<Option<Duration>>,
+    latency: Mutex<LatencyHistogram>,
+}
+
+impl Counters {
+    fn observe_latency(&self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        let mut h = self.latency.lock().expect("stats lock");
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(h.cumulative.iter_mut()) {
+            if seconds <= *bound {
+                *n += 1;
+            }
+        }
+        h.count += 1;
+        h.sum_micros += u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    }
 }
 
 pub struct Exporter {
@@ -131,7 +159,7 @@ impl Exporter {
             queued: self.queue.len() as u64,
             healthy: !c.unhealthy.load(Ordering::Relaxed),
             last_error: c.last_error.lock().expect("stats lock").clone(),
-            last_latency: *c.last_latency.lock().expect("stats lock"),
+            latency: c.latency.lock().expect("stats lock").clone(),
         }
     }
 
@@ -155,7 +183,7 @@ impl Exporter {
             queued: 0,
             healthy: !counters.unhealthy.load(Ordering::Relaxed),
             last_error: counters.last_error.lock().expect("stats lock").clone(),
-            last_latency: *counters.last_latency.lock().expect("stats lock"),
+            latency: counters.latency.lock().expect("stats lock").clone(),
         }
     }
 }
@@ -220,7 +248,7 @@ impl Sender {
                 );
                 c.rejected.fetch_add(*rejected, Ordering::Relaxed);
                 c.unhealthy.store(false, Ordering::Relaxed);
-                *c.last_latency.lock().expect("stats lock") = Some(started.elapsed());
+                c.observe_latency(started.elapsed());
             }
             Err(e) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);

@@ -9,5 +9,5 @@ mod queue;
 mod tls;
 mod transport;
 
-pub use exporter::{Exporter, ExporterSettings, ExporterStats};
+pub use exporter::{Exporter, ExporterSettings, ExporterStats, LATENCY_BUCKETS, LatencyHistogram};
 pub use transport::{ExporterSpec, Protocol, TransportError};

@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::hub::HubSnapshot;
+use crate::export::LATENCY_BUCKETS;
 
 /// Reads one figure from an exporter's stats.
 type ExporterValue = fn(&crate::export::ExporterStats) -> u64;
@@ -200,19 +201,33 @@ impl Metrics {
         }
         out.family(
             "eventspan_export_latency_seconds",
-            "gauge",
-            "Duration of the last successful export",
+            "histogram",
+            "Duration of successful exports",
         );
         for (key, session) in &hub.sessions {
             let session_name = key.to_string();
             for (exporter, stats) in &session.exporters {
-                if let Some(latency) = stats.last_latency {
+                let labels = [("session", session_name.as_str()), ("exporter", exporter)];
+                let h = &stats.latency;
+                for (bound, n) in LATENCY_BUCKETS.iter().zip(h.cumulative) {
+                    let le = bound.to_string();
                     out.sample(
-                        "eventspan_export_latency_seconds",
-                        &[("session", &session_name), ("exporter", exporter)],
-                        latency.as_secs_f64(),
+                        "eventspan_export_latency_seconds_bucket",
+                        &[labels[0], labels[1], ("le", &le)],
+                        n,
                     );
                 }
+                out.sample(
+                    "eventspan_export_latency_seconds_bucket",
+                    &[labels[0], labels[1], ("le", "+Inf")],
+                    h.count,
+                );
+                out.sample(
+                    "eventspan_export_latency_seconds_sum",
+                    &labels,
+                    h.sum_micros as f64 / 1e6,
+                );
+                out.sample("eventspan_export_latency_seconds_count", &labels, h.count);
             }
         }
         out.family(
@@ -283,5 +298,54 @@ mod tests {
         let mut e = Exposition::default();
         e.sample("m", &[("l", "a\"b\\c")], 1);
         assert_eq!(e.0, "m{l=\"a\\\"b\\\\c\"} 1\n");
+    }
+
+    #[test]
+    fn export_latency_is_a_histogram() {
+        let mut latency = crate::export::LatencyHistogram {
+            count: 3,
+            sum_micros: 1_250_000,
+            ..Default::default()
+        };
+        // Two exports of 0.1 s and one of 1.05 s.
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(latency.cumulative.iter_mut()) {
+            *n = if *bound >= 2.5 {
+                3
+            } else if *bound >= 0.1 {
+                2
+            } else {
+                0
+            };
+        }
+        let mut snapshot = HubSnapshot::default();
+        snapshot.sessions.insert(
+            super::super::hub::SessionKey {
+                namespace: "shop".into(),
+                name: "rollouts".into(),
+            },
+            super::super::hub::SessionSnapshot {
+                exporters: vec![(
+                    "jaeger".into(),
+                    crate::export::ExporterStats {
+                        latency,
+                        ..Default::default()
+                    },
+                )],
+                ..Default::default()
+            },
+        );
+        let text = Metrics::default().render(&snapshot, true);
+        let labels = "session=\"shop/rollouts\",exporter=\"jaeger\"";
+        assert!(text.contains("# TYPE eventspan_export_latency_seconds histogram\n"));
+        for line in [
+            format!("eventspan_export_latency_seconds_bucket{{{labels},le=\"0.05\"}} 0\n"),
+            format!("eventspan_export_latency_seconds_bucket{{{labels},le=\"0.1\"}} 2\n"),
+            format!("eventspan_export_latency_seconds_bucket{{{labels},le=\"2.5\"}} 3\n"),
+            format!("eventspan_export_latency_seconds_bucket{{{labels},le=\"+Inf\"}} 3\n"),
+            format!("eventspan_export_latency_seconds_sum{{{labels}}} 1.25\n"),
+            format!("eventspan_export_latency_seconds_count{{{labels}}} 3\n"),
+        ] {
+            assert!(text.contains(&line), "{line} missing from:\n{text}");
+        }
     }
 }
