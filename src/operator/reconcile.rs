@@ -16,7 +16,7 @@ use kube::runtime::finalizer::{Event as Finalize, finalizer};
 use kube::{Client, Resource, ResourceExt};
 
 use super::crd::{FINALIZER, Phase, TraceSession};
-use super::hub::{HubHandle, SessionKey, SessionSetup};
+use super::hub::{HubHandle, SessionKey, SessionSetup, SessionSnapshot};
 use super::session::{self, DEFAULT_RECENT_TRACES, ExporterConfig, Invalid, SessionConfig};
 use super::status::{CarriedTraces, Counts, Verdict, Verdicts};
 use crate::export::{ExporterSpec, Protocol};
@@ -102,12 +102,31 @@ async fn cleanup(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
 async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(ts);
     let status = ts.status.clone().unwrap_or_default();
-    let generation = ts.metadata.generation.unwrap_or(0);
     let previously_active = status.phase == Some(Phase::Active);
     // What the session's run did, if this reconcile stops it: its counts and traces carry over.
     let mut stopped_run = None;
     let (phase, ready, started_at, requeue) = match decide(ts, ctx).await {
-        Err(Refusal::Unavailable(error)) => return Err(Error::Kube(error)),
+        Err(Refusal::Unavailable(error)) => {
+            // A new session says it is waiting; one that ran carries on as it was.
+            if status.phase.is_none()
+                && !ctx
+                    .verdicts
+                    .lock()
+                    .expect("verdicts lock")
+                    .contains_key(&key)
+            {
+                let waiting = format!("waiting for the API server: {error}");
+                record_verdict(
+                    ctx,
+                    ts,
+                    Phase::Pending,
+                    Err(("Pending".into(), waiting)),
+                    None,
+                    None,
+                );
+            }
+            return Err(Error::Kube(error));
+        }
         Err(Refusal::Invalid(invalid)) => {
             stopped_run = ctx.hub.remove(key.clone()).await;
             let message = invalid.to_string();
@@ -195,6 +214,23 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             }
         },
     };
+    record_verdict(ctx, ts, phase, ready, started_at, stopped_run);
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Records what was decided about a session, for the status writer. Counts and traces carry
+/// over from the previous verdict (or, the first time, from the status found on the object), plus
+/// what a run this reconcile stopped had done.
+fn record_verdict(
+    ctx: &Context,
+    ts: &TraceSession,
+    phase: Phase,
+    ready: Result<(String, String), (String, String)>,
+    started_at: Option<Time>,
+    stopped_run: Option<SessionSnapshot>,
+) {
+    let key = key_of(ts);
+    let status = ts.status.clone().unwrap_or_default();
     let trace_url_template = ts.spec.trace_url_template.clone();
     let max_recent_traces = ts
         .spec
@@ -216,7 +252,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
     verdicts.insert(
         key,
         Verdict {
-            generation,
+            generation: ts.metadata.generation.unwrap_or(0),
             phase,
             ready,
             started_at,
@@ -227,7 +263,6 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             previous_conditions,
         },
     );
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
 /// Why a session cannot run as specified.
