@@ -240,37 +240,23 @@ pub fn jaeger_trace(c: &Cluster, trace_id: &str) -> Result<Vec<JaegerSpan>, Stri
         .collect())
 }
 
-/// Rolls out a Deployment (create, then restart) and waits for both rollouts.
+/// Creates a Deployment of 2 and waits until it has rolled out.
 pub fn rollout(c: &Cluster, ns: &str, name: &str, labels: &str) -> Result<(), String> {
     c.apply(&format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}, namespace: {ns}, labels: {{{labels}}}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec: {{containers: [{{name: app, image: nginx:1.27}}]}}\n"
     ))?;
-    c.kubectl(&[
-        "-n",
-        ns,
-        "rollout",
-        "status",
-        &format!("deployment/{name}"),
-        "--timeout=60s",
-    ])?;
-    Ok(())
+    rolled_out(c, ns, name)
 }
 
+/// `kubectl rollout restart`, then waits until the new rollout is done.
 pub fn restart(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
-    c.kubectl(&[
-        "-n",
-        ns,
-        "rollout",
-        "restart",
-        &format!("deployment/{name}"),
-    ])?;
-    c.kubectl(&[
-        "-n",
-        ns,
-        "rollout",
-        "status",
-        &format!("deployment/{name}"),
-        "--timeout=60s",
-    ])?;
+    let deployment = format!("deployment/{name}");
+    c.kubectl(&["-n", ns, "rollout", "restart", &deployment])?;
+    rolled_out(c, ns, name)
+}
+
+fn rolled_out(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
+    let deployment = format!("deployment/{name}");
+    c.kubectl(&["-n", ns, "rollout", "status", &deployment, "--timeout=60s"])?;
     Ok(())
 }

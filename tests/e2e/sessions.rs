@@ -53,6 +53,16 @@ fn events_watches(w: &World) -> Result<f64, String> {
     metric_of(&text, "eventspan_watches{resource=\"events\"}").ok_or("no watch metric".into())
 }
 
+/// Waits until the operator runs `expected` Event watches (they start and stop asynchronously).
+fn wait_event_watches(w: &World, expected: f64, after: &str) -> Result<(), String> {
+    eventually(SECONDS_30, || {
+        let n = events_watches(w)?;
+        (n == expected).then_some(()).ok_or(format!(
+            "{n} event watches after {after}, expected {expected}"
+        ))
+    })
+}
+
 /// User story 1: apply a session, roll out, read the trace ID from the status, open it in Jaeger.
 pub fn rollout_is_traced_into_status_and_jaeger(w: &World) -> Result<(), String> {
     let c = &w.cluster;
@@ -280,12 +290,7 @@ pub fn sessions_share_watches_and_get_their_own_traces(w: &World) -> Result<(), 
         &selector("a"),
     ))?;
     wait_ready(w, &ns, "team-a")?;
-    eventually(SECONDS_30, || {
-        let n = events_watches(w)?;
-        (n == before + 1.0)
-            .then_some(())
-            .ok_or(format!("{n} event watches after the first session"))
-    })?;
+    wait_event_watches(w, before + 1.0, "the first session")?;
     c.apply(&session_yaml(
         &ns,
         "team-b",
@@ -327,6 +332,7 @@ pub fn edits_take_effect_and_deletion_cleans_up(w: &World) -> Result<(), String>
     let extra_ns = c.namespace("e2e-edit-extra")?;
     // An admin session (in the operator's namespace) may name other namespaces.
     let name = "edit";
+    let watches = events_watches(w)?;
     c.apply(&session_yaml(
         OPERATOR_NS,
         name,
@@ -334,7 +340,7 @@ pub fn edits_take_effect_and_deletion_cleans_up(w: &World) -> Result<(), String>
         &format!("  namespaces: [{ns}]\n"),
     ))?;
     wait_ready(w, OPERATOR_NS, name)?;
-    let watches = events_watches(w)?;
+    wait_event_watches(w, watches + 1.0, "the session's first namespace")?;
     rollout(c, &ns, "one", "app: one")?;
     let traces =
         |ns_: &str| -> Result<i64, String> { Ok(as_i64(&status(c, ns_, name)?["traces"])) };
@@ -359,12 +365,7 @@ pub fn edits_take_effect_and_deletion_cleans_up(w: &World) -> Result<(), String>
         .then_some(())
         .ok_or(format!("status: {s}"))
     })?;
-    eventually(SECONDS_30, || {
-        let n = events_watches(w)?;
-        (n == watches + 1.0)
-            .then_some(())
-            .ok_or(format!("{n} event watches after adding a namespace"))
-    })?;
+    wait_event_watches(w, watches + 2.0, "adding a namespace")?;
     let before = traces(OPERATOR_NS)?;
     rollout(c, &extra_ns, "two", "app: two")?;
     let newest = eventually(SECONDS_60, || {
@@ -405,12 +406,7 @@ pub fn edits_take_effect_and_deletion_cleans_up(w: &World) -> Result<(), String>
         name,
         "--timeout=30s",
     ])?;
-    eventually(SECONDS_30, || {
-        let n = events_watches(w)?;
-        (n == watches - 1.0).then_some(()).ok_or(format!(
-            "{n} event watches after the delete (was {watches} with one namespace)"
-        ))
-    })
+    wait_event_watches(w, watches, "the delete")
 }
 
 /// Suspending a session stops its watches but keeps what it reported; resuming carries on
