@@ -358,15 +358,22 @@ impl Hub {
         Ok(())
     }
 
+    /// Starts all of a session's exporters, or none: if one cannot start, those already started
+    /// are stopped (an exporter's task runs until it is shut down).
     fn start_exporters(&self, setup: &SessionSetup) -> Result<Vec<Exporter>, String> {
-        setup
-            .exporters
-            .iter()
-            .map(|spec| {
-                Exporter::start(spec.clone(), self.exporter_settings.clone())
-                    .map_err(|e| format!("exporter {}: {e}", spec.name))
-            })
-            .collect()
+        let mut started = Vec::with_capacity(setup.exporters.len());
+        for spec in &setup.exporters {
+            match Exporter::start(spec.clone(), self.exporter_settings.clone()) {
+                Ok(exporter) => started.push(exporter),
+                Err(e) => {
+                    for exporter in started {
+                        tokio::spawn(exporter.shutdown(Duration::ZERO));
+                    }
+                    return Err(format!("exporter {}: {e}", spec.name));
+                }
+            }
+        }
+        Ok(started)
     }
 
     /// Watches follow the union of the sessions' namespaces; the window is the operator's, or
