@@ -328,6 +328,15 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    /// What a session that saw every span of a recording has logged.
+    fn log_of(recording: &str) -> TraceLog {
+        let mut log = TraceLog::default();
+        for s in &crate::replay::replay(recording, Default::default()).spans {
+            log.record(s, 10);
+        }
+        log
+    }
+
     fn verdict() -> Verdict {
         Verdict {
             generation: 3,
@@ -387,15 +396,7 @@ mod tests {
 
     #[test]
     fn counts_add_to_the_baseline_and_urls_fill_the_template() {
-        let spans = crate::replay::replay(
-            include_str!("../../tests/scenarios/job.jsonl"),
-            Default::default(),
-        )
-        .spans;
-        let mut log = super::super::traces::TraceLog::default();
-        for s in &spans {
-            log.record(s, 10);
-        }
+        let log = log_of(include_str!("../../tests/scenarios/job.jsonl"));
         let exported = crate::export::ExporterStats {
             exported: 7,
             healthy: true,
@@ -436,15 +437,9 @@ mod tests {
 
     #[test]
     fn a_stopped_run_carries_its_counts_and_traces_over() {
-        let spans = crate::replay::replay(
-            include_str!("../../tests/scenarios/deployment-rollout.jsonl"),
-            Default::default(),
-        )
-        .spans;
-        let mut log = super::super::traces::TraceLog::default();
-        for s in &spans {
-            log.record(s, 10);
-        }
+        let log = log_of(include_str!(
+            "../../tests/scenarios/deployment-rollout.jsonl"
+        ));
         let run = SessionSnapshot {
             events_observed: 5,
             log,

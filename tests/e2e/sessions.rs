@@ -53,6 +53,16 @@ fn events_watches(w: &World) -> Result<f64, String> {
     metric_of(&text, "eventspan_watches{resource=\"events\"}").ok_or("no watch metric".into())
 }
 
+/// Waits until a session's status reports a trace.
+fn wait_first_trace(w: &World, ns: &str, name: &str) -> Result<(), String> {
+    eventually(SECONDS_60, || {
+        let s = status(&w.cluster, ns, name)?;
+        (as_i64(&s["traces"]) >= 1)
+            .then_some(())
+            .ok_or(format!("no trace in {ns}/{name}: {s}"))
+    })
+}
+
 /// Waits until the operator runs `expected` Event watches (they start and stop asynchronously).
 fn wait_event_watches(w: &World, expected: f64, after: &str) -> Result<(), String> {
     eventually(SECONDS_30, || {
@@ -574,11 +584,7 @@ pub fn invalid_sessions_are_reported_and_others_keep_working(w: &World) -> Resul
     c.apply(&session_yaml(&ns, "good", grpc, ""))?;
     wait_ready(w, &ns, "good")?;
     rollout(c, &ns, "web", "app: web")?;
-    eventually(SECONDS_60, || {
-        (as_i64(&status(c, &ns, "good")?["traces"]) >= 1)
-            .then_some(())
-            .ok_or("no trace".into())
-    })?;
+    wait_first_trace(w, &ns, "good")?;
     // The warnings the operator published are events of its own, not traced.
     let events = c.kubectl(&[
         "-n",
@@ -682,11 +688,7 @@ pub fn leader_election_hands_over(w: &World) -> Result<(), String> {
         c.apply(&session_yaml(&ns, "after", c.var("JAEGER_OTLP_GRPC"), ""))?;
         wait_ready(w, &ns, "after")?;
         rollout(c, &ns, "web", "app: web")?;
-        eventually(SECONDS_60, || {
-            (as_i64(&status(c, &ns, "after")?["traces"]) >= 1)
-                .then_some(())
-                .ok_or("no trace".into())
-        })
+        wait_first_trace(w, &ns, "after")
     })();
     terminate(&mut second)?;
     result
