@@ -2,7 +2,7 @@
 
 use std::cmp::Reverse;
 
-use super::ids::TraceId;
+use super::ids::{SpanId, TraceId};
 use super::time::Timestamp;
 use super::{Engine, emit};
 
@@ -47,28 +47,33 @@ impl Engine {
             return;
         };
         trace.scheduled = None;
-        if !force {
-            // Usually nothing is due yet: spans were touched since this check was scheduled.
-            let mut next: Option<Timestamp> = None;
-            let mut any_ready = false;
-            for span in trace.pending.iter().filter_map(|id| self.spans.get(id)) {
-                if span.open_children > 0 {
-                    continue;
-                }
+        // One lookup per pending span: its depth for the order, and whether anything is due.
+        // Usually nothing is (spans were touched since this check was scheduled).
+        let mut order: Vec<(Reverse<u8>, SpanId)> = Vec::with_capacity(trace.pending.len());
+        let mut next: Option<Timestamp> = None;
+        let mut any_ready = force;
+        for &id in &trace.pending {
+            let Some(span) = self.spans.get(&id) else {
+                continue;
+            };
+            order.push((Reverse(span.depth), id));
+            if span.open_children == 0 && !any_ready {
                 let ready_at = span.ready_at(window, horizon, max_hold);
-                any_ready |= ready_at <= self.now;
+                any_ready = ready_at <= self.now;
                 next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
             }
-            if !any_ready {
-                if let Some(at) = next {
-                    self.schedule(trace_id, at);
-                }
-                return;
-            }
         }
+        if !any_ready {
+            if let Some(at) = next {
+                self.schedule(trace_id, at);
+            }
+            return;
+        }
+        // Deepest first; the sort is stable, so creation order among equals.
+        order.sort_by_key(|&(depth, _)| depth);
         let trace = self.traces.get_mut(&trace_id).expect("present");
-        let mut pending = std::mem::take(&mut trace.pending);
-        pending.sort_by_key(|id| Reverse(self.spans.get(id).map_or(0, |s| s.depth)));
+        trace.pending.clear();
+        let pending = order.into_iter().map(|(_, id)| id);
         let mut keep = Vec::new();
         let mut next: Option<Timestamp> = None;
         let mut root_info = None;
