@@ -91,11 +91,13 @@ impl HeldEvents {
         let Some(seqs) = self.by_object.remove(&object) else {
             return Vec::new();
         };
-        let entries: Vec<Entry> = seqs
-            .into_iter()
-            .filter_map(|seq| self.entries.remove(&seq))
-            .collect();
-        entries.into_iter().map(|e| self.release(e)).collect()
+        let mut released = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(entry) = self.entries.remove(&seq) {
+                released.push(self.release(entry));
+            }
+        }
+        released
     }
 
     /// The earliest deadline of an event still held.

@@ -23,11 +23,11 @@ pub struct SpanId(pub u64);
 impl TraceId {
     /// The trace of one change (spec generation) of a top-level object.
     pub fn for_change(root_uid: &str, generation: i64) -> TraceId {
-        let mut buf = Vec::with_capacity(root_uid.len() + 9);
-        buf.extend_from_slice(root_uid.as_bytes());
-        buf.push(0);
-        buf.extend_from_slice(&generation.to_le_bytes());
-        TraceId(xxh3_128_with_seed(&buf, TRACE_SEED).max(1))
+        let id = with_joined(
+            &[root_uid.as_bytes(), &[0], &generation.to_le_bytes()],
+            |bytes| xxh3_128_with_seed(bytes, TRACE_SEED),
+        );
+        TraceId(id.max(1))
     }
 
     /// The trace of a burst of activity of an object whose generations are unknown (a
@@ -60,11 +60,27 @@ impl SpanId {
 }
 
 fn hash_with_suffix(s: &str, tag: u8, n: u64) -> u64 {
-    let mut buf = Vec::with_capacity(s.len() + 10);
-    buf.extend_from_slice(s.as_bytes());
-    buf.push(tag);
-    buf.extend_from_slice(&n.to_le_bytes());
-    xxh3_64_with_seed(&buf, SPAN_SEED).max(1)
+    with_joined(&[s.as_bytes(), &[tag], &n.to_le_bytes()], |bytes| {
+        xxh3_64_with_seed(bytes, SPAN_SEED)
+    })
+    .max(1)
+}
+
+/// Calls `f` with the parts concatenated: on the stack when they are short (nearly always:
+/// identifiers are uids and names), so hashing an identifier does not allocate.
+pub(crate) fn with_joined<R>(parts: &[&[u8]], f: impl FnOnce(&[u8]) -> R) -> R {
+    const INLINE: usize = 256;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > INLINE {
+        return f(&parts.concat());
+    }
+    let mut buf = [0u8; INLINE];
+    let mut at = 0;
+    for part in parts {
+        buf[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    f(&buf[..len])
 }
 
 impl fmt::Display for TraceId {

@@ -32,10 +32,25 @@ const UNTIMED_CHANGE_LEAD: Duration = Duration::from_secs(1);
 /// How far a "created" child's creationTimestamp (whole seconds) may lie before the message.
 const CREATION_SLACK: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ObjId {
     idx: u32,
     generation: u32,
+}
+
+/// An owner chain, nearest first, without a heap allocation: it is walked for every event.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct OwnerChain {
+    ids: [ObjId; MAX_OWNER_DEPTH],
+    len: usize,
+}
+
+impl std::ops::Deref for OwnerChain {
+    type Target = [ObjId];
+
+    fn deref(&self) -> &[ObjId] {
+        &self.ids[..self.len]
+    }
 }
 
 /// A reference to a span kept in an index, valid after the span itself has been exported.
@@ -201,13 +216,16 @@ fn uid_key(uid: &str) -> u128 {
 }
 
 fn name_key(kind: &str, namespace: &str, name: &str) -> u128 {
-    let mut buf = Vec::with_capacity(kind.len() + namespace.len() + name.len() + 2);
-    buf.extend_from_slice(kind.as_bytes());
-    buf.push(b'/');
-    buf.extend_from_slice(namespace.as_bytes());
-    buf.push(b'/');
-    buf.extend_from_slice(name.as_bytes());
-    xxh3_128(&buf)
+    super::ids::with_joined(
+        &[
+            kind.as_bytes(),
+            b"/",
+            namespace.as_bytes(),
+            b"/",
+            name.as_bytes(),
+        ],
+        xxh3_128,
+    )
 }
 
 impl ObjectTable {
@@ -631,24 +649,25 @@ impl ObjectTable {
     /// The owners of an object, nearest first (the object itself excluded).
     #[cfg(test)]
     pub fn owner_chain(&mut self, id: ObjId) -> Vec<ObjId> {
-        self.chain(id, false)
+        self.chain(id, false).to_vec()
     }
 
     /// The owners that share the object's trace: the chain ends at a run boundary.
-    pub fn trace_chain(&mut self, id: ObjId) -> Vec<ObjId> {
+    pub fn trace_chain(&mut self, id: ObjId) -> OwnerChain {
         self.chain(id, true)
     }
 
-    fn chain(&mut self, id: ObjId, stop_at_runs: bool) -> Vec<ObjId> {
-        let mut chain = Vec::new();
+    fn chain(&mut self, id: ObjId, stop_at_runs: bool) -> OwnerChain {
+        let mut chain = OwnerChain::default();
         let mut current = id;
-        while chain.len() < MAX_OWNER_DEPTH {
+        while chain.len < MAX_OWNER_DEPTH {
             if stop_at_runs && self.is_run(current) {
                 break;
             }
             match self.owner_of(current) {
                 Some(owner) if owner != id && !chain.contains(&owner) => {
-                    chain.push(owner);
+                    chain.ids[chain.len] = owner;
+                    chain.len += 1;
                     current = owner;
                 }
                 _ => break,
@@ -933,7 +952,7 @@ mod tests {
         );
         let cron = t.lookup_uid("c1").unwrap();
         assert_eq!(t.owner_chain(pod), vec![job, cron]);
-        assert_eq!(t.trace_chain(pod), vec![job]);
+        assert_eq!(*t.trace_chain(pod), [job]);
         assert_eq!(t.top(pod), job);
         assert_eq!(t.top(job), job);
     }

@@ -213,14 +213,18 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
         .then(|| &text[prefix.len()..])
 }
 
+/// Where `needle` (ASCII: pattern literals are) first occurs in `text`, ignoring ASCII case. An
+/// ASCII byte never occurs inside a multi-byte UTF-8 sequence, so a match is on a char boundary.
 fn find_ignore_case(text: &str, needle: &str) -> Option<usize> {
-    (0..=text.len().checked_sub(needle.len())?)
-        .filter(|&i| text.is_char_boundary(i))
-        .find(|&i| {
-            text[i..]
-                .get(..needle.len())
-                .is_some_and(|s| s.eq_ignore_ascii_case(needle))
-        })
+    debug_assert!(needle.is_ascii());
+    let (text, needle) = (text.as_bytes(), needle.as_bytes());
+    let Some(&first) = needle.first() else {
+        return Some(0);
+    };
+    (0..=text.len().checked_sub(needle.len())?).find(|&i| {
+        text[i].eq_ignore_ascii_case(&first)
+            && text[i..i + needle.len()].eq_ignore_ascii_case(needle)
+    })
 }
 
 #[cfg(test)]
