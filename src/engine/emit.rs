@@ -36,6 +36,8 @@ const SEMCONV: &[(&str, &str, &str)] = &[
 ];
 const NODE_BIT: u32 = 7;
 const NAMESPACE_BIT: u32 = 11;
+/// Not a kind: marks that an owner in the chain was guessed from a name.
+const GUESSED_BIT: u32 = 31;
 /// Owner chains are walked at most this deep for attributes.
 const MAX_CHAIN: usize = 16;
 
@@ -76,6 +78,10 @@ fn object_attributes(objects: &mut ObjectTable, id: ObjId, attrs: &mut Attribute
             attrs.push(("k8s.namespace.name", (&obj.namespace).into()));
         }
         push_object(obj, &mut seen, attrs);
+        if obj.owner_guessed && seen & (1 << GUESSED_BIT) == 0 {
+            seen |= 1 << GUESSED_BIT;
+            attrs.push(("eventspan.owner.guessed_from_name", true.into()));
+        }
         if let Some(node) = obj.node.as_ref().filter(|_| seen & (1 << NODE_BIT) == 0) {
             seen |= 1 << NODE_BIT;
             attrs.push(("k8s.node.name", node.into()));

@@ -23,6 +23,7 @@ mod emit;
 mod held;
 pub mod ids;
 pub mod model;
+mod naming;
 mod objects;
 mod place;
 pub mod rules;

@@ -128,9 +128,11 @@ pub(crate) struct ObjEntry {
     pub name: Arc<str>,
     pub generation: i64,
     owner: Option<OwnerLink>,
-    /// An owner learned from a controller's message ("Created pod: X"), used while the object's
-    /// own ownerReferences are unknown.
+    /// An owner learned from a controller's message ("Created pod: X") or, failing that, from
+    /// the object's name, used while the object's own ownerReferences are unknown.
     inferred_owner: Option<ObjId>,
+    /// `inferred_owner` is only a guess from the name (see `naming.rs`).
+    pub owner_guessed: bool,
     pub root: Option<Box<RootInfo>>,
     pub created: Option<Timestamp>,
     pub node: Option<Arc<str>>,
@@ -425,6 +427,7 @@ impl ObjectTable {
             generation: 0,
             owner: None,
             inferred_owner: None,
+            owner_guessed: false,
             root: None,
             created: None,
             node: None,
@@ -554,6 +557,7 @@ impl ObjectTable {
         entry.touched = entry.touched.max(now);
         if owner.is_some() {
             entry.inferred_owner = None;
+            entry.owner_guessed = false;
         }
         entry.owner = owner;
         if entry.owner.is_none() {
@@ -624,6 +628,7 @@ impl ObjectTable {
             && e.owner.is_none()
         {
             e.inferred_owner = Some(parent);
+            e.owner_guessed = false;
         }
     }
 
@@ -643,7 +648,28 @@ impl ObjectTable {
             }
             return Some(fresh);
         }
-        entry.inferred_owner.filter(|o| self.get(*o).is_some())
+        if let Some(inferred) = entry.inferred_owner.filter(|o| self.get(*o).is_some()) {
+            return Some(inferred);
+        }
+        // An object seen through a watch without owners has none; one known only from events
+        // may have had one that nothing named: its name may tell.
+        if entry.live || entry.deleted {
+            return None;
+        }
+        let guess = self.owner_by_name(id)?;
+        let entry = self.get_mut(id)?;
+        entry.inferred_owner = Some(guess);
+        entry.owner_guessed = true;
+        Some(guess)
+    }
+
+    /// The owner the object's name points to by Kubernetes' naming conventions, if the table
+    /// knows an object of that kind and name.
+    fn owner_by_name(&self, id: ObjId) -> Option<ObjId> {
+        let e = self.get(id)?;
+        super::naming::owner_candidates(&e.kind, &e.name)
+            .find_map(|(kind, name)| self.lookup_name(kind, &e.namespace, name))
+            .filter(|owner| *owner != id)
     }
 
     /// The owners of an object, nearest first (the object itself excluded).
@@ -817,6 +843,36 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_owner_is_guessed_from_the_name_only_when_nothing_better_is_known() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
+        let now = Timestamp::from_unix_secs(10);
+        let rs = t.upsert(&meta("rs1", "ReplicaSet", "web-5d4f8c7b9", None), now, now);
+        let pod_ref = |name: &str, uid: &str| ObjectRef {
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+            namespace: "ns".into(),
+            name: name.into(),
+            uid: uid.into(),
+            field_path: String::new(),
+        };
+        // Known only from an event: the name points to the ReplicaSet.
+        let pod = t.resolve_ref(&pod_ref("web-5d4f8c7b9-x2x7k", "p1"), now);
+        assert_eq!(t.owner_of(pod), Some(rs));
+        assert!(t.get(pod).unwrap().owner_guessed);
+        // A controller's message is better evidence than a name.
+        let other = t.upsert(&meta("rs2", "ReplicaSet", "other", None), now, now);
+        t.infer_owner(pod, other);
+        assert_eq!(t.owner_of(pod), Some(other));
+        assert!(!t.get(pod).unwrap().owner_guessed);
+        // Seen through a watch without owners: it has none, whatever its name.
+        let bare = t.upsert(&meta("p2", "Pod", "web-5d4f8c7b9-q8mzd", None), now, now);
+        assert_eq!(t.owner_of(bare), None);
+        // No object of the name's owner is known: no guess.
+        let orphan = t.resolve_ref(&pod_ref("gone-5d4f8c7b9-abcde", "p3"), now);
+        assert_eq!(t.owner_of(orphan), None);
     }
 
     #[test]
