@@ -272,16 +272,31 @@ impl Engine {
             && obj.announced & action.bit() == 0
     }
 
-    /// The most recent span on or about the nearest owner, in the trace this event belongs to.
+    /// The most recent span on or about the nearest owner, in the trace this event belongs to,
+    /// leaving out the owner's spans about another of its children ("Created pod: <sibling>").
     fn owner_span(&mut self, subject: ObjId, at: Timestamp) -> Option<SpanRef> {
         let chain = self.objects.trace_chain(subject);
         let key = self.root_key(*chain.last()?, at);
         let trace = self.find_trace(key)?;
         let limit = at.saturating_add(COARSE);
+        // By name: a replaced pod (a StatefulSet's db-0) may have an entry per incarnation.
+        let named = |id: ObjId| {
+            self.objects
+                .get(id)
+                .map(|o| (o.kind.clone(), o.name.clone()))
+        };
+        let subject_name = named(subject);
+        let about_other = |r: &SpanRef, owner: ObjId| {
+            self.spans
+                .get(&r.span)
+                .and_then(|s| s.about)
+                .is_some_and(|about| about != owner && named(about) != subject_name)
+        };
         chain.iter().find_map(|&owner| {
             let obj = self.objects.get(owner)?;
             obj.spans_on
                 .iter()
+                .filter(|r| !about_other(r, owner))
                 .chain(obj.acted_on.iter())
                 .filter(|r| r.trace == trace && r.start <= limit && self.fresh(r))
                 .max_by_key(|r| (r.start, r.span))
