@@ -191,3 +191,42 @@ fn replay_is_byte_for_byte_deterministic() {
         assert_eq!(tree::render(&a.spans), tree::render(&b.spans));
     }
 }
+
+/// A Deployment deleted mid-rollout: events of its pods that arrive after the Deployment,
+/// its ReplicaSet and a pod are gone still land in its trace (tombstones), and a pod known only
+/// from its events, whose creation message was missed, joins through its name, marked as a guess.
+#[test]
+fn deleted_and_unannounced_objects_keep_their_trace() {
+    use eventspan::engine::model::AttrRef;
+    let input = include_str!("scenarios/deleted-mid-rollout.jsonl");
+    let spans = replay::replay(input, EngineConfig::default()).spans;
+    let traces: std::collections::BTreeSet<_> = spans.iter().map(|s| s.trace_id).collect();
+    assert_eq!(traces.len(), 1, "one trace: {}", tree::render(&spans));
+    let pod_spans = |pod: &str| -> Vec<_> {
+        spans
+            .iter()
+            .filter(|s| s.name.starts_with("Pod."))
+            .filter(|s| s.attribute("k8s.pod.name") == Some(AttrRef::Str(pod)))
+            .collect()
+    };
+    let seen = pod_spans("api-6b7c9d8f5-k2v9x");
+    let unannounced = pod_spans("api-6b7c9d8f5-m4n7q");
+    assert_eq!((seen.len(), unannounced.len()), (3, 3));
+    for s in &unannounced {
+        assert_eq!(
+            s.attribute("eventspan.owner.guessed_from_name"),
+            Some(AttrRef::Bool(true))
+        );
+        assert_eq!(
+            s.attribute("k8s.deployment.name"),
+            Some(AttrRef::Str("api"))
+        );
+    }
+    // The Killing after its pod's deletion is parented like the pod's other events.
+    let killing = seen.iter().find(|s| &*s.name == "Pod.Killing").unwrap();
+    assert_eq!(killing.parent, seen[0].parent);
+    assert!(
+        seen.iter()
+            .all(|s| s.attribute("eventspan.owner.guessed_from_name").is_none())
+    );
+}
