@@ -11,6 +11,7 @@ pub mod operator;
 pub mod otlp;
 pub mod record;
 pub mod replay;
+pub mod status;
 pub mod watch;
 pub mod wire;
 pub mod workload;

@@ -3,7 +3,7 @@
 //! One lenient serde model covers watch events (`{"type","object"}`), bare objects, Lists, and
 //! both Event APIs (`core/v1` and `events.k8s.io/v1`): every field is optional, and only the few
 //! the engine uses are kept. Large fields it does not need (annotations other than its own,
-//! managedFields' field sets, spec, status) are skipped while parsing, never copied.
+//! managedFields' field sets, most of spec and status) are skipped while parsing, never copied.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::model::{EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange};
 use crate::engine::time::Timestamp;
+use crate::status::{self, WireSpec, WireStatus};
 
 /// The annotation Flux sets on an event that starts a trace.
 pub const TOP_LEVEL_ANNOTATION: &str = "topLevelSpan";
@@ -53,6 +54,17 @@ impl Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_rfc3339_micros())
     }
+}
+
+/// A value of the expected shape, or `None` for anything else (a custom resource's `status`
+/// may be a string). The value is buffered to try it, so this is only for `spec` and `status`.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(value).ok())
 }
 
 /// Annotations, keeping only the ones eventspan reads: others (say a 100 KiB
@@ -194,6 +206,12 @@ pub struct WireObject {
     pub observed_at: Option<Timestamp>,
     /// Set on Lists.
     pub items: Option<Vec<WireObject>>,
+    /// The few spec and status fields that tell a rollout's progress (see [`crate::status`]).
+    /// Other kinds' spec and status may have any shape: what does not fit is ignored.
+    #[serde(deserialize_with = "lenient")]
+    pub spec: Option<WireSpec>,
+    #[serde(deserialize_with = "lenient")]
+    pub status: Option<WireStatus>,
 
     // Both Event APIs.
     pub involved_object: Option<WireRef>,
@@ -310,6 +328,13 @@ impl WireObject {
         if m.uid.is_empty() {
             return Err(WireError::NoUid { kind: self.kind });
         }
+        let generation = m.generation.unwrap_or(0);
+        let state = status::state(
+            &self.kind,
+            generation,
+            self.spec.as_ref(),
+            self.status.as_ref(),
+        );
         let spec_changes = m
             .managed_fields
             .unwrap_or_default()
@@ -327,7 +352,7 @@ impl WireObject {
             api_version: self.api_version,
             namespace: m.namespace,
             name: m.name,
-            generation: m.generation.unwrap_or(0),
+            generation,
             labels: m.labels.unwrap_or_default().into_iter().collect(),
             owners: m
                 .owner_references
@@ -343,6 +368,7 @@ impl WireObject {
                 .collect(),
             spec_changes,
             created: m.creation_timestamp,
+            state,
         })
     }
 

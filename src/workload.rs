@@ -158,6 +158,7 @@ impl Gen {
                 })
                 .into_iter()
                 .collect(),
+            state: None,
             created: Some(whole_second(at)),
         };
         self.push(at, Change::Upsert(meta));

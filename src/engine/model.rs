@@ -24,6 +24,54 @@ pub struct ObjectMeta {
     /// The managedFields entries that touched `spec`: who changed it, how, when.
     pub spec_changes: Vec<SpecChange>,
     pub created: Option<Timestamp>,
+    /// What the object's status says about its latest change, for the kinds whose progress
+    /// eventspan follows; `None` when the source carried no status (a metadata-only watch, an
+    /// events-only recording).
+    pub state: Option<ObjectState>,
+}
+
+/// An object's progress, read from its status: enough to end spans when a rollout completes or
+/// fails, or a pod becomes Ready, instead of at its last event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectState {
+    /// The spec generation the status describes (`status.observedGeneration`; a Job's and a
+    /// pod's own generation).
+    pub observed_generation: i64,
+    /// `None` while in progress.
+    pub outcome: Option<Outcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub kind: OutcomeKind,
+    /// The condition reason that says so (`NewReplicaSetAvailable`, `BackoffLimitExceeded`).
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutcomeKind {
+    /// Rolled out, completed, or (a pod) Ready.
+    Done,
+    Failed,
+    /// Deleted before it was done (a pod removed before it became Ready).
+    Deleted,
+    /// A newer spec generation replaced this one before it was done.
+    Superseded,
+    /// Not done when eventspan stopped waiting: its rollout ended, or the wait ran out.
+    Pending,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Done => "done",
+            OutcomeKind::Failed => "failed",
+            OutcomeKind::Deleted => "deleted",
+            OutcomeKind::Superseded => "superseded",
+            OutcomeKind::Pending => "pending",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
