@@ -12,6 +12,10 @@ pub struct EngineConfig {
     pub horizon: Duration,
     /// A repeating event's span waits up to this long for its next repetition.
     pub max_repeat_hold: Duration,
+    /// A span that ends when its object is done (a rollout's root, a pod's creation) waits up
+    /// to this long after its last activity for the object's status to say so; Kubernetes'
+    /// default progress deadline.
+    pub max_state_wait: Duration,
     /// Deleted objects (tombstones) and objects known only from events are forgotten after this.
     pub object_ttl: Duration,
     /// Recent spans stay usable as parents, and event uids stay deduplicated, this long.
@@ -31,6 +35,7 @@ impl Default for EngineConfig {
             root_settle: Duration::from_secs(1),
             horizon: Duration::from_secs(15),
             max_repeat_hold: Duration::from_secs(600),
+            max_state_wait: Duration::from_secs(600),
             object_ttl: Duration::from_secs(900),
             recent_ttl: Duration::from_secs(900),
             max_objects: 1_000_000,

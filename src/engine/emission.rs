@@ -41,29 +41,46 @@ impl Engine {
     /// so that each parent's end covers its children.
     pub(super) fn evaluate(&mut self, trace_id: TraceId, flush: Flush) {
         let force = flush != Flush::Settled;
-        let (window, horizon, max_hold) =
-            (self.cfg.window, self.cfg.horizon, self.cfg.max_repeat_hold);
+        let (window, horizon, max_hold, max_wait) = (
+            self.cfg.window,
+            self.cfg.horizon,
+            self.cfg.max_repeat_hold,
+            self.cfg.max_state_wait,
+        );
         let Some(trace) = self.traces.get_mut(&trace_id) else {
             return;
         };
         trace.scheduled = None;
+        let pending = std::mem::take(&mut trace.pending);
         // One lookup per pending span: its depth for the order, and whether anything is due.
         // Usually nothing is (spans were touched since this check was scheduled).
-        let mut order: Vec<(Reverse<u8>, SpanId)> = Vec::with_capacity(trace.pending.len());
+        let mut order: Vec<(Reverse<u8>, SpanId)> = Vec::with_capacity(pending.len());
         let mut next: Option<Timestamp> = None;
         let mut any_ready = force;
-        for &id in &trace.pending {
+        let root = SpanId::for_root(trace_id);
+        let mut rollout_over = false;
+        for &id in &pending {
+            if self.spans.get(&id).is_some_and(|s| s.waits_for.is_some()) {
+                self.resolve_progress(id);
+            }
+            // The root comes first (spans are pending in creation order).
+            if id == root {
+                rollout_over = self.spans.get(&id).is_some_and(|s| s.state_end.is_some());
+            } else if rollout_over {
+                self.release_after_rollout(id);
+            }
             let Some(span) = self.spans.get(&id) else {
                 continue;
             };
             order.push((Reverse(span.depth), id));
             if span.open_children == 0 && !any_ready {
-                let ready_at = span.ready_at(window, horizon, max_hold);
+                let ready_at = span.ready_at(window, horizon, max_hold, max_wait);
                 any_ready = ready_at <= self.now;
                 next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
             }
         }
         if !any_ready {
+            self.traces.get_mut(&trace_id).expect("present").pending = pending;
             if let Some(at) = next {
                 self.schedule(trace_id, at);
             }
@@ -71,8 +88,6 @@ impl Engine {
         }
         // Deepest first; the sort is stable, so creation order among equals.
         order.sort_by_key(|&(depth, _)| depth);
-        let trace = self.traces.get_mut(&trace_id).expect("present");
-        trace.pending.clear();
         let pending = order.into_iter().map(|(_, id)| id);
         let mut keep = Vec::new();
         let mut next: Option<Timestamp> = None;
@@ -81,7 +96,7 @@ impl Engine {
             let Some(span) = self.spans.get(&id) else {
                 continue;
             };
-            let ready_at = span.ready_at(window, horizon, max_hold);
+            let ready_at = span.ready_at(window, horizon, max_hold, max_wait);
             let settled = span.open_children == 0 && ready_at <= self.now;
             if !force && !settled {
                 // A parent waiting only for its children is re-checked when they are emitted.

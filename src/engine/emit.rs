@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::ids::SpanId;
-use super::model::{Attributes, Component, FinishedSpan, TraceRoot};
+use super::model::{Attributes, Component, FinishedSpan, OutcomeKind, TraceRoot};
 use super::objects::{ObjEntry, ObjId, ObjectTable};
 use super::spans::{OpenSpan, Source, TraceState};
 
@@ -191,6 +191,20 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -
             (name, component, String::new(), ev.warning, Some(ev))
         }
     };
+    let mut error = error;
+    if let Some(outcome) = &span.outcome {
+        attrs.push(("eventspan.outcome", outcome.kind.as_str().into()));
+        if !outcome.reason.is_empty() {
+            attrs.push(("eventspan.outcome.reason", outcome.reason.as_str().into()));
+        }
+        if !outcome.message.is_empty() {
+            attrs.push(("eventspan.outcome.message", outcome.message.as_str().into()));
+        }
+        error |= outcome.kind == OutcomeKind::Failed;
+    } else if span.awaiting {
+        // Its object had not said it was done when the span had to go.
+        attrs.push(("eventspan.outcome", OutcomeKind::Pending.as_str().into()));
+    }
     FinishedSpan {
         trace_id: span.trace,
         span_id,

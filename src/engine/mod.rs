@@ -26,6 +26,7 @@ pub mod model;
 mod naming;
 mod objects;
 mod place;
+mod progress;
 pub mod rules;
 mod spans;
 pub mod time;
@@ -143,6 +144,9 @@ impl Engine {
         if !knew_generations {
             self.adopt_activity_trace(id);
         }
+        if let Some(state) = &meta.state {
+            self.observe_state(id, state, observed);
+        }
         for occurrence in self.held.take_for(id) {
             self.place(occurrence, false);
         }
@@ -152,6 +156,9 @@ impl Engine {
     pub fn delete_object(&mut self, uid: &str, observed: Timestamp) {
         self.advance(observed);
         self.objects.delete(uid, self.now);
+        if let Some(id) = self.objects.lookup_uid(uid) {
+            self.wake_on_delete(id);
+        }
     }
 
     /// An event was added or updated (a repetition bumps its count). `observed` is when the

@@ -16,11 +16,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::ids::{SpanId, TraceId};
-use super::model::{ObjectMeta, ObjectRef, SpecChange};
+use super::model::{ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange};
 use super::time::Timestamp;
 
 /// How many spec changes of a root object are remembered to attribute late events by time.
-const GENERATION_HISTORY: usize = 4;
+pub(crate) const GENERATION_HISTORY: usize = 4;
 /// Owner chains deeper than this are treated as cycles.
 const MAX_OWNER_DEPTH: usize = 16;
 /// (kind, owner kind): each such object is one run of its owner and the root of a trace of its
@@ -153,6 +153,16 @@ pub(crate) struct ObjEntry {
     replaced: Option<ObjId>,
     /// When the engine first heard of it.
     first_seen: Timestamp,
+    /// Its progress, for objects whose status is read (see [`super::model::ObjectState`]).
+    pub state: Option<Box<StateSeen>>,
+}
+
+/// What an object's status last said, and since when.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StateSeen {
+    pub observed_generation: i64,
+    /// The outcome and when it was first observed.
+    pub outcome: Option<(Outcome, Timestamp)>,
 }
 
 impl ObjEntry {
@@ -440,6 +450,7 @@ impl ObjectTable {
             announced: 0,
             replaced: self.lookup_name(kind, namespace, name),
             first_seen: now,
+            state: None,
         };
         let id = self.insert(entry, now);
         self.by_name.insert(name_key(kind, namespace, name), id);
@@ -614,8 +625,47 @@ impl ObjectTable {
             e.live = false;
             e.deleted = true;
             e.touched = now;
+            if let Some(state) = e.state.as_mut().filter(|s| s.outcome.is_none()) {
+                let gone = Outcome {
+                    kind: OutcomeKind::Deleted,
+                    reason: "Deleted".into(),
+                    message: String::new(),
+                };
+                state.outcome = Some((gone, now));
+            }
             self.expiry.push_back((due, id));
         }
+    }
+
+    /// Records what an object's status says; true when that changed what waiting spans can
+    /// know: it newly says the object is done (or failed), or moved on to a newer generation.
+    pub fn record_state(
+        &mut self,
+        id: ObjId,
+        state: &super::model::ObjectState,
+        observed: Timestamp,
+    ) -> bool {
+        let Some(entry) = self.get_mut(id) else {
+            return false;
+        };
+        let same_outcome = |seen: &StateSeen| {
+            seen.observed_generation == state.observed_generation
+                && seen.outcome.as_ref().map(|(o, _)| o.kind)
+                    == state.outcome.as_ref().map(|o| o.kind)
+        };
+        if entry.state.as_deref().is_some_and(same_outcome) {
+            return false;
+        }
+        let newer = entry
+            .state
+            .as_ref()
+            .is_some_and(|s| s.observed_generation < state.observed_generation);
+        let reached = state.outcome.is_some() || newer;
+        entry.state = Some(Box::new(StateSeen {
+            observed_generation: state.observed_generation,
+            outcome: state.outcome.clone().map(|o| (o, observed)),
+        }));
+        reached
     }
 
     /// Learns "parent acted on child" from a controller message, unless the child's real

@@ -434,6 +434,11 @@ impl Engine {
                 count,
                 repeat_interval: Duration::ZERO,
                 repeats: Vec::new(),
+                // A spec generation's rollout ends when the root object's status says so.
+                waits_for: matches!(change, Change::Generation(_)).then_some(root),
+                awaiting: false,
+                state_end: None,
+                outcome: None,
             },
         );
         self.schedule(id, now.saturating_add(self.cfg.horizon));
@@ -589,6 +594,11 @@ impl Engine {
                 count,
                 repeat_interval: Duration::ZERO,
                 repeats: Vec::new(),
+                // A creation's span lasts until what it created is ready.
+                waits_for: about.filter(|_| action == Some(Action::Create)),
+                awaiting: false,
+                state_end: None,
+                outcome: None,
             },
         );
         let here = SpanRef {
@@ -730,7 +740,7 @@ impl Engine {
     }
 
     /// Marks a span and its open ancestors as changed now.
-    fn touch(&mut self, mut id: SpanId) {
+    pub(super) fn touch(&mut self, mut id: SpanId) {
         while let Some(span) = self.spans.get_mut(&id) {
             span.touched = self.now;
             match span.parent {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::ids::{SpanId, TraceId};
-use super::model::EventRecord;
+use super::model::{EventRecord, Outcome};
 use super::objects::ObjId;
 use super::time::Timestamp;
 
@@ -45,6 +45,14 @@ pub(crate) struct OpenSpan {
     pub repeat_interval: Duration,
     /// Times and counts of repetitions, capped.
     pub repeats: Vec<(Timestamp, u32)>,
+    /// The object whose progress ends this span (a rollout's root object, a created pod), until
+    /// its status has been read.
+    pub waits_for: Option<ObjId>,
+    /// The object reports its progress and is not done yet: the span waits for it.
+    pub awaiting: bool,
+    /// When the object's status said it was done (or failed): the span's end.
+    pub state_end: Option<Timestamp>,
+    pub outcome: Option<Box<Outcome>>,
 }
 
 impl OpenSpan {
@@ -58,8 +66,12 @@ impl OpenSpan {
         window: Duration,
         horizon: Duration,
         max_repeat_hold: Duration,
+        max_state_wait: Duration,
     ) -> Timestamp {
-        if self.end.is_some() {
+        if self.awaiting {
+            return self.touched.saturating_add(max_state_wait);
+        }
+        if self.end.is_some() || self.state_end.is_some() {
             return self.touched.saturating_add(window);
         }
         let wait = if self.count > self.first_count {
@@ -73,6 +85,9 @@ impl OpenSpan {
 
     /// The end to export: the latest of its own end, its last repetition and its children.
     pub fn final_end(&self) -> Timestamp {
+        if let Some(done) = self.state_end {
+            return done.max(self.children_end).max(self.start);
+        }
         self.end
             .unwrap_or(self.last)
             .max(self.last)

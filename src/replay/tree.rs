@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::engine::ids::{SpanId, TraceId};
-use crate::engine::model::FinishedSpan;
+use crate::engine::model::{AttrRef, FinishedSpan};
 
 /// Messages longer than this are cut in the tree (the full text is in the span attributes).
 const MESSAGE_WIDTH: usize = 110;
@@ -90,6 +90,14 @@ fn render_span(
     let repeats = s.count.saturating_sub(s.first_count) + 1;
     if repeats > 1 {
         let _ = write!(note, " x{repeats}");
+    }
+    // How the span's object ended, when its status said so (a rollout done, a pod Ready).
+    if let Some(AttrRef::Str(outcome)) = s.attribute("eventspan.outcome") {
+        let _ = write!(note, " ({outcome}");
+        if let Some(AttrRef::Str(reason)) = s.attribute("eventspan.outcome.reason") {
+            let _ = write!(note, ": {reason}");
+        }
+        note.push(')');
     }
     let message: String = s.message().chars().take(MESSAGE_WIDTH).collect();
     let _ = writeln!(

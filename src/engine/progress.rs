@@ -1,0 +1,161 @@
+//! Durations from object state: a rollout's root span ends when the root object's status says
+//! the rollout is done (or failed), and a pod's creation span when the pod is Ready (or failed,
+//! or was deleted), rather than at their last event.
+//!
+//! Spans name the object they wait for (`OpenSpan::waits_for`). When they are next checked for
+//! emission, the object's last reported state decides: an object whose status is not read
+//! (metadata-only sources, events-only recordings) leaves the span as it was; one still in
+//! progress holds the span for up to `max_state_wait`; one that is done gives the span its end and
+//! outcome. A status that newly says "done" wakes the spans waiting for it.
+
+use super::Engine;
+use super::ids::SpanId;
+use super::model::{ObjectState, Outcome, OutcomeKind};
+use super::objects::{ObjId, ObjectTable};
+use super::spans::{Change, OpenSpan, TraceState};
+use super::time::Timestamp;
+
+/// What a waiting span can know about its object now.
+enum Progress {
+    /// The object's status is not read: nothing to wait for.
+    Untracked,
+    Pending,
+    Finished(Outcome, Timestamp),
+}
+
+fn progress_of(
+    objects: &ObjectTable,
+    object: ObjId,
+    generation: Option<i64>,
+    trace: Option<&TraceState>,
+) -> Progress {
+    let Some(state) = objects.get(object).and_then(|o| o.state.as_deref()) else {
+        return Progress::Untracked;
+    };
+    if let Some(generation) = generation
+        && state.observed_generation > generation
+    {
+        // The controller moved on to a newer spec: this one's rollout ended when that came.
+        let at = objects
+            .change(trace.map_or(object, |t| t.root_object), generation + 1)
+            .map(|c| c.time);
+        let superseded = Outcome {
+            kind: OutcomeKind::Superseded,
+            reason: "NewerGeneration".into(),
+            message: format!("generation {} replaced it", state.observed_generation),
+        };
+        return match at.or(state.outcome.as_ref().map(|(_, at)| *at)) {
+            Some(at) => Progress::Finished(superseded, at),
+            None => Progress::Pending,
+        };
+    }
+    match &state.outcome {
+        Some((outcome, at)) if generation.is_none_or(|g| state.observed_generation >= g) => {
+            Progress::Finished(outcome.clone(), *at)
+        }
+        _ => Progress::Pending,
+    }
+}
+
+impl Engine {
+    /// Applies what a span's object has reported, if the span waits for one.
+    pub(super) fn resolve_progress(&mut self, span_id: SpanId) {
+        let Some(span) = self.spans.get(&span_id) else {
+            return;
+        };
+        let Some(object) = span.waits_for else {
+            return;
+        };
+        let trace = self.traces.get(&span.trace);
+        // A root waits for its trace's generation; a created object for any outcome.
+        let generation = match (span.is_root(), trace.map(|t| t.key.1)) {
+            (true, Some(Change::Generation(g))) => Some(g),
+            (true, _) => return self.stop_waiting(span_id),
+            (false, _) => None,
+        };
+        let progress = progress_of(&self.objects, object, generation, trace);
+        let span: &mut OpenSpan = self.spans.get_mut(&span_id).expect("present");
+        match progress {
+            Progress::Untracked => {
+                span.waits_for = None;
+                span.awaiting = false;
+            }
+            Progress::Pending => span.awaiting = true,
+            Progress::Finished(outcome, at) => {
+                span.waits_for = None;
+                span.awaiting = false;
+                span.state_end = Some(at.max(span.start));
+                span.outcome = Some(Box::new(outcome));
+            }
+        }
+    }
+
+    /// A span still waiting for its object when its rollout is over (the root object's status
+    /// said done or failed) stops waiting: the rollout's trace does not wait for a pod that the
+    /// rollout gave up on.
+    pub(super) fn release_after_rollout(&mut self, span_id: SpanId) {
+        let Some(span) = self.spans.get_mut(&span_id).filter(|s| s.awaiting) else {
+            return;
+        };
+        span.waits_for = None;
+        span.awaiting = false;
+        span.outcome = Some(Box::new(Outcome {
+            kind: OutcomeKind::Pending,
+            reason: String::new(),
+            message: "not done when its rollout ended".into(),
+        }));
+    }
+
+    fn stop_waiting(&mut self, span_id: SpanId) {
+        if let Some(span) = self.spans.get_mut(&span_id) {
+            span.waits_for = None;
+            span.awaiting = false;
+        }
+    }
+
+    /// An object's status was read: records it, and if it newly says the object is done (or has
+    /// moved on to a newer generation), wakes the spans waiting for it: its rollouts' roots, the
+    /// spans that created it.
+    pub(super) fn observe_state(&mut self, object: ObjId, state: &ObjectState, at: Timestamp) {
+        if !self.objects.record_state(object, state, at) {
+            return;
+        }
+        let mut waiting: Vec<SpanId> = self
+            .objects
+            .get(object)
+            .map(|o| o.acted_on.iter().map(|r| r.span).collect())
+            .unwrap_or_default();
+        // The trace of the generation the status is about, and older ones it supersedes.
+        let newest = state.observed_generation;
+        let generations =
+            (newest.saturating_sub(super::objects::GENERATION_HISTORY as i64))..=newest;
+        waiting.extend(generations.filter_map(|g| {
+            let trace = self.roots.get(&(object, Change::Generation(g)))?;
+            Some(SpanId::for_root(*trace))
+        }));
+        self.wake(&waiting, object);
+    }
+
+    pub(super) fn wake_on_delete(&mut self, object: ObjId) {
+        let waiting: Vec<SpanId> = self
+            .objects
+            .get(object)
+            .map(|o| o.acted_on.iter().map(|r| r.span).collect())
+            .unwrap_or_default();
+        self.wake(&waiting, object);
+    }
+
+    fn wake(&mut self, spans: &[SpanId], object: ObjId) {
+        for &id in spans {
+            let Some(span) = self.spans.get(&id) else {
+                continue;
+            };
+            if span.waits_for != Some(object) {
+                continue;
+            }
+            let trace = span.trace;
+            self.touch(id);
+            self.schedule(trace, self.now.saturating_add(self.cfg.window));
+        }
+    }
+}
