@@ -11,14 +11,14 @@ use std::io::Write;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
+use kube::api::ApiResource;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::watch::{self, Scope, kinds, kinds::KindResolver};
+use crate::watch::{self, Scope, Watched, kinds, kinds::KindResolver};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -178,7 +178,7 @@ async fn watch_metadata(
     kinds: mpsc::UnboundedSender<KindRequest>,
     stop: CancellationToken,
 ) -> u64 {
-    let mut stream = Box::pin(watch::metadata(client, &resource, namespaced, &scope));
+    let mut stream = watch::objects(client, &resource, namespaced, &scope);
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return 0,
@@ -186,15 +186,13 @@ async fn watch_metadata(
         };
         match next {
             Some(Ok(event)) => {
-                let Some((kind, object)): Option<(_, &PartialObjectMeta<DynamicObject>)> =
-                    watch_type(&event)
-                else {
+                let Some((kind, object)): Option<(_, &Watched)> = watch_type(&event) else {
                     continue;
                 };
                 for owner in object.metadata.owner_references.iter().flatten() {
                     let _ = kinds.send((owner.api_version.clone(), owner.kind.clone()));
                 }
-                let value = watch::slim_object(&resource, &object.metadata);
+                let value = watch::slim_object(&resource, object);
                 if lines.send(line(kind, value)).await.is_err() {
                     return 0;
                 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
+use kube::api::ApiResource;
 use kube::runtime::watcher;
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::model::{EventRecord, ObjectMeta};
 use crate::engine::time::Timestamp;
 use crate::watch::kinds::{KindResolver, gvk};
-use crate::watch::{self, Scope};
+use crate::watch::{self, Scope, Watched};
 use crate::wire::WireObject;
 
 /// The reporting controller of the events eventspan publishes itself; they never feed traces.
@@ -254,7 +254,7 @@ async fn watch_metadata(
 ) {
     let _live = Live::new(&counts.metadata);
     tracing::info!(kind = %resource.kind, ?scope, "watching metadata");
-    let mut stream = Box::pin(watch::metadata(client, &resource, namespaced, &scope));
+    let mut stream = watch::objects(client, &resource, namespaced, &scope);
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return,
@@ -296,8 +296,8 @@ fn forbidden(error: &watcher::Error) -> bool {
     }
 }
 
-fn decode(resource: &ApiResource, object: &PartialObjectMeta<DynamicObject>) -> Input {
-    let value = watch::slim_object(resource, &object.metadata);
+fn decode(resource: &ApiResource, object: &Watched) -> Input {
+    let value = watch::slim_object(resource, object);
     match serde_json::from_value::<WireObject>(value)
         .map_err(|e| e.to_string())
         .and_then(|w| w.into_object_meta().map_err(|e| e.to_string()))

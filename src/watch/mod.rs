@@ -1,8 +1,10 @@
-//! Watching a cluster for the engine: which API serves a kind, metadata-only watches, and
-//! objects reduced to what eventspan keeps.
+//! Watching a cluster for the engine: which API serves a kind, watches of objects (metadata
+//! only, plus progress fields for the kinds whose progress is followed), and objects reduced to
+//! what eventspan keeps.
 
 pub mod kinds;
 
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as KubeMeta;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::core::GroupVersionKind;
@@ -11,6 +13,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::engine::time::Timestamp;
+use crate::status::{self, WireSpec, WireStatus};
 use crate::wire::TOP_LEVEL_ANNOTATION;
 
 /// The wall clock, for stamping what watches deliver (the engine itself never reads a clock).
@@ -65,25 +68,76 @@ pub fn event_json(object: &DynamicObject) -> Value {
     value
 }
 
-/// A metadata-only watch of one kind in `scope`, with kube's default backoff on errors.
-pub fn metadata(
+/// An object as eventspan watches it: its metadata, and for the kinds whose progress is
+/// followed ([`status::tracks`]) the few spec and status fields that tell it. Nothing else of
+/// the object is kept past decoding.
+#[derive(Clone, Debug)]
+pub struct Watched {
+    pub metadata: KubeMeta,
+    pub spec: Option<WireSpec>,
+    pub status: Option<WireStatus>,
+}
+
+impl Watched {
+    fn from_metadata(object: PartialObjectMeta<DynamicObject>) -> Self {
+        Watched {
+            metadata: object.metadata,
+            spec: None,
+            status: None,
+        }
+    }
+
+    fn from_object(object: DynamicObject) -> Self {
+        // Lenient: a field eventspan cannot read is as good as missing, never an error.
+        fn typed<T: serde::de::DeserializeOwned>(v: Option<&Value>) -> Option<T> {
+            v.and_then(|v| T::deserialize(v).ok())
+        }
+        Watched {
+            spec: typed(object.data.get("spec")),
+            status: typed(object.data.get("status")),
+            metadata: object.metadata,
+        }
+    }
+}
+
+fn map_event<A, B>(event: watcher::Event<A>, f: impl Fn(A) -> B) -> watcher::Event<B> {
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(f(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(f(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(f(o)),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// A watch of one kind in `scope`, with kube's default backoff on errors: metadata-only, or
+/// whole objects reduced at once to [`Watched`] for the kinds whose progress is followed.
+pub fn objects(
     client: Client,
     ar: &ApiResource,
     namespaced: bool,
     scope: &Scope,
-) -> impl futures::Stream<
-    Item = Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>,
-> + Send
-+ use<> {
-    let api: Api<PartialObjectMeta<DynamicObject>> = api(client, ar, namespaced, scope);
-    watcher(api, watcher::Config::default()).default_backoff()
+) -> BoxStream<'static, Result<watcher::Event<Watched>, watcher::Error>> {
+    if status::tracks(&ar.kind) {
+        let api: Api<DynamicObject> = api(client, ar, namespaced, scope);
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .map_ok(|e| map_event(e, Watched::from_object))
+            .boxed()
+    } else {
+        let api: Api<PartialObjectMeta<DynamicObject>> = api(client, ar, namespaced, scope);
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .map_ok(|e| map_event(e, Watched::from_metadata))
+            .boxed()
+    }
 }
 
-/// An object's metadata as eventspan keeps it: annotations other than its own, and the field
-/// sets of managedFields (often most of an object's size), are dropped; a managedFields entry
-/// keeps only whether it touched `spec`.
-pub fn slim_object(ar: &ApiResource, meta: &KubeMeta) -> Value {
-    let mut m = meta.clone();
+/// An object as eventspan keeps it: annotations other than its own, and the field sets of
+/// managedFields (often most of an object's size), are dropped; a managedFields entry keeps
+/// only whether it touched `spec`. Spec and status keep only what tells progress.
+pub fn slim_object(ar: &ApiResource, object: &Watched) -> Value {
+    let mut m = object.metadata.clone();
     if let Some(annotations) = &mut m.annotations {
         annotations.retain(|k, _| k == TOP_LEVEL_ANNOTATION);
     }
@@ -98,5 +152,12 @@ pub fn slim_object(ar: &ApiResource, meta: &KubeMeta) -> Value {
             });
         }
     }
-    json!({"apiVersion": ar.api_version, "kind": ar.kind, "metadata": m})
+    let mut value = json!({"apiVersion": ar.api_version, "kind": ar.kind, "metadata": m});
+    if let Some(spec) = &object.spec {
+        value["spec"] = serde_json::to_value(spec).expect("serialises");
+    }
+    if let Some(status) = &object.status {
+        value["status"] = serde_json::to_value(status).expect("serialises");
+    }
+    value
 }
