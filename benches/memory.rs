@@ -67,6 +67,7 @@ fn pod(i: usize) -> ObjectMeta {
             time: Some(Timestamp::from_unix_secs(1_795_000_000)),
         }],
         created: Some(Timestamp::from_unix_secs(1_795_000_000)),
+        traceparent: None,
     }
 }
 

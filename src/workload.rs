@@ -159,6 +159,7 @@ impl Gen {
                 .into_iter()
                 .collect(),
             created: Some(whole_second(at)),
+            traceparent: None,
         };
         self.push(at, Change::Upsert(meta));
     }

@@ -11,7 +11,7 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 
 use crate::engine::time::Timestamp;
-use crate::wire::TOP_LEVEL_ANNOTATION;
+use crate::wire::{TOP_LEVEL_ANNOTATION, TRACEPARENT_ANNOTATION};
 
 /// The wall clock, for stamping what watches deliver (the engine itself never reads a clock).
 pub fn now() -> Timestamp {
@@ -85,7 +85,7 @@ pub fn metadata(
 pub fn slim_object(ar: &ApiResource, meta: &KubeMeta) -> Value {
     let mut m = meta.clone();
     if let Some(annotations) = &mut m.annotations {
-        annotations.retain(|k, _| k == TOP_LEVEL_ANNOTATION);
+        annotations.retain(|k, _| k == TOP_LEVEL_ANNOTATION || k == TRACEPARENT_ANNOTATION);
     }
     if let Some(fields) = &mut m.managed_fields {
         for f in fields {
