@@ -236,7 +236,7 @@ impl Sender {
     }
 
     async fn attempt(&mut self, batch: &[Arc<FinishedSpan>]) -> Result<(), TransportError> {
-        let request = crate::otlp::export_request(batch.iter().map(|s| &**s));
+        let request = crate::otlp::export_request(batch.iter().map(|s| &**s), &Default::default());
         let started = Instant::now();
         let result = self.transport.send(request).await;
         let c = &self.counters;
