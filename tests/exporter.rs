@@ -40,6 +40,8 @@ fn spec(protocol: Protocol, url: String) -> ExporterSpec {
         insecure: false,
         gzip: true,
         timeout: Duration::from_secs(2),
+        shape: Default::default(),
+        logs: false,
     }
 }
 

@@ -6,6 +6,7 @@
 //! the exporters' requests), so what the status shows is what the backend received, and every
 //! span of a trace is shaped alike whatever order it is emitted in.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::engine::ids::{SpanId, TraceId};
@@ -172,6 +173,46 @@ impl SpanShape {
     }
 }
 
+/// How many traces [`TraceStarts`] remembers.
+const REMEMBERED_STARTS: usize = 4096;
+
+/// Starts for the traces the engine knows none of (a root object whose generations are unknown:
+/// its kind is not watched): the start of the first span seen of each such trace, remembered for
+/// the newest [`REMEMBERED_STARTS`] of them, so that all their spans get the same X-Ray trace ID.
+#[derive(Debug, Default)]
+pub struct TraceStarts {
+    starts: HashMap<TraceId, Timestamp>,
+    order: VecDeque<TraceId>,
+}
+
+impl TraceStarts {
+    /// The span, with its root's start filled in if the engine left it unknown.
+    pub fn fill(&mut self, span: FinishedSpan) -> FinishedSpan {
+        if span.root.started.is_some() {
+            return span;
+        }
+        let started = match self.starts.get(&span.trace_id) {
+            Some(t) => *t,
+            None => {
+                if self.order.len() == REMEMBERED_STARTS
+                    && let Some(oldest) = self.order.pop_front()
+                {
+                    self.starts.remove(&oldest);
+                }
+                self.order.push_back(span.trace_id);
+                self.starts.insert(span.trace_id, span.start);
+                span.start
+            }
+        };
+        let mut root = (*span.root).clone();
+        root.started = Some(started);
+        FinishedSpan {
+            root: Arc::new(root),
+            ..span
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,6 +290,26 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> =
             spans.iter().map(|s| shape.trace_id(s)).collect();
         assert_eq!(distinct.len(), 2, "two traces stay two");
+    }
+
+    #[test]
+    fn traces_without_a_known_start_take_their_first_span_s() {
+        let spans = spans(include_str!("../../tests/scenarios/events-only.json"));
+        assert!(spans.iter().all(|s| s.root.started.is_none()));
+        let shape = SpanShape {
+            trace_ids: TraceIdFormat::AwsXRay,
+            ..Default::default()
+        };
+        let mut starts = TraceStarts::default();
+        let filled: Vec<FinishedSpan> = spans.iter().cloned().map(|s| starts.fill(s)).collect();
+        for (s, f) in spans.iter().zip(&filled) {
+            let first = spans.iter().find(|o| o.trace_id == s.trace_id).unwrap();
+            assert_eq!(f.root.started, Some(first.start));
+            assert_eq!(shape.trace_id(f), xray_trace_id(s.trace_id, first.start));
+        }
+        // Spans that have a start keep it.
+        let rollout = rollout();
+        assert_eq!(starts.fill(rollout[0].clone()), rollout[0]);
     }
 
     #[test]
