@@ -339,11 +339,14 @@ async fn grpc_delivers_with_gzip_and_metadata() {
     );
 }
 
-/// (trace ID, span ID) pairs a receiver got, of spans and of log records.
+/// (trace ID, span ID) as sent.
+type Ids = (Vec<u8>, Vec<u8>);
+
+/// The IDs a receiver got, of spans and of log records.
 #[derive(Default, Clone)]
 struct Received {
-    spans: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>,
-    logs: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>,
+    spans: Arc<Mutex<Vec<Ids>>>,
+    logs: Arc<Mutex<Vec<Ids>>>,
     log_records: Arc<Mutex<Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>>>,
 }
 
