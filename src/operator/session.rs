@@ -311,6 +311,26 @@ mod tests {
     }
 
     #[test]
+    fn the_pipelines_sample_is_a_shaped_session() {
+        let ts: crate::operator::crd::TraceSession =
+            serde_saphyr::from_str(include_str!("../../deploy/samples/pipelines.yaml")).unwrap();
+        let c = validate(&ts.spec, "shop", &admin()).unwrap();
+        assert_eq!(
+            c.shape,
+            SpanShape {
+                service: ServiceNaming::Fixed("k8s-rollouts".into()),
+                trace_ids: TraceIdFormat::AwsXRay,
+                parent_trace: ParentTraceMode::Parent,
+            }
+        );
+        assert!(c.exporters[0].logs);
+        assert_eq!(
+            c.exporters[0].endpoint.url(),
+            "http://otel-collector.observability:4318/v1/traces"
+        );
+    }
+
+    #[test]
     fn shaping_options() {
         let mut s = spec();
         s.traceparent = Some(TraceparentMode::Link);
