@@ -151,18 +151,20 @@ impl Track {
         })
     }
 
-    /// (exported, dropped, errors, rejected, queued, healthy, last error)
-    fn counts(&self) -> (u64, u64, u64, u64, u64, bool, Option<String>) {
+    /// What this task has done, in the span fields of [`ExporterStats`].
+    fn stats(&self) -> ExporterStats {
         let c = &self.counters;
-        (
-            c.exported.load(Ordering::Relaxed),
-            c.dropped.load(Ordering::Relaxed) + self.queue.dropped.load(Ordering::Relaxed),
-            c.errors.load(Ordering::Relaxed),
-            c.rejected.load(Ordering::Relaxed),
-            self.queue.len() as u64,
-            !c.unhealthy.load(Ordering::Relaxed),
-            c.last_error.lock().expect("stats lock").clone(),
-        )
+        ExporterStats {
+            exported: c.exported.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed) + self.queue.dropped.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            queued: self.queue.len() as u64,
+            healthy: !c.unhealthy.load(Ordering::Relaxed),
+            last_error: c.last_error.lock().expect("stats lock").clone(),
+            latency: c.latency.lock().expect("stats lock").clone(),
+            ..Default::default()
+        }
     }
 }
 
@@ -213,34 +215,15 @@ impl Exporter {
     }
 
     pub fn stats(&self) -> ExporterStats {
-        let (exported, dropped, errors, rejected, queued, healthy, last_error) =
-            self.spans.counts();
-        let mut stats = ExporterStats {
-            exported,
-            dropped,
-            errors,
-            rejected,
-            queued,
-            healthy,
-            last_error,
-            latency: self
-                .spans
-                .counters
-                .latency
-                .lock()
-                .expect("stats lock")
-                .clone(),
-            ..Default::default()
-        };
-        if let Some(logs) = &self.logs {
-            let (exported, dropped, errors, rejected, queued, healthy, last_error) = logs.counts();
-            stats.logs_exported = exported;
-            stats.logs_dropped = dropped + rejected;
-            stats.logs_queued = queued;
-            stats.errors += errors;
-            if !healthy {
+        let mut stats = self.spans.stats();
+        if let Some(logs) = self.logs.as_ref().map(Track::stats) {
+            stats.logs_exported = logs.exported;
+            stats.logs_dropped = logs.dropped + logs.rejected;
+            stats.logs_queued = logs.queued;
+            stats.errors += logs.errors;
+            if !logs.healthy {
                 if stats.healthy {
-                    stats.last_error = last_error.map(|e| format!("logs: {e}"));
+                    stats.last_error = logs.last_error.map(|e| format!("logs: {e}"));
                 }
                 stats.healthy = false;
             }
