@@ -356,6 +356,9 @@ mod tests {
                     "jaeger".into(),
                     crate::export::ExporterStats {
                         latency,
+                        logs_exported: 41,
+                        logs_dropped: 2,
+                        logs_queued: 5,
                         ..Default::default()
                     },
                 )],
@@ -372,6 +375,10 @@ mod tests {
             format!("eventspan_export_latency_seconds_bucket{{{labels},le=\"+Inf\"}} 3\n"),
             format!("eventspan_export_latency_seconds_sum{{{labels}}} 1.25\n"),
             format!("eventspan_export_latency_seconds_count{{{labels}}} 3\n"),
+            format!("eventspan_logs_exported_total{{{labels}}} 41\n"),
+            format!("eventspan_logs_dropped_total{{{labels}}} 2\n"),
+            format!("eventspan_logs_queue{{{labels}}} 5\n"),
+            "# TYPE eventspan_traceparent_invalid_total counter\n".to_string(),
         ] {
             assert!(text.contains(&line), "{line} missing from:\n{text}");
         }
