@@ -100,7 +100,7 @@ pub(crate) fn trace_root(objects: &ObjectTable, trace: &TraceState) -> Arc<Trace
         labels: obj
             .and_then(|o| o.root.as_ref())
             .map_or_else(|| Arc::from(Vec::new()), |r| r.labels.clone()),
-        traceparent: change.and_then(|c| c.traceparent),
+        traceparent: change.and_then(|c| c.traceparent.as_deref().copied()),
         started: change.map(|c| c.started),
     })
 }

@@ -97,8 +97,9 @@ pub(crate) struct GenerationChange {
     pub operation: Option<Arc<str>>,
     /// `time` as first recorded, never refined: the trace's fixed start (X-Ray trace IDs).
     pub started: Timestamp,
-    /// The `traceparent` the change was applied with, when the object carried a fresh one.
-    pub traceparent: Option<TraceParent>,
+    /// The `traceparent` the change was applied with, when the object carried a fresh one
+    /// (boxed: most changes have none).
+    pub traceparent: Option<Box<TraceParent>>,
 }
 
 /// What only a possible trace root needs: kept off pods and other owned objects.
@@ -109,7 +110,7 @@ pub(crate) struct RootInfo {
     pub changes: Vec<GenerationChange>,
     /// The `traceparent` annotation as last seen. The annotation stays on the object after the
     /// pipeline that set it is done, so only a value that differs from it belongs to a change.
-    pub seen_traceparent: Option<TraceParent>,
+    pub seen_traceparent: Option<Box<TraceParent>>,
 }
 
 #[derive(Debug)]
@@ -569,8 +570,10 @@ impl ObjectTable {
             // object by an earlier pipeline run must not claim a later change (an HPA's scale).
             let fresh = meta
                 .traceparent
-                .filter(|_| meta.traceparent != root.seen_traceparent);
-            root.seen_traceparent = meta.traceparent;
+                .filter(|tp| root.seen_traceparent.as_deref() != Some(tp));
+            if root.seen_traceparent.as_deref() != meta.traceparent.as_ref() {
+                root.seen_traceparent = meta.traceparent.map(Box::new);
+            }
             record_change(root, meta.generation, change, untimed_change, fresh);
         } else {
             entry.root = None;
@@ -780,7 +783,7 @@ fn record_change(
                 last.time = last.time.min(untimed);
             }
             if last.traceparent.is_none() && untimed.since(last.started) <= LATE_TRACEPARENT {
-                last.traceparent = traceparent;
+                last.traceparent = traceparent.map(Box::new);
             }
         }
         Some(last) if last.generation > generation => {}
@@ -797,7 +800,7 @@ fn record_change(
                 started: untimed,
                 traceparent: None,
             });
-            change.traceparent = traceparent;
+            change.traceparent = traceparent.map(Box::new);
             root.changes.push(change);
         }
     }
@@ -1024,40 +1027,49 @@ mod tests {
         }];
         m.traceparent = Some(tp(1));
         let id = t.upsert(&m, at(100), at(100));
-        assert_eq!(t.change(id, 1).unwrap().traceparent, Some(tp(1)));
+        let tp_of = |t: &ObjectTable, generation| {
+            t.change(id, generation)
+                .unwrap()
+                .traceparent
+                .as_deref()
+                .copied()
+        };
+        assert_eq!(tp_of(&t, 1), Some(tp(1)));
         // A status update of the same generation changes nothing.
         t.upsert(&m, at(110), at(110));
-        assert_eq!(t.change(id, 1).unwrap().traceparent, Some(tp(1)));
+        assert_eq!(tp_of(&t, 1), Some(tp(1)));
         // A new apply: new generation, new traceparent.
         m.generation = 2;
         m.spec_changes[0].time = Some(at(200));
         m.traceparent = Some(tp(2));
         t.upsert(&m, at(200), at(200));
-        let c2 = t.change(id, 2).unwrap();
-        assert_eq!((c2.traceparent, c2.started), (Some(tp(2)), at(200)));
-        assert_eq!(t.change(id, 1).unwrap().traceparent, Some(tp(1)));
+        assert_eq!(
+            (tp_of(&t, 2), t.change(id, 2).unwrap().started),
+            (Some(tp(2)), at(200))
+        );
+        assert_eq!(tp_of(&t, 1), Some(tp(1)));
         // An HPA's scale: the annotation left from the last apply is stale.
         m.generation = 3;
         m.spec_changes[0].time = Some(at(300));
         t.upsert(&m, at(300), at(300));
-        assert_eq!(t.change(id, 3).unwrap().traceparent, None);
+        assert_eq!(tp_of(&t, 3), None);
         // Much later, a new value without a new generation claims no finished change.
         m.traceparent = Some(tp(3));
         t.upsert(&m, at(600), at(600));
-        assert_eq!(t.change(id, 3).unwrap().traceparent, None);
+        assert_eq!(tp_of(&t, 3), None);
         // `kubectl apply` then `kubectl annotate`: the new value arrives a moment after the
         // generation, and is that generation's.
         m.generation = 4;
         m.spec_changes[0].time = Some(at(700));
         t.upsert(&m, at(700), at(700));
-        assert_eq!(t.change(id, 4).unwrap().traceparent, None);
+        assert_eq!(tp_of(&t, 4), None);
         m.traceparent = Some(tp(4));
         t.upsert(&m, at(702), at(702));
-        assert_eq!(t.change(id, 4).unwrap().traceparent, Some(tp(4)));
+        assert_eq!(tp_of(&t, 4), Some(tp(4)));
         // A later value does not replace it.
         m.traceparent = Some(tp(5));
         t.upsert(&m, at(703), at(703));
-        assert_eq!(t.change(id, 4).unwrap().traceparent, Some(tp(4)));
+        assert_eq!(tp_of(&t, 4), Some(tp(4)));
         assert_eq!(t.change(id, 4).unwrap().started, at(700));
     }
 
