@@ -6,7 +6,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use eventspan::engine::model::{ObjectMeta, OwnerRef, SpecChange};
+use eventspan::engine::model::{
+    ObjectMeta, ObjectState, Outcome, OutcomeKind, OwnerRef, SpecChange,
+};
 use eventspan::engine::time::Timestamp;
 use eventspan::engine::{Engine, EngineConfig};
 use eventspan::replay;
@@ -67,6 +69,16 @@ fn pod(i: usize) -> ObjectMeta {
             time: Some(Timestamp::from_unix_secs(1_795_000_000)),
         }],
         created: Some(Timestamp::from_unix_secs(1_795_000_000)),
+        traceparent: None,
+        // Pods are watched with their status: a Ready pod, as most are.
+        state: Some(ObjectState {
+            observed_generation: 1,
+            outcome: Some(Outcome {
+                kind: OutcomeKind::Done,
+                reason: "Ready".into(),
+                message: String::new(),
+            }),
+        }),
     }
 }
 

@@ -8,16 +8,58 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::model::{EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange};
+use crate::engine::ids::{SpanId, TraceId};
+use crate::engine::model::{
+    EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange, TraceParent,
+};
 use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
 
 /// The annotation Flux sets on an event that starts a trace.
 pub const TOP_LEVEL_ANNOTATION: &str = "topLevelSpan";
+
+/// The annotation a pipeline sets on the object it applies: its W3C `traceparent`, so the
+/// rollout's trace joins (or links to) the pipeline's trace.
+pub const TRACEPARENT_ANNOTATION: &str = "eventspan.dev/traceparent";
+
+/// `eventspan.dev/traceparent` values that were not a valid W3C traceparent (ignored).
+static INVALID_TRACEPARENTS: AtomicU64 = AtomicU64::new(0);
+
+/// How many `eventspan.dev/traceparent` annotations were ignored as invalid, process-wide (each
+/// decoded version of an annotated object counts).
+pub fn invalid_traceparents() -> u64 {
+    INVALID_TRACEPARENTS.load(Ordering::Relaxed)
+}
+
+/// Parses a W3C `traceparent` of version 00: `00-<32 hex trace id>-<16 hex span id>-<2 hex
+/// flags>`, lowercase, neither ID all zeros. Anything else is `None`.
+pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
+    let b = value.as_bytes();
+    if b.len() != 55 || !value.starts_with("00-") || b[35] != b'-' || b[52] != b'-' {
+        return None;
+    }
+    let hex = |s: &[u8]| {
+        s.iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(())
+    };
+    hex(&b[3..35])?;
+    hex(&b[36..52])?;
+    hex(&b[53..55])?;
+    let trace_id = u128::from_str_radix(&value[3..35], 16).ok()?;
+    let span_id = u64::from_str_radix(&value[36..52], 16).ok()?;
+    let flags = u8::from_str_radix(&value[53..55], 16).ok()?;
+    (trace_id != 0 && span_id != 0).then_some(TraceParent {
+        trace_id: TraceId(trace_id),
+        span_id: SpanId(span_id),
+        flags,
+    })
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
@@ -72,6 +114,8 @@ where
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeptAnnotations {
     pub top_level_span: bool,
+    /// A valid `eventspan.dev/traceparent`; an invalid one is counted and ignored.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl<'de> Deserialize<'de> for KeptAnnotations {
@@ -91,6 +135,13 @@ impl<'de> Deserialize<'de> for KeptAnnotations {
                     if key == TOP_LEVEL_ANNOTATION {
                         let value: Cow<'de, str> = map.next_value()?;
                         kept.top_level_span = value == "true";
+                    } else if key == TRACEPARENT_ANNOTATION {
+                        let value: Cow<'de, str> = map.next_value()?;
+                        kept.traceparent = parse_traceparent(value.trim());
+                        if kept.traceparent.is_none() {
+                            INVALID_TRACEPARENTS.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(value = %value, "ignored an invalid {TRACEPARENT_ANNOTATION}");
+                        }
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
@@ -369,6 +420,7 @@ impl WireObject {
             spec_changes,
             created: m.creation_timestamp,
             state,
+            traceparent: m.annotations.and_then(|a| a.traceparent),
         })
     }
 
@@ -572,6 +624,46 @@ mod tests {
         ));
         let out = changes(r#"{"type":"EXPLODED","object":{"kind":"Pod"}}"#);
         assert_eq!(out[0], Err(WireError::UnknownWatchType("EXPLODED".into())));
+    }
+
+    #[test]
+    fn traceparent_annotation_is_kept_when_valid() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let parsed = parse_traceparent(tp).unwrap();
+        assert_eq!(parsed.trace_id, TraceId(0x4bf92f3577b34da6a3ce929d0e0e4736));
+        assert_eq!(parsed.span_id, SpanId(0x00f067aa0ba902b7));
+        assert_eq!(parsed.flags, 1);
+        assert_eq!(parsed.to_string(), tp, "round-trips");
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad:?}");
+        }
+        let object = |value: &str| {
+            let json = format!(
+                r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"web","namespace":"shop","uid":"d1",
+                "annotations":{{"eventspan.dev/traceparent":"{value}","other":"x"}}}}}}"#
+            );
+            match changes(&json).remove(0).unwrap().change {
+                Change::Upsert(m) => m,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(object(tp).traceparent, Some(parsed));
+        let before = invalid_traceparents();
+        let m = object("00-not-a-traceparent");
+        assert_eq!(m.traceparent, None, "an invalid value is ignored");
+        assert_eq!(m.uid, "d1", "and the object is kept");
+        assert!(invalid_traceparents() > before, "and counted");
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl Gen {
                 .collect(),
             state: None,
             created: Some(whole_second(at)),
+            traceparent: None,
         };
         self.push(at, Change::Upsert(meta));
     }

@@ -1,5 +1,6 @@
 //! The OTLP exporter against receivers that misbehave on purpose: throttling with Retry-After,
-//! partial success, a dead endpoint, a full queue. (The end-to-end tests export to real Jaeger.)
+//! partial success, a dead endpoint, a full queue; and log export, checked against in-process
+//! gRPC and HTTP receivers (Jaeger, which the end-to-end tests export to, has no logs API).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,8 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use eventspan::engine::model::FinishedSpan;
 use eventspan::export::{Exporter, ExporterSettings, ExporterSpec, Protocol};
+use eventspan::otlp::SpanShape;
+use eventspan::otlp::shape::{ParentTraceMode, ServiceNaming, TraceIdFormat};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -40,6 +43,8 @@ fn spec(protocol: Protocol, url: String) -> ExporterSpec {
         insecure: false,
         gzip: true,
         timeout: Duration::from_secs(2),
+        shape: Default::default(),
+        logs: false,
     }
 }
 
@@ -332,4 +337,341 @@ async fn grpc_delivers_with_gzip_and_metadata() {
         Some(stats.latency.count),
         "every loopback export takes under 10 s"
     );
+}
+
+/// (trace ID, span ID) as sent.
+type Ids = (Vec<u8>, Vec<u8>);
+
+/// The IDs a receiver got, of spans and of log records.
+#[derive(Default, Clone)]
+struct Received {
+    spans: Arc<Mutex<Vec<Ids>>>,
+    logs: Arc<Mutex<Vec<Ids>>>,
+    log_records: Arc<Mutex<Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>>>,
+}
+
+impl Received {
+    fn spans_of(&self, request: &ExportTraceServiceRequest) {
+        self.spans.lock().unwrap().extend(
+            request
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .map(|s| (s.trace_id.clone(), s.span_id.clone())),
+        );
+    }
+
+    fn logs_of(&self, request: &ExportLogsServiceRequest) {
+        let records = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records);
+        for r in records {
+            self.logs
+                .lock()
+                .unwrap()
+                .push((r.trace_id.clone(), r.span_id.clone()));
+            self.log_records.lock().unwrap().push(r.clone());
+        }
+    }
+
+    /// Every log record carries the trace and span ID of a span the receiver got, and every
+    /// span made from an event has its record.
+    fn assert_correlated(&self, spans: &[Arc<FinishedSpan>]) {
+        let received_spans = self.spans.lock().unwrap().clone();
+        let logs = self.logs.lock().unwrap().clone();
+        let with_event = spans.iter().filter(|s| s.event.is_some()).count();
+        assert!(with_event > 0 && with_event < spans.len());
+        assert_eq!(
+            logs.len(),
+            with_event,
+            "one record per span made from an event"
+        );
+        for ids in &logs {
+            assert!(
+                received_spans.contains(ids),
+                "a log record's IDs match no span: {ids:?}"
+            );
+        }
+        let span_ids: std::collections::BTreeSet<_> = logs.iter().map(|(_, s)| s).collect();
+        assert_eq!(span_ids.len(), logs.len(), "no span logged twice");
+    }
+}
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.spans_of(request.get_ref());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        assert_eq!(
+            request
+                .metadata()
+                .get("x-tenant")
+                .map(|v| v.to_str().unwrap()),
+            Some("shop"),
+            "logs carry the exporter's headers too"
+        );
+        self.logs_of(request.get_ref());
+        Ok(tonic::Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// Spans of the rollout as if applied by a pipeline: its traceparent on their trace root.
+fn pipeline_spans() -> Vec<Arc<FinishedSpan>> {
+    let remote = eventspan::wire::parse_traceparent(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    )
+    .unwrap();
+    spans()
+        .into_iter()
+        .map(|s| {
+            let mut root = (*s.root).clone();
+            root.traceparent = Some(remote);
+            Arc::new(FinishedSpan {
+                root: Arc::new(root),
+                ..(*s).clone()
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn grpc_sends_logs_whose_ids_are_the_shaped_spans() {
+    let received = Received::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                TraceServiceServer::new(received.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .add_service(
+                LogsServiceServer::new(received.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let shape = SpanShape {
+        trace_ids: TraceIdFormat::AwsXRay,
+        parent_trace: ParentTraceMode::Link,
+        service: ServiceNaming::Fixed("rollouts".into()),
+    };
+    let exporter = Exporter::start(
+        ExporterSpec {
+            shape: shape.clone(),
+            logs: true,
+            ..spec(Protocol::Grpc, format!("http://{addr}"))
+        },
+        fast(),
+    )
+    .unwrap();
+    let spans = pipeline_spans();
+    for s in &spans {
+        exporter.offer(s.clone());
+    }
+    let with_event = spans.iter().filter(|s| s.event.is_some()).count();
+    eventually("all spans and records received", || {
+        received.spans.lock().unwrap().len() == spans.len()
+            && received.logs.lock().unwrap().len() == with_event
+    })
+    .await;
+    received.assert_correlated(&spans);
+    // The IDs are the shaped ones: X-Ray, not the engine's (Link mode keeps the own trace).
+    for s in &spans {
+        let id = (
+            shape.trace_id(s).to_bytes().to_vec(),
+            s.span_id.to_bytes().to_vec(),
+        );
+        assert_ne!(shape.trace_id(s), s.trace_id);
+        assert!(received.spans.lock().unwrap().contains(&id));
+    }
+    let records = received.log_records.lock().unwrap().clone();
+    assert!(
+        records
+            .iter()
+            .all(|r| matches!(r.severity_text.as_str(), "Normal" | "Warning"))
+    );
+    assert!(
+        records.iter().all(|r| r
+            .attributes
+            .iter()
+            .any(|a| a.key == "k8s.event.reporting_controller")),
+        "a fixed service name moves the component into attributes, of records too"
+    );
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(
+        (
+            stats.exported,
+            stats.logs_exported,
+            stats.logs_dropped,
+            stats.errors
+        ),
+        (spans.len() as u64, with_event as u64, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn http_sends_logs_to_v1_logs_beside_v1_traces() {
+    let received = Received::default();
+    let traces = received.clone();
+    let logs = received.clone();
+    let app = Router::new()
+        .route(
+            "/otlp/v1/traces",
+            post(move |body: Bytes| {
+                let r = traces.clone();
+                async move {
+                    r.spans_of(&ExportTraceServiceRequest::decode(&gunzip(&body)[..]).unwrap());
+                    ExportTraceServiceResponse::default()
+                        .encode_to_vec()
+                        .into_response()
+                }
+            }),
+        )
+        .route(
+            "/otlp/v1/logs",
+            post(move |body: Bytes| {
+                let r = logs.clone();
+                async move {
+                    r.logs_of(&ExportLogsServiceRequest::decode(&gunzip(&body)[..]).unwrap());
+                    ExportLogsServiceResponse::default()
+                        .encode_to_vec()
+                        .into_response()
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // Parent mode: every span and record joins the pipeline's trace.
+    let exporter = Exporter::start(
+        ExporterSpec {
+            logs: true,
+            ..spec(
+                Protocol::HttpProtobuf,
+                format!("http://{addr}/otlp/v1/traces"),
+            )
+        },
+        fast(),
+    )
+    .unwrap();
+    let spans = pipeline_spans();
+    for s in &spans {
+        exporter.offer(s.clone());
+    }
+    let with_event = spans.iter().filter(|s| s.event.is_some()).count();
+    eventually("all spans and records received", || {
+        received.spans.lock().unwrap().len() == spans.len()
+            && received.logs.lock().unwrap().len() == with_event
+    })
+    .await;
+    received.assert_correlated(&spans);
+    let remote = hex_bytes("4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(
+        received
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(trace, _)| *trace == remote),
+        "records carry the remote trace ID, as their spans do"
+    );
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(
+        (stats.logs_exported, stats.exported),
+        (with_event as u64, spans.len() as u64)
+    );
+}
+
+#[tokio::test]
+async fn failing_logs_never_hold_up_spans_and_are_counted() {
+    let received = Received::default();
+    let traces = received.clone();
+    let app = Router::new()
+        .route(
+            "/v1/traces",
+            post(move |body: Bytes| {
+                let r = traces.clone();
+                async move {
+                    r.spans_of(&ExportTraceServiceRequest::decode(&gunzip(&body)[..]).unwrap());
+                    ExportTraceServiceResponse::default()
+                        .encode_to_vec()
+                        .into_response()
+                }
+            }),
+        )
+        // A collector with no logs pipeline.
+        .route(
+            "/v1/logs",
+            post(|| async { (StatusCode::NOT_FOUND, "no logs here").into_response() }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let exporter = Exporter::start(
+        ExporterSpec {
+            logs: true,
+            ..spec(Protocol::HttpProtobuf, format!("http://{addr}/v1/traces"))
+        },
+        fast(),
+    )
+    .unwrap();
+    let spans = spans();
+    for s in &spans {
+        exporter.offer(s.clone());
+    }
+    let with_event = spans.iter().filter(|s| s.event.is_some()).count() as u64;
+    eventually("spans delivered and the records' drop counted", || {
+        let stats = exporter.stats();
+        stats.exported == spans.len() as u64 && stats.logs_dropped == with_event
+    })
+    .await;
+    let stats = exporter.stats();
+    assert_eq!(stats.logs_exported, 0);
+    assert!(stats.errors >= 1 && !stats.healthy, "{stats:?}");
+    assert!(
+        stats
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("logs: HTTP 404"),
+        "{stats:?}"
+    );
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    assert_eq!((stats.exported, stats.dropped), (spans.len() as u64, 0));
+}
+
+fn gunzip(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out).unwrap();
+    out
+}
+
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
 }

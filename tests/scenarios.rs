@@ -71,6 +71,75 @@ fn scenarios_match_their_golden_trees() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// A Deployment applied by a pipeline that annotated it with its traceparent, then rolled out by
+/// a second run with a new one: each trace's root carries the traceparent of its own change, and
+/// a session in `Parent` mode exports each trace as part of its pipeline's trace.
+#[test]
+fn a_traceparent_annotated_deployment_carries_each_changes_traceparent() {
+    use eventspan::otlp::SpanShape;
+    use eventspan::wire::parse_traceparent;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let input = std::fs::read_to_string(dir.join("traceparent.jsonl")).unwrap();
+    let spans = replay::replay(&input, EngineConfig::default()).spans;
+    let first = parse_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let second = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    let traces = tree::by_trace(&spans);
+    assert_eq!(traces.len(), 2);
+    for (_, spans) in &traces {
+        let expected = match spans[0].root.generation {
+            1 => first,
+            2 => second,
+            g => panic!("generation {g}"),
+        };
+        assert!(expected.is_some());
+        for s in spans {
+            assert_eq!(
+                s.root.traceparent, expected,
+                "{} of generation {}",
+                s.name, s.root.generation
+            );
+        }
+    }
+
+    // The engine's trees and IDs are those of the same stream without the annotation.
+    let plain = std::fs::read_to_string(dir.join("deployment-rollout.jsonl")).unwrap();
+    let without = tree::render(&replay::replay(&plain, EngineConfig::default()).spans);
+    let annotated: String = tree::render(&spans)
+        .lines()
+        .filter(|l| !l.starts_with("  applied under traceparent"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(annotated, without);
+
+    // Exported (the default session shape, Parent): the remote trace IDs, and each root span a
+    // child of its pipeline's span, flagged remote.
+    let shape = SpanShape::default();
+    for (_, spans) in &traces {
+        let remote = spans[0].root.traceparent.unwrap();
+        let mut line = String::new();
+        eventspan::otlp::json::write_request(&mut line, spans.iter().copied(), &shape);
+        let request: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let exported: Vec<&serde_json::Value> = request["resourceSpans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["scopeSpans"][0]["spans"].as_array().unwrap())
+            .collect();
+        assert_eq!(exported.len(), spans.len());
+        assert!(
+            exported
+                .iter()
+                .all(|s| s["traceId"] == remote.trace_id.to_string())
+        );
+        let roots: Vec<_> = exported
+            .iter()
+            .filter(|s| s["parentSpanId"] == remote.span_id.to_string())
+            .collect();
+        assert_eq!(roots.len(), 1, "one root, parented on the pipeline's span");
+        assert_eq!(roots[0]["flags"], 0x301);
+    }
+}
+
 /// A tiny deterministic generator, so a failing permutation can be reproduced.
 struct Lcg(u64);
 

@@ -94,6 +94,7 @@ fn object_attributes(objects: &mut ObjectTable, id: ObjId, attrs: &mut Attribute
 /// The Arc-shared description of a trace's root object, attached to each of its spans.
 pub(crate) fn trace_root(objects: &ObjectTable, trace: &TraceState) -> Arc<TraceRoot> {
     let obj = objects.get(trace.root_object);
+    let change = objects.change(trace.root_object, trace.generation);
     let empty: Arc<str> = Arc::from("");
     Arc::new(TraceRoot {
         kind: obj.map_or(empty.clone(), |o| o.kind.clone()),
@@ -105,6 +106,8 @@ pub(crate) fn trace_root(objects: &ObjectTable, trace: &TraceState) -> Arc<Trace
         labels: obj
             .and_then(|o| o.root.as_ref())
             .map_or_else(|| Arc::from(Vec::new()), |r| r.labels.clone()),
+        traceparent: change.and_then(|c| c.traceparent.as_deref().copied()),
+        started: change.map(|c| c.started),
     })
 }
 

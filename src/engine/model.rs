@@ -28,6 +28,9 @@ pub struct ObjectMeta {
     /// eventspan follows; `None` when the source carried no status (a metadata-only watch, an
     /// events-only recording).
     pub state: Option<ObjectState>,
+    /// A valid W3C `traceparent` from the annotation `eventspan.dev/traceparent`: the trace of
+    /// the pipeline that applied this version of the object.
+    pub traceparent: Option<TraceParent>,
 }
 
 /// An object's progress, read from its status: enough to end spans when a rollout completes or
@@ -71,6 +74,25 @@ impl OutcomeKind {
             OutcomeKind::Superseded => "superseded",
             OutcomeKind::Pending => "pending",
         }
+    }
+}
+
+/// A W3C trace context (`traceparent`, version 00): the remote span a change was made under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TraceParent {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The W3C trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+impl std::fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "00-{}-{}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
     }
 }
 
@@ -212,6 +234,13 @@ pub struct TraceRoot {
     pub uid: Arc<str>,
     pub generation: i64,
     pub labels: Arc<[(Box<str>, Box<str>)]>,
+    /// The `traceparent` the change was applied with (annotation `eventspan.dev/traceparent`),
+    /// if it carried a fresh one.
+    pub traceparent: Option<TraceParent>,
+    /// When the change started, fixed when the change was first recorded (the same for every
+    /// span of the trace, whatever order they are emitted in); `None` for traces of objects whose
+    /// generations are unknown.
+    pub started: Option<Timestamp>,
 }
 
 impl TraceRoot {

@@ -16,7 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::ids::{SpanId, TraceId};
-use super::model::{ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange};
+use super::model::{ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange, TraceParent};
 use super::time::Timestamp;
 
 /// How many spec changes of a root object are remembered to attribute late events by time.
@@ -26,6 +26,9 @@ const MAX_OWNER_DEPTH: usize = 16;
 /// (kind, owner kind): each such object is one run of its owner and the root of a trace of its
 /// own, so a CronJob firing every minute makes a trace per Job instead of one endless trace.
 const RUN_BOUNDARIES: &[(&str, &str)] = &[("Job", "CronJob")];
+/// How long after a change a `traceparent` annotated separately (not in the same write) still
+/// belongs to it.
+const LATE_TRACEPARENT: Duration = Duration::from_secs(30);
 /// A spec change with no time of its own is taken to be this much older than the observation
 /// of its object: the same uncertainty as the whole-second times managedFields entries carry.
 const UNTIMED_CHANGE_LEAD: Duration = Duration::from_secs(1);
@@ -107,6 +110,11 @@ pub(crate) struct GenerationChange {
     pub estimated: bool,
     pub manager: Option<Arc<str>>,
     pub operation: Option<Arc<str>>,
+    /// `time` as first recorded, never refined: the trace's fixed start (X-Ray trace IDs).
+    pub started: Timestamp,
+    /// The `traceparent` the change was applied with, when the object carried a fresh one
+    /// (boxed: most changes have none).
+    pub traceparent: Option<Box<TraceParent>>,
 }
 
 /// What only a possible trace root needs: kept off pods and other owned objects.
@@ -115,6 +123,9 @@ pub(crate) struct RootInfo {
     pub labels: Arc<[(Box<str>, Box<str>)]>,
     /// Newest last.
     pub changes: Vec<GenerationChange>,
+    /// The `traceparent` annotation as last seen. The annotation stays on the object after the
+    /// pipeline that set it is done, so only a value that differs from it belongs to a change.
+    pub seen_traceparent: Option<Box<TraceParent>>,
 }
 
 #[derive(Debug)]
@@ -555,6 +566,8 @@ impl ObjectTable {
                     estimated: time.is_none(),
                     manager: Some(self.strings.intern(&c.manager)),
                     operation: Some(self.strings.intern(&c.operation)),
+                    started: time.unwrap_or(untimed_change),
+                    traceparent: None,
                 }
             })
         };
@@ -586,7 +599,15 @@ impl ObjectTable {
                     .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
                     .collect();
             }
-            record_change(root, meta.generation, change, untimed_change);
+            // A traceparent is news only when it differs from the one last seen: one left on the
+            // object by an earlier pipeline run must not claim a later change (an HPA's scale).
+            let fresh = meta
+                .traceparent
+                .filter(|tp| root.seen_traceparent.as_deref() != Some(tp));
+            if root.seen_traceparent.as_deref() != meta.traceparent.as_ref() {
+                root.seen_traceparent = meta.traceparent.map(Box::new);
+            }
+            record_change(root, meta.generation, change, untimed_change, fresh);
         } else {
             entry.root = None;
         }
@@ -840,16 +861,24 @@ fn pick_change(
 
 /// Records the change that made `generation`, or refines the estimated time of a generation
 /// seen again (the earliest observation is the best bound, whatever order updates arrive in).
+///
+/// A fresh `traceparent` goes with the change of the generation it arrived with; one that arrives
+/// after its generation (`kubectl annotate` right after `kubectl apply`) is taken by that
+/// generation's change if it has none yet and is at most [`LATE_TRACEPARENT`] old.
 fn record_change(
     root: &mut RootInfo,
     generation: i64,
     change: Option<GenerationChange>,
     untimed: Timestamp,
+    traceparent: Option<TraceParent>,
 ) {
     match root.changes.last_mut() {
         Some(last) if last.generation == generation => {
             if last.estimated {
                 last.time = last.time.min(untimed);
+            }
+            if last.traceparent.is_none() && untimed.since(last.started) <= LATE_TRACEPARENT {
+                last.traceparent = traceparent.map(Box::new);
             }
         }
         Some(last) if last.generation > generation => {}
@@ -857,13 +886,17 @@ fn record_change(
             if root.changes.len() == GENERATION_HISTORY {
                 root.changes.remove(0);
             }
-            root.changes.push(change.unwrap_or(GenerationChange {
+            let mut change = change.unwrap_or(GenerationChange {
                 generation,
                 time: untimed,
                 estimated: true,
                 manager: None,
                 operation: None,
-            }));
+                started: untimed,
+                traceparent: None,
+            });
+            change.traceparent = traceparent.map(Box::new);
+            root.changes.push(change);
         }
     }
 }
@@ -1100,6 +1133,69 @@ mod tests {
             Timestamp::from_unix_secs(201),
         );
         assert_eq!(t.change(id, 3).unwrap().manager.as_deref(), Some("helm"));
+    }
+
+    #[test]
+    fn a_traceparent_belongs_to_the_change_it_came_with() {
+        let mut t = ObjectTable::new(Duration::from_secs(600), 100);
+        let tp = |n: u128| TraceParent {
+            trace_id: TraceId(n),
+            span_id: SpanId(n as u64),
+            flags: 1,
+        };
+        let at = Timestamp::from_unix_secs;
+        let mut m = meta("d1", "Deployment", "web", None);
+        m.spec_changes = vec![SpecChange {
+            manager: "kubectl".into(),
+            operation: "Update".into(),
+            time: Some(at(100)),
+        }];
+        m.traceparent = Some(tp(1));
+        let id = t.upsert(&m, at(100), at(100));
+        let tp_of = |t: &ObjectTable, generation| {
+            t.change(id, generation)
+                .unwrap()
+                .traceparent
+                .as_deref()
+                .copied()
+        };
+        assert_eq!(tp_of(&t, 1), Some(tp(1)));
+        // A status update of the same generation changes nothing.
+        t.upsert(&m, at(110), at(110));
+        assert_eq!(tp_of(&t, 1), Some(tp(1)));
+        // A new apply: new generation, new traceparent.
+        m.generation = 2;
+        m.spec_changes[0].time = Some(at(200));
+        m.traceparent = Some(tp(2));
+        t.upsert(&m, at(200), at(200));
+        assert_eq!(
+            (tp_of(&t, 2), t.change(id, 2).unwrap().started),
+            (Some(tp(2)), at(200))
+        );
+        assert_eq!(tp_of(&t, 1), Some(tp(1)));
+        // An HPA's scale: the annotation left from the last apply is stale.
+        m.generation = 3;
+        m.spec_changes[0].time = Some(at(300));
+        t.upsert(&m, at(300), at(300));
+        assert_eq!(tp_of(&t, 3), None);
+        // Much later, a new value without a new generation claims no finished change.
+        m.traceparent = Some(tp(3));
+        t.upsert(&m, at(600), at(600));
+        assert_eq!(tp_of(&t, 3), None);
+        // `kubectl apply` then `kubectl annotate`: the new value arrives a moment after the
+        // generation, and is that generation's.
+        m.generation = 4;
+        m.spec_changes[0].time = Some(at(700));
+        t.upsert(&m, at(700), at(700));
+        assert_eq!(tp_of(&t, 4), None);
+        m.traceparent = Some(tp(4));
+        t.upsert(&m, at(702), at(702));
+        assert_eq!(tp_of(&t, 4), Some(tp(4)));
+        // A later value does not replace it.
+        m.traceparent = Some(tp(5));
+        t.upsert(&m, at(703), at(703));
+        assert_eq!(tp_of(&t, 4), Some(tp(4)));
+        assert_eq!(t.change(id, 4).unwrap().started, at(700));
     }
 
     #[test]

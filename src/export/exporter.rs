@@ -1,4 +1,6 @@
-//! One exporter: a bounded queue and the task that empties it towards an OTLP endpoint.
+//! One exporter: a bounded queue and the task that empties it towards an OTLP endpoint; with
+//! `logs`, a second queue and task that send the same spans' events as OTLP log records, so a
+//! failing logs endpoint never holds up the spans (nor the other way round).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,8 +10,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::queue::SpanQueue;
-use super::transport::{ExporterSpec, Transport, TransportError};
+use super::transport::{ExporterSpec, Request, Transport, TransportError};
 use crate::engine::model::FinishedSpan;
+use crate::otlp::SpanShape;
 
 /// How exporters queue, batch and retry.
 #[derive(Clone, Debug)]
@@ -52,8 +55,13 @@ pub struct ExporterStats {
     /// The last attempt succeeded (or none was made yet).
     pub healthy: bool,
     pub last_error: Option<String>,
-    /// Latency of successful exports.
+    /// Latency of successful span exports.
     pub latency: LatencyHistogram,
+    /// Log records delivered (exporters with `logs` only).
+    pub logs_exported: u64,
+    /// Log records dropped: full queue, retries exhausted, refused, or rejected by the receiver.
+    pub logs_dropped: u64,
+    pub logs_queued: u64,
 }
 
 /// Upper bounds (seconds) of the export latency histogram's buckets, as Prometheus' defaults.
@@ -77,6 +85,8 @@ impl ExporterStats {
         self.dropped += other.dropped;
         self.errors += other.errors;
         self.rejected += other.rejected;
+        self.logs_exported += other.logs_exported;
+        self.logs_dropped += other.logs_dropped;
     }
 }
 
@@ -105,25 +115,23 @@ impl Counters {
     }
 }
 
-pub struct Exporter {
-    pub spec: ExporterSpec,
-    settings: ExporterSettings,
+/// A sending task and its queue: one for spans, one for log records.
+struct Track {
     queue: Arc<SpanQueue>,
     counters: Arc<Counters>,
-    stop: CancellationToken,
     task: JoinHandle<()>,
 }
 
-impl Exporter {
-    /// Starts the sending task. Fails only on configuration errors (bad CA bundle, header).
-    pub fn start(
-        spec: ExporterSpec,
-        settings: ExporterSettings,
-    ) -> Result<Exporter, TransportError> {
-        let transport = Transport::new(&spec)?;
+impl Track {
+    fn start(
+        spec: &ExporterSpec,
+        settings: &ExporterSettings,
+        signal: Signal,
+        stop: &CancellationToken,
+    ) -> Result<Track, TransportError> {
+        let transport = Transport::new(spec)?;
         let queue = Arc::new(SpanQueue::new(settings.queue_capacity));
         let counters = Arc::new(Counters::default());
-        let stop = CancellationToken::new();
         let task = tokio::spawn(
             Sender {
                 transport,
@@ -131,25 +139,20 @@ impl Exporter {
                 counters: counters.clone(),
                 settings: settings.clone(),
                 stop: stop.clone(),
+                signal,
+                shape: spec.shape.clone(),
             }
             .run(),
         );
-        Ok(Exporter {
-            spec,
-            settings,
+        Ok(Track {
             queue,
             counters,
-            stop,
             task,
         })
     }
 
-    /// Queues a span; never waits.
-    pub fn offer(&self, span: Arc<FinishedSpan>) {
-        self.queue.push(span, self.settings.batch_size);
-    }
-
-    pub fn stats(&self) -> ExporterStats {
+    /// What this task has done, in the span fields of [`ExporterStats`].
+    fn stats(&self) -> ExporterStats {
         let c = &self.counters;
         ExporterStats {
             exported: c.exported.load(Ordering::Relaxed),
@@ -160,32 +163,104 @@ impl Exporter {
             healthy: !c.unhealthy.load(Ordering::Relaxed),
             last_error: c.last_error.lock().expect("stats lock").clone(),
             latency: c.latency.lock().expect("stats lock").clone(),
+            ..Default::default()
         }
+    }
+}
+
+pub struct Exporter {
+    pub spec: ExporterSpec,
+    settings: ExporterSettings,
+    spans: Track,
+    logs: Option<Track>,
+    stop: CancellationToken,
+}
+
+impl Exporter {
+    /// Starts the sending task(s). Fails only on configuration errors (bad CA bundle, header).
+    pub fn start(
+        spec: ExporterSpec,
+        settings: ExporterSettings,
+    ) -> Result<Exporter, TransportError> {
+        let stop = CancellationToken::new();
+        let spans = Track::start(&spec, &settings, Signal::Traces, &stop)?;
+        let logs = if spec.logs {
+            match Track::start(&spec, &settings, Signal::Logs, &stop) {
+                Ok(track) => Some(track),
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Exporter {
+            spec,
+            settings,
+            spans,
+            logs,
+            stop,
+        })
+    }
+
+    /// Queues a span (and, with `logs`, its event's log record); never waits.
+    pub fn offer(&self, span: Arc<FinishedSpan>) {
+        if let Some(logs) = &self.logs
+            && span.event.is_some()
+        {
+            logs.queue.push(span.clone(), self.settings.batch_size);
+        }
+        self.spans.queue.push(span, self.settings.batch_size);
+    }
+
+    pub fn stats(&self) -> ExporterStats {
+        let mut stats = self.spans.stats();
+        if let Some(logs) = self.logs.as_ref().map(Track::stats) {
+            stats.logs_exported = logs.exported;
+            stats.logs_dropped = logs.dropped + logs.rejected;
+            stats.logs_queued = logs.queued;
+            stats.errors += logs.errors;
+            if !logs.healthy {
+                if stats.healthy {
+                    stats.last_error = logs.last_error.map(|e| format!("logs: {e}"));
+                }
+                stats.healthy = false;
+            }
+        }
+        stats
     }
 
     /// Stops taking spans, sends what is queued (one attempt per batch, within `grace`), and
-    /// ends the task. What cannot be sent in time is counted as dropped.
-    pub async fn shutdown(self, grace: Duration) -> ExporterStats {
+    /// ends the task(s). What cannot be sent in time is counted as dropped.
+    pub async fn shutdown(mut self, grace: Duration) -> ExporterStats {
         self.stop.cancel();
-        let stats_of = (self.counters.clone(), self.queue.clone());
-        if tokio::time::timeout(grace, self.task).await.is_err() {
+        let finishing = async {
+            let _ = (&mut self.spans.task).await;
+            if let Some(logs) = &mut self.logs {
+                let _ = (&mut logs.task).await;
+            }
+        };
+        if tokio::time::timeout(grace, finishing).await.is_err() {
             tracing::warn!(exporter = %self.spec.name, "exporter did not finish flushing in time");
         }
-        let (counters, queue) = stats_of;
-        let left = queue.take(usize::MAX).len() as u64;
-        counters.dropped.fetch_add(left, Ordering::Relaxed);
+        for track in std::iter::once(&self.spans).chain(&self.logs) {
+            let left = track.queue.take(usize::MAX).len() as u64;
+            track.counters.dropped.fetch_add(left, Ordering::Relaxed);
+        }
         ExporterStats {
-            exported: counters.exported.load(Ordering::Relaxed),
-            dropped: counters.dropped.load(Ordering::Relaxed)
-                + queue.dropped.load(Ordering::Relaxed),
-            errors: counters.errors.load(Ordering::Relaxed),
-            rejected: counters.rejected.load(Ordering::Relaxed),
             queued: 0,
-            healthy: !counters.unhealthy.load(Ordering::Relaxed),
-            last_error: counters.last_error.lock().expect("stats lock").clone(),
-            latency: counters.latency.lock().expect("stats lock").clone(),
+            logs_queued: 0,
+            ..self.stats()
         }
     }
+}
+
+/// What a sending task sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Signal {
+    Traces,
+    Logs,
 }
 
 struct Sender {
@@ -194,6 +269,8 @@ struct Sender {
     counters: Arc<Counters>,
     settings: ExporterSettings,
     stop: CancellationToken,
+    signal: Signal,
+    shape: SpanShape,
 }
 
 enum Outcome {
@@ -236,7 +313,15 @@ impl Sender {
     }
 
     async fn attempt(&mut self, batch: &[Arc<FinishedSpan>]) -> Result<(), TransportError> {
-        let request = crate::otlp::export_request(batch.iter().map(|s| &**s));
+        let spans = batch.iter().map(|s| &**s);
+        let request = match self.signal {
+            Signal::Traces => Request::Traces(crate::otlp::export_request(spans, &self.shape)),
+            Signal::Logs => Request::Logs(crate::otlp::logs_request(
+                spans,
+                &self.shape,
+                crate::watch::now(),
+            )),
+        };
         let started = Instant::now();
         let result = self.transport.send(request).await;
         let c = &self.counters;
@@ -248,7 +333,9 @@ impl Sender {
                 );
                 c.rejected.fetch_add(*rejected, Ordering::Relaxed);
                 c.unhealthy.store(false, Ordering::Relaxed);
-                c.observe_latency(started.elapsed());
+                if self.signal == Signal::Traces {
+                    c.observe_latency(started.elapsed());
+                }
             }
             Err(e) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);

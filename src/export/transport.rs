@@ -1,5 +1,5 @@
-//! Sending one OTLP `ExportTraceServiceRequest`: gRPC (tonic) or HTTP/protobuf (hyper), over the
-//! same rustls connector.
+//! Sending one OTLP `ExportTraceServiceRequest` or `ExportLogsServiceRequest`: gRPC (tonic) or
+//! HTTP/protobuf (hyper), over the same rustls connector.
 
 use std::io::Write;
 use std::time::Duration;
@@ -9,6 +9,10 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -17,6 +21,8 @@ use prost::Message;
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
+
+use crate::otlp::SpanShape;
 
 /// Which OTLP transport an exporter speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +43,27 @@ pub struct ExporterSpec {
     pub insecure: bool,
     pub gzip: bool,
     pub timeout: Duration,
+    /// How the session's spans are shaped on the way out.
+    pub shape: SpanShape,
+    /// Also send the events as OTLP log records (gRPC LogsService, or HTTP `/v1/logs` beside
+    /// `/v1/traces`).
+    pub logs: bool,
+}
+
+impl ExporterSpec {
+    /// The HTTP URL logs go to: `/v1/logs` in place of the traces URL's `/v1/traces`.
+    pub fn logs_url(&self) -> String {
+        match self.url.strip_suffix("/v1/traces") {
+            Some(base) => format!("{base}/v1/logs"),
+            None => format!("{}/v1/logs", self.url.trim_end_matches('/')),
+        }
+    }
+}
+
+/// One OTLP request: spans or log records.
+pub(super) enum Request {
+    Traces(ExportTraceServiceRequest),
+    Logs(ExportLogsServiceRequest),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +86,8 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 pub(super) enum Transport {
     Grpc {
-        client: TraceServiceClient<Channel>,
+        traces: TraceServiceClient<Channel>,
+        logs: LogsServiceClient<Channel>,
         metadata: MetadataMap,
         timeout: Duration,
     },
@@ -92,10 +120,14 @@ impl Transport {
                     .map_err(|e| TransportError::Config(format!("endpoint {}: {e}", spec.url)))?
                     .timeout(spec.timeout)
                     .connect_timeout(spec.timeout);
-                let mut client =
-                    TraceServiceClient::new(endpoint.connect_with_connector_lazy(connector));
+                let channel = endpoint.connect_with_connector_lazy(connector);
+                let mut traces = TraceServiceClient::new(channel.clone());
+                let mut logs = LogsServiceClient::new(channel);
                 if spec.gzip {
-                    client = client
+                    traces = traces
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
+                    logs = logs
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
@@ -108,7 +140,8 @@ impl Transport {
                     metadata.insert(key, value);
                 }
                 Ok(Transport::Grpc {
-                    client,
+                    traces,
+                    logs,
                     metadata,
                     timeout: spec.timeout,
                 })
@@ -123,27 +156,49 @@ impl Transport {
         }
     }
 
-    /// Sends one request; returns how many spans the receiver rejected (OTLP partial success).
-    pub async fn send(
-        &mut self,
-        request: ExportTraceServiceRequest,
-    ) -> Result<u64, TransportError> {
-        let response = match self {
+    /// Sends one request; returns how many spans or log records the receiver rejected (OTLP
+    /// partial success).
+    pub async fn send(&mut self, request: Request) -> Result<u64, TransportError> {
+        let rejected = match self {
             Transport::Grpc {
-                client,
+                traces,
+                logs,
                 metadata,
                 timeout,
-            } => {
-                let mut req = tonic::Request::new(request);
-                *req.metadata_mut() = metadata.clone();
-                req.set_timeout(*timeout);
-                client.export(req).await.map_err(grpc_error)?.into_inner()
-            }
-            Transport::Http { client, spec } => send_http(client, spec, request).await?,
+            } => match request {
+                Request::Traces(request) => {
+                    let mut req = tonic::Request::new(request);
+                    *req.metadata_mut() = metadata.clone();
+                    req.set_timeout(*timeout);
+                    let response = traces.export(req).await.map_err(grpc_error)?.into_inner();
+                    response.partial_success.map_or(0, |p| p.rejected_spans)
+                }
+                Request::Logs(request) => {
+                    let mut req = tonic::Request::new(request);
+                    *req.metadata_mut() = metadata.clone();
+                    req.set_timeout(*timeout);
+                    let response = logs.export(req).await.map_err(grpc_error)?.into_inner();
+                    response
+                        .partial_success
+                        .map_or(0, |p| p.rejected_log_records)
+                }
+            },
+            Transport::Http { client, spec } => match request {
+                Request::Traces(request) => {
+                    let response: ExportTraceServiceResponse =
+                        send_http(client, spec, &spec.url, request).await?;
+                    response.partial_success.map_or(0, |p| p.rejected_spans)
+                }
+                Request::Logs(request) => {
+                    let response: ExportLogsServiceResponse =
+                        send_http(client, spec, &spec.logs_url(), request).await?;
+                    response
+                        .partial_success
+                        .map_or(0, |p| p.rejected_log_records)
+                }
+            },
         };
-        Ok(response
-            .partial_success
-            .map_or(0, |p| u64::try_from(p.rejected_spans).unwrap_or(0)))
+        Ok(u64::try_from(rejected).unwrap_or(0))
     }
 }
 
@@ -161,14 +216,14 @@ fn grpc_error(status: tonic::Status) -> TransportError {
     }
 }
 
-async fn send_http(
+async fn send_http<Response: Message + Default>(
     client: &HttpClient<Connector, Full<Bytes>>,
     spec: &ExporterSpec,
-    request: ExportTraceServiceRequest,
-) -> Result<ExportTraceServiceResponse, TransportError> {
+    url: &str,
+    request: impl Message,
+) -> Result<Response, TransportError> {
     let mut body = request.encode_to_vec();
-    let mut builder =
-        hyper::Request::post(&spec.url).header("content-type", "application/x-protobuf");
+    let mut builder = hyper::Request::post(url).header("content-type", "application/x-protobuf");
     if spec.gzip {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&body)
@@ -186,7 +241,7 @@ async fn send_http(
     let response = tokio::time::timeout(spec.timeout, client.request(req))
         .await
         .map_err(|_| retryable(format!("no response within {:?}", spec.timeout)))?
-        .map_err(|e| retryable(format!("{}: {e}", spec.url)))?;
+        .map_err(|e| retryable(format!("{url}: {e}")))?;
     let status = response.status();
     let retry_after = response
         .headers()
@@ -200,12 +255,11 @@ async fn send_http(
         .map_err(|e| retryable(e.to_string()))?
         .to_bytes();
     if status.is_success() {
-        return ExportTraceServiceResponse::decode(bytes)
+        return Response::decode(bytes)
             .map_err(|e| TransportError::Permanent(format!("bad response: {e}")));
     }
     let message = format!(
-        "HTTP {status} from {}: {}",
-        spec.url,
+        "HTTP {status} from {url}: {}",
         String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
     );
     if matches!(status.as_u16(), 429 | 502 | 503 | 504) {

@@ -87,6 +87,44 @@ pub struct TraceSessionSpec {
     #[schemars(length(max = 512))]
     #[x_kube(validation = Rule::new("self.contains('{traceId}')").message("traceUrlTemplate must contain {traceId}"))]
     pub trace_url_template: Option<String>,
+
+    /// What a trace does with the W3C traceparent its root object carries in the annotation
+    /// `eventspan.dev/traceparent` (set by the pipeline that applied the change). `Parent`
+    /// (default): the trace becomes part of the pipeline's trace (its trace ID, the root span's
+    /// parent the pipeline's span). `Link`: the trace keeps its own ID and its root span links to
+    /// the pipeline's span. `Ignore`: the annotation is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceparentMode>,
+
+    /// One `service.name` for every span, with the reporting component in the span attributes
+    /// `k8s.event.reporting_controller` and `k8s.event.reporting_instance` (keeps the backend's
+    /// service count low). Default: each reporting component is a service of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub service_name: Option<String>,
+
+    /// `Deterministic` (default): trace IDs are a hash of the root object's uid and generation.
+    /// `AwsXRay`: the first 4 bytes are the trace's start in epoch seconds, as AWS X-Ray requires;
+    /// the other 12 are the deterministic ID's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id_format: Option<TraceIdFormat>,
+}
+
+/// `spec.traceparent`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum TraceparentMode {
+    #[default]
+    Parent,
+    Link,
+    Ignore,
+}
+
+/// `spec.traceIdFormat`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum TraceIdFormat {
+    #[default]
+    Deterministic,
+    AwsXRay,
 }
 
 /// A kind that may be a trace root.
@@ -155,6 +193,11 @@ pub struct OtlpExporter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub timeout: Option<String>,
+    /// Also export each span's event as an OTLP log record (`k8s.event.*` and `k8s.object.*`
+    /// attributes, the span's trace and span IDs): gRPC LogsService, or for HTTP `/v1/logs`
+    /// beside `/v1/traces`. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub logs: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -222,12 +265,22 @@ pub struct TraceSessionStatus {
     pub spans_dropped: i64,
     #[serde(default)]
     pub export_errors: i64,
+    /// Log records exported by exporters with `logs` (summed over exporters).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub logs_exported: i64,
+    /// Log records dropped: full queue, retries exhausted, refused or rejected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub logs_dropped: i64,
     #[serde(default)]
     pub traces: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_trace_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_traces: Vec<RecentTrace>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

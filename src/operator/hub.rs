@@ -19,6 +19,8 @@ use super::watches::{Input, WatchCounts, WatchManager};
 use crate::engine::model::FinishedSpan;
 use crate::engine::{Engine, EngineConfig, EngineStats};
 use crate::export::{Exporter, ExporterSettings, ExporterSpec, ExporterStats};
+use crate::otlp::SpanShape;
+use crate::otlp::shape::TraceStarts;
 use crate::watch::now as wall_clock;
 
 /// How long departing exporters get to send what they hold.
@@ -47,6 +49,9 @@ pub struct SessionSetup {
     pub max_recent_traces: usize,
     /// Root kinds to watch up front (apiVersion, kind): custom kinds no event may name yet.
     pub root_kinds: Vec<(String, String)>,
+    /// How the session's spans leave (its exporters carry the same in their specs): the status
+    /// lists the trace IDs the backend receives.
+    pub shape: SpanShape,
 }
 
 pub enum Command {
@@ -160,6 +165,7 @@ pub struct Hub {
     events_received: u64,
     malformed: u64,
     base_window: Duration,
+    starts: TraceStarts,
 }
 
 pub struct HubSettings {
@@ -192,6 +198,7 @@ impl Hub {
             exporter_settings: settings.exporters,
             events_received: 0,
             malformed: 0,
+            starts: TraceStarts::default(),
         };
         (
             hub,
@@ -278,10 +285,11 @@ impl Hub {
     /// Hands finished spans to every session whose scope matches their trace.
     fn route(&mut self) {
         for span in self.engine.drain_finished() {
-            let span: Arc<FinishedSpan> = Arc::new(span);
+            let span: Arc<FinishedSpan> = Arc::new(self.starts.fill(span));
             for s in self.sessions.values_mut() {
                 if s.setup.scope.matches(&span.root) {
-                    s.log.record(&span, s.setup.max_recent_traces);
+                    s.log
+                        .record(&span, s.setup.max_recent_traces, &s.setup.shape);
                     for e in &s.exporters {
                         e.offer(span.clone());
                     }

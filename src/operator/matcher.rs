@@ -132,6 +132,8 @@ mod tests {
                 .map(|(k, v)| (Box::from(*k), Box::from(*v)))
                 .collect::<Vec<_>>()
                 .into(),
+            traceparent: None,
+            started: None,
         }
     }
 

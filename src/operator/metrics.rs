@@ -64,6 +64,16 @@ impl Metrics {
         );
         out.sample("eventspan_events_malformed_total", &[], hub.malformed);
         out.family(
+            "eventspan_traceparent_invalid_total",
+            "counter",
+            "eventspan.dev/traceparent annotations ignored as invalid",
+        );
+        out.sample(
+            "eventspan_traceparent_invalid_total",
+            &[],
+            crate::wire::invalid_traceparents(),
+        );
+        out.family(
             "eventspan_watches",
             "gauge",
             "Running watches, shared by all sessions",
@@ -154,7 +164,7 @@ impl Metrics {
             out.sample(name, &[], value);
         }
 
-        let per_exporter: [(&str, &str, &str, ExporterValue); 5] = [
+        let per_exporter: [(&str, &str, &str, ExporterValue); 8] = [
             (
                 "eventspan_spans_exported_total",
                 "counter",
@@ -184,6 +194,24 @@ impl Metrics {
                 "gauge",
                 "Spans waiting to be sent",
                 |s| s.queued,
+            ),
+            (
+                "eventspan_logs_exported_total",
+                "counter",
+                "Log records delivered (exporters with logs)",
+                |s| s.logs_exported,
+            ),
+            (
+                "eventspan_logs_dropped_total",
+                "counter",
+                "Log records dropped: full queue, retries exhausted, refused, rejected",
+                |s| s.logs_dropped,
+            ),
+            (
+                "eventspan_logs_queue",
+                "gauge",
+                "Log records waiting to be sent",
+                |s| s.logs_queued,
             ),
         ];
         for (name, kind, help, value) in per_exporter {
@@ -328,6 +356,9 @@ mod tests {
                     "jaeger".into(),
                     crate::export::ExporterStats {
                         latency,
+                        logs_exported: 41,
+                        logs_dropped: 2,
+                        logs_queued: 5,
                         ..Default::default()
                     },
                 )],
@@ -344,6 +375,10 @@ mod tests {
             format!("eventspan_export_latency_seconds_bucket{{{labels},le=\"+Inf\"}} 3\n"),
             format!("eventspan_export_latency_seconds_sum{{{labels}}} 1.25\n"),
             format!("eventspan_export_latency_seconds_count{{{labels}}} 3\n"),
+            format!("eventspan_logs_exported_total{{{labels}}} 41\n"),
+            format!("eventspan_logs_dropped_total{{{labels}}} 2\n"),
+            format!("eventspan_logs_queue{{{labels}}} 5\n"),
+            "# TYPE eventspan_traceparent_invalid_total counter\n".to_string(),
         ] {
             assert!(text.contains(&line), "{line} missing from:\n{text}");
         }

@@ -311,7 +311,7 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
     }
     let mut exporters = Vec::new();
     for (i, e) in config.exporters.iter().enumerate() {
-        exporters.push(resolve_exporter(ctx, &ns, i, e).await?);
+        exporters.push(resolve_exporter(ctx, &ns, i, e, &config.shape).await?);
     }
     let mut root_kinds = Vec::new();
     for (i, (group, kind)) in config.scope.root_kinds.iter().enumerate() {
@@ -332,6 +332,7 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
             window: config.window,
             max_recent_traces: config.max_recent_traces,
             root_kinds,
+            shape: config.shape,
         },
         started_at,
         ttl_left,
@@ -379,6 +380,7 @@ async fn resolve_exporter(
     ns: &str,
     i: usize,
     e: &ExporterConfig,
+    shape: &crate::otlp::SpanShape,
 ) -> Result<ExporterSpec, Refusal> {
     let mut headers = e.headers.clone();
     for (j, name) in e.header_secrets.iter().enumerate() {
@@ -432,6 +434,8 @@ async fn resolve_exporter(
         insecure: e.insecure,
         gzip: e.compression == crd::Compression::Gzip,
         timeout: e.timeout,
+        shape: shape.clone(),
+        logs: e.logs,
     })
 }
 

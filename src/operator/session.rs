@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::crd::{Compression, Protocol, SecretKeyRef, TraceSessionSpec};
+use super::crd::{self, Compression, Protocol, SecretKeyRef, TraceSessionSpec, TraceparentMode};
 use super::matcher::{LabelMatcher, Scope, default_root_kinds};
 use crate::duration;
+use crate::otlp::shape::{ParentTraceMode, ServiceNaming, SpanShape, TraceIdFormat};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RECENT_TRACES: usize = 10;
@@ -66,6 +67,7 @@ pub struct ExporterConfig {
     pub ca_secret: Option<SecretKeyRef>,
     pub compression: Compression,
     pub timeout: Duration,
+    pub logs: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +81,8 @@ pub struct SessionConfig {
     pub ttl: Option<Duration>,
     pub max_recent_traces: usize,
     pub trace_url_template: Option<String>,
+    /// How the session's spans leave: trace IDs, remote parents, service name.
+    pub shape: SpanShape,
 }
 
 fn parse_duration(field: &str, value: &Option<String>) -> Result<Option<Duration>, Invalid> {
@@ -195,6 +199,7 @@ pub fn validate(
             ca_secret: tls.ca_secret_ref,
             compression: o.compression,
             timeout: parse_duration(&field("timeout"), &o.timeout)?.unwrap_or(DEFAULT_TIMEOUT),
+            logs: o.logs,
         });
     }
     if exporters.is_empty() {
@@ -217,6 +222,32 @@ pub fn validate(
             .max_recent_traces
             .map_or(DEFAULT_RECENT_TRACES, |n| n as usize),
         trace_url_template: spec.trace_url_template.clone(),
+        shape: shape(spec)?,
+    })
+}
+
+fn shape(spec: &TraceSessionSpec) -> Result<SpanShape, Invalid> {
+    let service = match spec.service_name.as_deref().map(str::trim) {
+        None => ServiceNaming::PerComponent,
+        Some("") => {
+            return Err(Invalid::spec(
+                "spec.serviceName",
+                "must not be empty or blank",
+            ));
+        }
+        Some(name) => ServiceNaming::Fixed(name.into()),
+    };
+    Ok(SpanShape {
+        service,
+        trace_ids: match spec.trace_id_format.unwrap_or_default() {
+            crd::TraceIdFormat::Deterministic => TraceIdFormat::Deterministic,
+            crd::TraceIdFormat::AwsXRay => TraceIdFormat::AwsXRay,
+        },
+        parent_trace: match spec.traceparent.unwrap_or_default() {
+            TraceparentMode::Parent => ParentTraceMode::Parent,
+            TraceparentMode::Link => ParentTraceMode::Link,
+            TraceparentMode::Ignore => ParentTraceMode::Ignore,
+        },
     })
 }
 
@@ -249,6 +280,7 @@ mod tests {
                 tls: None,
                 compression: Compression::Gzip,
                 timeout: None,
+                logs: false,
             },
         }
     }
@@ -273,6 +305,63 @@ mod tests {
         assert_eq!(c.max_recent_traces, 10);
         assert_eq!(c.exporters[0].endpoint.authority, "jaeger:4317");
         assert_eq!(c.exporters[0].timeout, DEFAULT_TIMEOUT);
+        assert!(!c.exporters[0].logs);
+        assert_eq!(c.shape, SpanShape::default());
+        assert_eq!(c.shape.parent_trace, ParentTraceMode::Parent);
+    }
+
+    #[test]
+    fn the_pipelines_sample_is_a_shaped_session() {
+        let ts: crate::operator::crd::TraceSession =
+            serde_saphyr::from_str(include_str!("../../deploy/samples/pipelines.yaml")).unwrap();
+        let c = validate(&ts.spec, "shop", &admin()).unwrap();
+        assert_eq!(
+            c.shape,
+            SpanShape {
+                service: ServiceNaming::Fixed("k8s-rollouts".into()),
+                trace_ids: TraceIdFormat::AwsXRay,
+                parent_trace: ParentTraceMode::Parent,
+            }
+        );
+        assert!(c.exporters[0].logs);
+        assert_eq!(
+            c.exporters[0].endpoint.url(),
+            "http://otel-collector.observability:4318/v1/traces"
+        );
+    }
+
+    #[test]
+    fn shaping_options() {
+        let mut s = spec();
+        s.traceparent = Some(TraceparentMode::Link);
+        s.service_name = Some("k8s-rollouts".into());
+        s.trace_id_format = Some(crd::TraceIdFormat::AwsXRay);
+        s.exporters[0].otlp.logs = true;
+        let c = validate(&s, "shop", &admin()).unwrap();
+        assert_eq!(
+            c.shape,
+            SpanShape {
+                service: ServiceNaming::Fixed("k8s-rollouts".into()),
+                trace_ids: TraceIdFormat::AwsXRay,
+                parent_trace: ParentTraceMode::Link,
+            }
+        );
+        assert!(c.exporters[0].logs);
+        s.service_name = Some("  ".into());
+        assert_eq!(
+            validate(&s, "shop", &admin()).unwrap_err().field,
+            "spec.serviceName"
+        );
+        // As the API server hands them over.
+        let parsed: TraceSessionSpec = serde_json::from_value(serde_json::json!({
+            "exporters": [{"name": "x", "otlp": {"endpoint": "http://c:4317", "logs": true}}],
+            "traceparent": "Ignore", "traceIdFormat": "AwsXRay", "serviceName": "svc"
+        }))
+        .unwrap();
+        let c = validate(&parsed, "shop", &admin()).unwrap();
+        assert_eq!(c.shape.parent_trace, ParentTraceMode::Ignore);
+        assert_eq!(c.shape.trace_ids, TraceIdFormat::AwsXRay);
+        assert!(c.exporters[0].logs);
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct Counts {
     pub spans_dropped: i64,
     pub export_errors: i64,
     pub traces: i64,
+    pub logs_exported: i64,
+    pub logs_dropped: i64,
 }
 
 /// The CRD's integers are int64 (Kubernetes knows no unsigned format).
@@ -102,19 +104,17 @@ fn n(count: u64) -> i64 {
 impl Counts {
     /// Adds what a run of the session did.
     pub fn absorb(&mut self, run: &SessionSnapshot) {
-        let (exported, dropped, errors) = run
-            .exporters
-            .iter()
-            .map(|(_, s)| s)
-            .chain([&run.retired])
-            .fold((0, 0, 0), |(e, d, x), s| {
-                (e + s.exported, d + s.dropped, x + s.errors)
-            });
+        let mut total = crate::export::ExporterStats::default();
+        for s in run.exporters.iter().map(|(_, s)| s).chain([&run.retired]) {
+            total.absorb(s);
+        }
         self.events_observed += n(run.events_observed);
-        self.spans_exported += n(exported);
-        self.spans_dropped += n(dropped);
-        self.export_errors += n(errors);
+        self.spans_exported += n(total.exported);
+        self.spans_dropped += n(total.dropped);
+        self.export_errors += n(total.errors);
         self.traces += n(run.log.traces);
+        self.logs_exported += n(total.logs_exported);
+        self.logs_dropped += n(total.logs_dropped);
     }
 
     pub fn of(status: &TraceSessionStatus) -> Counts {
@@ -124,6 +124,8 @@ impl Counts {
             spans_dropped: status.spans_dropped,
             export_errors: status.export_errors,
             traces: status.traces,
+            logs_exported: status.logs_exported,
+            logs_dropped: status.logs_dropped,
         }
     }
 }
@@ -227,6 +229,8 @@ pub fn compose(
         spans_dropped: counts.spans_dropped,
         export_errors: counts.export_errors,
         traces: counts.traces,
+        logs_exported: counts.logs_exported,
+        logs_dropped: counts.logs_dropped,
         last_trace_id: runtime
             .and_then(|r| r.log.last_trace)
             .map(|t| t.to_string())
@@ -332,7 +336,7 @@ mod tests {
     fn log_of(recording: &str) -> TraceLog {
         let mut log = TraceLog::default();
         for s in &crate::replay::replay(recording, Default::default()).spans {
-            log.record(s, 10);
+            log.record(s, 10, &Default::default());
         }
         log
     }
@@ -400,6 +404,8 @@ mod tests {
         let exported = crate::export::ExporterStats {
             exported: 7,
             healthy: true,
+            logs_exported: 6,
+            logs_dropped: 1,
             ..Default::default()
         };
         let runtime = SessionSnapshot {
@@ -408,6 +414,7 @@ mod tests {
             exporters: vec![("jaeger".into(), exported)],
             retired: crate::export::ExporterStats {
                 exported: 3,
+                logs_exported: 4,
                 ..Default::default()
             },
             namespaces: vec!["shop".into()],
@@ -417,6 +424,11 @@ mod tests {
         assert_eq!(
             (status.spans_exported, status.events_observed, status.traces),
             (110, 9, 1)
+        );
+        assert_eq!(
+            (status.logs_exported, status.logs_dropped),
+            (10, 1),
+            "log records of live and retired exporters"
         );
         let recent = &status.recent_traces[0];
         assert_eq!(

@@ -30,7 +30,7 @@ const MAX_KINDS: usize = 4096;
 #[derive(Debug)]
 pub enum Input {
     Event(Box<EventRecord>, Timestamp),
-    Upsert(ObjectMeta, Timestamp),
+    Upsert(Box<ObjectMeta>, Timestamp),
     Delete(String, Timestamp),
     /// A watched value that could not be decoded (counted and skipped).
     Malformed(String),
@@ -302,7 +302,7 @@ fn decode(resource: &ApiResource, object: &Watched) -> Input {
         .map_err(|e| e.to_string())
         .and_then(|w| w.into_object_meta().map_err(|e| e.to_string()))
     {
-        Ok(meta) => Input::Upsert(meta, watch::now()),
+        Ok(meta) => Input::Upsert(Box::new(meta), watch::now()),
         Err(reason) => Input::Malformed(format!("{}: {reason}", resource.kind)),
     }
 }

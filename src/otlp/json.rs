@@ -8,25 +8,32 @@ use std::fmt::Write;
 
 use crate::engine::model::{AttrRef, Component, FinishedSpan};
 
-use super::{
-    FLAGS_SAMPLED_LOCAL, SCOPE_NAME, SCOPE_VERSION, by_component, nanos, resource_attributes,
-};
+use super::{SCOPE_NAME, SCOPE_VERSION, SpanShape, by_resource, nanos};
 
 /// Appends one `ExportTraceServiceRequest` as a single line of JSON (without the newline).
-pub fn write_request<'a>(out: &mut String, spans: impl IntoIterator<Item = &'a FinishedSpan>) {
+pub fn write_request<'a>(
+    out: &mut String,
+    spans: impl IntoIterator<Item = &'a FinishedSpan>,
+    shape: &SpanShape,
+) {
     out.push_str(r#"{"resourceSpans":["#);
-    for (i, (component, spans)) in by_component(spans).into_iter().enumerate() {
+    for (i, (component, spans)) in by_resource(spans, shape).into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_resource_spans(out, component, &spans);
+        write_resource_spans(out, shape, component, &spans);
     }
     out.push_str("]}");
 }
 
-fn write_resource_spans(out: &mut String, component: &Component, spans: &[&FinishedSpan]) {
+fn write_resource_spans(
+    out: &mut String,
+    shape: &SpanShape,
+    component: Option<&Component>,
+    spans: &[&FinishedSpan],
+) {
     out.push_str(r#"{"resource":{"attributes":"#);
-    write_attributes(out, resource_attributes(component));
+    write_attributes(out, shape.resource_attributes(component));
     out.push_str(r#"},"scopeSpans":[{"scope":{"name":"#);
     write_str(out, SCOPE_NAME);
     out.push_str(r#","version":"#);
@@ -36,21 +43,22 @@ fn write_resource_spans(out: &mut String, component: &Component, spans: &[&Finis
         if i > 0 {
             out.push(',');
         }
-        write_span(out, span);
+        write_span(out, shape, span);
     }
     out.push_str("]}]}");
 }
 
-fn write_span(out: &mut String, s: &FinishedSpan) {
+fn write_span(out: &mut String, shape: &SpanShape, s: &FinishedSpan) {
     let _ = write!(
         out,
         r#"{{"traceId":"{}","spanId":"{}""#,
-        s.trace_id, s.span_id
+        shape.trace_id(s),
+        s.span_id
     );
-    if let Some(parent) = s.parent {
+    if let Some(parent) = shape.parent(s) {
         let _ = write!(out, r#","parentSpanId":"{parent}""#);
     }
-    let _ = write!(out, r#","flags":{FLAGS_SAMPLED_LOCAL},"name":"#);
+    let _ = write!(out, r#","flags":{},"name":"#, shape.flags(s));
     write_str(out, &s.name);
     let _ = write!(
         out,
@@ -58,7 +66,7 @@ fn write_span(out: &mut String, s: &FinishedSpan) {
         nanos(s.start),
         nanos(s.end)
     );
-    write_attributes(out, s.all_attributes());
+    write_attributes(out, shape.span_attributes(s));
     if !s.repeats.is_empty() {
         out.push_str(r#","events":["#);
         for (i, (time, count)) in s.repeats.iter().enumerate() {
@@ -72,6 +80,13 @@ fn write_span(out: &mut String, s: &FinishedSpan) {
             );
         }
         out.push(']');
+    }
+    if let Some((remote, flags)) = shape.link(s) {
+        let _ = write!(
+            out,
+            r#","links":[{{"traceId":"{}","spanId":"{}","flags":{flags}}}]"#,
+            remote.trace_id, remote.span_id
+        );
     }
     if s.error {
         out.push_str(r#","status":{"message":"#);
@@ -160,8 +175,60 @@ mod tests {
         let spans = crate::replay::replay(input, Default::default()).spans;
         assert!(spans.iter().any(|s| s.error && !s.repeats.is_empty()));
         let mut out = String::new();
-        write_request(&mut out, &spans);
+        write_request(&mut out, &spans, &SpanShape::default());
         let parsed: ExportTraceServiceRequest = serde_json::from_str(&out).unwrap();
-        assert_eq!(parsed, super::super::export_request(&spans));
+        assert_eq!(
+            parsed,
+            super::super::export_request(&spans, &SpanShape::default())
+        );
+    }
+
+    /// The same with every shaping option: X-Ray IDs, a remote parent or link, a fixed service.
+    #[test]
+    fn matches_the_protobuf_request_when_shaped() {
+        use super::super::shape::{ParentTraceMode, ServiceNaming, TraceIdFormat};
+        use crate::engine::model::TraceParent;
+        let remote = TraceParent {
+            trace_id: crate::engine::ids::TraceId(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736),
+            span_id: crate::engine::ids::SpanId(0x00f0_67aa_0ba9_02b7),
+            flags: 1,
+        };
+        let spans: Vec<FinishedSpan> = crate::replay::replay(
+            include_str!("../../tests/scenarios/deployment-rollout.jsonl"),
+            Default::default(),
+        )
+        .spans
+        .into_iter()
+        .map(|s| {
+            let mut root = (*s.root).clone();
+            root.traceparent = Some(remote);
+            FinishedSpan {
+                root: std::sync::Arc::new(root),
+                ..s
+            }
+        })
+        .collect();
+        for parent_trace in [ParentTraceMode::Parent, ParentTraceMode::Link] {
+            let shape = SpanShape {
+                service: ServiceNaming::Fixed("rollouts".into()),
+                trace_ids: TraceIdFormat::AwsXRay,
+                parent_trace,
+            };
+            let mut out = String::new();
+            write_request(&mut out, &spans, &shape);
+            let parsed: ExportTraceServiceRequest = serde_json::from_str(&out).unwrap();
+            assert_eq!(parsed, super::super::export_request(&spans, &shape));
+            assert_eq!(parsed.resource_spans.len(), 1, "one Resource");
+            let roots: Vec<_> = parsed.resource_spans[0].scope_spans[0]
+                .spans
+                .iter()
+                .filter(|s| s.parent_span_id.is_empty() || s.flags == 0x301)
+                .collect();
+            assert_eq!(roots.len(), 2);
+            match parent_trace {
+                ParentTraceMode::Link => assert!(roots.iter().all(|r| r.links.len() == 1)),
+                _ => assert!(roots.iter().all(|r| r.links.is_empty() && r.flags == 0x301)),
+            }
+        }
     }
 }

@@ -1,27 +1,31 @@
-//! Finished spans as OTLP: one `ResourceSpans` per reporting component.
+//! Finished spans as OTLP: one `ResourceSpans` per reporting component (or a single one when a
+//! session fixes the service name), and, for sessions that ask, the events as OTLP log records.
 //!
 //! [`export_request`] builds the protobuf message the exporters send; [`json`] writes the same
 //! request as OTLP/JSON directly, several times faster than serialising the message, for replay.
+//! Both apply a session's [`SpanShape`] (trace ID format, remote parent or link, service name).
 //!
 //! Built by hand from the opentelemetry-proto types rather than through the SDK: the SDK can no
 //! longer set span IDs or end times, and carries one Resource per exporter, while a trace here
 //! spans many components with IDs that must stay deterministic.
 
 pub mod json;
+pub mod shape;
 
 use std::collections::BTreeMap;
 
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs, SeverityNumber};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
     ResourceSpans, ScopeSpans, Span, Status, span, status,
 };
 
 use crate::engine::model::{AttrRef, Component, FinishedSpan};
-
-/// W3C trace flags "sampled", plus "parent is known not to be remote".
-pub const FLAGS_SAMPLED_LOCAL: u32 = 0x0000_0101;
+use crate::engine::time::Timestamp;
+pub use shape::SpanShape;
 
 fn any(value: AttrRef<'_>) -> AnyValue {
     AnyValue {
@@ -41,18 +45,10 @@ fn kv(key: &str, value: AttrRef<'_>) -> KeyValue {
     }
 }
 
-/// The Resource attributes of a component.
-pub fn resource_attributes(component: &Component) -> Vec<(&'static str, AttrRef<'_>)> {
-    let mut attributes = vec![("service.name", AttrRef::Str(&component.name))];
-    if &*component.instance != "unknown" && !component.instance.is_empty() {
-        attributes.push(("service.instance.id", AttrRef::Str(&component.instance)));
-    }
-    attributes
-}
-
-fn resource(component: &Component) -> Resource {
+fn resource(shape: &SpanShape, component: Option<&Component>) -> Resource {
     Resource {
-        attributes: resource_attributes(component)
+        attributes: shape
+            .resource_attributes(component)
             .into_iter()
             .map(|(k, v)| kv(k, v))
             .collect(),
@@ -60,22 +56,25 @@ fn resource(component: &Component) -> Resource {
     }
 }
 
-pub fn nanos(t: crate::engine::time::Timestamp) -> u64 {
+pub fn nanos(t: Timestamp) -> u64 {
     u64::try_from(t.unix_nanos()).unwrap_or(0)
 }
 
-pub fn span(s: &FinishedSpan) -> Span {
+pub fn span(s: &FinishedSpan, shape: &SpanShape) -> Span {
     Span {
-        trace_id: s.trace_id.to_bytes().to_vec(),
+        trace_id: shape.trace_id(s).to_bytes().to_vec(),
         span_id: s.span_id.to_bytes().to_vec(),
-        parent_span_id: s.parent.map(|p| p.to_bytes().to_vec()).unwrap_or_default(),
-        flags: FLAGS_SAMPLED_LOCAL,
+        parent_span_id: shape
+            .parent(s)
+            .map(|p| p.to_bytes().to_vec())
+            .unwrap_or_default(),
+        flags: shape.flags(s),
         name: s.name.to_string(),
         kind: span::SpanKind::Internal as i32,
         start_time_unix_nano: nanos(s.start),
         end_time_unix_nano: nanos(s.end),
-        attributes: s
-            .all_attributes()
+        attributes: shape
+            .span_attributes(s)
             .into_iter()
             .map(|(k, v)| kv(k, v))
             .collect(),
@@ -89,6 +88,16 @@ pub fn span(s: &FinishedSpan) -> Span {
                 ..Default::default()
             })
             .collect(),
+        links: shape
+            .link(s)
+            .map(|(remote, flags)| span::Link {
+                trace_id: remote.trace_id.to_bytes().to_vec(),
+                span_id: remote.span_id.to_bytes().to_vec(),
+                flags,
+                ..Default::default()
+            })
+            .into_iter()
+            .collect(),
         status: s.error.then(|| Status {
             message: s.message().to_string(),
             code: status::StatusCode::Error as i32,
@@ -97,13 +106,15 @@ pub fn span(s: &FinishedSpan) -> Span {
     }
 }
 
-/// Spans grouped by reporting component (their Resource), both in a deterministic order.
-pub fn by_component<'a>(
+/// Spans grouped by Resource (their reporting component, or all in one with a fixed service
+/// name), both in a deterministic order.
+pub fn by_resource<'a>(
     spans: impl IntoIterator<Item = &'a FinishedSpan>,
-) -> BTreeMap<&'a Component, Vec<&'a FinishedSpan>> {
-    let mut groups: BTreeMap<&Component, Vec<&FinishedSpan>> = BTreeMap::new();
+    shape: &SpanShape,
+) -> BTreeMap<Option<&'a Component>, Vec<&'a FinishedSpan>> {
+    let mut groups: BTreeMap<Option<&Component>, Vec<&FinishedSpan>> = BTreeMap::new();
     for s in spans {
-        groups.entry(&s.component).or_default().push(s);
+        groups.entry(shape.resource_of(s)).or_default().push(s);
     }
     for spans in groups.values_mut() {
         spans.sort_by_key(|s| (s.start, s.span_id));
@@ -115,26 +126,170 @@ pub fn by_component<'a>(
 pub const SCOPE_NAME: &str = "eventspan";
 pub const SCOPE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// One export request for a batch of spans: one `ResourceSpans` per component.
+fn scope() -> InstrumentationScope {
+    InstrumentationScope {
+        name: SCOPE_NAME.into(),
+        version: SCOPE_VERSION.into(),
+        ..Default::default()
+    }
+}
+
+/// One export request for a batch of spans: one `ResourceSpans` per Resource.
 pub fn export_request<'a>(
     spans: impl IntoIterator<Item = &'a FinishedSpan>,
+    shape: &SpanShape,
 ) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
-        resource_spans: by_component(spans)
+        resource_spans: by_resource(spans, shape)
             .into_iter()
             .map(|(component, spans)| ResourceSpans {
-                resource: Some(resource(component)),
+                resource: Some(resource(shape, component)),
                 scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: SCOPE_NAME.into(),
-                        version: SCOPE_VERSION.into(),
-                        ..Default::default()
-                    }),
-                    spans: spans.into_iter().map(span).collect(),
+                    scope: Some(scope()),
+                    spans: spans.into_iter().map(|s| span(s, shape)).collect(),
                     schema_url: String::new(),
                 }],
                 schema_url: String::new(),
             })
             .collect(),
+    }
+}
+
+/// The log record of a span made from an event: the event as the OpenTelemetry Collector's k8s
+/// events receiver would log it (body = message, severity from the type, `k8s.event.*` and
+/// `k8s.object.*` attributes), with the span's (shaped) trace and span IDs. `None` for a
+/// synthesised root, which no event describes.
+pub fn log_record(s: &FinishedSpan, shape: &SpanShape, observed: Timestamp) -> Option<LogRecord> {
+    let event = s.event.as_ref()?;
+    let (severity, text) = if event.warning {
+        (SeverityNumber::Warn, "Warning")
+    } else {
+        (SeverityNumber::Info, "Normal")
+    };
+    Some(LogRecord {
+        time_unix_nano: nanos(s.start),
+        observed_time_unix_nano: nanos(observed),
+        severity_number: severity as i32,
+        severity_text: text.into(),
+        body: Some(any(AttrRef::Str(&event.message))),
+        attributes: shape
+            .span_attributes(s)
+            .into_iter()
+            .map(|(k, v)| kv(k, v))
+            .collect(),
+        flags: 0x01,
+        trace_id: shape.trace_id(s).to_bytes().to_vec(),
+        span_id: s.span_id.to_bytes().to_vec(),
+        ..Default::default()
+    })
+}
+
+/// One logs export request for a batch of spans: a record per span made from an event, one
+/// `ResourceLogs` per Resource as for the spans. `observed` is when eventspan sends them.
+pub fn logs_request<'a>(
+    spans: impl IntoIterator<Item = &'a FinishedSpan>,
+    shape: &SpanShape,
+    observed: Timestamp,
+) -> ExportLogsServiceRequest {
+    ExportLogsServiceRequest {
+        resource_logs: by_resource(spans.into_iter().filter(|s| s.event.is_some()), shape)
+            .into_iter()
+            .map(|(component, spans)| ResourceLogs {
+                resource: Some(resource(shape, component)),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(scope()),
+                    log_records: spans
+                        .into_iter()
+                        .filter_map(|s| log_record(s, shape, observed))
+                        .collect(),
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
+
+/// How many log records [`logs_request`] makes of these spans.
+pub fn log_count<'a>(spans: impl IntoIterator<Item = &'a FinishedSpan>) -> usize {
+    spans.into_iter().filter(|s| s.event.is_some()).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+    #[test]
+    fn events_become_log_records_with_the_spans_ids() {
+        let spans = crate::replay::replay(
+            include_str!("../../tests/scenarios/crashloop.jsonl"),
+            Default::default(),
+        )
+        .spans;
+        let shape = SpanShape {
+            trace_ids: shape::TraceIdFormat::AwsXRay,
+            ..Default::default()
+        };
+        let observed = Timestamp::from_unix_secs(1_800_000_000);
+        let request = logs_request(&spans, &shape, observed);
+        let records: Vec<&LogRecord> = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+            .collect();
+        assert_eq!(records.len(), log_count(&spans));
+        assert_eq!(
+            records.len(),
+            spans.iter().filter(|s| s.event.is_some()).count(),
+            "one per span made from an event; synthesised roots have none"
+        );
+        assert!(spans.iter().any(|s| s.event.is_none()));
+        let mut warnings = 0;
+        for r in &records {
+            let s = spans
+                .iter()
+                .find(|s| s.span_id.to_bytes()[..] == r.span_id[..])
+                .expect("a record per span");
+            assert_eq!(r.trace_id, shape.trace_id(s).to_bytes().to_vec());
+            assert_eq!(r.time_unix_nano, nanos(s.start));
+            assert_eq!(r.observed_time_unix_nano, nanos(observed));
+            let ev = s.event.as_ref().unwrap();
+            assert_eq!(
+                r.body.as_ref().and_then(|b| b.value.clone()),
+                Some(Value::StringValue(ev.message.clone()))
+            );
+            let (number, text) = if ev.warning {
+                warnings += 1;
+                (SeverityNumber::Warn, "Warning")
+            } else {
+                (SeverityNumber::Info, "Normal")
+            };
+            assert_eq!(
+                (r.severity_number, r.severity_text.as_str()),
+                (number as i32, text)
+            );
+            let attr = |k: &str| {
+                r.attributes
+                    .iter()
+                    .find(|a| a.key == k)
+                    .and_then(|a| a.value.clone())
+                    .and_then(|v| v.value)
+            };
+            assert_eq!(
+                attr("k8s.event.reason"),
+                Some(Value::StringValue(ev.reason.clone()))
+            );
+            assert_eq!(
+                attr("k8s.event.count"),
+                Some(Value::IntValue(i64::from(s.count)))
+            );
+            assert_eq!(
+                attr("k8s.object.kind"),
+                Some(Value::StringValue(ev.involved.kind.clone()))
+            );
+        }
+        assert!(warnings > 0, "the crash loop's BackOff is a warning");
     }
 }

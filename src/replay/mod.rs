@@ -85,7 +85,7 @@ pub fn feed(
 pub fn otlp_json_lines(spans: &[FinishedSpan]) -> String {
     let mut out = String::new();
     for (_, trace) in tree::by_trace(spans) {
-        crate::otlp::json::write_request(&mut out, trace);
+        crate::otlp::json::write_request(&mut out, trace, &crate::otlp::SpanShape::default());
         out.push('\n');
     }
     out

@@ -64,6 +64,9 @@ fn render_trace(out: &mut String, trace_id: TraceId, spans: &[&FinishedSpan]) {
         spans.len(),
         millis(end.since(start)),
     );
+    if let Some(tp) = &root.traceparent {
+        let _ = writeln!(out, "  applied under traceparent {tp}");
+    }
     let tops = children.get(&None).cloned().unwrap_or_default();
     for s in &tops {
         render_span(out, s, start, &children, "", None);

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
-use crate::wire::TOP_LEVEL_ANNOTATION;
+use crate::wire::{TOP_LEVEL_ANNOTATION, TRACEPARENT_ANNOTATION};
 
 /// The wall clock, for stamping what watches deliver (the engine itself never reads a clock).
 pub fn now() -> Timestamp {
@@ -139,7 +139,7 @@ pub fn objects(
 pub fn slim_object(ar: &ApiResource, object: &Watched) -> Value {
     let mut m = object.metadata.clone();
     if let Some(annotations) = &mut m.annotations {
-        annotations.retain(|k, _| k == TOP_LEVEL_ANNOTATION);
+        annotations.retain(|k, _| k == TOP_LEVEL_ANNOTATION || k == TRACEPARENT_ANNOTATION);
     }
     if let Some(fields) = &mut m.managed_fields {
         for f in fields {

@@ -74,6 +74,10 @@ const CASES: &[Case] = &[
         "exporter_outage_is_buffered_and_recovered",
         sessions::exporter_outage_is_buffered_and_recovered,
     ),
+    (
+        "traceparent_annotated_rollout_joins_the_pipeline_trace",
+        sessions::traceparent_annotated_rollout_joins_the_pipeline_trace,
+    ),
     // Last: it stops the shared operator.
     (
         "leader_election_hands_over",

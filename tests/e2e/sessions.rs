@@ -205,6 +205,74 @@ pub fn rollout_is_traced_into_status_and_jaeger(w: &World) -> Result<(), String>
     Ok(())
 }
 
+/// Issue 5: a pipeline applies a Deployment annotated with its traceparent; the rollout's trace
+/// becomes part of the pipeline's trace: the status and Jaeger have it under the pipeline's
+/// trace ID, its root span a child of the pipeline's span. (Log export is checked only by the
+/// in-process receivers of tests/exporter.rs: Jaeger has no logs API.)
+pub fn traceparent_annotated_rollout_joins_the_pipeline_trace(w: &World) -> Result<(), String> {
+    let c = &w.cluster;
+    w.operator()?;
+    let ns = c.namespace("e2e-pipeline")?;
+    c.apply(&session_yaml(
+        &ns,
+        "pipeline",
+        c.var("JAEGER_OTLP_GRPC"),
+        "  traceparent: Parent\n",
+    ))?;
+    wait_ready(w, &ns, "pipeline")?;
+    // A trace ID of this run's own, so Jaeger holds nothing under it from an earlier run.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_nanos();
+    let trace_id = format!("{:032x}", nanos ^ (u128::from(std::process::id()) << 64));
+    let parent_span = "00f067aa0ba902b7";
+    let traceparent = format!("00-{trace_id}-{parent_span}-01");
+    c.apply(&format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: {ns}\n  labels: {{app: web}}\n  annotations: {{eventspan.dev/traceparent: \"{traceparent}\"}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: app, image: nginx:1.27}}]}}\n"
+    ))?;
+    c.kubectl(&[
+        "-n",
+        &ns,
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=60s",
+    ])?;
+    eventually(SECONDS_60, || {
+        let s = status(c, &ns, "pipeline")?;
+        (s["lastTraceId"] == trace_id.as_str())
+            .then_some(())
+            .ok_or(format!("lastTraceId is not the pipeline's {trace_id}: {s}"))
+    })?;
+    let spans = eventually(SECONDS_30, || {
+        let spans = jaeger_trace(c, &trace_id)?;
+        let roots = spans
+            .iter()
+            .filter(|s| s.parent.as_deref() == Some(parent_span))
+            .count();
+        (roots == 1 && spans.len() >= 8)
+            .then_some(spans.clone())
+            .ok_or(format!(
+                "{} spans in Jaeger's {trace_id}, {roots} under the pipeline's span",
+                spans.len()
+            ))
+    })?;
+    let ids: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+    for s in &spans {
+        match s.parent.as_deref() {
+            Some(p) if p == parent_span || ids.contains(p) => {}
+            other => {
+                return Err(format!(
+                    "{} has parent {other:?}: neither the pipeline's span nor in the trace",
+                    s.operation
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// deploy/ and its samples pass the API server's validation (schema, CEL rules, RBAC objects)
 /// with a server-side dry run; the Deployment's image cannot be built here, so nothing runs it.
 pub fn deploy_manifests_and_samples_validate(w: &World) -> Result<(), String> {
@@ -224,8 +292,8 @@ pub fn deploy_manifests_and_samples_validate(w: &World) -> Result<(), String> {
         .lines()
         .filter(|l| l.starts_with("tracesession"))
         .count();
-    if sessions != 3 {
-        return Err(format!("expected 3 sample sessions to validate:\n{out}"));
+    if sessions != 4 {
+        return Err(format!("expected 4 sample sessions to validate:\n{out}"));
     }
     Ok(())
 }
