@@ -253,7 +253,7 @@ async fn watch_metadata(
     stop: CancellationToken,
 ) {
     let _live = Live::new(&counts.metadata);
-    tracing::info!(kind = %resource.kind, ?scope, "watching metadata");
+    tracing::info!(kind = %resource.kind, ?scope, "watching objects");
     let mut stream = watch::objects(client, &resource, namespaced, &scope);
     loop {
         let next = tokio::select! {

@@ -213,6 +213,17 @@ pub struct JaegerSpan {
     /// The CHILD_OF reference; none for a root.
     pub parent: Option<String>,
     pub service: String,
+    /// Microseconds since the epoch.
+    pub start_us: i64,
+    pub duration_us: i64,
+    /// Span attributes, their values as text.
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl JaegerSpan {
+    pub fn end_us(&self) -> i64 {
+        self.start_us + self.duration_us
+    }
 }
 
 /// The spans of a trace in Jaeger.
@@ -236,6 +247,20 @@ pub fn jaeger_trace(c: &Cluster, trace_id: &str) -> Result<Vec<JaegerSpan>, Stri
             service: text(
                 &trace["processes"][s["processID"].as_str().unwrap_or_default()]["serviceName"],
             ),
+            start_us: s["startTime"].as_i64().unwrap_or_default(),
+            duration_us: s["duration"].as_i64().unwrap_or_default(),
+            tags: s["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    let value = match &t["value"] {
+                        Value::String(v) => v.clone(),
+                        other => other.to_string(),
+                    };
+                    (text(&t["key"]), value)
+                })
+                .collect(),
         })
         .collect())
 }

@@ -2,13 +2,14 @@
 
 use std::time::Duration;
 
+use eventspan::engine::time::Timestamp;
 use serde_json::Value;
 
 use crate::World;
-use crate::cluster::eventually;
+use crate::cluster::{Cluster, eventually};
 use crate::operator::{
-    OPERATOR_NS, condition, free_port, http_get, jaeger_trace, metric_of, restart, rollout,
-    session_yaml, spawn_operator, status, terminate,
+    JaegerSpan, OPERATOR_NS, condition, free_port, http_get, jaeger_trace, metric_of, restart,
+    rollout, session_yaml, spawn_operator, status, terminate,
 };
 
 const SECONDS_30: Duration = Duration::from_secs(30);
@@ -172,7 +173,7 @@ pub fn rollout_is_traced_into_status_and_jaeger(w: &World) -> Result<(), String>
             creates.len()
         ));
     }
-    for create in creates {
+    for create in &creates {
         let mut pod: Vec<&str> = children(&create.id)
             .iter()
             .map(|s| s.operation.as_str())
@@ -190,6 +191,7 @@ pub fn rollout_is_traced_into_status_and_jaeger(w: &World) -> Result<(), String>
             return Err(format!("pod events under SuccessfulCreate: {pod:?}"));
         }
     }
+    durations_follow_the_status(c, &ns, root, &creates)?;
     let services: std::collections::BTreeSet<&str> =
         spans.iter().map(|s| s.service.as_str()).collect();
     for service in [
@@ -201,6 +203,64 @@ pub fn rollout_is_traced_into_status_and_jaeger(w: &World) -> Result<(), String>
         if !services.contains(service) {
             return Err(format!("no {service} Resource in Jaeger: {services:?}"));
         }
+    }
+    Ok(())
+}
+
+/// Issue 5: durations come from object state. The root span ends when the Deployment's status
+/// said the rollout was done, and each pod's creation span when the pod became Ready. Status
+/// times are whole seconds and the watch adds its latency, hence the tolerance.
+fn durations_follow_the_status(
+    c: &Cluster,
+    ns: &str,
+    root: &JaegerSpan,
+    creates: &[&JaegerSpan],
+) -> Result<(), String> {
+    let get = |what: &[&str]| -> Result<Value, String> {
+        let mut args = vec!["-n", ns, "get"];
+        args.extend_from_slice(what);
+        args.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&c.kubectl(&args)?).map_err(|e| e.to_string())
+    };
+    let condition_time = |object: &Value, type_: &str, field: &str| -> Result<i64, String> {
+        let condition = object["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .ok_or(format!("no {type_} condition"))?;
+        let at = condition[field].as_str().unwrap_or_default();
+        Timestamp::parse_rfc3339(at)
+            .map(|t| t.unix_nanos() / 1000)
+            .ok_or(format!("{type_}.{field}: {at:?}"))
+    };
+    let close_to = |what: &str, span: &JaegerSpan, status_us: i64| {
+        let end = span.end_us();
+        if span.tags.get("eventspan.outcome").map(String::as_str) != Some("done") {
+            return Err(format!(
+                "{what}: outcome {:?}",
+                span.tags.get("eventspan.outcome")
+            ));
+        }
+        eprintln!(
+            "{what}: span ends {} ms after the status's time (whole seconds)",
+            (end - status_us) / 1000
+        );
+        if end < status_us - 100_000 || end > status_us + 3_000_000 {
+            return Err(format!(
+                "{what} ends at {end} µs, its status says {status_us} µs (whole seconds)"
+            ));
+        }
+        Ok(())
+    };
+    let deployment = get(&["deployment", "web"])?;
+    let done = condition_time(&deployment, "Progressing", "lastUpdateTime")?;
+    close_to("the rollout's root", root, done)?;
+    for create in creates {
+        let pod = create
+            .tags
+            .get("eventspan.child.name")
+            .ok_or("a creation span names no child")?;
+        let ready = condition_time(&get(&["pod", pod])?, "Ready", "lastTransitionTime")?;
+        close_to(&format!("the creation of {pod}"), create, ready)?;
     }
     Ok(())
 }
