@@ -155,7 +155,7 @@ impl Engine {
     /// An object was deleted: it stays known for a while so late events still find their trace.
     pub fn delete_object(&mut self, uid: &str, observed: Timestamp) {
         self.advance(observed);
-        self.objects.delete(uid, self.now);
+        self.objects.delete(uid, observed, self.now);
         if let Some(id) = self.objects.lookup_uid(uid) {
             self.wake_on_delete(id);
         }

@@ -168,12 +168,24 @@ pub(crate) struct ObjEntry {
     pub state: Option<Box<StateSeen>>,
 }
 
-/// What an object's status last said, and since when.
+/// What an object's status has said.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StateSeen {
     pub observed_generation: i64,
-    /// The outcome and when it was first observed.
-    pub outcome: Option<(Outcome, Timestamp)>,
+    /// The first outcome seen for each recent generation, and when: a rollout that was done
+    /// stays done when the next generation's status replaces it (capped at
+    /// [`GENERATION_HISTORY`]).
+    pub outcomes: Vec<(i64, Outcome, Timestamp)>,
+}
+
+impl StateSeen {
+    /// The first outcome seen for a generation, and when.
+    pub fn outcome_of(&self, generation: i64) -> Option<(&Outcome, Timestamp)> {
+        self.outcomes
+            .iter()
+            .find(|(g, _, _)| *g == generation)
+            .map(|(_, o, at)| (o, *at))
+    }
 }
 
 impl ObjEntry {
@@ -637,7 +649,8 @@ impl ObjectTable {
 
     /// Marks a watched object deleted: it stays resolvable (a tombstone) for the TTL so late
     /// events of it and of its children still find their trace.
-    pub fn delete(&mut self, uid: &str, now: Timestamp) {
+    /// An object was deleted (`at`: when that was observed); it stays as a tombstone.
+    pub fn delete(&mut self, uid: &str, at: Timestamp, now: Timestamp) {
         let Some(id) = self.lookup_uid(uid) else {
             return;
         };
@@ -646,13 +659,16 @@ impl ObjectTable {
             e.live = false;
             e.deleted = true;
             e.touched = now;
-            if let Some(state) = e.state.as_mut().filter(|s| s.outcome.is_none()) {
-                let gone = Outcome {
-                    kind: OutcomeKind::Deleted,
-                    reason: "Deleted".into(),
-                    message: String::new(),
-                };
-                state.outcome = Some((gone, now));
+            if let Some(state) = e.state.as_mut() {
+                let generation = state.observed_generation;
+                if state.outcome_of(generation).is_none() {
+                    let gone = Outcome {
+                        kind: OutcomeKind::Deleted,
+                        reason: "Deleted".into(),
+                        message: String::new(),
+                    };
+                    state.outcomes.push((generation, gone, at));
+                }
             }
             self.expiry.push_back((due, id));
         }
@@ -669,24 +685,28 @@ impl ObjectTable {
         let Some(entry) = self.get_mut(id) else {
             return false;
         };
-        let same_outcome = |seen: &StateSeen| {
-            seen.observed_generation == state.observed_generation
-                && seen.outcome.as_ref().map(|(o, _)| o.kind)
-                    == state.outcome.as_ref().map(|o| o.kind)
-        };
-        if entry.state.as_deref().is_some_and(same_outcome) {
-            return false;
+        let seen = entry.state.get_or_insert_with(|| {
+            Box::new(StateSeen {
+                observed_generation: state.observed_generation,
+                outcomes: Vec::new(),
+            })
+        });
+        let mut changed = false;
+        if state.observed_generation > seen.observed_generation {
+            seen.observed_generation = state.observed_generation;
+            changed = true;
         }
-        let newer = entry
-            .state
-            .as_ref()
-            .is_some_and(|s| s.observed_generation < state.observed_generation);
-        let reached = state.outcome.is_some() || newer;
-        entry.state = Some(Box::new(StateSeen {
-            observed_generation: state.observed_generation,
-            outcome: state.outcome.clone().map(|o| (o, observed)),
-        }));
-        reached
+        if let Some(outcome) = &state.outcome
+            && seen.outcome_of(state.observed_generation).is_none()
+        {
+            if seen.outcomes.len() == GENERATION_HISTORY {
+                seen.outcomes.remove(0);
+            }
+            seen.outcomes
+                .push((state.observed_generation, outcome.clone(), observed));
+            changed = true;
+        }
+        changed
     }
 
     /// Learns "parent acted on child" from a controller message, unless the child's real
@@ -993,7 +1013,11 @@ mod tests {
             Timestamp::from_unix_secs(0),
             Timestamp::from_unix_secs(0),
         );
-        t.delete("p1", Timestamp::from_unix_secs(1));
+        t.delete(
+            "p1",
+            Timestamp::from_unix_secs(1),
+            Timestamp::from_unix_secs(1),
+        );
         t.expire(Timestamp::from_unix_secs(30));
         assert!(t.get(id).is_some(), "tombstone kept within its TTL");
         t.expire(Timestamp::from_unix_secs(62));
@@ -1034,7 +1058,11 @@ mod tests {
             Timestamp::from_unix_secs(0),
             Timestamp::from_unix_secs(0),
         );
-        t.delete("p1", Timestamp::from_unix_secs(5));
+        t.delete(
+            "p1",
+            Timestamp::from_unix_secs(5),
+            Timestamp::from_unix_secs(5),
+        );
         let at = Timestamp::from_unix_secs(6);
         assert_eq!(
             t.resolve_named("Pod", "ns", "db-0", at, false, at),

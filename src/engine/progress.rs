@@ -32,11 +32,14 @@ fn progress_of(
     let Some(state) = objects.get(object).and_then(|o| o.state.as_deref()) else {
         return Progress::Untracked;
     };
-    if let Some(generation) = generation
-        && state.observed_generation > generation
-    {
+    // A root waits for its trace's generation; a created object (a pod) for its first outcome.
+    let generation = generation.unwrap_or(state.observed_generation);
+    if let Some((outcome, at)) = state.outcome_of(generation) {
+        return Progress::Finished(outcome.clone(), at);
+    }
+    if state.observed_generation > generation {
         // The controller moved on to a newer spec: this one's rollout ended when that came.
-        let at = objects
+        let newer = objects
             .change(trace.map_or(object, |t| t.root_object), generation + 1)
             .map(|c| c.time);
         let superseded = Outcome {
@@ -44,17 +47,12 @@ fn progress_of(
             reason: "NewerGeneration".into(),
             message: format!("generation {} replaced it", state.observed_generation),
         };
-        return match at.or(state.outcome.as_ref().map(|(_, at)| *at)) {
+        return match newer {
             Some(at) => Progress::Finished(superseded, at),
             None => Progress::Pending,
         };
     }
-    match &state.outcome {
-        Some((outcome, at)) if generation.is_none_or(|g| state.observed_generation >= g) => {
-            Progress::Finished(outcome.clone(), *at)
-        }
-        _ => Progress::Pending,
-    }
+    Progress::Pending
 }
 
 impl Engine {
