@@ -115,10 +115,12 @@ fn outcome(kind: OutcomeKind, reason: &str, message: &str) -> Option<Outcome> {
 
 /// The progress of an object of `kind` at `generation`, from its spec and status; `None` when
 /// the kind is not followed, the status is missing, or the kind's progress cannot be told (a
-/// paused Deployment, an `OnDelete` StatefulSet or DaemonSet, as kubectl says too).
+/// paused Deployment, an `OnDelete` StatefulSet or DaemonSet, as kubectl says too). A pod is done
+/// when Ready, unless its controller (`owner_kind`) is a Job: then when it has run to the end.
 pub fn state(
     kind: &str,
     generation: i64,
+    owner_kind: Option<&str>,
     spec: Option<&WireSpec>,
     status: Option<&WireStatus>,
 ) -> Option<ObjectState> {
@@ -218,7 +220,7 @@ pub fn state(
                         status.reason.as_deref().unwrap_or("Failed"),
                         status.message.as_deref().unwrap_or(""),
                     )
-                } else if status.true_condition("Ready").is_some() {
+                } else if owner_kind != Some("Job") && status.true_condition("Ready").is_some() {
                     outcome(OutcomeKind::Done, "Ready", "")
                 } else if phase == "Succeeded" {
                     outcome(OutcomeKind::Done, "Succeeded", "")
@@ -246,7 +248,7 @@ mod tests {
             status: Option<WireStatus>,
         }
         let o: Obj = serde_json::from_str(json).unwrap();
-        state(kind, generation, o.spec.as_ref(), o.status.as_ref())
+        state(kind, generation, None, o.spec.as_ref(), o.status.as_ref())
     }
 
     fn kind_of(s: Option<ObjectState>) -> Option<OutcomeKind> {

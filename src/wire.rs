@@ -380,9 +380,16 @@ impl WireObject {
             return Err(WireError::NoUid { kind: self.kind });
         }
         let generation = m.generation.unwrap_or(0);
+        let controller_kind = m
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.kind.as_str());
         let state = status::state(
             &self.kind,
             generation,
+            controller_kind,
             self.spec.as_ref(),
             self.status.as_ref(),
         );
