@@ -154,12 +154,16 @@ impl Lcg {
 }
 
 /// Shuffles lines whose `observedAt` lie within `spread` of each other: the reordering that
-/// separate watches (events, pods, ReplicaSets) and the apiserver's batching produce.
+/// separate watches (events, pods, ReplicaSets) and the apiserver's batching produce. One
+/// object's own changes keep their order, as a watch delivers them (by resourceVersion).
 fn permute(lines: &[&str], spread_ms: i64, rng: &mut Lcg) -> Vec<String> {
-    let observed: Vec<i64> = lines
+    let parsed: Vec<serde_json::Value> = lines
         .iter()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let observed: Vec<i64> = parsed
+        .iter()
+        .map(|v| {
             let at = v["observedAt"]
                 .as_str()
                 .expect("recordings carry observedAt");
@@ -169,6 +173,10 @@ fn permute(lines: &[&str], spread_ms: i64, rng: &mut Lcg) -> Vec<String> {
                 / 1_000_000
         })
         .collect();
+    let object = |i: usize| {
+        let uid = &parsed[i]["object"]["metadata"]["uid"];
+        uid.as_str().map_or(format!("line {i}"), str::to_string)
+    };
     let mut out = Vec::with_capacity(lines.len());
     let mut start = 0;
     while start < lines.len() {
@@ -176,11 +184,23 @@ fn permute(lines: &[&str], spread_ms: i64, rng: &mut Lcg) -> Vec<String> {
         while end < lines.len() && observed[end] - observed[start] < spread_ms {
             end += 1;
         }
-        let mut chunk: Vec<&str> = lines[start..end].to_vec();
+        let mut chunk: Vec<usize> = (start..end).collect();
         for i in (1..chunk.len()).rev() {
             chunk.swap(i, rng.below(i + 1));
         }
-        out.extend(chunk.into_iter().map(String::from));
+        // Each object's lines go back into the slots it got, in their original order.
+        let mut by_object: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for &i in &chunk {
+            by_object.entry(object(i)).or_default().push(i);
+        }
+        for mine in by_object.values_mut() {
+            mine.sort_unstable();
+            mine.reverse();
+        }
+        for slot in chunk.iter_mut() {
+            *slot = by_object.get_mut(&object(*slot)).unwrap().pop().unwrap();
+        }
+        out.extend(chunk.into_iter().map(|i| lines[i].to_string()));
         start = end;
     }
     out
