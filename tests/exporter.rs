@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::post;
+use axum::routing::{MethodRouter, post};
 use eventspan::engine::model::FinishedSpan;
 use eventspan::export::{Exporter, ExporterSettings, ExporterSpec, Protocol};
 use eventspan::otlp::SpanShape;
@@ -350,6 +350,32 @@ struct Received {
     log_records: Arc<Mutex<Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>>>,
 }
 
+/// An OTLP/HTTP traces endpoint that records what it receives into `r`.
+fn traces_receiver(r: Received) -> MethodRouter {
+    post(move |body: Bytes| {
+        let r = r.clone();
+        async move {
+            r.spans_of(&ExportTraceServiceRequest::decode(&gunzip(&body)[..]).unwrap());
+            ExportTraceServiceResponse::default()
+                .encode_to_vec()
+                .into_response()
+        }
+    })
+}
+
+/// An OTLP/HTTP logs endpoint that records what it receives into `r`.
+fn logs_receiver(r: Received) -> MethodRouter {
+    post(move |body: Bytes| {
+        let r = r.clone();
+        async move {
+            r.logs_of(&ExportLogsServiceRequest::decode(&gunzip(&body)[..]).unwrap());
+            ExportLogsServiceResponse::default()
+                .encode_to_vec()
+                .into_response()
+        }
+    })
+}
+
 impl Received {
     fn spans_of(&self, request: &ExportTraceServiceRequest) {
         self.spans.lock().unwrap().extend(
@@ -535,33 +561,9 @@ async fn grpc_sends_logs_whose_ids_are_the_shaped_spans() {
 #[tokio::test]
 async fn http_sends_logs_to_v1_logs_beside_v1_traces() {
     let received = Received::default();
-    let traces = received.clone();
-    let logs = received.clone();
     let app = Router::new()
-        .route(
-            "/otlp/v1/traces",
-            post(move |body: Bytes| {
-                let r = traces.clone();
-                async move {
-                    r.spans_of(&ExportTraceServiceRequest::decode(&gunzip(&body)[..]).unwrap());
-                    ExportTraceServiceResponse::default()
-                        .encode_to_vec()
-                        .into_response()
-                }
-            }),
-        )
-        .route(
-            "/otlp/v1/logs",
-            post(move |body: Bytes| {
-                let r = logs.clone();
-                async move {
-                    r.logs_of(&ExportLogsServiceRequest::decode(&gunzip(&body)[..]).unwrap());
-                    ExportLogsServiceResponse::default()
-                        .encode_to_vec()
-                        .into_response()
-                }
-            }),
-        );
+        .route("/otlp/v1/traces", traces_receiver(received.clone()))
+        .route("/otlp/v1/logs", logs_receiver(received.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -608,20 +610,8 @@ async fn http_sends_logs_to_v1_logs_beside_v1_traces() {
 #[tokio::test]
 async fn failing_logs_never_hold_up_spans_and_are_counted() {
     let received = Received::default();
-    let traces = received.clone();
     let app = Router::new()
-        .route(
-            "/v1/traces",
-            post(move |body: Bytes| {
-                let r = traces.clone();
-                async move {
-                    r.spans_of(&ExportTraceServiceRequest::decode(&gunzip(&body)[..]).unwrap());
-                    ExportTraceServiceResponse::default()
-                        .encode_to_vec()
-                        .into_response()
-                }
-            }),
-        )
+        .route("/v1/traces", traces_receiver(received.clone()))
         // A collector with no logs pipeline.
         .route(
             "/v1/logs",

@@ -280,7 +280,8 @@ pub fn restart(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
     rolled_out(c, ns, name)
 }
 
-fn rolled_out(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
+/// Waits until a Deployment has rolled out (`kubectl rollout status`, at most 60 s).
+pub fn rolled_out(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
     let deployment = format!("deployment/{name}");
     c.kubectl(&["-n", ns, "rollout", "status", &deployment, "--timeout=60s"])?;
     Ok(())

@@ -8,6 +8,7 @@ use eventspan::engine::model::FinishedSpan;
 use eventspan::replay;
 
 use crate::cluster::{Cluster, eventually};
+use crate::operator::rolled_out;
 
 pub fn cluster_answers_with_real_components(c: &Cluster) -> Result<(), String> {
     let version: serde_json::Value =
@@ -110,14 +111,7 @@ pub fn deployment_events_are_recorded_and_replay_into_one_trace(c: &Cluster) -> 
         "--image=nginx:1.27",
         "--replicas=2",
     ])?;
-    c.kubectl(&[
-        "-n",
-        &ns,
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=60s",
-    ])?;
+    rolled_out(c, &ns, "web")?;
     eventually(Duration::from_secs(30), || {
         let started = reasons(&recorder.lines())
             .iter()

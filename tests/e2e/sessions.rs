@@ -9,7 +9,7 @@ use crate::World;
 use crate::cluster::{Cluster, eventually};
 use crate::operator::{
     JaegerSpan, OPERATOR_NS, condition, free_port, http_get, jaeger_trace, metric_of, restart,
-    rollout, session_yaml, spawn_operator, status, terminate,
+    rolled_out, rollout, session_yaml, spawn_operator, status, terminate,
 };
 
 const SECONDS_30: Duration = Duration::from_secs(30);
@@ -291,14 +291,7 @@ pub fn traceparent_annotated_rollout_joins_the_pipeline_trace(w: &World) -> Resu
     c.apply(&format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: {ns}\n  labels: {{app: web}}\n  annotations: {{eventspan.dev/traceparent: \"{traceparent}\"}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: app, image: nginx:1.27}}]}}\n"
     ))?;
-    c.kubectl(&[
-        "-n",
-        &ns,
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=60s",
-    ])?;
+    rolled_out(c, &ns, "web")?;
     eventually(SECONDS_60, || {
         let s = status(c, &ns, "pipeline")?;
         (s["lastTraceId"] == trace_id.as_str())
