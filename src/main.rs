@@ -290,11 +290,13 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         ..EngineConfig::default()
     };
     let result = replay::replay(&input, cfg);
-    let rendered = match args.output {
-        Output::Tree => replay::tree::render(&result.spans),
-        Output::OtlpJson => replay::otlp_json_lines(&result.spans),
-    };
-    if let Err(e) = std::io::stdout().lock().write_all(rendered.as_bytes())
+    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = match args.output {
+        Output::Tree => stdout.write_all(replay::tree::render(&result.spans).as_bytes()),
+        Output::OtlpJson => replay::write_otlp_json_lines(&result.spans, &mut stdout),
+    }
+    .and_then(|()| stdout.flush());
+    if let Err(e) = written
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         eprintln!("eventspan replay: cannot write output: {e}");

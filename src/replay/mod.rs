@@ -83,12 +83,25 @@ pub fn feed(
 /// OTLP/JSON lines: one `ExportTraceServiceRequest` per trace, as the Collector's file exporter
 /// writes them.
 pub fn otlp_json_lines(spans: &[FinishedSpan]) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    write_otlp_json_lines(spans, &mut out).expect("writing to memory");
+    String::from_utf8(out).expect("OTLP/JSON is UTF-8")
+}
+
+/// Writes [`otlp_json_lines`] to `out` a trace at a time, so a long recording's output is never
+/// held whole in memory.
+pub fn write_otlp_json_lines(
+    spans: &[FinishedSpan],
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let mut line = String::new();
     for (_, trace) in tree::by_trace(spans) {
-        crate::otlp::json::write_request(&mut out, trace, &crate::otlp::SpanShape::default());
-        out.push('\n');
+        line.clear();
+        crate::otlp::json::write_request(&mut line, trace, &crate::otlp::SpanShape::default());
+        line.push('\n');
+        out.write_all(line.as_bytes())?;
     }
-    out
+    Ok(())
 }
 
 impl Replay {
