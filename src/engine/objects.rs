@@ -175,16 +175,47 @@ pub(crate) struct StateSeen {
     /// The first outcome seen for each recent generation, and when: a rollout that was done
     /// stays done when the next generation's status replaces it (capped at
     /// [`GENERATION_HISTORY`]).
-    pub outcomes: Vec<(i64, Outcome, Timestamp)>,
+    pub outcomes: Vec<SeenOutcome>,
+}
+
+/// An outcome as kept per object: compact, as every watched pod has one (its Ready).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SeenOutcome {
+    generation: i64,
+    kind: OutcomeKind,
+    /// Interned: condition reasons are a few constants.
+    reason: Arc<str>,
+    message: Box<str>,
+    at: Timestamp,
 }
 
 impl StateSeen {
     /// The first outcome seen for a generation, and when.
-    pub fn outcome_of(&self, generation: i64) -> Option<(&Outcome, Timestamp)> {
+    pub fn outcome_of(&self, generation: i64) -> Option<(Outcome, Timestamp)> {
         self.outcomes
             .iter()
-            .find(|(g, _, _)| *g == generation)
-            .map(|(_, o, at)| (o, *at))
+            .find(|o| o.generation == generation)
+            .map(|o| {
+                let outcome = Outcome {
+                    kind: o.kind,
+                    reason: o.reason.to_string(),
+                    message: o.message.to_string(),
+                };
+                (outcome, o.at)
+            })
+    }
+
+    fn has_outcome(&self, generation: i64) -> bool {
+        self.outcomes.iter().any(|o| o.generation == generation)
+    }
+
+    fn push(&mut self, outcome: SeenOutcome) {
+        if self.outcomes.len() == GENERATION_HISTORY {
+            self.outcomes.remove(0);
+        }
+        // Exactly: a Vec's first push would make room for four.
+        self.outcomes.reserve_exact(1);
+        self.outcomes.push(outcome);
     }
 }
 
@@ -655,19 +686,21 @@ impl ObjectTable {
             return;
         };
         let due = now.saturating_add(self.ttl);
+        let reason = self.strings.intern("Deleted");
         if let Some(e) = self.get_mut(id) {
             e.live = false;
             e.deleted = true;
             e.touched = now;
             if let Some(state) = e.state.as_mut() {
                 let generation = state.observed_generation;
-                if state.outcome_of(generation).is_none() {
-                    let gone = Outcome {
+                if !state.has_outcome(generation) {
+                    state.push(SeenOutcome {
+                        generation,
                         kind: OutcomeKind::Deleted,
-                        reason: "Deleted".into(),
-                        message: String::new(),
-                    };
-                    state.outcomes.push((generation, gone, at));
+                        reason,
+                        message: Box::from(""),
+                        at,
+                    });
                 }
             }
             self.expiry.push_back((due, id));
@@ -682,6 +715,10 @@ impl ObjectTable {
         state: &super::model::ObjectState,
         observed: Timestamp,
     ) -> bool {
+        let reason = state
+            .outcome
+            .as_ref()
+            .map(|o| self.strings.intern(&o.reason));
         let Some(entry) = self.get_mut(id) else {
             return false;
         };
@@ -696,14 +733,16 @@ impl ObjectTable {
             seen.observed_generation = state.observed_generation;
             changed = true;
         }
-        if let Some(outcome) = &state.outcome
-            && seen.outcome_of(state.observed_generation).is_none()
+        if let (Some(outcome), Some(reason)) = (&state.outcome, reason)
+            && !seen.has_outcome(state.observed_generation)
         {
-            if seen.outcomes.len() == GENERATION_HISTORY {
-                seen.outcomes.remove(0);
-            }
-            seen.outcomes
-                .push((state.observed_generation, outcome.clone(), observed));
+            seen.push(SeenOutcome {
+                generation: state.observed_generation,
+                kind: outcome.kind,
+                reason,
+                message: Box::from(outcome.message.as_str()),
+                at: observed,
+            });
             changed = true;
         }
         changed

@@ -35,7 +35,7 @@ fn progress_of(
     // A root waits for its trace's generation; a created object (a pod) for its first outcome.
     let generation = generation.unwrap_or(state.observed_generation);
     if let Some((outcome, at)) = state.outcome_of(generation) {
-        return Progress::Finished(outcome.clone(), at);
+        return Progress::Finished(outcome, at);
     }
     if state.observed_generation > generation {
         // The controller moved on to a newer spec: this one's rollout ended when that came.
