@@ -78,6 +78,7 @@ fn pod(i: usize) -> ObjectMeta {
                 reason: "Ready".into(),
                 message: String::new(),
             }),
+            since: None,
         }),
     }
 }

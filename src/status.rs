@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::engine::model::{ObjectState, Outcome, OutcomeKind};
+use crate::engine::time::Timestamp;
 
 /// The kinds whose progress eventspan follows: (API group, kind).
 pub const TRACKED_KINDS: &[(&str, &str)] = &[
@@ -93,6 +94,17 @@ pub struct WireCondition {
     pub reason: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_update_time: Option<Timestamp>,
+}
+
+impl WireCondition {
+    /// When the condition last changed (a Deployment's Progressing is updated, not flipped).
+    fn time(&self) -> Option<Timestamp> {
+        self.last_update_time.or(self.last_transition_time)
+    }
 }
 
 impl WireStatus {
@@ -135,6 +147,8 @@ pub fn state(
         .as_ref()
         .and_then(|s| s.type_.as_deref())
         == Some("OnDelete");
+    // The time of the condition that gave the outcome, where one did.
+    let mut since = None;
     let outcome = match kind {
         "Deployment" => {
             if spec.paused == Some(true) {
@@ -142,6 +156,7 @@ pub fn state(
             }
             let want = spec.replicas.unwrap_or(1);
             let progressing = status.condition("Progressing");
+            since = progressing.and_then(WireCondition::time);
             if let Some(c) = progressing.filter(|c| c.reason == "ProgressDeadlineExceeded") {
                 outcome(OutcomeKind::Failed, &c.reason, &c.message)
             } else if current
@@ -199,28 +214,37 @@ pub fn state(
         }
         "Job" => {
             // A Job has no observedGeneration: its conditions are about its only spec.
+            let failed = status.true_condition("Failed");
+            let complete = status.true_condition("Complete");
             return Some(ObjectState {
                 observed_generation: generation,
-                outcome: if let Some(c) = status.true_condition("Failed") {
+                outcome: if let Some(c) = failed {
                     outcome(OutcomeKind::Failed, &c.reason, &c.message)
-                } else if let Some(c) = status.true_condition("Complete") {
+                } else if let Some(c) = complete {
                     outcome(OutcomeKind::Done, "Complete", &c.message)
                 } else {
                     None
                 },
+                since: failed.or(complete).and_then(WireCondition::time),
             });
         }
         "Pod" => {
             let phase = status.phase.as_deref().unwrap_or("");
+            let ready = status
+                .true_condition("Ready")
+                .filter(|_| owner_kind != Some("Job"));
             return Some(ObjectState {
                 observed_generation: generation,
+                since: ready
+                    .filter(|_| phase != "Failed")
+                    .and_then(WireCondition::time),
                 outcome: if phase == "Failed" {
                     outcome(
                         OutcomeKind::Failed,
                         status.reason.as_deref().unwrap_or("Failed"),
                         status.message.as_deref().unwrap_or(""),
                     )
-                } else if owner_kind != Some("Job") && status.true_condition("Ready").is_some() {
+                } else if ready.is_some() {
                     outcome(OutcomeKind::Done, "Ready", "")
                 } else if phase == "Succeeded" {
                     outcome(OutcomeKind::Done, "Succeeded", "")
@@ -234,6 +258,7 @@ pub fn state(
     Some(ObjectState {
         observed_generation: observed,
         outcome,
+        since,
     })
 }
 

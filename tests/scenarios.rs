@@ -319,3 +319,29 @@ fn deleted_and_unannounced_objects_keep_their_trace() {
             .all(|s| s.attribute("eventspan.owner.guessed_from_name").is_none())
     );
 }
+
+/// A status seen long after it changed (listed when the operator restarts) dates the outcome by
+/// its condition's time, not by when it was seen.
+#[test]
+fn a_late_status_is_dated_by_its_condition() {
+    let input = include_str!("scenarios/rollout-durations.jsonl");
+    let mut lines: Vec<serde_json::Value> = input
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let done = lines
+        .iter_mut()
+        .rfind(|l| l["object"]["kind"] == "Deployment")
+        .unwrap();
+    done["observedAt"] = "2026-11-24T10:02:00Z".into();
+    done["object"]["status"]["conditions"][1]["lastUpdateTime"] = "2026-11-24T10:00:03Z".into();
+    let late: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let spans = replay::replay(&late, EngineConfig::default()).spans;
+    let root = spans.iter().find(|s| s.parent.is_none()).unwrap();
+    assert_eq!(
+        root.end,
+        eventspan::engine::time::Timestamp::parse_rfc3339("2026-11-24T10:00:04Z").unwrap(),
+        "the condition's second, plus the second it may lag: {}",
+        tree::render(&spans)
+    );
+}

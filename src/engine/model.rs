@@ -42,6 +42,10 @@ pub struct ObjectState {
     pub observed_generation: i64,
     /// `None` while in progress.
     pub outcome: Option<Outcome>,
+    /// When the status says the outcome came about (the condition's time, whole seconds), if
+    /// it says: a status listed long after (an operator restart) is dated by it, not by when it
+    /// was seen.
+    pub since: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -736,12 +736,17 @@ impl ObjectTable {
         if let (Some(outcome), Some(reason)) = (&state.outcome, reason)
             && !seen.has_outcome(state.observed_generation)
         {
+            // The condition's time is whole seconds, so it bounds the truth from above by a
+            // second: a status seen long after it changed (listed at a restart) is dated by it.
+            let at = state.since.map_or(observed, |since| {
+                observed.min(since.saturating_add(Duration::from_secs(1)))
+            });
             seen.push(SeenOutcome {
                 generation: state.observed_generation,
                 kind: outcome.kind,
                 reason,
                 message: Box::from(outcome.message.as_str()),
-                at: observed,
+                at,
             });
             changed = true;
         }

@@ -112,39 +112,38 @@ impl Engine {
     }
 
     /// An object's status was read: records it, and if it newly says the object is done (or has
-    /// moved on to a newer generation), wakes the spans waiting for it: its rollouts' roots, the
-    /// spans that created it.
+    /// moved on to a newer generation), wakes the spans waiting for it.
     pub(super) fn observe_state(&mut self, object: ObjId, state: &ObjectState, at: Timestamp) {
-        if !self.objects.record_state(object, state, at) {
-            return;
+        if self.objects.record_state(object, state, at) {
+            self.wake(object);
         }
-        let mut waiting: Vec<SpanId> = self
-            .objects
-            .get(object)
-            .map(|o| o.acted_on.iter().map(|r| r.span).collect())
-            .unwrap_or_default();
-        // The trace of the generation the status is about, and older ones it supersedes.
-        let newest = state.observed_generation;
-        let generations =
-            (newest.saturating_sub(super::objects::GENERATION_HISTORY as i64))..=newest;
-        waiting.extend(generations.filter_map(|g| {
+    }
+
+    /// An object was deleted: what waited for it to be done waits no more.
+    pub(super) fn wake_on_delete(&mut self, object: ObjId) {
+        if self.objects.get(object).is_some_and(|o| o.state.is_some()) {
+            self.wake(object);
+        }
+    }
+
+    /// Touches the spans waiting for `object` (the spans that created it, the roots of its
+    /// recent generations' traces), so that they are checked after the window.
+    fn wake(&mut self, object: ObjId) {
+        let Some(entry) = self.objects.get(object) else {
+            return;
+        };
+        let mut waiting: Vec<SpanId> = entry.acted_on.iter().map(|r| r.span).collect();
+        let newest = entry
+            .state
+            .as_ref()
+            .map_or(entry.generation, |s| s.observed_generation)
+            .max(entry.generation);
+        let oldest = newest.saturating_sub(super::objects::GENERATION_HISTORY as i64);
+        waiting.extend((oldest..=newest).filter_map(|g| {
             let trace = self.roots.get(&(object, Change::Generation(g)))?;
             Some(SpanId::for_root(*trace))
         }));
-        self.wake(&waiting, object);
-    }
-
-    pub(super) fn wake_on_delete(&mut self, object: ObjId) {
-        let waiting: Vec<SpanId> = self
-            .objects
-            .get(object)
-            .map(|o| o.acted_on.iter().map(|r| r.span).collect())
-            .unwrap_or_default();
-        self.wake(&waiting, object);
-    }
-
-    fn wake(&mut self, spans: &[SpanId], object: ObjId) {
-        for &id in spans {
+        for id in waiting {
             let Some(span) = self.spans.get(&id) else {
                 continue;
             };
