@@ -345,3 +345,45 @@ fn a_late_status_is_dated_by_its_condition() {
         tree::render(&spans)
     );
 }
+
+/// A failed rollout does not wait for its pod that never became Ready: its trace goes out a
+/// window after the failure, not `max_state_wait` after the pod's last event.
+#[test]
+fn a_failed_rollout_does_not_wait_for_its_stuck_pod() {
+    use eventspan::engine::Engine;
+    use eventspan::engine::model::AttrRef;
+    use eventspan::engine::time::Timestamp;
+    use eventspan::wire::WireObject;
+    let input = include_str!("scenarios/rollout-deadline-exceeded.jsonl");
+    let mut changes = Vec::new();
+    for line in input.lines() {
+        serde_json::from_str::<WireObject>(line)
+            .unwrap()
+            .into_changes(&mut changes);
+    }
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut spans = Vec::new();
+    for change in changes {
+        replay::feed(&mut engine, change.unwrap());
+        spans.extend(engine.drain_finished());
+    }
+    let failed = Timestamp::parse_rfc3339("2026-11-24T10:00:10.1Z").unwrap();
+    engine.advance(failed.saturating_add(std::time::Duration::from_secs(30)));
+    spans.extend(engine.drain_finished());
+    let root = spans
+        .iter()
+        .find(|s| s.parent.is_none())
+        .expect("the root is out 30 s after the failure");
+    assert_eq!(
+        root.attribute("eventspan.outcome"),
+        Some(AttrRef::Str("failed"))
+    );
+    let stuck = spans
+        .iter()
+        .find(|s| s.attribute("eventspan.outcome") == Some(AttrRef::Str("pending")))
+        .expect("the stuck pod's creation, marked pending");
+    assert!(
+        !stuck.incomplete,
+        "released by the rollout's end, not cut off"
+    );
+}

@@ -57,16 +57,17 @@ impl Engine {
         let mut order: Vec<(Reverse<u8>, SpanId)> = Vec::with_capacity(pending.len());
         let mut next: Option<Timestamp> = None;
         let mut any_ready = force;
+        // The root first: once its rollout is over, nothing else waits for status.
         let root = SpanId::for_root(trace_id);
-        let mut rollout_over = false;
+        if self.spans.get(&root).is_some_and(|s| s.waits_for.is_some()) {
+            self.resolve_progress(root);
+        }
+        let rollout_over = self.spans.get(&root).is_some_and(|s| s.state_end.is_some());
         for &id in &pending {
-            if self.spans.get(&id).is_some_and(|s| s.waits_for.is_some()) {
+            if id != root && self.spans.get(&id).is_some_and(|s| s.waits_for.is_some()) {
                 self.resolve_progress(id);
             }
-            // The root comes first (spans are pending in creation order).
-            if id == root {
-                rollout_over = self.spans.get(&id).is_some_and(|s| s.state_end.is_some());
-            } else if rollout_over {
+            if rollout_over && id != root {
                 self.release_after_rollout(id);
             }
             let Some(span) = self.spans.get(&id) else {
