@@ -12,7 +12,7 @@ use super::Engine;
 use super::ids::SpanId;
 use super::model::{ObjectState, Outcome, OutcomeKind};
 use super::objects::{ObjId, ObjectTable};
-use super::spans::{Change, OpenSpan, TraceState};
+use super::spans::{Change, OpenSpan};
 use super::time::Timestamp;
 
 /// What a waiting span can know about its object now.
@@ -23,12 +23,7 @@ enum Progress {
     Finished(Outcome, Timestamp),
 }
 
-fn progress_of(
-    objects: &ObjectTable,
-    object: ObjId,
-    generation: Option<i64>,
-    trace: Option<&TraceState>,
-) -> Progress {
+fn progress_of(objects: &ObjectTable, object: ObjId, generation: Option<i64>) -> Progress {
     let Some(state) = objects.get(object).and_then(|o| o.state.as_deref()) else {
         return Progress::Untracked;
     };
@@ -39,9 +34,7 @@ fn progress_of(
     }
     if state.observed_generation > generation {
         // The controller moved on to a newer spec: this one's rollout ended when that came.
-        let newer = objects
-            .change(trace.map_or(object, |t| t.root_object), generation + 1)
-            .map(|c| c.time);
+        let newer = objects.change(object, generation + 1).map(|c| c.time);
         let superseded = Outcome {
             kind: OutcomeKind::Superseded,
             reason: "NewerGeneration".into(),
@@ -71,7 +64,7 @@ impl Engine {
             (true, _) => return self.stop_waiting(span_id),
             (false, _) => None,
         };
-        let progress = progress_of(&self.objects, object, generation, trace);
+        let progress = progress_of(&self.objects, object, generation);
         let span: &mut OpenSpan = self.spans.get_mut(&span_id).expect("present");
         match progress {
             Progress::Untracked => {
