@@ -464,6 +464,26 @@ impl LogsService for Received {
 }
 
 /// Spans of the rollout as if applied by a pipeline: its traceparent on their trace root.
+/// Offers the pipeline's spans, waits until the receiver has every span and every log record,
+/// and checks they correlate; returns the spans and how many of them carry an event.
+async fn deliver_pipeline_spans(
+    exporter: &Exporter,
+    received: &Received,
+) -> (Vec<Arc<FinishedSpan>>, usize) {
+    let spans = pipeline_spans();
+    for s in &spans {
+        exporter.offer(s.clone());
+    }
+    let with_event = spans.iter().filter(|s| s.event.is_some()).count();
+    eventually("all spans and records received", || {
+        received.spans.lock().unwrap().len() == spans.len()
+            && received.logs.lock().unwrap().len() == with_event
+    })
+    .await;
+    received.assert_correlated(&spans);
+    (spans, with_event)
+}
+
 fn pipeline_spans() -> Vec<Arc<FinishedSpan>> {
     let remote = eventspan::wire::parse_traceparent(
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -513,17 +533,7 @@ async fn grpc_sends_logs_whose_ids_are_the_shaped_spans() {
         fast(),
     )
     .unwrap();
-    let spans = pipeline_spans();
-    for s in &spans {
-        exporter.offer(s.clone());
-    }
-    let with_event = spans.iter().filter(|s| s.event.is_some()).count();
-    eventually("all spans and records received", || {
-        received.spans.lock().unwrap().len() == spans.len()
-            && received.logs.lock().unwrap().len() == with_event
-    })
-    .await;
-    received.assert_correlated(&spans);
+    let (spans, with_event) = deliver_pipeline_spans(&exporter, &received).await;
     // The IDs are the shaped ones: X-Ray, not the engine's (Link mode keeps the own trace).
     for s in &spans {
         let id = (
@@ -579,17 +589,7 @@ async fn http_sends_logs_to_v1_logs_beside_v1_traces() {
         fast(),
     )
     .unwrap();
-    let spans = pipeline_spans();
-    for s in &spans {
-        exporter.offer(s.clone());
-    }
-    let with_event = spans.iter().filter(|s| s.event.is_some()).count();
-    eventually("all spans and records received", || {
-        received.spans.lock().unwrap().len() == spans.len()
-            && received.logs.lock().unwrap().len() == with_event
-    })
-    .await;
-    received.assert_correlated(&spans);
+    let (spans, with_event) = deliver_pipeline_spans(&exporter, &received).await;
     let remote = hex_bytes("4bf92f3577b34da6a3ce929d0e0e4736");
     assert!(
         received
