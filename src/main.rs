@@ -9,8 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use eventspan::engine::EngineConfig;
 
-/// The engine and replay allocate many small, short-lived strings and spans: mimalloc runs them
-/// about a quarter faster than the system allocator (see README, Performance).
+/// The engine and replay allocate many small, short-lived strings and spans, which mimalloc
+/// serves faster than the system allocator; the benches use it too, so their figures are the
+/// binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use eventspan::watch::Scope;
