@@ -64,15 +64,17 @@ impl Engine {
         }
         let rollout_over = self.spans.get(&root).is_some_and(|s| s.state_end.is_some());
         for &id in &pending {
-            if id != root && self.spans.get(&id).is_some_and(|s| s.waits_for.is_some()) {
-                self.resolve_progress(id);
-            }
-            if rollout_over && id != root {
-                self.release_after_rollout(id);
-            }
-            let Some(span) = self.spans.get(&id) else {
+            let Some(mut span) = self.spans.get(&id) else {
                 continue;
             };
+            // Only a span still waiting for status can learn something (or stop waiting).
+            if id != root && span.waits_for.is_some() {
+                self.resolve_progress(id);
+                if rollout_over {
+                    self.release_after_rollout(id);
+                }
+                span = self.spans.get(&id).expect("present");
+            }
             order.push((Reverse(span.depth), id));
             if span.open_children == 0 && !any_ready {
                 let ready_at = span.ready_at(window, horizon, max_hold, max_wait);
