@@ -178,25 +178,25 @@ fn capture<'a>(pattern: &str, text: &'a str) -> Option<&'a str> {
     let mut pat = pattern;
     let mut rest = text;
     while !pat.is_empty() {
-        let Some(open) = pat.find('{') else {
+        let Some(open) = byte_position(pat, b'{') else {
             return rest.eq_ignore_ascii_case(pat).then_some(child?);
         };
         rest = strip_prefix_ignore_case(rest, &pat[..open])?;
-        let close = open + pat[open..].find('}')?;
+        let close = open + byte_position(&pat[open..], b'}')?;
         let placeholder = &pat[open + 1..close];
         pat = &pat[close + 1..];
         if placeholder == "*" {
             return if pat.is_empty() { child } else { None };
         }
         // A word runs to the next literal of the pattern, or to the end.
-        let next_literal = pat.split('{').next().unwrap_or("");
+        let next_literal = &pat[..byte_position(pat, b'{').unwrap_or(pat.len())];
         let end = if next_literal.is_empty() {
             rest.len()
         } else {
             find_ignore_case(rest, next_literal)?
         };
         let word = &rest[..end];
-        if word.is_empty() || word.contains(char::is_whitespace) {
+        if word.is_empty() || has_whitespace(word) {
             return None;
         }
         if placeholder == "child" {
@@ -205,6 +205,20 @@ fn capture<'a>(pattern: &str, text: &'a str) -> Option<&'a str> {
         rest = &rest[end..];
     }
     if rest.is_empty() { child } else { None }
+}
+
+/// Where an ASCII byte first occurs: a plain loop, as patterns and names are too short for
+/// `str::find`'s searcher to pay off (this runs for every event).
+fn byte_position(s: &str, byte: u8) -> Option<usize> {
+    s.bytes().position(|b| b == byte)
+}
+
+fn has_whitespace(word: &str) -> bool {
+    if word.is_ascii() {
+        word.bytes().any(|b| char::from(b).is_whitespace())
+    } else {
+        word.contains(char::is_whitespace)
+    }
 }
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
