@@ -42,10 +42,10 @@ use rustc_hash::FxHashMap;
 pub use config::{EngineConfig, EngineStats};
 use emission::Flush;
 use held::{HeldEvents, Occurrence};
-use ids::{SpanId, TraceId};
+use ids::TraceId;
 use model::{EventRecord, EventTime, FinishedSpan, ObjectMeta};
 use objects::ObjectTable;
-use spans::{OpenSpan, RootKey, TraceState};
+use spans::{OpenSpans, RootKey, TraceState};
 use time::Timestamp;
 use tracked::TrackedEvents;
 
@@ -63,7 +63,7 @@ pub struct Engine {
     /// The current trace of each root object's change: trace IDs are fixed when a trace starts,
     /// even if the root's uid only becomes known later.
     roots: FxHashMap<RootKey, TraceId>,
-    spans: FxHashMap<SpanId, OpenSpan>,
+    spans: OpenSpans,
     deadlines: BinaryHeap<Reverse<(Timestamp, TraceId)>>,
     idle_traces: VecDeque<(Timestamp, TraceId)>,
     held: HeldEvents,
@@ -96,7 +96,7 @@ impl Engine {
             now: Timestamp::MIN,
             traces: FxHashMap::default(),
             roots: FxHashMap::default(),
-            spans: FxHashMap::default(),
+            spans: OpenSpans::default(),
             deadlines: BinaryHeap::new(),
             idle_traces: VecDeque::new(),
             held: HeldEvents::default(),

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
+
 use super::ids::{SpanId, TraceId};
 use super::model::{EventRecord, Outcome};
 use super::objects::ObjId;
@@ -121,3 +123,59 @@ pub(crate) enum Change {
 }
 
 pub(crate) type RootKey = (ObjId, Change);
+
+/// The open spans, by ID. They live in a slab indexed by a small map: an open span is a few
+/// hundred bytes, and moving it on every insert and rehash of a hash table, into cold memory
+/// scattered over the whole table, cost more than the rest of placing an event. Freed slots are
+/// reused first, so the memory in use stays warm.
+#[derive(Default)]
+pub(crate) struct OpenSpans {
+    index: FxHashMap<SpanId, u32>,
+    slots: Vec<Option<OpenSpan>>,
+    free: Vec<u32>,
+}
+
+impl OpenSpans {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn contains_key(&self, id: &SpanId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    pub fn get(&self, id: &SpanId) -> Option<&OpenSpan> {
+        let slot = *self.index.get(id)?;
+        self.slots[slot as usize].as_ref()
+    }
+
+    pub fn get_mut(&mut self, id: &SpanId) -> Option<&mut OpenSpan> {
+        let slot = *self.index.get(id)?;
+        self.slots[slot as usize].as_mut()
+    }
+
+    /// Adds a span; an open span with the same ID is replaced.
+    pub fn insert(&mut self, id: SpanId, span: OpenSpan) {
+        if let Some(existing) = self.get_mut(&id) {
+            *existing = span;
+            return;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(span);
+                slot
+            }
+            None => {
+                self.slots.push(Some(span));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 open spans")
+            }
+        };
+        self.index.insert(id, slot);
+    }
+
+    pub fn remove(&mut self, id: &SpanId) -> Option<OpenSpan> {
+        let slot = self.index.remove(id)?;
+        self.free.push(slot);
+        self.slots[slot as usize].take()
+    }
+}
