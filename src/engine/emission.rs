@@ -51,10 +51,12 @@ impl Engine {
             return;
         };
         trace.scheduled = None;
-        let pending = std::mem::take(&mut trace.pending);
-        // One lookup per pending span: its depth for the order, and whether anything is due.
-        // Usually nothing is (spans were touched since this check was scheduled).
-        let mut order: Vec<(Reverse<u8>, SpanId)> = Vec::with_capacity(pending.len());
+        let mut pending = std::mem::take(&mut trace.pending);
+        // One lookup per pending span: its depth for the order, when it may go, and whether
+        // anything is due. Usually nothing is (spans were touched since this check was
+        // scheduled).
+        let mut order = std::mem::take(&mut self.emission_order);
+        order.clear();
         let mut next: Option<Timestamp> = None;
         let mut any_ready = force;
         // The root first: once its rollout is over, nothing else waits for status.
@@ -75,14 +77,16 @@ impl Engine {
                 }
                 span = self.spans.get(&id).expect("present");
             }
-            order.push((Reverse(span.depth), id));
+            // Emitting other spans does not change when this one may go.
+            let ready_at = span.ready_at(window, horizon, max_hold, max_wait);
+            order.push((Reverse(span.depth), id, ready_at));
             if span.open_children == 0 && !any_ready {
-                let ready_at = span.ready_at(window, horizon, max_hold, max_wait);
                 any_ready = ready_at <= self.now;
                 next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
             }
         }
         if !any_ready {
+            self.emission_order = order;
             self.traces.get_mut(&trace_id).expect("present").pending = pending;
             if let Some(at) = next {
                 self.schedule(trace_id, at);
@@ -90,16 +94,16 @@ impl Engine {
             return;
         }
         // Deepest first; the sort is stable, so creation order among equals.
-        order.sort_by_key(|&(depth, _)| depth);
-        let pending = order.into_iter().map(|(_, id)| id);
-        let mut keep = Vec::new();
+        order.sort_by_key(|&(depth, _, _)| depth);
+        // What stays open goes back into the same vector, in the new order.
+        pending.clear();
+        let mut keep = pending;
         let mut next: Option<Timestamp> = None;
         let mut root_info = None;
-        for id in pending {
+        for &(_, id, ready_at) in &order {
             let Some(span) = self.spans.get(&id) else {
                 continue;
             };
-            let ready_at = span.ready_at(window, horizon, max_hold, max_wait);
             let settled = span.open_children == 0 && ready_at <= self.now;
             if !force && !settled {
                 // A parent waiting only for its children is re-checked when they are emitted.
@@ -136,6 +140,7 @@ impl Engine {
             self.stats.spans_emitted += 1;
             self.finished.push(finished);
         }
+        self.emission_order = order;
         let now = self.now;
         let Some(trace) = self.traces.get_mut(&trace_id) else {
             return;

@@ -70,6 +70,8 @@ pub struct Engine {
     tracked: TrackedEvents,
     finished: Vec<FinishedSpan>,
     stats: EngineStats,
+    /// Scratch space of the emission check, kept to save an allocation per check.
+    emission_order: Vec<(Reverse<u8>, ids::SpanId, Timestamp)>,
     unknown: Arc<str>,
     name_buf: String,
 }
@@ -102,6 +104,7 @@ impl Engine {
             held: HeldEvents::default(),
             finished: Vec::new(),
             stats: EngineStats::default(),
+            emission_order: Vec::new(),
             unknown: Arc::from("unknown"),
             name_buf: String::new(),
         }
