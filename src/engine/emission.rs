@@ -121,6 +121,7 @@ impl Engine {
                 span,
                 emit::EmitContext {
                     objects: &mut self.objects,
+                    attributes: &mut self.attributes,
                     trace,
                     root,
                     unknown: &self.unknown,

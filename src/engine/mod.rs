@@ -17,6 +17,7 @@
 //! Spans are emitted (see `emission.rs`) children first, once their end is known and their
 //! subtree has been quiet for the window, or after the flush horizon.
 
+mod attributes;
 mod config;
 mod emission;
 mod emit;
@@ -70,6 +71,7 @@ pub struct Engine {
     tracked: TrackedEvents,
     finished: Vec<FinishedSpan>,
     stats: EngineStats,
+    attributes: attributes::AttributeCache,
     /// Scratch space of the emission check, kept to save an allocation per check.
     emission_order: Vec<(Reverse<u8>, ids::SpanId, Timestamp)>,
     unknown: Arc<str>,
@@ -104,6 +106,7 @@ impl Engine {
             held: HeldEvents::default(),
             finished: Vec::new(),
             stats: EngineStats::default(),
+            attributes: Default::default(),
             emission_order: Vec::new(),
             unknown: Arc::from("unknown"),
             name_buf: String::new(),

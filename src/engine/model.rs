@@ -210,6 +210,10 @@ impl From<bool> for AttrValue {
 
 pub type Attributes = Vec<(&'static str, AttrValue)>;
 
+/// Attributes shared by the spans on one object: its name, uid, namespace and node, and its
+/// owners'.
+pub type SharedAttributes = Arc<[(&'static str, AttrValue)]>;
+
 /// A borrowed attribute value, for reading attributes without copying them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AttrRef<'a> {
@@ -283,7 +287,9 @@ pub struct FinishedSpan {
     pub first_count: u32,
     /// The event the span was made from; `None` for a synthesised root.
     pub event: Option<Box<EventRecord>>,
-    /// What the engine knows besides the event: object names and uids, root facts.
+    /// The names and uids of the span's object and its owners, its namespace and node.
+    pub object_attributes: SharedAttributes,
+    /// What else the engine knows besides the event: the child acted on, root facts, outcome.
     pub attributes: Attributes,
     /// Times and counts of repetitions (capped): exported as span events.
     pub repeats: Vec<(Timestamp, u32)>,
@@ -316,8 +322,9 @@ impl FinishedSpan {
     /// Collector's k8s events receiver names them).
     pub fn all_attributes(&self) -> Vec<(&'static str, AttrRef<'_>)> {
         let mut out: Vec<(&'static str, AttrRef<'_>)> =
-            Vec::with_capacity(self.attributes.len() + 14);
-        out.extend(self.attributes.iter().map(|(k, v)| (*k, AttrRef::from(v))));
+            Vec::with_capacity(self.object_attributes.len() + self.attributes.len() + 14);
+        let engine_attributes = self.object_attributes.iter().chain(&self.attributes);
+        out.extend(engine_attributes.map(|(k, v)| (*k, AttrRef::from(v))));
         if self.incomplete {
             out.push(("eventspan.incomplete", AttrRef::Bool(true)));
         }

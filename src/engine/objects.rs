@@ -41,6 +41,13 @@ pub(crate) struct ObjId {
     generation: u32,
 }
 
+impl ObjId {
+    /// The table slot: distinct among the objects known at one time.
+    pub fn index(self) -> usize {
+        self.idx as usize
+    }
+}
+
 /// An owner chain, nearest first, without a heap allocation: it is walked for every event.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct OwnerChain {
@@ -484,7 +491,7 @@ impl ObjectTable {
         let entry = ObjEntry {
             uid: None,
             kind: self.strings.intern(kind),
-            semconv: super::emit::semconv_slot(kind),
+            semconv: super::attributes::semconv_slot(kind),
             api_version: self.strings.intern(""),
             namespace: self.strings.intern(namespace),
             name: Arc::from(name),
