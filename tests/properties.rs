@@ -43,7 +43,7 @@ fn check_invariants(spans: &[FinishedSpan]) -> Result<(), TestCaseError> {
                     parent.is_some(),
                     "parent {p} of {} ({}) missing",
                     s.span_id,
-                    s.name
+                    s.name()
                 );
                 let parent = parent.unwrap();
                 prop_assert_eq!(
@@ -56,9 +56,9 @@ fn check_invariants(spans: &[FinishedSpan]) -> Result<(), TestCaseError> {
                     s.start >= parent.start,
                     "{} ({}) starts before its parent {} ({})",
                     s.span_id,
-                    s.name,
+                    s.name(),
                     parent.span_id,
-                    parent.name
+                    parent.name()
                 );
             }
         }

@@ -94,9 +94,11 @@ fn a_traceparent_annotated_deployment_carries_each_changes_traceparent() {
         assert!(expected.is_some());
         for s in spans {
             assert_eq!(
-                s.root.traceparent, expected,
+                s.root.traceparent,
+                expected,
                 "{} of generation {}",
-                s.name, s.root.generation
+                s.name(),
+                s.root.generation
             );
         }
     }
@@ -294,7 +296,7 @@ fn deleted_and_unannounced_objects_keep_their_trace() {
     let pod_spans = |pod: &str| -> Vec<_> {
         spans
             .iter()
-            .filter(|s| s.name.starts_with("Pod."))
+            .filter(|s| s.name().starts_with("Pod."))
             .filter(|s| s.attribute("k8s.pod.name") == Some(AttrRef::Str(pod)))
             .collect()
     };
@@ -312,7 +314,7 @@ fn deleted_and_unannounced_objects_keep_their_trace() {
         );
     }
     // The Killing after its pod's deletion is parented like the pod's other events.
-    let killing = seen.iter().find(|s| &*s.name == "Pod.Killing").unwrap();
+    let killing = seen.iter().find(|s| s.name() == "Pod.Killing").unwrap();
     assert_eq!(killing.parent, seen[0].parent);
     assert!(
         seen.iter()

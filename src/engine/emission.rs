@@ -124,8 +124,6 @@ impl Engine {
                     attributes: &mut self.attributes,
                     trace,
                     root,
-                    unknown: &self.unknown,
-                    name_buf: &mut self.name_buf,
                 },
             );
             finished.incomplete = flush == Flush::Abandon && !settled;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::attributes::{AttributeCache, push_object};
 use super::ids::SpanId;
-use super::model::{Attributes, Component, FinishedSpan, OutcomeKind, TraceRoot};
+use super::model::{Attributes, FinishedSpan, OutcomeKind, SynthesizedRoot, TraceRoot};
 use super::objects::ObjectTable;
 use super::spans::{OpenSpan, Source, TraceState};
 
@@ -38,25 +38,14 @@ pub(crate) struct EmitContext<'a> {
     pub attributes: &'a mut AttributeCache,
     pub trace: &'a TraceState,
     pub root: &'a Arc<TraceRoot>,
-    pub unknown: &'a Arc<str>,
-    /// Scratch space for span names, which are interned: a few distinct kind/reason pairs.
-    pub name_buf: &'a mut String,
 }
 
-fn span_name(cx: &mut EmitContext<'_>, kind: &str, what: &str) -> Arc<str> {
-    cx.name_buf.clear();
-    cx.name_buf.push_str(kind);
-    cx.name_buf.push('.');
-    cx.name_buf.push_str(what);
-    cx.objects.strings.intern(cx.name_buf)
-}
-
-pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -> FinishedSpan {
+pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> FinishedSpan {
     let end = span.final_end();
     let mut start = span.start;
     let mut attrs: Attributes = Vec::new();
     let (object_attributes, mut seen) = cx.attributes.object_attributes(cx.objects, span.subject);
-    let (name, component, summary, error, event) = match span.source {
+    let (synthesized, summary, error, event) = match span.source {
         Source::SyntheticRoot => {
             let change = cx
                 .objects
@@ -80,17 +69,20 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -
             if let Some(m) = &manager {
                 attrs.push(("eventspan.root.manager", m.into()));
             }
-            let kind = cx.root.kind.clone();
-            let name = span_name(&mut cx, &kind, operation.as_deref().unwrap_or("Change"));
-            let component = Component {
-                name: manager.unwrap_or_else(|| cx.unknown.clone()),
-                instance: cx.unknown.clone(),
+            let name = format!(
+                "{}.{}",
+                cx.root.kind,
+                operation.as_deref().unwrap_or("Change")
+            );
+            let synthesized = SynthesizedRoot {
+                name: name.into(),
+                manager,
             };
             let summary = format!(
                 "{} {}/{} generation {}",
                 cx.root.kind, cx.root.namespace, cx.root.name, cx.trace.generation
             );
-            (name, component, summary, false, None)
+            (Some(synthesized), summary, false, None)
         }
         Source::Event(ev) => {
             if span.parent.is_none() {
@@ -101,19 +93,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -
                 attrs.push(("eventspan.child.kind", (&obj.kind).into()));
                 attrs.push(("eventspan.child.name", (&obj.name).into()));
             }
-            let mut interned = |s: &str| {
-                if s.is_empty() {
-                    cx.unknown.clone()
-                } else {
-                    cx.objects.strings.intern(s)
-                }
-            };
-            let component = Component {
-                name: interned(&ev.reporting_controller),
-                instance: interned(&ev.reporting_instance),
-            };
-            let name = span_name(&mut cx, &ev.involved.kind, &ev.reason);
-            (name, component, String::new(), ev.warning, Some(ev))
+            (None, String::new(), ev.warning, Some(ev))
         }
     };
     let mut error = error;
@@ -134,14 +114,13 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, mut cx: EmitContext<'_>) -
         trace_id: span.trace,
         span_id,
         parent: span.parent,
-        name,
-        component,
         start,
         end,
         error,
         count: span.count,
         first_count: span.first_count,
         event,
+        synthesized,
         object_attributes,
         attributes: attrs,
         repeats: span.repeats,

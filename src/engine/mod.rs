@@ -35,7 +35,6 @@ mod tracked;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -74,8 +73,6 @@ pub struct Engine {
     attributes: attributes::AttributeCache,
     /// Scratch space of the emission check, kept to save an allocation per check.
     emission_order: Vec<(Reverse<u8>, ids::SpanId, Timestamp)>,
-    unknown: Arc<str>,
-    name_buf: String,
 }
 
 /// The best time for an occurrence, and whether it is only a whole second: precise times as
@@ -108,8 +105,6 @@ impl Engine {
             stats: EngineStats::default(),
             attributes: Default::default(),
             emission_order: Vec::new(),
-            unknown: Arc::from("unknown"),
-            name_buf: String::new(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! Inputs are already normalised: [`crate::wire`] turns both Event APIs and any object's metadata
 //! into these shapes, so the engine never sees JSON.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::ids::{SpanId, TraceId};
@@ -261,23 +262,34 @@ impl TraceRoot {
 }
 
 /// The reporting component a span belongs to: its OTel Resource.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Component {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Component<'a> {
+    pub name: &'a str,
+    pub instance: &'a str,
+}
+
+/// Stands in for a component's name or instance that its source did not give.
+pub const UNKNOWN_COMPONENT: &str = "unknown";
+
+/// What a synthesised root (a trace root no event marked) is named from: its spec change.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SynthesizedRoot {
+    /// `<Kind>.<operation>` of the change (`Deployment.Apply`).
     pub name: Arc<str>,
-    pub instance: Arc<str>,
+    /// The field manager that made the change (`kubectl-client-side-apply`, `helm`, `flux`):
+    /// the root's component.
+    pub manager: Option<Arc<str>>,
 }
 
 /// A span whose end is settled, ready to export.
 ///
-/// The event it was made from is kept whole and its attributes are derived when read, so the
-/// engine copies no strings to emit a span.
+/// The event it was made from is kept whole and its name, component and attributes are derived
+/// when read, so the engine copies no strings to emit a span.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinishedSpan {
     pub trace_id: TraceId,
     pub span_id: SpanId,
     pub parent: Option<SpanId>,
-    pub name: Arc<str>,
-    pub component: Component,
     pub start: Timestamp,
     pub end: Timestamp,
     pub error: bool,
@@ -287,6 +299,8 @@ pub struct FinishedSpan {
     pub first_count: u32,
     /// The event the span was made from; `None` for a synthesised root.
     pub event: Option<Box<EventRecord>>,
+    /// What a synthesised root is named from; `None` for a span made from an event.
+    pub synthesized: Option<SynthesizedRoot>,
     /// The names and uids of the span's object and its owners, its namespace and node.
     pub object_attributes: SharedAttributes,
     /// What else the engine knows besides the event: the child acted on, root facts, outcome.
@@ -313,6 +327,38 @@ fn container_name(field_path: &str) -> Option<&str> {
 }
 
 impl FinishedSpan {
+    /// `<involved kind>.<reason>` (`Pod.Pulling`), or a synthesised root's
+    /// `<Kind>.<operation>`.
+    pub fn name(&self) -> Cow<'_, str> {
+        match (&self.event, &self.synthesized) {
+            (Some(ev), _) => Cow::Owned(format!("{}.{}", ev.involved.kind, ev.reason)),
+            (None, Some(root)) => Cow::Borrowed(&root.name),
+            (None, None) => Cow::Borrowed(UNKNOWN_COMPONENT),
+        }
+    }
+
+    /// The component that reported the event (`reportingController`, `reportingInstance`), or
+    /// for a synthesised root the manager of the spec change.
+    pub fn component(&self) -> Component<'_> {
+        fn or_unknown(s: &str) -> &str {
+            if s.is_empty() { UNKNOWN_COMPONENT } else { s }
+        }
+        match &self.event {
+            Some(ev) => Component {
+                name: or_unknown(&ev.reporting_controller),
+                instance: or_unknown(&ev.reporting_instance),
+            },
+            None => Component {
+                name: self
+                    .synthesized
+                    .as_ref()
+                    .and_then(|r| r.manager.as_deref())
+                    .map_or(UNKNOWN_COMPONENT, or_unknown),
+                instance: UNKNOWN_COMPONENT,
+            },
+        }
+    }
+
     /// What a person reads about this span: the event's message.
     pub fn message(&self) -> &str {
         self.event.as_ref().map_or(&self.summary, |e| &e.message)

@@ -29,7 +29,7 @@ pub fn write_request<'a>(
 fn write_resource_spans(
     out: &mut String,
     shape: &SpanShape,
-    component: Option<&Component>,
+    component: Option<Component<'_>>,
     spans: &[&FinishedSpan],
 ) {
     out.push_str(r#"{"resource":{"attributes":"#);
@@ -59,7 +59,7 @@ fn write_span(out: &mut String, shape: &SpanShape, s: &FinishedSpan) {
         let _ = write!(out, r#","parentSpanId":"{parent}""#);
     }
     let _ = write!(out, r#","flags":{},"name":"#, shape.flags(s));
-    write_str(out, &s.name);
+    write_str(out, &s.name());
     let _ = write!(
         out,
         r#","kind":1,"startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":"#,

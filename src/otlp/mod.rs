@@ -45,7 +45,7 @@ fn kv(key: &str, value: AttrRef<'_>) -> KeyValue {
     }
 }
 
-fn resource(shape: &SpanShape, component: Option<&Component>) -> Resource {
+fn resource(shape: &SpanShape, component: Option<Component<'_>>) -> Resource {
     Resource {
         attributes: shape
             .resource_attributes(component)
@@ -69,7 +69,7 @@ pub fn span(s: &FinishedSpan, shape: &SpanShape) -> Span {
             .map(|p| p.to_bytes().to_vec())
             .unwrap_or_default(),
         flags: shape.flags(s),
-        name: s.name.to_string(),
+        name: s.name().into_owned(),
         kind: span::SpanKind::Internal as i32,
         start_time_unix_nano: nanos(s.start),
         end_time_unix_nano: nanos(s.end),
@@ -111,8 +111,8 @@ pub fn span(s: &FinishedSpan, shape: &SpanShape) -> Span {
 pub fn by_resource<'a>(
     spans: impl IntoIterator<Item = &'a FinishedSpan>,
     shape: &SpanShape,
-) -> BTreeMap<Option<&'a Component>, Vec<&'a FinishedSpan>> {
-    let mut groups: BTreeMap<Option<&Component>, Vec<&FinishedSpan>> = BTreeMap::new();
+) -> BTreeMap<Option<Component<'a>>, Vec<&'a FinishedSpan>> {
+    let mut groups: BTreeMap<Option<Component<'a>>, Vec<&FinishedSpan>> = BTreeMap::new();
     for s in spans {
         groups.entry(shape.resource_of(s)).or_default().push(s);
     }

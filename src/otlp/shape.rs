@@ -134,9 +134,9 @@ impl SpanShape {
     }
 
     /// Which Resource the span belongs to: its component, or `None` (the one fixed Resource).
-    pub fn resource_of<'a>(&self, span: &'a FinishedSpan) -> Option<&'a Component> {
+    pub fn resource_of<'a>(&self, span: &'a FinishedSpan) -> Option<Component<'a>> {
         match self.service {
-            ServiceNaming::PerComponent => Some(&span.component),
+            ServiceNaming::PerComponent => Some(span.component()),
             ServiceNaming::Fixed(_) => None,
         }
     }
@@ -144,14 +144,14 @@ impl SpanShape {
     /// The attributes of a Resource chosen by [`Self::resource_of`].
     pub fn resource_attributes<'a>(
         &'a self,
-        resource: Option<&'a Component>,
+        resource: Option<Component<'a>>,
     ) -> Vec<(&'static str, AttrRef<'a>)> {
         match (&self.service, resource) {
             (ServiceNaming::Fixed(name), _) => vec![("service.name", AttrRef::Str(name))],
             (ServiceNaming::PerComponent, Some(c)) => {
-                let mut attributes = vec![("service.name", AttrRef::Str(&c.name))];
-                if named(&c.instance) {
-                    attributes.push(("service.instance.id", AttrRef::Str(&c.instance)));
+                let mut attributes = vec![("service.name", AttrRef::Str(c.name))];
+                if named(c.instance) {
+                    attributes.push(("service.instance.id", AttrRef::Str(c.instance)));
                 }
                 attributes
             }
@@ -164,9 +164,10 @@ impl SpanShape {
     pub fn span_attributes<'a>(&self, span: &'a FinishedSpan) -> Vec<(&'static str, AttrRef<'a>)> {
         let mut attributes = span.all_attributes();
         if let ServiceNaming::Fixed(_) = self.service {
-            attributes.push((REPORTING_CONTROLLER, AttrRef::Str(&span.component.name)));
-            if named(&span.component.instance) {
-                attributes.push((REPORTING_INSTANCE, AttrRef::Str(&span.component.instance)));
+            let component = span.component();
+            attributes.push((REPORTING_CONTROLLER, AttrRef::Str(component.name)));
+            if named(component.instance) {
+                attributes.push((REPORTING_INSTANCE, AttrRef::Str(component.instance)));
             }
         }
         attributes
@@ -374,7 +375,7 @@ mod tests {
         };
         let spans = rollout();
         let components: std::collections::BTreeSet<_> =
-            spans.iter().map(|s| &s.component).collect();
+            spans.iter().map(|s| s.component()).collect();
         assert!(components.len() > 3);
         assert!(spans.iter().all(|s| shape.resource_of(s).is_none()));
         assert_eq!(
@@ -383,13 +384,13 @@ mod tests {
         );
         let kubelet = spans
             .iter()
-            .find(|s| &*s.component.name == "kubelet" && named(&s.component.instance))
+            .find(|s| s.component().name == "kubelet" && named(s.component().instance))
             .unwrap();
         let attributes = shape.span_attributes(kubelet);
         assert!(attributes.contains(&(REPORTING_CONTROLLER, AttrRef::Str("kubelet"))));
         assert!(attributes.contains(&(
             REPORTING_INSTANCE,
-            AttrRef::Str(&kubelet.component.instance)
+            AttrRef::Str(kubelet.component().instance)
         )));
         let per_component = SpanShape::default();
         assert_eq!(
@@ -398,7 +399,7 @@ mod tests {
                 ("service.name", AttrRef::Str("kubelet")),
                 (
                     "service.instance.id",
-                    AttrRef::Str(&kubelet.component.instance)
+                    AttrRef::Str(kubelet.component().instance)
                 )
             ]
         );

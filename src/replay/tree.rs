@@ -108,8 +108,8 @@ fn render_span(
         "{:>9} {:>8}  {indent}{branch}{} [{}]{note}  {}",
         format!("+{}", millis(s.start.since(trace_start))),
         millis(s.end.since(s.start)),
-        s.name,
-        s.component.name,
+        s.name(),
+        s.component().name,
         message.replace('\n', " "),
     );
     let kids = children.get(&Some(s.span_id)).cloned().unwrap_or_default();

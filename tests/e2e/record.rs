@@ -181,12 +181,12 @@ pub fn check_rollout_tree(spans: &[&FinishedSpan], pods: usize) -> Result<(), St
     let [root] = roots.as_slice() else {
         return Err(format!("{} roots", roots.len()));
     };
-    if !root.name.starts_with("Deployment.") {
-        return Err(format!("root is {}", root.name));
+    if !root.name().starts_with("Deployment.") {
+        return Err(format!("root is {}", root.name()));
     }
     let scaling: Vec<_> = children(root)
         .into_iter()
-        .filter(|s| &*s.name == "Deployment.ScalingReplicaSet")
+        .filter(|s| s.name() == "Deployment.ScalingReplicaSet")
         .collect();
     let [scaling] = scaling.as_slice() else {
         return Err(format!(
@@ -198,15 +198,18 @@ pub fn check_rollout_tree(spans: &[&FinishedSpan], pods: usize) -> Result<(), St
     if creates.len() != pods
         || creates
             .iter()
-            .any(|s| &*s.name != "ReplicaSet.SuccessfulCreate")
+            .any(|s| s.name() != "ReplicaSet.SuccessfulCreate")
     {
         return Err(format!(
             "under ScalingReplicaSet: {:?}",
-            creates.iter().map(|s| &*s.name).collect::<Vec<_>>()
+            creates.iter().map(|s| s.name()).collect::<Vec<_>>()
         ));
     }
     for create in creates {
-        let mut pod_events: Vec<&str> = children(create).iter().map(|s| s.name.as_ref()).collect();
+        let mut pod_events: Vec<String> = children(create)
+            .iter()
+            .map(|s| s.name().into_owned())
+            .collect();
         pod_events.sort_unstable();
         let expected = [
             "Pod.Created",
@@ -223,7 +226,11 @@ pub fn check_rollout_tree(spans: &[&FinishedSpan], pods: usize) -> Result<(), St
         if let Some(p) = s.parent.and_then(|p| by_id.get(&p))
             && s.start < p.start
         {
-            return Err(format!("{} starts before its parent {}", s.name, p.name));
+            return Err(format!(
+                "{} starts before its parent {}",
+                s.name(),
+                p.name()
+            ));
         }
     }
     Ok(())
