@@ -397,7 +397,19 @@ impl Engine {
         };
         let (id, generation) = match change {
             Change::Generation(g) => (TraceId::for_change(&name, g), g),
-            Change::Activity => (TraceId::for_activity(&name, start), 0),
+            Change::Activity => {
+                // A burst ends when its root is exported; a late event from the same instant
+                // starts the next one, which must not take the exported trace's ID (its root
+                // span would be exported twice). The next free nanosecond keeps it
+                // deterministic.
+                let mut seed = start;
+                let mut id = TraceId::for_activity(&name, seed);
+                while self.traces.contains_key(&id) {
+                    seed = seed.saturating_add(Duration::from_nanos(1));
+                    id = TraceId::for_activity(&name, seed);
+                }
+                (id, 0)
+            }
         };
         let root_span = SpanId::for_root(id);
         self.stats.traces_started += 1;
