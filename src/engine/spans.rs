@@ -155,22 +155,23 @@ impl OpenSpans {
     }
 
     /// Adds a span; an open span with the same ID is replaced.
+    #[inline]
     pub fn insert(&mut self, id: SpanId, span: OpenSpan) {
-        if let Some(existing) = self.get_mut(&id) {
-            *existing = span;
-            return;
+        // Written straight into its slot: the span is not moved again.
+        *self.slot_for(id) = Some(span);
+    }
+
+    /// The slot of `id`, taken from the free list (or added) if it has none.
+    fn slot_for(&mut self, id: SpanId) -> &mut Option<OpenSpan> {
+        let next = self.slots.len();
+        let slot = *self.index.entry(id).or_insert_with(|| match self.free.pop() {
+            Some(slot) => slot,
+            None => u32::try_from(next).expect("fewer than 2^32 open spans"),
+        });
+        if slot as usize == self.slots.len() {
+            self.slots.push(None);
         }
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slots[slot as usize] = Some(span);
-                slot
-            }
-            None => {
-                self.slots.push(Some(span));
-                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 open spans")
-            }
-        };
-        self.index.insert(id, slot);
+        &mut self.slots[slot as usize]
     }
 
     pub fn remove(&mut self, id: &SpanId) -> Option<OpenSpan> {
