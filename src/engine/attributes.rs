@@ -41,9 +41,11 @@ const GUESSED_BIT: u32 = 31;
 const MAX_CHAIN: usize = 16;
 /// Chains up to this long are cached (a pod's is 3: pod, ReplicaSet, Deployment).
 const CACHED_CHAIN: usize = 4;
-/// Cache slots, chosen by object slot: more than the objects whose spans one emission check
-/// settles together.
-const CACHE_SLOTS: usize = 512;
+/// Cache slots, chosen by object slot. A pod's spans settle over several emission checks with
+/// other rollouts' in between: on the 200-rollout benchmark (4,600 objects) 43% of lookups
+/// missed with 512 slots, 14% with 4,096 (4,639 misses: about one per object). About 400 KiB,
+/// whatever the cluster's size.
+const CACHE_SLOTS: usize = 4096;
 
 /// The row of [`SEMCONV`] for a kind, if it has semantic-convention attributes.
 pub(crate) fn semconv_slot(kind: &str) -> Option<u8> {
