@@ -17,13 +17,13 @@ use super::spans::{OpenSpan, Source, TraceState};
 pub(crate) fn trace_root(objects: &ObjectTable, trace: &TraceState) -> Arc<TraceRoot> {
     let obj = objects.get(trace.root_object);
     let change = objects.change(trace.root_object, trace.generation);
-    let empty: Arc<str> = Arc::from("");
+    let empty = || Arc::<str>::from("");
     Arc::new(TraceRoot {
-        kind: obj.map_or(empty.clone(), |o| o.kind.clone()),
-        api_version: obj.map_or(empty.clone(), |o| o.api_version.clone()),
-        namespace: obj.map_or(empty.clone(), |o| o.namespace.clone()),
-        name: obj.map_or(empty.clone(), |o| o.name.clone()),
-        uid: obj.and_then(|o| o.uid.clone()).unwrap_or(empty),
+        kind: obj.map_or_else(empty, |o| o.kind.clone()),
+        api_version: obj.map_or_else(empty, |o| o.api_version.clone()),
+        namespace: obj.map_or_else(empty, |o| o.namespace.clone()),
+        name: obj.map_or_else(empty, |o| o.name.clone()),
+        uid: obj.and_then(|o| o.uid.clone()).unwrap_or_else(empty),
         generation: trace.generation,
         labels: obj
             .and_then(|o| o.root.as_ref())
@@ -43,7 +43,13 @@ pub(crate) struct EmitContext<'a> {
 pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> FinishedSpan {
     let end = span.final_end();
     let mut start = span.start;
-    let mut attrs: Attributes = Vec::new();
+    // A child acted on and an outcome add up to 7; most spans have neither.
+    let extra = if span.about.is_some() || span.outcome.is_some() || span.parent.is_none() {
+        8
+    } else {
+        0
+    };
+    let mut attrs: Attributes = Vec::with_capacity(extra);
     let (object_attributes, mut seen) = cx.attributes.object_attributes(cx.objects, span.subject);
     let (synthesized, summary, error, event) = match span.source {
         Source::SyntheticRoot => {
