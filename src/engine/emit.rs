@@ -90,7 +90,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
             );
             (Some(synthesized), summary, false, None)
         }
-        Source::Event(ev) => {
+        Source::Event { event, warning } => {
             if span.parent.is_none() {
                 attrs.push(("eventspan.root.generation", cx.trace.generation.into()));
             }
@@ -99,7 +99,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
                 attrs.push(("eventspan.child.kind", (&obj.kind).into()));
                 attrs.push(("eventspan.child.name", (&obj.name).into()));
             }
-            (None, String::new(), ev.warning, Some(ev))
+            (None, String::new(), warning, Some(event))
         }
     };
     let mut error = error;

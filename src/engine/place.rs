@@ -477,7 +477,7 @@ impl Engine {
         let trace = match self.find_trace(key) {
             None => self.start_trace(
                 key,
-                Source::Event(occurrence.event),
+                Source::event(occurrence.event),
                 subject,
                 about,
                 start,
@@ -494,7 +494,7 @@ impl Engine {
                 span.start = span.children_start.map_or(start, |c| c.min(start));
                 span.last = span.last.max(span.start);
                 span.count = count;
-                span.source = Source::Event(occurrence.event);
+                span.source = Source::event(occurrence.event);
                 span.subject = subject;
                 span.about = about;
                 self.touch(root_span);
@@ -592,7 +592,7 @@ impl Engine {
                 trace: parent.trace,
                 parent: Some(parent.span),
                 depth,
-                source: Source::Event(occurrence.event),
+                source: Source::event(occurrence.event),
                 subject,
                 about,
                 start,

@@ -15,7 +15,21 @@ pub(crate) enum Source {
     /// The root of a trace, synthesised from the root object's newest spec change.
     SyntheticRoot,
     /// An event: an ordinary span, or the root of its trace when it was marked top-level.
-    Event(Box<EventRecord>),
+    Event {
+        event: Box<EventRecord>,
+        /// The event's type, read while the event is fresh in memory: emitting the span then
+        /// does not touch the event (by then long out of cache).
+        warning: bool,
+    },
+}
+
+impl Source {
+    pub fn event(event: Box<EventRecord>) -> Source {
+        Source::Event {
+            warning: event.warning,
+            event,
+        }
+    }
 }
 
 #[derive(Debug)]
