@@ -51,7 +51,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
     };
     let mut attrs: Attributes = Vec::with_capacity(extra);
     let (object_attributes, mut seen) = cx.attributes.object_attributes(cx.objects, span.subject);
-    let (synthesized, summary, error, event) = match span.source {
+    let (synthesized, error, event) = match span.source {
         Source::SyntheticRoot => {
             let change = cx
                 .objects
@@ -80,15 +80,16 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
                 cx.root.kind,
                 operation.as_deref().unwrap_or("Change")
             );
-            let synthesized = SynthesizedRoot {
-                name: name.into(),
-                manager,
-            };
             let summary = format!(
                 "{} {}/{} generation {}",
                 cx.root.kind, cx.root.namespace, cx.root.name, cx.trace.generation
             );
-            (Some(synthesized), summary, false, None)
+            let synthesized = SynthesizedRoot {
+                name: name.into(),
+                manager,
+                summary,
+            };
+            (Some(Box::new(synthesized)), false, None)
         }
         Source::Event { event, warning } => {
             if span.parent.is_none() {
@@ -99,7 +100,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
                 attrs.push(("eventspan.child.kind", (&obj.kind).into()));
                 attrs.push(("eventspan.child.name", (&obj.name).into()));
             }
-            (None, String::new(), warning, Some(event))
+            (None, warning, Some(event))
         }
     };
     let mut error = error;
@@ -130,7 +131,6 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
         object_attributes,
         attributes: attrs,
         repeats: span.repeats,
-        summary,
         incomplete: false,
         root: cx.root.clone(),
     }

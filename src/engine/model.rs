@@ -279,6 +279,8 @@ pub struct SynthesizedRoot {
     /// The field manager that made the change (`kubectl-client-side-apply`, `helm`, `flux`):
     /// the root's component.
     pub manager: Option<Arc<str>>,
+    /// What a person reads about it, in place of an event's message.
+    pub summary: String,
 }
 
 /// A span whose end is settled, ready to export.
@@ -299,16 +301,15 @@ pub struct FinishedSpan {
     pub first_count: u32,
     /// The event the span was made from; `None` for a synthesised root.
     pub event: Option<Box<EventRecord>>,
-    /// What a synthesised root is named from; `None` for a span made from an event.
-    pub synthesized: Option<SynthesizedRoot>,
+    /// What a synthesised root is named from; `None` for a span made from an event (boxed:
+    /// one span in many is a synthesised root).
+    pub synthesized: Option<Box<SynthesizedRoot>>,
     /// The names and uids of the span's object and its owners, its namespace and node.
     pub object_attributes: SharedAttributes,
     /// What else the engine knows besides the event: the child acted on, root facts, outcome.
     pub attributes: Attributes,
     /// Times and counts of repetitions (capped): exported as span events.
     pub repeats: Vec<(Timestamp, u32)>,
-    /// A human summary when there is no event message.
-    pub summary: String,
     /// Exported before its end was known, because its session or the operator stopped.
     pub incomplete: bool,
     pub root: Arc<TraceRoot>,
@@ -361,7 +362,11 @@ impl FinishedSpan {
 
     /// What a person reads about this span: the event's message.
     pub fn message(&self) -> &str {
-        self.event.as_ref().map_or(&self.summary, |e| &e.message)
+        match (&self.event, &self.synthesized) {
+            (Some(event), _) => &event.message,
+            (None, Some(root)) => &root.summary,
+            (None, None) => "",
+        }
     }
 
     /// Every attribute, the engine's first, then the event's (named as the OpenTelemetry

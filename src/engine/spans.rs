@@ -178,10 +178,13 @@ impl OpenSpans {
     /// The slot of `id`, taken from the free list (or added) if it has none.
     fn slot_for(&mut self, id: SpanId) -> &mut Option<OpenSpan> {
         let next = self.slots.len();
-        let slot = *self.index.entry(id).or_insert_with(|| match self.free.pop() {
-            Some(slot) => slot,
-            None => u32::try_from(next).expect("fewer than 2^32 open spans"),
-        });
+        let slot = *self
+            .index
+            .entry(id)
+            .or_insert_with(|| match self.free.pop() {
+                Some(slot) => slot,
+                None => u32::try_from(next).expect("fewer than 2^32 open spans"),
+            });
         if slot as usize == self.slots.len() {
             self.slots.push(None);
         }
