@@ -40,21 +40,32 @@ struct Entry {
     waiting_for: ObjId,
     /// The child this held event says its controller acted on.
     announces: Option<ObjId>,
+    /// Arrival order, which also tells a deadline of this entry from one of a slot's earlier
+    /// occupant.
+    seq: u64,
+    /// Neighbours among the events waiting for the same object, in arrival order.
+    prev: Option<u32>,
+    next: Option<u32>,
 }
 
+/// The held events live in a slab, each object's in a list threaded through it: holding and
+/// releasing an event, which most events go through once, allocates nothing.
 #[derive(Default)]
 pub(crate) struct HeldEvents {
-    entries: FxHashMap<u64, Entry>,
-    by_object: FxHashMap<ObjId, Vec<u64>>,
+    slots: Vec<Option<Entry>>,
+    free: Vec<u32>,
+    len: usize,
+    /// The first and last event waiting for each object.
+    by_object: FxHashMap<ObjId, (u32, u32)>,
     /// Objects that a held event names as acted on: their own events must wait for it.
     announced: FxHashMap<ObjId, u32>,
-    deadlines: BinaryHeap<Reverse<(Timestamp, u64)>>,
+    deadlines: BinaryHeap<Reverse<(Timestamp, u64, u32)>>,
     next_seq: u64,
 }
 
 impl HeldEvents {
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Whether a held event names `object` as the child it acted on.
@@ -74,36 +85,62 @@ impl HeldEvents {
         if let Some(child) = announces {
             *self.announced.entry(child).or_default() += 1;
         }
-        self.entries.insert(
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 held events")
+            }
+        };
+        let prev = match self.by_object.get_mut(&waiting_for) {
+            Some((_, tail)) => {
+                let prev = std::mem::replace(tail, slot);
+                self.listed(prev).next = Some(slot);
+                Some(prev)
+            }
+            None => {
+                self.by_object.insert(waiting_for, (slot, slot));
+                None
+            }
+        };
+        self.slots[slot as usize] = Some(Entry {
+            occurrence,
+            waiting_for,
+            announces,
             seq,
-            Entry {
-                occurrence,
-                waiting_for,
-                announces,
-            },
-        );
-        self.by_object.entry(waiting_for).or_default().push(seq);
-        self.deadlines.push(Reverse((deadline, seq)));
+            prev,
+            next: None,
+        });
+        self.len += 1;
+        self.deadlines.push(Reverse((deadline, seq, slot)));
     }
 
     /// Everything waiting for `object`, in arrival order.
     pub fn take_for(&mut self, object: ObjId) -> Vec<Occurrence> {
-        let Some(seqs) = self.by_object.remove(&object) else {
+        let Some((head, _)) = self.by_object.remove(&object) else {
             return Vec::new();
         };
-        let mut released = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            if let Some(entry) = self.entries.remove(&seq) {
-                released.push(self.release(entry));
-            }
+        let mut released = Vec::new();
+        let mut next = Some(head);
+        while let Some(slot) = next {
+            let entry = self.take_slot(slot);
+            next = entry.next;
+            released.push(self.release(entry));
         }
         released
     }
 
+    /// The entry in `slot`, if it is the one a deadline was queued for.
+    fn queued(&self, seq: u64, slot: u32) -> bool {
+        self.slots[slot as usize]
+            .as_ref()
+            .is_some_and(|e| e.seq == seq)
+    }
+
     /// The earliest deadline of an event still held.
     pub fn next_deadline(&mut self) -> Option<Timestamp> {
-        while let Some(&Reverse((deadline, seq))) = self.deadlines.peek() {
-            if self.entries.contains_key(&seq) {
+        while let Some(&Reverse((deadline, seq, slot))) = self.deadlines.peek() {
+            if self.queued(seq, slot) {
                 return Some(deadline);
             }
             self.deadlines.pop();
@@ -113,13 +150,14 @@ impl HeldEvents {
 
     /// The oldest event whose deadline has passed.
     pub fn take_due(&mut self, now: Timestamp) -> Option<Occurrence> {
-        while let Some(&Reverse((deadline, seq))) = self.deadlines.peek() {
+        while let Some(&Reverse((deadline, seq, slot))) = self.deadlines.peek() {
             if deadline > now {
                 return None;
             }
             self.deadlines.pop();
-            if let Some(entry) = self.entries.remove(&seq) {
-                self.forget(entry.waiting_for, seq);
+            if self.queued(seq, slot) {
+                let entry = self.take_slot(slot);
+                self.unlink(&entry);
                 return Some(self.release(entry));
             }
         }
@@ -128,12 +166,21 @@ impl HeldEvents {
 
     /// Everything, in arrival order (end of stream).
     pub fn take_all(&mut self) -> Vec<Occurrence> {
-        let mut all: Vec<(u64, Entry)> = self.entries.drain().collect();
-        all.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut all: Vec<Entry> = self.slots.drain(..).flatten().collect();
+        all.sort_unstable_by_key(|e| e.seq);
+        self.free.clear();
+        self.len = 0;
         self.by_object.clear();
         self.announced.clear();
         self.deadlines.clear();
-        all.into_iter().map(|(_, e)| e.occurrence).collect()
+        all.into_iter().map(|e| e.occurrence).collect()
+    }
+
+    fn take_slot(&mut self, slot: u32) -> Entry {
+        let entry = self.slots[slot as usize].take().expect("held");
+        self.free.push(slot);
+        self.len -= 1;
+        entry
     }
 
     fn release(&mut self, entry: Entry) -> Occurrence {
@@ -148,12 +195,29 @@ impl HeldEvents {
         entry.occurrence
     }
 
-    fn forget(&mut self, object: ObjId, seq: u64) {
-        if let Some(seqs) = self.by_object.get_mut(&object) {
-            seqs.retain(|s| *s != seq);
-            if seqs.is_empty() {
+    /// Takes an entry out of its object's list.
+    fn unlink(&mut self, entry: &Entry) {
+        if let Some(prev) = entry.prev {
+            self.listed(prev).next = entry.next;
+        }
+        if let Some(next) = entry.next {
+            self.listed(next).prev = entry.prev;
+        }
+        let object = entry.waiting_for;
+        let Some(ends) = self.by_object.get_mut(&object) else {
+            return;
+        };
+        match (entry.prev, entry.next) {
+            (None, None) => {
                 self.by_object.remove(&object);
             }
+            (None, Some(next)) => ends.0 = next,
+            (Some(prev), None) => ends.1 = prev,
+            (Some(_), Some(_)) => {}
         }
+    }
+
+    fn listed(&mut self, slot: u32) -> &mut Entry {
+        self.slots[slot as usize].as_mut().expect("listed")
     }
 }
