@@ -82,13 +82,18 @@ impl RecentSpans {
     const CAP: usize = 4;
 
     pub fn insert(&mut self, r: SpanRef) {
-        let pos = self
+        let mut pos = self
             .0
             .partition_point(|x| (x.start, x.span) <= (r.start, r.span));
-        self.0.insert(pos, r);
-        if self.0.len() > Self::CAP {
+        // When full, the oldest goes before the insert: the vector never grows past its cap.
+        if self.0.len() == Self::CAP {
+            if pos == 0 {
+                return;
+            }
             self.0.remove(0);
+            pos -= 1;
         }
+        self.0.insert(pos, r);
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &SpanRef> {
