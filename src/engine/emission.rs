@@ -65,21 +65,21 @@ impl Engine {
             self.resolve_progress(root);
         }
         let rollout_over = self.spans.get(&root).is_some_and(|s| s.state_end.is_some());
-        for &id in &pending {
-            let Some(mut span) = self.spans.get(&id) else {
+        for &at in &pending {
+            let Some(mut span) = self.spans.get_at(at) else {
                 continue;
             };
             // Only a span still waiting for status can learn something (or stop waiting).
-            if id != root && span.waits_for.is_some() {
-                self.resolve_progress(id);
+            if at.id != root && span.waits_for.is_some() {
+                self.resolve_progress(at.id);
                 if rollout_over {
-                    self.release_after_rollout(id);
+                    self.release_after_rollout(at.id);
                 }
-                span = self.spans.get(&id).expect("present");
+                span = self.spans.get_at(at).expect("present");
             }
             // Emitting other spans does not change when this one may go.
             let ready_at = span.ready_at(window, horizon, max_hold, max_wait);
-            order.push((Reverse(span.depth), id, ready_at));
+            order.push((Reverse(span.depth), at, ready_at, span.open_children == 0));
             if span.open_children == 0 && !any_ready {
                 any_ready = ready_at <= self.now;
                 next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
@@ -94,30 +94,36 @@ impl Engine {
             return;
         }
         // Deepest first; the sort is stable, so creation order among equals.
-        order.sort_by_key(|&(depth, _, _)| depth);
+        order.sort_by_key(|&(depth, ..)| depth);
         // What stays open goes back into the same vector, in the new order.
         pending.clear();
         let mut keep = pending;
         let mut next: Option<Timestamp> = None;
         let mut root_info = None;
-        for &(_, id, ready_at) in &order {
-            let Some(span) = self.spans.get(&id) else {
-                continue;
-            };
-            let settled = span.open_children == 0 && ready_at <= self.now;
-            if !force && !settled {
+        for &(_, at, ready_at, childless) in &order {
+            let due = ready_at <= self.now;
+            // Only a span that had children when it was looked at above can have changed since:
+            // its children may have been emitted just now. The others are not read again.
+            if !force
+                && (!due
+                    || !childless && self.spans.get_at(at).is_some_and(|s| s.open_children > 0))
+            {
                 // A parent waiting only for its children is re-checked when they are emitted.
-                if span.open_children == 0 || ready_at > self.now {
+                if !due {
                     next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
                 }
-                keep.push(id);
+                keep.push(at);
                 continue;
             }
-            let span = self.spans.remove(&id).expect("present");
+            let Some(span) = self.spans.remove_at(at) else {
+                continue;
+            };
+            let settled = span.open_children == 0 && due;
+            let parent = span.parent;
             let trace = self.traces.get(&trace_id).expect("present");
             let root = root_info.get_or_insert_with(|| emit::trace_root(&self.objects, trace));
             let mut finished = emit::finish(
-                id,
+                at.id,
                 span,
                 emit::EmitContext {
                     objects: &mut self.objects,
@@ -127,7 +133,7 @@ impl Engine {
                 },
             );
             finished.incomplete = flush == Flush::Abandon && !settled;
-            if let Some(parent) = finished.parent.and_then(|p| self.spans.get_mut(&p)) {
+            if let Some(parent) = parent.and_then(|p| self.spans.get_at_mut(p)) {
                 parent.open_children -= 1;
                 parent.children_end = parent.children_end.max(finished.end);
             }

@@ -120,7 +120,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
     FinishedSpan {
         trace_id: span.trace,
         span_id,
-        parent: span.parent,
+        parent: span.parent.map(|p| p.id),
         start,
         end,
         error,

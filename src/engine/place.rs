@@ -6,7 +6,7 @@ use super::held::{Occurrence, Resolved};
 use super::ids::{SpanId, TraceId};
 use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
-use super::spans::{Change, OpenSpan, RootKey, Source, TraceState};
+use super::spans::{Change, OpenSpan, RootKey, Source, SpanSlot, TraceState};
 use super::time::Timestamp;
 use super::{COARSE, Engine, MAX_ROOT_LEAD};
 
@@ -414,19 +414,7 @@ impl Engine {
         let root_span = SpanId::for_root(id);
         self.stats.traces_started += 1;
         self.roots.insert(key, id);
-        self.traces.insert(
-            id,
-            TraceState {
-                root_object: root,
-                generation,
-                emitted_root_start: None,
-                pending: vec![root_span],
-                scheduled: None,
-                last_activity: now,
-                key,
-            },
-        );
-        self.spans.insert(
+        let root_slot = self.spans.insert(
             root_span,
             OpenSpan {
                 trace: id,
@@ -451,6 +439,18 @@ impl Engine {
                 awaiting: false,
                 state_end: None,
                 outcome: None,
+            },
+        );
+        self.traces.insert(
+            id,
+            TraceState {
+                root_object: root,
+                generation,
+                emitted_root_start: None,
+                pending: vec![root_slot],
+                scheduled: None,
+                last_activity: now,
+                key,
             },
         );
         self.schedule(id, now.saturating_add(self.cfg.horizon));
@@ -547,7 +547,11 @@ impl Engine {
                 start = latest.saturating_add(ORDER_NUDGE);
             }
         }
-        let depth = match self.spans.get_mut(&parent.span) {
+        let parent_slot = self
+            .spans
+            .find(parent.span)
+            .unwrap_or(SpanSlot::of(parent.span));
+        let depth = match self.spans.get_at_mut(parent_slot) {
             Some(p) if p.is_root() => {
                 // A synthesised root's time is coarse: the root moves, not the child.
                 p.start = p.start.min(start);
@@ -586,11 +590,11 @@ impl Engine {
         let (count, last) = (occurrence.event.count.max(1), occurrence.last.max(start));
         self.tracked
             .record(&occurrence.event.uid, span_id, count, last, now);
-        self.spans.insert(
+        let slot = self.spans.insert(
             span_id,
             OpenSpan {
                 trace: parent.trace,
-                parent: Some(parent.span),
+                parent: Some(parent_slot),
                 depth,
                 source: Source::event(occurrence.event),
                 subject,
@@ -624,10 +628,10 @@ impl Engine {
             obj.anchor = Some(parent);
         }
         if let Some(trace) = self.traces.get_mut(&parent.trace) {
-            trace.pending.push(span_id);
+            trace.pending.push(slot);
             trace.last_activity = now;
         }
-        self.touch(span_id);
+        self.touch_at(slot);
         self.schedule(parent.trace, now.saturating_add(self.cfg.window));
         if self.spans.len() > self.cfg.max_open_spans {
             self.force_oldest_trace();
@@ -680,20 +684,24 @@ impl Engine {
             let Some(old) = self.spans.get(&id).and_then(|s| s.parent) else {
                 continue;
             };
-            if !older_actors.contains(&old) {
+            if !older_actors.contains(&old.id) {
                 continue;
             }
-            if let Some(p) = self.spans.get_mut(&old) {
+            if let Some(p) = self.spans.get_at_mut(old) {
                 p.open_children -= 1;
             }
             if let Some(p) = self.spans.get_mut(&actor.span) {
                 p.open_children += 1;
             }
+            let actor_slot = self
+                .spans
+                .find(actor.span)
+                .unwrap_or(SpanSlot::of(actor.span));
             if let Some(s) = self.spans.get_mut(&id) {
-                s.parent = Some(actor.span);
+                s.parent = Some(actor_slot);
             }
             self.set_depth(actor.trace, id, actor_depth.saturating_add(1));
-            if anchor.is_some_and(|a| a.span == old)
+            if anchor.is_some_and(|a| a.span == old.id)
                 && let Some(obj) = self.objects.get_mut(child)
             {
                 obj.anchor = Some(actor);
@@ -714,8 +722,12 @@ impl Engine {
             .map(|t| {
                 t.pending
                     .iter()
-                    .filter(|id| self.spans.get(id).is_some_and(|s| s.parent == Some(span)))
-                    .copied()
+                    .filter(|&&at| {
+                        self.spans
+                            .get_at(at)
+                            .is_some_and(|s| s.parent.map(|p| p.id) == Some(span))
+                    })
+                    .map(|at| at.id)
                     .collect()
             })
             .unwrap_or_default();
@@ -752,11 +764,15 @@ impl Engine {
     }
 
     /// Marks a span and its open ancestors as changed now.
-    pub(super) fn touch(&mut self, mut id: SpanId) {
-        while let Some(span) = self.spans.get_mut(&id) {
+    pub(super) fn touch(&mut self, id: SpanId) {
+        self.touch_at(SpanSlot::of(id));
+    }
+
+    fn touch_at(&mut self, mut at: SpanSlot) {
+        while let Some(span) = self.spans.get_at_mut(at) {
             span.touched = self.now;
             match span.parent {
-                Some(parent) => id = parent,
+                Some(parent) => at = parent,
                 None => break,
             }
         }

@@ -35,7 +35,7 @@ impl Source {
 #[derive(Debug)]
 pub(crate) struct OpenSpan {
     pub trace: TraceId,
-    pub parent: Option<SpanId>,
+    pub parent: Option<SpanSlot>,
     /// Distance from the top of the open part of the tree: children are emitted before parents.
     pub depth: u8,
     pub source: Source,
@@ -120,7 +120,7 @@ pub(crate) struct TraceState {
     /// The root's start once it has been emitted: later children must not start before it.
     pub emitted_root_start: Option<Timestamp>,
     /// Open spans of this trace, in creation order.
-    pub pending: Vec<SpanId>,
+    pub pending: Vec<SpanSlot>,
     /// The deadline queued for this trace, if any.
     pub scheduled: Option<Timestamp>,
     pub last_activity: Timestamp,
@@ -138,15 +138,37 @@ pub(crate) enum Change {
 
 pub(crate) type RootKey = (ObjId, Change);
 
+/// A span's ID with the slot of [`OpenSpans`] it was stored in: looking it up skips the hash
+/// index while the slot still holds it, and falls back to the index when it does not (the span
+/// was emitted, or the slot was never known).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SpanSlot {
+    pub id: SpanId,
+    slot: u32,
+}
+
+impl SpanSlot {
+    /// A span whose slot is not known: found through the index.
+    pub fn of(id: SpanId) -> SpanSlot {
+        SpanSlot { id, slot: u32::MAX }
+    }
+}
+
 /// The open spans, by ID. They live in a slab indexed by a small map: an open span is a few
 /// hundred bytes, and moving it on every insert and rehash of a hash table, into cold memory
 /// scattered over the whole table, cost more than the rest of placing an event. Freed slots are
-/// reused first, so the memory in use stays warm.
+/// reused first, so the memory in use stays warm. The emission check and the walk up to the root
+/// reach spans by [`SpanSlot`], without the index.
 #[derive(Default)]
 pub(crate) struct OpenSpans {
     index: FxHashMap<SpanId, u32>,
-    slots: Vec<Option<OpenSpan>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
+}
+
+struct Slot {
+    id: SpanId,
+    span: Option<OpenSpan>,
 }
 
 impl OpenSpans {
@@ -158,25 +180,40 @@ impl OpenSpans {
         self.index.contains_key(id)
     }
 
+    /// The slot of an open span, if it is open.
+    pub fn find(&self, id: SpanId) -> Option<SpanSlot> {
+        let slot = *self.index.get(&id)?;
+        Some(SpanSlot { id, slot })
+    }
+
+    fn slot_of(&self, at: SpanSlot) -> Option<usize> {
+        match self.slots.get(at.slot as usize) {
+            Some(s) if s.id == at.id && s.span.is_some() => Some(at.slot as usize),
+            _ => self.index.get(&at.id).map(|&slot| slot as usize),
+        }
+    }
+
     pub fn get(&self, id: &SpanId) -> Option<&OpenSpan> {
-        let slot = *self.index.get(id)?;
-        self.slots[slot as usize].as_ref()
+        self.get_at(SpanSlot::of(*id))
     }
 
     pub fn get_mut(&mut self, id: &SpanId) -> Option<&mut OpenSpan> {
-        let slot = *self.index.get(id)?;
-        self.slots[slot as usize].as_mut()
+        self.get_at_mut(SpanSlot::of(*id))
+    }
+
+    pub fn get_at(&self, at: SpanSlot) -> Option<&OpenSpan> {
+        let slot = self.slot_of(at)?;
+        self.slots[slot].span.as_ref()
+    }
+
+    pub fn get_at_mut(&mut self, at: SpanSlot) -> Option<&mut OpenSpan> {
+        let slot = self.slot_of(at)?;
+        self.slots[slot].span.as_mut()
     }
 
     /// Adds a span; an open span with the same ID is replaced.
     #[inline]
-    pub fn insert(&mut self, id: SpanId, span: OpenSpan) {
-        // Written straight into its slot: the span is not moved again.
-        *self.slot_for(id) = Some(span);
-    }
-
-    /// The slot of `id`, taken from the free list (or added) if it has none.
-    fn slot_for(&mut self, id: SpanId) -> &mut Option<OpenSpan> {
+    pub fn insert(&mut self, id: SpanId, span: OpenSpan) -> SpanSlot {
         let next = self.slots.len();
         let slot = *self
             .index
@@ -186,14 +223,19 @@ impl OpenSpans {
                 None => u32::try_from(next).expect("fewer than 2^32 open spans"),
             });
         if slot as usize == self.slots.len() {
-            self.slots.push(None);
+            self.slots.push(Slot { id, span: None });
         }
-        &mut self.slots[slot as usize]
+        // Written straight into its slot: the span is not moved again.
+        let entry = &mut self.slots[slot as usize];
+        entry.id = id;
+        entry.span = Some(span);
+        SpanSlot { id, slot }
     }
 
-    pub fn remove(&mut self, id: &SpanId) -> Option<OpenSpan> {
-        let slot = self.index.remove(id)?;
-        self.free.push(slot);
-        self.slots[slot as usize].take()
+    pub fn remove_at(&mut self, at: SpanSlot) -> Option<OpenSpan> {
+        let slot = self.slot_of(at)?;
+        self.index.remove(&at.id);
+        self.free.push(slot as u32);
+        self.slots[slot].span.take()
     }
 }
