@@ -32,12 +32,31 @@ impl Source {
     }
 }
 
+/// The fields the emission check reads of every open span come first, in one cache line with
+/// the slot's ID (see [`OpenSpans`]): the check visits a trace's open spans about once a second.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct OpenSpan {
-    pub trace: TraceId,
-    pub parent: Option<SpanSlot>,
+    /// When this span or anything below it last changed.
+    pub touched: Timestamp,
+    /// Set when the next event on the same object starts.
+    pub end: Option<Timestamp>,
+    /// When the object's status said it was done (or failed): the span's end.
+    pub state_end: Option<Timestamp>,
+    pub open_children: u32,
+    pub first_count: u32,
+    pub count: u32,
     /// Distance from the top of the open part of the tree: children are emitted before parents.
     pub depth: u8,
+    /// The object reports its progress and is not done yet: the span waits for it.
+    pub awaiting: bool,
+    /// The object whose progress ends this span (a rollout's root object, a created pod), until
+    /// its status has been read.
+    pub waits_for: Option<ObjId>,
+    /// The gap between the last two repetitions: how long to wait for the next one.
+    pub repeat_interval: Duration,
+    pub trace: TraceId,
+    pub parent: Option<SpanSlot>,
     pub source: Source,
     /// The involved object (the root object, for a root span).
     pub subject: ObjId,
@@ -46,28 +65,12 @@ pub(crate) struct OpenSpan {
     pub start: Timestamp,
     /// The latest occurrence of a repeated event.
     pub last: Timestamp,
-    /// Set when the next event on the same object starts.
-    pub end: Option<Timestamp>,
     /// The latest end among emitted children.
     pub children_end: Timestamp,
     /// The earliest start among children (roots only: a root starts no later than its children).
     pub children_start: Option<Timestamp>,
-    /// When this span or anything below it last changed.
-    pub touched: Timestamp,
-    pub open_children: u32,
-    pub first_count: u32,
-    pub count: u32,
-    /// The gap between the last two repetitions: how long to wait for the next one.
-    pub repeat_interval: Duration,
     /// Times and counts of repetitions, capped.
     pub repeats: Vec<(Timestamp, u32)>,
-    /// The object whose progress ends this span (a rollout's root object, a created pod), until
-    /// its status has been read.
-    pub waits_for: Option<ObjId>,
-    /// The object reports its progress and is not done yet: the span waits for it.
-    pub awaiting: bool,
-    /// When the object's status said it was done (or failed): the span's end.
-    pub state_end: Option<Timestamp>,
     pub outcome: Option<Box<Outcome>>,
 }
 
@@ -166,6 +169,7 @@ pub(crate) struct OpenSpans {
     free: Vec<u32>,
 }
 
+#[repr(C, align(64))]
 struct Slot {
     id: SpanId,
     span: Option<OpenSpan>,
