@@ -290,8 +290,10 @@ pub struct WireObject {
 /// What a value in a stream asks of the engine.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
-    Upsert(ObjectMeta),
-    Delete(ObjectMeta),
+    // Boxed, like events: a change is moved through channels and buffers a few times, and an
+    // unboxed ObjectMeta would make every change, events included, its size.
+    Upsert(Box<ObjectMeta>),
+    Delete(Box<ObjectMeta>),
     Event(Box<EventRecord>),
     /// Nothing for the engine: a bookmark, or an Event being garbage-collected.
     Ignore,
@@ -366,7 +368,7 @@ impl WireObject {
                 self.into_event().map(|e| Change::Event(Box::new(e)))
             };
         }
-        let meta = self.into_object_meta()?;
+        let meta = Box::new(self.into_object_meta()?);
         Ok(if deleted {
             Change::Delete(meta)
         } else {

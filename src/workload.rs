@@ -162,7 +162,7 @@ impl Gen {
             created: Some(whole_second(at)),
             traceparent: None,
         };
-        self.push(at, Change::Upsert(meta));
+        self.push(at, Change::Upsert(Box::new(meta)));
     }
 
     fn event(&mut self, at: Timestamp, e: Ev<'_>) {
@@ -297,7 +297,7 @@ impl Gen {
         };
         self.push(
             t.saturating_add(Duration::from_millis(300)),
-            Change::Delete(gone),
+            Change::Delete(Box::new(gone)),
         );
     }
 
