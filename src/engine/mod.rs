@@ -18,6 +18,7 @@
 //! subtree has been quiet for the window, or after the flush horizon.
 
 mod attributes;
+mod chunked;
 mod config;
 mod emission;
 mod emit;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::chunked::ChunkedVec;
 use super::ids::{SpanId, TraceId};
 use super::model::{ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange, TraceParent};
 use super::time::Timestamp;
@@ -276,7 +277,7 @@ impl Interner {
 }
 
 pub(crate) struct ObjectTable {
-    slots: Vec<Slot>,
+    slots: ChunkedVec<Slot>,
     free: Vec<u32>,
     by_uid: FxHashMap<u128, ObjId>,
     by_name: FxHashMap<u128, ObjId>,
@@ -309,7 +310,7 @@ fn name_key(kind: &str, namespace: &str, name: &str) -> u128 {
 impl ObjectTable {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
         ObjectTable {
-            slots: Vec::new(),
+            slots: ChunkedVec::default(),
             free: Vec::new(),
             by_uid: FxHashMap::default(),
             by_name: FxHashMap::default(),
@@ -354,11 +355,11 @@ impl ObjectTable {
                 }
             }
             None => {
-                let idx = u32::try_from(self.slots.len()).expect("object table below 2^32 entries");
-                self.slots.push(Slot {
+                let idx = self.slots.push(Slot {
                     generation: 0,
                     entry: Some(entry),
                 });
+                let idx = u32::try_from(idx).expect("object table below 2^32 entries");
                 ObjId { idx, generation: 0 }
             }
         };

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use super::chunked::ChunkedVec;
 use super::ids::{SpanId, TraceId};
 use super::model::{EventRecord, Outcome};
 use super::objects::ObjId;
@@ -165,7 +166,7 @@ impl SpanSlot {
 #[derive(Default)]
 pub(crate) struct OpenSpans {
     index: FxHashMap<SpanId, u32>,
-    slots: Vec<Slot>,
+    slots: ChunkedVec<Slot>,
     free: Vec<u32>,
 }
 
