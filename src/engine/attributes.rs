@@ -107,17 +107,19 @@ struct Chain {
 impl Chain {
     fn of(objects: &mut ObjectTable, id: ObjId) -> Chain {
         let mut chain = Chain::default();
-        let mut current = Some(id);
-        while chain.len < MAX_CHAIN {
-            let Some(oid) = current else { break };
-            if objects.get(oid).is_none() {
+        let mut current = id;
+        loop {
+            // Finding the owner may guess it from the name, which shows in the link.
+            let owner = objects.owner_of(current).filter(|o| *o != id);
+            let Some(obj) = objects.get(current) else {
                 break;
-            }
-            // Finding the owner may guess it from the name, which shows in the attributes.
-            current = objects.owner_of(oid).filter(|o| *o != id);
-            let obj = objects.get(oid).expect("present");
-            chain.links[chain.len] = Link::of(oid, obj);
+            };
+            chain.links[chain.len] = Link::of(current, obj);
             chain.len += 1;
+            match owner {
+                Some(owner) if chain.len < MAX_CHAIN => current = owner,
+                _ => break,
+            }
         }
         chain
     }
@@ -157,6 +159,25 @@ struct Cached {
     attrs: SharedAttributes,
 }
 
+impl Cached {
+    /// Whether `id`'s chain is still the cached one: walked as [`Chain::of`] walks it, but only
+    /// as far as the cached chain goes.
+    fn matches(&self, objects: &mut ObjectTable, id: ObjId) -> bool {
+        let mut current = Some(id);
+        for link in &self.links[..self.len] {
+            let Some(oid) = current else {
+                return false;
+            };
+            current = objects.owner_of(oid).filter(|o| *o != id);
+            match objects.get(oid) {
+                Some(obj) if Link::of(oid, obj) == *link => {}
+                _ => return false,
+            }
+        }
+        current.is_none_or(|o| objects.get(o).is_none())
+    }
+}
+
 /// The attributes of recently emitted objects' chains, by object slot.
 pub(crate) struct AttributeCache {
     slots: Box<[Option<Cached>]>,
@@ -178,11 +199,11 @@ impl AttributeCache {
         objects: &mut ObjectTable,
         id: ObjId,
     ) -> (SharedAttributes, u32) {
-        let chain = Chain::of(objects, id);
         let slot = &mut self.slots[id.index() % CACHE_SLOTS];
-        if let Some(hit) = slot.as_ref().filter(|c| c.links[..c.len] == *chain.links()) {
+        if let Some(hit) = slot.as_ref().filter(|c| c.matches(objects, id)) {
             return (hit.attrs.clone(), hit.seen);
         }
+        let chain = Chain::of(objects, id);
         let (attrs, seen) = chain.attributes(objects);
         let attrs: SharedAttributes = attrs.into();
         if chain.len <= CACHED_CHAIN {
