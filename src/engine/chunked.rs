@@ -34,7 +34,10 @@ impl<T> ChunkedVec<T> {
         if self.len % CHUNK == 0 {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
-        self.chunks.last_mut().expect("a chunk with room").push(value);
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room")
+            .push(value);
         self.len += 1;
         self.len - 1
     }

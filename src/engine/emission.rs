@@ -55,8 +55,8 @@ impl Engine {
         // One lookup per pending span: its depth for the order, when it may go, and whether
         // anything is due. Usually nothing is (spans were touched since this check was
         // scheduled).
-        let mut order = std::mem::take(&mut self.emission_order);
-        order.clear();
+        let mut by_depth = std::mem::take(&mut self.emission_order);
+        by_depth.iter_mut().for_each(Vec::clear);
         let mut next: Option<Timestamp> = None;
         let mut any_ready = force;
         // The root first: once its rollout is over, nothing else waits for status.
@@ -79,28 +79,31 @@ impl Engine {
             }
             // Emitting other spans does not change when this one may go.
             let ready_at = span.ready_at(window, horizon, max_hold, max_wait);
-            order.push((Reverse(span.depth), at, ready_at, span.open_children == 0));
+            let depth = usize::from(span.depth);
+            if by_depth.len() <= depth {
+                by_depth.resize_with(depth + 1, Vec::new);
+            }
+            by_depth[depth].push((at, ready_at, span.open_children == 0));
             if span.open_children == 0 && !any_ready {
                 any_ready = ready_at <= self.now;
                 next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
             }
         }
         if !any_ready {
-            self.emission_order = order;
+            self.emission_order = by_depth;
             self.traces.get_mut(&trace_id).expect("present").pending = pending;
             if let Some(at) = next {
                 self.schedule(trace_id, at);
             }
             return;
         }
-        // Deepest first; the sort is stable, so creation order among equals.
-        order.sort_by_key(|&(depth, ..)| depth);
+        // Deepest first, and in creation order among equals.
         // What stays open goes back into the same vector, in the new order.
         pending.clear();
         let mut keep = pending;
         let mut next: Option<Timestamp> = None;
         let mut root_info = None;
-        for &(_, at, ready_at, childless) in &order {
+        for &(at, ready_at, childless) in by_depth.iter().rev().flatten() {
             let due = ready_at <= self.now;
             // Only a span that had children when it was looked at above can have changed since:
             // its children may have been emitted just now. The others are not read again.
@@ -145,7 +148,7 @@ impl Engine {
             self.stats.spans_emitted += 1;
             self.finished.push(finished);
         }
-        self.emission_order = order;
+        self.emission_order = by_depth;
         let now = self.now;
         let Some(trace) = self.traces.get_mut(&trace_id) else {
             return;

@@ -73,8 +73,9 @@ pub struct Engine {
     stats: EngineStats,
     attributes: attributes::AttributeCache,
     /// Scratch space of the emission check, kept to save an allocation per check.
-    /// Per open span: depth, slot, when it may go, and whether it had no open children.
-    emission_order: Vec<(Reverse<u8>, spans::SpanSlot, Timestamp, bool)>,
+    /// Per depth, the open spans of a trace in creation order: slot, when it may go, and
+    /// whether it had no open children.
+    emission_order: Vec<Vec<(spans::SpanSlot, Timestamp, bool)>>,
 }
 
 /// The best time for an occurrence, and whether it is only a whole second: precise times as
