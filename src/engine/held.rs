@@ -9,11 +9,13 @@ use super::model::EventRecord;
 use super::objects::ObjId;
 use super::rules;
 use super::time::Timestamp;
+use super::tracked::EventKey;
 
 /// One occurrence of an event on its way to becoming (part of) a span.
 #[derive(Debug)]
 pub(crate) struct Occurrence {
     pub event: Box<EventRecord>,
+    pub key: EventKey,
     pub observed: Timestamp,
     /// The repeat count the span of this occurrence starts at (its identity).
     pub first_count: u32,

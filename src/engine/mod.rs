@@ -191,7 +191,8 @@ impl Engine {
         let mut first_count = 1;
         // Deadlines count from when the engine saw it, which is never before "now".
         let observed = seen.max(self.now);
-        if let Some(track) = self.tracked.get(&event.uid) {
+        let key = tracked::EventKey::of(&event.uid);
+        if let Some(track) = self.tracked.get(key) {
             if event.count <= track.count && last <= track.last {
                 self.stats.duplicates += 1;
                 return;
@@ -201,6 +202,7 @@ impl Engine {
             if self.spans.contains_key(&track.span) && !rules::names_child(&event) {
                 let occurrence = Occurrence {
                     event,
+                    key,
                     observed,
                     first_count: 0,
                     start,
@@ -216,6 +218,7 @@ impl Engine {
         }
         let occurrence = Occurrence {
             event,
+            key,
             observed,
             first_count,
             start,

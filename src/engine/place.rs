@@ -468,8 +468,8 @@ impl Engine {
     ) -> Result<(), Occurrence> {
         let key = self.root_key(root, occurrence.start);
         let action = occurrence.resolved.and_then(|r| r.action);
-        let (uid, count, last, start) = (
-            occurrence.event.uid.clone(),
+        let (event_key, count, last, start) = (
+            occurrence.key,
             occurrence.event.count,
             occurrence.last,
             occurrence.start,
@@ -502,7 +502,8 @@ impl Engine {
             }
         };
         let root_span = SpanId::for_root(trace);
-        self.tracked.record(&uid, root_span, count, last, self.now);
+        self.tracked
+            .record(event_key, root_span, count, last, self.now);
         if let Some(child) = about {
             let start = self.spans.get(&root_span).map_or(start, |s| s.start);
             let span = SpanRef {
@@ -589,7 +590,7 @@ impl Engine {
         }
         let (count, last) = (occurrence.event.count.max(1), occurrence.last.max(start));
         self.tracked
-            .record(&occurrence.event.uid, span_id, count, last, now);
+            .record(occurrence.key, span_id, count, last, now);
         let slot = self.spans.insert(
             span_id,
             OpenSpan {
@@ -756,7 +757,7 @@ impl Engine {
         }
         let (last, trace) = (span.last, span.trace);
         self.tracked
-            .record(&occurrence.event.uid, span_id, count, last, self.now);
+            .record(occurrence.key, span_id, count, last, self.now);
         if let Some(t) = self.traces.get_mut(&trace) {
             t.last_activity = self.now;
         }

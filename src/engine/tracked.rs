@@ -9,6 +9,16 @@ use xxhash_rust::xxh3::xxh3_128;
 use super::ids::SpanId;
 use super::time::Timestamp;
 
+/// An event's uid as the table keys it, hashed once when the event arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EventKey(u128);
+
+impl EventKey {
+    pub fn of(uid: &str) -> EventKey {
+        EventKey(xxh3_128(uid.as_bytes()))
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Track {
     pub span: SpanId,
@@ -40,12 +50,18 @@ impl TrackedEvents {
         self.map.len()
     }
 
-    pub fn get(&self, uid: &str) -> Option<Track> {
-        self.map.get(&xxh3_128(uid.as_bytes())).copied()
+    pub fn get(&self, key: EventKey) -> Option<Track> {
+        self.map.get(&key.0).copied()
     }
 
-    pub fn record(&mut self, uid: &str, span: SpanId, count: u32, last: Timestamp, now: Timestamp) {
-        let key = xxh3_128(uid.as_bytes());
+    pub fn record(
+        &mut self,
+        EventKey(key): EventKey,
+        span: SpanId,
+        count: u32,
+        last: Timestamp,
+        now: Timestamp,
+    ) {
         let track = Track {
             span,
             count,
