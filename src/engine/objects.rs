@@ -16,8 +16,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::chunked::ChunkedVec;
-use super::ids::{SpanId, TraceId};
+use super::ids::TraceId;
 use super::model::{ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange, TraceParent};
+use super::spans::SpanSlot;
 use super::time::Timestamp;
 
 /// How many spec changes of a root object are remembered to attribute late events by time.
@@ -67,7 +68,7 @@ impl std::ops::Deref for OwnerChain {
 /// A reference to a span kept in an index, valid after the span itself has been exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct SpanRef {
-    pub span: SpanId,
+    pub span: SpanSlot,
     pub trace: TraceId,
     pub start: Timestamp,
     /// When the reference was made, for expiry.
@@ -85,7 +86,7 @@ impl RecentSpans {
     pub fn insert(&mut self, r: SpanRef) {
         let mut pos = self
             .0
-            .partition_point(|x| (x.start, x.span) <= (r.start, r.span));
+            .partition_point(|x| (x.start, x.span.id) <= (r.start, r.span.id));
         // When full, the oldest goes before the insert: the vector never grows past its cap.
         if self.0.len() == Self::CAP {
             if pos == 0 {
@@ -981,6 +982,7 @@ fn record_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ids::SpanId;
     use crate::engine::model::OwnerRef;
 
     fn meta(uid: &str, kind: &str, name: &str, owner: Option<(&str, &str, &str)>) -> ObjectMeta {

@@ -226,7 +226,7 @@ impl Engine {
     /// trace a root-level event belongs to depends on the generation, decided afresh each time.
     fn sibling_anchor(&self, subject: ObjId) -> Option<SpanRef> {
         let r = self.objects.get(subject)?.anchor?;
-        (self.fresh(&r) && r.span != SpanId::for_root(r.trace)).then_some(r)
+        (self.fresh(&r) && r.span.id != SpanId::for_root(r.trace)).then_some(r)
     }
 
     /// Whether a controller normally announces creating this object and has not done so yet.
@@ -288,7 +288,7 @@ impl Engine {
         let subject_name = named(subject);
         let about_other = |r: &SpanRef, owner: ObjId| {
             self.spans
-                .get(&r.span)
+                .get_at(r.span)
                 .and_then(|s| s.about)
                 .is_some_and(|about| about != owner && named(about) != subject_name)
         };
@@ -299,7 +299,7 @@ impl Engine {
                 .filter(|r| !about_other(r, owner))
                 .chain(obj.acted_on.iter())
                 .filter(|r| r.trace == trace && r.start <= limit && self.fresh(r))
-                .max_by_key(|r| (r.start, r.span))
+                .max_by_key(|r| (r.start, r.span.id))
                 .copied()
         })
     }
@@ -366,8 +366,8 @@ impl Engine {
                 self.start_trace(key, Source::SyntheticRoot, root, None, start, 1)
             }
         };
-        let span = SpanId::for_root(trace);
-        let start = self.spans.get(&span).map_or(at, |s| s.start);
+        let span = self.spans.hinted(SpanId::for_root(trace));
+        let start = self.spans.get_at(span).map_or(at, |s| s.start);
         SpanRef {
             span,
             trace,
@@ -505,7 +505,8 @@ impl Engine {
         self.tracked
             .record(event_key, root_span, count, last, self.now);
         if let Some(child) = about {
-            let start = self.spans.get(&root_span).map_or(start, |s| s.start);
+            let root_span = self.spans.hinted(root_span);
+            let start = self.spans.get_at(root_span).map_or(start, |s| s.start);
             let span = SpanRef {
                 span: root_span,
                 trace,
@@ -548,10 +549,7 @@ impl Engine {
                 start = latest.saturating_add(ORDER_NUDGE);
             }
         }
-        let parent_slot = self
-            .spans
-            .find(parent.span)
-            .unwrap_or(SpanSlot::of(parent.span));
+        let parent_slot = parent.span;
         let depth = match self.spans.get_at_mut(parent_slot) {
             Some(p) if p.is_root() => {
                 // A synthesised root's time is coarse: the root moves, not the child.
@@ -583,7 +581,7 @@ impl Engine {
             for r in obj.spans_on.iter().filter(|r| r.trace == parent.trace) {
                 if r.start > start {
                     end = Some(end.map_or(r.start, |e: Timestamp| e.min(r.start)));
-                } else if let Some(earlier) = self.spans.get_mut(&r.span) {
+                } else if let Some(earlier) = self.spans.get_at_mut(r.span) {
                     earlier.end = Some(earlier.end.map_or(start, |e| e.min(start)));
                 }
             }
@@ -619,7 +617,7 @@ impl Engine {
             },
         );
         let here = SpanRef {
-            span: span_id,
+            span: slot,
             trace: parent.trace,
             start,
             at: now,
@@ -659,13 +657,13 @@ impl Engine {
     /// scale-up. When `actor` arrives, it takes over the open spans on `child` that started after
     /// it but hang under an older actor span about `child`.
     fn adopt_later_events(&mut self, child: ObjId, actor: SpanRef) {
-        let Some(actor_depth) = self.spans.get(&actor.span).map(|s| s.depth) else {
+        let Some(actor_depth) = self.spans.get_at(actor.span).map(|s| s.depth) else {
             return;
         };
         let Some(obj) = self.objects.get(child) else {
             return;
         };
-        let older_actors: Vec<SpanId> = obj
+        let older_actors: Vec<SpanSlot> = obj
             .acted_on
             .iter()
             .filter(|r| r.trace == actor.trace && r.start < actor.start)
@@ -674,41 +672,37 @@ impl Engine {
         if older_actors.is_empty() {
             return;
         }
-        let later: Vec<SpanId> = obj
+        let later: Vec<SpanSlot> = obj
             .spans_on
             .iter()
             .filter(|r| r.trace == actor.trace && r.start >= actor.start)
             .map(|r| r.span)
             .collect();
         let anchor = obj.anchor;
-        for id in later {
-            let Some(old) = self.spans.get(&id).and_then(|s| s.parent) else {
+        for span in later {
+            let Some(old) = self.spans.get_at(span).and_then(|s| s.parent) else {
                 continue;
             };
-            if !older_actors.contains(&old.id) {
+            if !older_actors.contains(&old) {
                 continue;
             }
             if let Some(p) = self.spans.get_at_mut(old) {
                 p.open_children -= 1;
             }
-            if let Some(p) = self.spans.get_mut(&actor.span) {
+            if let Some(p) = self.spans.get_at_mut(actor.span) {
                 p.open_children += 1;
             }
-            let actor_slot = self
-                .spans
-                .find(actor.span)
-                .unwrap_or(SpanSlot::of(actor.span));
-            if let Some(s) = self.spans.get_mut(&id) {
-                s.parent = Some(actor_slot);
+            if let Some(s) = self.spans.get_at_mut(span) {
+                s.parent = Some(actor.span);
             }
-            self.set_depth(actor.trace, id, actor_depth.saturating_add(1));
-            if anchor.is_some_and(|a| a.span == old.id)
+            self.set_depth(actor.trace, span.id, actor_depth.saturating_add(1));
+            if anchor.is_some_and(|a| a.span == old)
                 && let Some(obj) = self.objects.get_mut(child)
             {
                 obj.anchor = Some(actor);
             }
         }
-        self.touch(actor.span);
+        self.touch_at(actor.span);
     }
 
     /// Gives a span and its open descendants depths below a new parent: children are emitted

@@ -145,11 +145,20 @@ pub(crate) type RootKey = (ObjId, Change);
 /// A span's ID with the slot of [`OpenSpans`] it was stored in: looking it up skips the hash
 /// index while the slot still holds it, and falls back to the index when it does not (the span
 /// was emitted, or the slot was never known).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct SpanSlot {
     pub id: SpanId,
     slot: u32,
 }
+
+/// The same span whatever slot it was last seen in: the slot is only a hint.
+impl PartialEq for SpanSlot {
+    fn eq(&self, other: &SpanSlot) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for SpanSlot {}
 
 impl SpanSlot {
     /// A span whose slot is not known: found through the index.
@@ -189,6 +198,11 @@ impl OpenSpans {
     pub fn find(&self, id: SpanId) -> Option<SpanSlot> {
         let slot = *self.index.get(&id)?;
         Some(SpanSlot { id, slot })
+    }
+
+    /// `id` with its slot when it is open: later lookups of the handle skip the index.
+    pub fn hinted(&self, id: SpanId) -> SpanSlot {
+        self.find(id).unwrap_or(SpanSlot::of(id))
     }
 
     fn slot_of(&self, at: SpanSlot) -> Option<usize> {
