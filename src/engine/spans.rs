@@ -221,8 +221,13 @@ impl OpenSpans {
     }
 
     pub fn get_at(&self, at: SpanSlot) -> Option<&OpenSpan> {
-        let slot = self.slot_of(at)?;
-        self.slots[slot].span.as_ref()
+        match self.slots.get(at.slot as usize) {
+            Some(Slot {
+                id,
+                span: Some(span),
+            }) if *id == at.id => Some(span),
+            _ => self.slots[*self.index.get(&at.id)? as usize].span.as_ref(),
+        }
     }
 
     pub fn get_at_mut(&mut self, at: SpanSlot) -> Option<&mut OpenSpan> {
