@@ -51,7 +51,7 @@ pub struct Rule {
     pub reason: &'static str,
     /// Literal text with placeholders: `{child}` captures a name, `{_}` skips a word, `{*}` skips
     /// the rest.
-    pub pattern: &'static str,
+    pub pattern: Pattern,
     pub effect: Effect,
     pub action: Action,
 }
@@ -110,9 +110,77 @@ const fn rule(
     Rule {
         involved_kind,
         reason,
-        pattern,
+        pattern: Pattern::compile(pattern),
         effect,
         action,
+    }
+}
+
+/// A piece of a pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Literal(&'static str),
+    /// `{child}`: a word, captured.
+    Child,
+    /// `{_}`: a word, skipped.
+    Word,
+    /// `{*}`: the rest of the text, whatever it is (last only).
+    Rest,
+}
+
+const MAX_PARTS: usize = 12;
+
+/// A pattern split into its parts when the table is compiled: matching runs for every event
+/// that has a rule's reason, and should not parse the pattern each time.
+#[derive(Debug)]
+pub struct Pattern {
+    parts: [Part; MAX_PARTS],
+    len: usize,
+}
+
+impl Pattern {
+    /// Splits a pattern; a malformed one (an unclosed or unknown placeholder, `{*}` not last)
+    /// fails the build.
+    const fn compile(text: &'static str) -> Pattern {
+        let mut parts = [Part::Rest; MAX_PARTS];
+        let mut len = 0;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let bytes = rest.as_bytes();
+            let mut open = 0;
+            while open < bytes.len() && bytes[open] != b'{' {
+                open += 1;
+            }
+            if open > 0 {
+                let (literal, after) = rest.split_at(open);
+                parts[len] = Part::Literal(literal);
+                len += 1;
+                rest = after;
+                continue;
+            }
+            let mut close = 1;
+            while close < bytes.len() && bytes[close] != b'}' {
+                close += 1;
+            }
+            assert!(close < bytes.len(), "unclosed placeholder");
+            let (placeholder, after) = rest.split_at(close + 1);
+            parts[len] = match placeholder.as_bytes() {
+                b"{child}" => Part::Child,
+                b"{_}" => Part::Word,
+                b"{*}" => {
+                    assert!(after.is_empty(), "{{*}} must end a pattern");
+                    Part::Rest
+                }
+                _ => panic!("unknown placeholder"),
+            };
+            len += 1;
+            rest = after;
+        }
+        Pattern { parts, len }
+    }
+
+    fn parts(&self) -> &[Part] {
+        &self.parts[..self.len]
     }
 }
 
@@ -162,7 +230,7 @@ pub fn apply<'a>(involved_kind: &str, reason: &str, message: &'a str) -> Option<
         .iter()
         .filter(|r| r.reason == reason && r.involved_kind.is_none_or(|k| k == involved_kind))
         .find_map(|r| {
-            capture(r.pattern, message).map(|name| Match {
+            capture(&r.pattern, message).map(|name| Match {
                 effect: r.effect,
                 name,
                 action: r.action,
@@ -173,58 +241,87 @@ pub fn apply<'a>(involved_kind: &str, reason: &str, message: &'a str) -> Option<
 /// Matches `text` against a pattern, returning what `{child}` captured. Literal text matches
 /// regardless of ASCII case: controllers changed the case of their verbs between releases
 /// (`create Pod X` became `Create Pod X` in Kubernetes 1.3x).
-fn capture<'a>(pattern: &str, text: &'a str) -> Option<&'a str> {
+fn capture<'a>(pattern: &Pattern, text: &'a str) -> Option<&'a str> {
+    let parts = pattern.parts();
     let mut child = None;
-    let mut pat = pattern;
     let mut rest = text;
-    while !pat.is_empty() {
-        let Some(open) = byte_position(pat, b'{') else {
-            return rest.eq_ignore_ascii_case(pat).then_some(child?);
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let placeholder = match *part {
+            Part::Literal(literal) if last => {
+                return eq_ignore_case(rest, literal).then_some(child?);
+            }
+            Part::Literal(literal) => {
+                rest = strip_prefix_ignore_case(rest, literal)?;
+                continue;
+            }
+            Part::Rest => return child,
+            placeholder => placeholder,
         };
-        rest = strip_prefix_ignore_case(rest, &pat[..open])?;
-        let close = open + byte_position(&pat[open..], b'}')?;
-        let placeholder = &pat[open + 1..close];
-        pat = &pat[close + 1..];
-        if placeholder == "*" {
-            return if pat.is_empty() { child } else { None };
-        }
         // A word runs to the next literal of the pattern, or to the end.
-        let next_literal = &pat[..byte_position(pat, b'{').unwrap_or(pat.len())];
-        let end = if next_literal.is_empty() {
-            rest.len()
-        } else {
-            find_ignore_case(rest, next_literal)?
+        let end = match parts.get(i + 1) {
+            Some(&Part::Literal(next)) => word_before(rest, next)?,
+            _ if has_whitespace(rest) => return None,
+            _ => rest.len(),
         };
-        let word = &rest[..end];
-        if word.is_empty() || has_whitespace(word) {
+        if end == 0 {
             return None;
         }
-        if placeholder == "child" {
-            child = Some(word);
+        if placeholder == Part::Child {
+            child = Some(&rest[..end]);
         }
         rest = &rest[end..];
     }
     if rest.is_empty() { child } else { None }
 }
 
-/// Where an ASCII byte first occurs: a plain loop, as patterns and names are too short for
-/// `str::find`'s searcher to pay off (this runs for every event).
-fn byte_position(s: &str, byte: u8) -> Option<usize> {
-    s.bytes().position(|b| b == byte)
+/// The length of the word that `text` starts with, if `next` (matched ignoring case) follows it:
+/// a word has no whitespace.
+fn word_before(text: &str, next: &str) -> Option<usize> {
+    match next.as_bytes().first() {
+        // Then `next` can only follow at the text's first whitespace: anywhere else, the word
+        // would have to contain one.
+        Some(b) if char::from(*b).is_whitespace() => {
+            let end = first_whitespace(text)?;
+            text[end..]
+                .get(..next.len())
+                .is_some_and(|head| eq_ignore_case(head, next))
+                .then_some(end)
+        }
+        _ => {
+            let end = find_ignore_case(text, next)?;
+            (!has_whitespace(&text[..end])).then_some(end)
+        }
+    }
+}
+
+fn first_whitespace(s: &str) -> Option<usize> {
+    let at = s
+        .bytes()
+        .position(|b| !b.is_ascii() || char::from(b).is_whitespace())?;
+    if s.as_bytes()[at].is_ascii() {
+        return Some(at);
+    }
+    // Everything before `at` is ASCII, so `at` starts a character.
+    s[at..]
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace())
+        .map(|(i, _)| at + i)
 }
 
 fn has_whitespace(word: &str) -> bool {
-    if word.is_ascii() {
-        word.bytes().any(|b| char::from(b).is_whitespace())
-    } else {
-        word.contains(char::is_whitespace)
-    }
+    first_whitespace(word).is_some()
+}
+
+/// Equal ignoring ASCII case; the exact comparison first, as messages are usually written as
+/// the pattern is.
+fn eq_ignore_case(text: &str, literal: &str) -> bool {
+    text == literal || text.eq_ignore_ascii_case(literal)
 }
 
 fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
     let head = text.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &text[prefix.len()..])
+    eq_ignore_case(head, prefix).then(|| &text[prefix.len()..])
 }
 
 /// Where `needle` (ASCII: pattern literals are) first occurs in `text`, ignoring ASCII case. An
@@ -372,6 +469,36 @@ mod tests {
             .unwrap()
             .0,
             "db-1"
+        );
+    }
+
+    #[test]
+    fn a_word_ends_only_where_the_next_literal_follows() {
+        let scaled = |message| child("Deployment", "ScalingReplicaSet", message);
+        assert_eq!(
+            scaled("Scaled up replica set web-1 FROM 0 TO 3"),
+            Some(("web-1".into(), REPLICA_SET))
+        );
+        assert_eq!(scaled("Scaled up replica set web\t1 from 0 to 3"), None);
+        assert_eq!(scaled("Scaled up replica set web 1 from 0 to 3"), None);
+        assert_eq!(scaled("Scaled up replica set web-1 from 0 to 3 "), None);
+        assert_eq!(
+            child("ReplicaSet", "SuccessfulCreate", "Created pod: wéb-1")
+                .unwrap()
+                .0,
+            "wéb-1"
+        );
+        assert_eq!(
+            child("ReplicaSet", "SuccessfulCreate", "Created pod: wéb\u{a0}1"),
+            None
+        );
+        assert_eq!(
+            child(
+                "Pod",
+                "Scheduled",
+                "Successfully assigned shop/wéb\u{2003}1 to n"
+            ),
+            None
         );
     }
 
