@@ -1,8 +1,10 @@
 //! When open spans are emitted: children first, once settled, so parents cover their children.
 
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use super::ids::{SpanId, TraceId};
+use super::spans::TraceState;
 use super::time::Timestamp;
 use super::{Engine, emit};
 
@@ -21,19 +23,30 @@ pub(super) enum Flush {
 /// once a second rather than once per span that settles.
 const CHECK_TICK: i64 = 1_000_000_000;
 
+/// Queues an emission check of a trace at `at` (rounded up to the tick), unless one is queued
+/// for earlier.
+pub(super) fn queue_check(
+    deadlines: &mut BinaryHeap<Reverse<(Timestamp, TraceId)>>,
+    id: TraceId,
+    trace: &mut TraceState,
+    at: Timestamp,
+) {
+    let at = Timestamp::from_unix_nanos(
+        at.unix_nanos()
+            .div_euclid(CHECK_TICK)
+            .saturating_add(1)
+            .saturating_mul(CHECK_TICK),
+    );
+    if trace.scheduled.is_none_or(|s| at < s) {
+        trace.scheduled = Some(at);
+        deadlines.push(Reverse((at, id)));
+    }
+}
+
 impl Engine {
     pub(super) fn schedule(&mut self, trace: TraceId, at: Timestamp) {
-        let at = Timestamp::from_unix_nanos(
-            at.unix_nanos()
-                .div_euclid(CHECK_TICK)
-                .saturating_add(1)
-                .saturating_mul(CHECK_TICK),
-        );
-        if let Some(t) = self.traces.get_mut(&trace)
-            && t.scheduled.is_none_or(|s| at < s)
-        {
-            t.scheduled = Some(at);
-            self.deadlines.push(Reverse((at, trace)));
+        if let Some(state) = self.traces.get_mut(&trace) {
+            queue_check(&mut self.deadlines, trace, state, at);
         }
     }
 

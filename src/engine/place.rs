@@ -8,7 +8,7 @@ use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
 use super::spans::{Change, OpenSpan, RootKey, Source, SpanSlot, TraceState};
 use super::time::Timestamp;
-use super::{COARSE, Engine, MAX_ROOT_LEAD};
+use super::{COARSE, Engine, MAX_ROOT_LEAD, emission};
 
 /// Same-second events without better times keep their arrival order this far apart.
 const ORDER_NUDGE: Duration = Duration::from_micros(1);
@@ -626,12 +626,13 @@ impl Engine {
             obj.spans_on.insert(here);
             obj.anchor = Some(parent);
         }
+        self.touch_at(slot);
         if let Some(trace) = self.traces.get_mut(&parent.trace) {
             trace.pending.push(slot);
             trace.last_activity = now;
+            let check = now.saturating_add(self.cfg.window);
+            emission::queue_check(&mut self.deadlines, parent.trace, trace, check);
         }
-        self.touch_at(slot);
-        self.schedule(parent.trace, now.saturating_add(self.cfg.window));
         if self.spans.len() > self.cfg.max_open_spans {
             self.force_oldest_trace();
         }
