@@ -31,7 +31,7 @@ impl<T> ChunkedVec<T> {
 
     /// Appends an entry and returns its index.
     pub fn push(&mut self, value: T) -> usize {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         self.chunks
