@@ -33,8 +33,9 @@ impl Source {
     }
 }
 
-/// The fields the emission check reads of every open span come first, in one cache line with
-/// the slot's ID (see [`OpenSpans`]): the check visits a trace's open spans about once a second.
+/// The fields the emission check reads of every open span come first, right after the slot's ID
+/// (see [`OpenSpans`]), so a visit touches the slot's first two cache lines and no others: the
+/// check visits a trace's open spans about once a second.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct OpenSpan {
@@ -179,6 +180,7 @@ pub(crate) struct OpenSpans {
     free: Vec<u32>,
 }
 
+/// Aligned to a cache line, so that the ID and the fields after it sit in the same two lines.
 #[repr(C, align(64))]
 struct Slot {
     id: SpanId,
