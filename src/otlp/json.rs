@@ -129,16 +129,18 @@ fn write_attributes<'a>(
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
     let mut plain = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if (c as u32) < 0x20 => {
+    // Byte by byte: every character that needs escaping is ASCII, and an ASCII byte is never
+    // part of a multi-byte character, so each escape starts and ends on a character boundary.
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..0x20 => {
                 out.push_str(&s[plain..i]);
-                let _ = write!(out, "\\u{:04x}", c as u32);
+                let _ = write!(out, "\\u{:04x}", b);
                 plain = i + 1;
                 continue;
             }
@@ -146,7 +148,7 @@ fn write_str(out: &mut String, s: &str) {
         };
         out.push_str(&s[plain..i]);
         out.push_str(escape);
-        plain = i + c.len_utf8();
+        plain = i + 1;
     }
     out.push_str(&s[plain..]);
     out.push('"');
@@ -166,6 +168,14 @@ mod tests {
             serde_json::from_str::<String>(&out).unwrap(),
             "a\"b\\c\nd\u{1}é"
         );
+        // Escapes right beside multi-byte characters, and every control character.
+        let tricky: String = "é\"日\\本\u{1f}ü\u{7f}\r\t"
+            .chars()
+            .chain((0..0x20u8).map(char::from))
+            .collect();
+        let mut out = String::new();
+        write_str(&mut out, &tricky);
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), tricky);
     }
 
     /// The direct writer and the protobuf message describe the same request.
