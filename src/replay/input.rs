@@ -21,14 +21,16 @@ pub struct Document {
     pub value: WireObject,
 }
 
-/// Parses every document of `input`, in order.
-pub fn documents(input: &str) -> Vec<Result<Document, BadInput>> {
+/// Parses the documents of `input`, in order, as they are read: a long recording is never held
+/// parsed whole.
+pub fn documents(input: &str) -> impl Iterator<Item = Result<Document, BadInput>> + '_ {
     let first = input.trim_start().chars().next();
-    if matches!(first, Some('{' | '[') | None) {
-        json_documents(input)
+    let (json, yaml) = if matches!(first, Some('{' | '[') | None) {
+        (Some(JsonDocuments::new(input)), None)
     } else {
-        yaml_documents(input)
-    }
+        (None, Some(yaml_documents(input)))
+    };
+    json.into_iter().flatten().chain(yaml.into_iter().flatten())
 }
 
 /// Counts lines up to a byte offset; offsets only grow, so the whole input is scanned once.
@@ -50,27 +52,50 @@ impl LineCounter<'_> {
     }
 }
 
-fn json_documents(input: &str) -> Vec<Result<Document, BadInput>> {
-    let bytes = input.as_bytes();
-    let mut lines = LineCounter {
-        input: bytes,
-        offset: 0,
-        line: 1,
-    };
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Some(skip) = bytes[pos..].iter().position(|b| !b.is_ascii_whitespace()) {
-        let start = pos + skip;
-        let line = lines.line_at(start);
+/// JSON values back to back, parsed one at a time.
+struct JsonDocuments<'a> {
+    input: &'a str,
+    lines: LineCounter<'a>,
+    pos: usize,
+    /// The rest of a `List` (a JSON array) already parsed.
+    parsed: std::collections::VecDeque<Result<Document, BadInput>>,
+}
+
+impl<'a> JsonDocuments<'a> {
+    fn new(input: &'a str) -> Self {
+        JsonDocuments {
+            input,
+            lines: LineCounter {
+                input: input.as_bytes(),
+                offset: 0,
+                line: 1,
+            },
+            pos: 0,
+            parsed: Default::default(),
+        }
+    }
+
+    /// Parses the next value (or array of values) into `parsed`; false at the end of input.
+    fn parse_next(&mut self) -> bool {
+        let (input, bytes) = (self.input, self.input.as_bytes());
+        let Some(skip) = bytes[self.pos..]
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+        else {
+            return false;
+        };
+        let start = self.pos + skip;
+        let line = self.lines.line_at(start);
         let rest = &input[start..];
+        let parsed = &mut self.parsed;
         let result = if bytes[start] == b'[' {
             parse_one::<Vec<WireObject>>(rest).map(|(values, len)| {
-                out.extend(values.into_iter().map(|value| Ok(Document { line, value })));
+                parsed.extend(values.into_iter().map(|value| Ok(Document { line, value })));
                 len
             })
         } else if bytes[start] == b'{' {
             parse_one::<WireObject>(rest).map(|(value, len)| {
-                out.push(Ok(Document { line, value }));
+                parsed.push_back(Ok(Document { line, value }));
                 len
             })
         } else {
@@ -78,7 +103,7 @@ fn json_documents(input: &str) -> Vec<Result<Document, BadInput>> {
             let reason = format!("expected a JSON object, found {:?}", truncate(&rest[..end]));
             Err((1, reason))
         };
-        pos = match result {
+        self.pos = match result {
             Ok(len) => start + len,
             Err((error_line, reason)) => {
                 // Reported at the value's first line, where a reader starts looking.
@@ -88,7 +113,7 @@ fn json_documents(input: &str) -> Vec<Result<Document, BadInput>> {
                 } else {
                     format!("{reason} (at line {at})")
                 };
-                out.push(Err(BadInput { line, reason }));
+                parsed.push_back(Err(BadInput { line, reason }));
                 // Resume at the next line that starts a value in column 0: pretty-printed output
                 // indents everything inside a value.
                 let resume = rest
@@ -100,8 +125,23 @@ fn json_documents(input: &str) -> Vec<Result<Document, BadInput>> {
                 }
             }
         };
+        true
     }
-    out
+}
+
+impl Iterator for JsonDocuments<'_> {
+    type Item = Result<Document, BadInput>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(document) = self.parsed.pop_front() {
+                return Some(document);
+            }
+            if !self.parse_next() {
+                return None;
+            }
+        }
+    }
 }
 
 /// Parses the value at the start of `text`, returning it and how many bytes it took, or the
@@ -170,7 +210,6 @@ mod tests {
 
     fn lines_of(input: &str) -> Vec<Result<usize, usize>> {
         documents(input)
-            .into_iter()
             .map(|d| d.map(|d| d.line).map_err(|e| e.line))
             .collect()
     }
