@@ -223,3 +223,88 @@ impl HeldEvents {
         self.slots[slot as usize].as_mut().expect("listed")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::engine::model::{EventTime, ObjectRef};
+    use crate::engine::objects::ObjectTable;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_unix_secs(secs)
+    }
+
+    fn occurrence(uid: &str) -> Occurrence {
+        let at = EventTime {
+            at: t(0),
+            precise: true,
+        };
+        let event = EventRecord {
+            uid: uid.into(),
+            name: uid.into(),
+            namespace: "ns".into(),
+            involved: ObjectRef::default(),
+            related: None,
+            reason: "Started".into(),
+            message: String::new(),
+            warning: false,
+            action: String::new(),
+            reporting_controller: "kubelet".into(),
+            reporting_instance: String::new(),
+            count: 1,
+            first: at,
+            last: at,
+            top_level: false,
+        };
+        Occurrence {
+            key: EventKey::of(uid),
+            event: Box::new(event),
+            observed: t(0),
+            first_count: 1,
+            start: t(0),
+            last: t(0),
+            coarse: false,
+            resolved: None,
+        }
+    }
+
+    fn uids(released: Vec<Occurrence>) -> Vec<String> {
+        released.into_iter().map(|o| o.event.uid).collect()
+    }
+
+    #[test]
+    fn released_in_arrival_order_and_stale_deadlines_never_fire() {
+        let mut objects = ObjectTable::new(Duration::from_secs(600), 100);
+        let x = objects.resolve_named("Pod", "ns", "x", t(0), false, t(0));
+        let y = objects.resolve_named("Pod", "ns", "y", t(0), false, t(0));
+        let mut held = HeldEvents::default();
+        held.hold(x, None, occurrence("a"), t(3));
+        held.hold(x, Some(y), occurrence("b"), t(1));
+        held.hold(x, None, occurrence("c"), t(2));
+        held.hold(y, None, occurrence("d"), t(4));
+        assert!(held.is_announced(y));
+
+        // The middle of x's list is due first; the rest stays listed, in arrival order.
+        assert_eq!(held.next_deadline(), Some(t(1)));
+        let due = held.take_due(t(1)).map(|o| o.event.uid);
+        assert_eq!(due.as_deref(), Some("b"));
+        assert!(!held.is_announced(y), "b announced y");
+        assert!(held.take_due(t(1)).is_none());
+        assert_eq!(uids(held.take_for(x)), ["a", "c"]);
+        assert_eq!(held.len(), 1);
+
+        // e and f take the slots a and c left, whose deadlines (3 and 2) are still queued:
+        // those must not release them.
+        held.hold(x, None, occurrence("e"), t(10));
+        held.hold(x, None, occurrence("f"), t(11));
+        assert_eq!(held.next_deadline(), Some(t(4)));
+        let due = held.take_due(t(5)).map(|o| o.event.uid);
+        assert_eq!(due.as_deref(), Some("d"));
+        assert!(held.take_due(t(5)).is_none());
+        assert_eq!(held.next_deadline(), Some(t(10)));
+        assert_eq!(uids(held.take_all()), ["e", "f"]);
+        assert_eq!((held.len(), held.next_deadline()), (0, None));
+    }
+}

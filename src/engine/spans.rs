@@ -34,8 +34,9 @@ impl Source {
 }
 
 /// The fields the emission check reads of every open span come first, right after the slot's ID
-/// (see [`OpenSpans`]), so a visit touches the slot's first two cache lines and no others: the
-/// check visits a trace's open spans about once a second.
+/// (see [`OpenSpans`]), so a visit touches the slot's first two cache lines (a repeating event's
+/// span also its third, for the repeat interval): the check visits a trace's open spans about
+/// once a second.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct OpenSpan {
