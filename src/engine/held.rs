@@ -62,6 +62,8 @@ pub(crate) struct HeldEvents {
     /// Objects that a held event names as acted on: their own events must wait for it.
     announced: FxHashMap<ObjId, u32>,
     deadlines: BinaryHeap<Reverse<(Timestamp, u64, u32)>>,
+    /// Deadlines of events released before them, still in `deadlines`.
+    stale: usize,
     next_seq: u64,
 }
 
@@ -129,6 +131,17 @@ impl HeldEvents {
             next = entry.next;
             released.push(self.release(entry));
         }
+        self.stale += released.len();
+        // Most held events are released by their parent before their deadline: dropping the
+        // deadlines left behind in one sweep, once they are the majority, is cheaper than
+        // popping them one by one through the heap.
+        if self.stale > self.len.max(64) {
+            let slots = &self.slots;
+            self.deadlines.retain(|&Reverse((_, seq, slot))| {
+                slots[slot as usize].as_ref().is_some_and(|e| e.seq == seq)
+            });
+            self.stale = 0;
+        }
         released
     }
 
@@ -146,6 +159,7 @@ impl HeldEvents {
                 return Some(deadline);
             }
             self.deadlines.pop();
+            self.stale -= 1;
         }
         None
     }
@@ -162,6 +176,7 @@ impl HeldEvents {
                 self.unlink(&entry);
                 return Some(self.release(entry));
             }
+            self.stale -= 1;
         }
         None
     }
@@ -175,6 +190,7 @@ impl HeldEvents {
         self.by_object.clear();
         self.announced.clear();
         self.deadlines.clear();
+        self.stale = 0;
         all.into_iter().map(|e| e.occurrence).collect()
     }
 
@@ -304,7 +320,19 @@ mod tests {
         assert_eq!(due.as_deref(), Some("d"));
         assert!(held.take_due(t(5)).is_none());
         assert_eq!(held.next_deadline(), Some(t(10)));
-        assert_eq!(uids(held.take_all()), ["e", "f"]);
+
+        // Enough released at once that their deadlines are swept out together: the live ones
+        // stay, in order.
+        let z = objects.resolve_named("Pod", "ns", "z", t(0), false, t(0));
+        for i in 0..100 {
+            held.hold(z, None, occurrence(&format!("z{i}")), t(5 + i));
+        }
+        assert_eq!(held.take_for(z).len(), 100);
+        assert_eq!(held.next_deadline(), Some(t(10)));
+        assert!(held.take_due(t(9)).is_none());
+        let due = held.take_due(t(10)).map(|o| o.event.uid);
+        assert_eq!(due.as_deref(), Some("e"));
+        assert_eq!(uids(held.take_all()), ["f"]);
         assert_eq!((held.len(), held.next_deadline()), (0, None));
     }
 }
