@@ -331,10 +331,18 @@ impl FinishedSpan {
     /// `<involved kind>.<reason>` (`Pod.Pulling`), or a synthesised root's
     /// `<Kind>.<operation>`.
     pub fn name(&self) -> Cow<'_, str> {
+        match self.name_parts() {
+            (kind, Some(reason)) => Cow::Owned(format!("{kind}.{reason}")),
+            (name, None) => Cow::Borrowed(name),
+        }
+    }
+
+    /// The name's two parts, when it has two, so a writer can write it without building it.
+    pub fn name_parts(&self) -> (&str, Option<&str>) {
         match (&self.event, &self.synthesized) {
-            (Some(ev), _) => Cow::Owned(format!("{}.{}", ev.involved.kind, ev.reason)),
-            (None, Some(root)) => Cow::Borrowed(&root.name),
-            (None, None) => Cow::Borrowed(UNKNOWN_COMPONENT),
+            (Some(ev), _) => (&ev.involved.kind, Some(&ev.reason)),
+            (None, Some(root)) => (&root.name, None),
+            (None, None) => (UNKNOWN_COMPONENT, None),
         }
     }
 

@@ -49,23 +49,34 @@ fn write_resource_spans(
 }
 
 fn write_span(out: &mut String, shape: &SpanShape, s: &FinishedSpan) {
-    let _ = write!(
-        out,
-        r#"{{"traceId":"{}","spanId":"{}""#,
-        shape.trace_id(s),
-        s.span_id
-    );
+    out.push_str(r#"{"traceId":""#);
+    push_hex(out, shape.trace_id(s).0, 32);
+    out.push_str(r#"","spanId":""#);
+    push_hex(out, s.span_id.0.into(), 16);
+    out.push('"');
     if let Some(parent) = shape.parent(s) {
-        let _ = write!(out, r#","parentSpanId":"{parent}""#);
+        out.push_str(r#","parentSpanId":""#);
+        push_hex(out, parent.0.into(), 16);
+        out.push('"');
     }
-    let _ = write!(out, r#","flags":{},"name":"#, shape.flags(s));
-    write_str(out, &s.name());
-    let _ = write!(
-        out,
-        r#","kind":1,"startTimeUnixNano":"{}","endTimeUnixNano":"{}","attributes":"#,
-        nanos(s.start),
-        nanos(s.end)
-    );
+    out.push_str(r#","flags":"#);
+    out.push_str(itoa::Buffer::new().format(shape.flags(s)));
+    out.push_str(r#","name":"#);
+    match s.name_parts() {
+        (kind, Some(reason)) => {
+            out.push('"');
+            push_escaped(out, kind);
+            out.push('.');
+            push_escaped(out, reason);
+            out.push('"');
+        }
+        (name, None) => write_str(out, name),
+    }
+    out.push_str(r#","kind":1,"startTimeUnixNano":""#);
+    out.push_str(itoa::Buffer::new().format(nanos(s.start)));
+    out.push_str(r#"","endTimeUnixNano":""#);
+    out.push_str(itoa::Buffer::new().format(nanos(s.end)));
+    out.push_str(r#"","attributes":"#);
     write_attributes(out, shape.span_attributes(s));
     if !s.repeats.is_empty() {
         out.push_str(r#","events":["#);
@@ -114,7 +125,9 @@ fn write_attributes<'a>(
                 write_str(out, s);
             }
             AttrRef::Int(i) => {
-                let _ = write!(out, r#""intValue":"{i}""#);
+                out.push_str(r#""intValue":""#);
+                out.push_str(itoa::Buffer::new().format(i));
+                out.push('"');
             }
             AttrRef::Bool(b) => {
                 let _ = write!(out, r#""boolValue":{b}"#);
@@ -125,9 +138,36 @@ fn write_attributes<'a>(
     out.push(']');
 }
 
+/// The low `digits` hex digits of `value`, lowercase and zero-padded, as OTLP/JSON writes IDs.
+/// Written by hand, as the integers are: through the formatting machinery, the IDs and times of
+/// a span took as long as all of its attributes.
+fn push_hex(out: &mut String, value: u128, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, digit) in buf[..digits].iter_mut().enumerate() {
+        *digit = HEX[(value >> (4 * (digits - 1 - i))) as usize & 0xf];
+    }
+    out.push_str(std::str::from_utf8(&buf[..digits]).expect("hex digits are ASCII"));
+}
+
 /// A JSON string literal.
 fn write_str(out: &mut String, s: &str) {
     out.push('"');
+    push_escaped(out, s);
+    out.push('"');
+}
+
+/// The inside of a JSON string literal.
+fn push_escaped(out: &mut String, s: &str) {
+    // Most strings need no escape: such a string is checked without stopping at each byte that
+    // is plain, and copied whole.
+    let needs_escape = s.as_bytes().iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
+        out.push_str(s);
+        return;
+    }
     let mut plain = 0;
     // Byte by byte: every character that needs escaping is ASCII, and an ASCII byte is never
     // part of a multi-byte character, so each escape starts and ends on a character boundary.
@@ -151,7 +191,6 @@ fn write_str(out: &mut String, s: &str) {
         plain = i + 1;
     }
     out.push_str(&s[plain..]);
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -179,6 +218,17 @@ mod tests {
     }
 
     /// The direct writer and the protobuf message describe the same request.
+    #[test]
+    fn ids_are_zero_padded_lowercase_hex() {
+        for value in [0, 0xab, 0x0123_4567_89ab_cdef, u64::MAX.into(), u128::MAX] {
+            let (mut trace, mut span) = (String::new(), String::new());
+            push_hex(&mut trace, value, 32);
+            push_hex(&mut span, value & u128::from(u64::MAX), 16);
+            assert_eq!(trace, format!("{value:032x}"));
+            assert_eq!(span, format!("{:016x}", value as u64));
+        }
+    }
+
     #[test]
     fn matches_the_protobuf_request() {
         let input = include_str!("../../tests/scenarios/crashloop.jsonl");
