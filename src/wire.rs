@@ -260,14 +260,14 @@ pub struct WireObject {
     /// The few spec and status fields that tell a rollout's progress (see [`crate::status`]).
     /// Other kinds' spec and status may have any shape: what does not fit is ignored.
     #[serde(deserialize_with = "lenient")]
-    pub spec: Option<WireSpec>,
+    pub spec: Option<Box<WireSpec>>,
     #[serde(deserialize_with = "lenient")]
-    pub status: Option<WireStatus>,
+    pub status: Option<Box<WireStatus>>,
 
     // Both Event APIs.
-    pub involved_object: Option<WireRef>,
-    pub regarding: Option<WireRef>,
-    pub related: Option<WireRef>,
+    pub involved_object: Option<Box<WireRef>>,
+    pub regarding: Option<Box<WireRef>>,
+    pub related: Option<Box<WireRef>>,
     pub reason: String,
     pub message: String,
     pub note: String,
@@ -280,8 +280,8 @@ pub struct WireObject {
     pub deprecated_first_timestamp: Option<Timestamp>,
     pub deprecated_last_timestamp: Option<Timestamp>,
     pub deprecated_count: Option<i64>,
-    pub source: Option<WireSource>,
-    pub deprecated_source: Option<WireSource>,
+    pub source: Option<Box<WireSource>>,
+    pub deprecated_source: Option<Box<WireSource>>,
     pub reporting_component: String,
     pub reporting_controller: String,
     pub reporting_instance: String,
@@ -392,8 +392,8 @@ impl WireObject {
             &self.kind,
             generation,
             controller_kind,
-            self.spec.as_ref(),
-            self.status.as_ref(),
+            self.spec.as_deref(),
+            self.status.as_deref(),
         );
         let spec_changes = m
             .managed_fields
@@ -457,7 +457,10 @@ impl WireObject {
             .or(coarse(self.deprecated_last_timestamp))
             .filter(|l| l.at >= first.at)
             .unwrap_or(first);
-        let source = self.source.or(self.deprecated_source).unwrap_or_default();
+        let source = self
+            .source
+            .or(self.deprecated_source)
+            .map_or_else(WireSource::default, |s| *s);
         let to_ref = |r: WireRef| ObjectRef {
             namespace: if r.namespace.is_empty() {
                 m.namespace.clone()
@@ -470,8 +473,8 @@ impl WireObject {
             uid: r.uid,
             field_path: r.field_path,
         };
-        let involved = to_ref(involved);
-        let related = self.related.map(to_ref);
+        let involved = to_ref(*involved);
+        let related = self.related.map(|r| to_ref(*r));
         let uid = if m.uid.is_empty() {
             format!("{}/{}", m.namespace, m.name)
         } else {
