@@ -43,10 +43,9 @@ struct LineCounter<'a> {
 impl LineCounter<'_> {
     fn line_at(&mut self, offset: usize) -> usize {
         debug_assert!(offset >= self.offset);
-        self.line += self.input[self.offset..offset]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count();
+        // memchr looks at many bytes per instruction: byte by byte, counting lines took a
+        // twentieth of replay.
+        self.line += memchr::memchr_iter(b'\n', &self.input[self.offset..offset]).count();
         self.offset = offset;
         self.line
     }
