@@ -107,18 +107,20 @@ fn write_span(out: &mut String, shape: &SpanShape, s: &FinishedSpan) {
     out.push('}');
 }
 
+/// Attribute keys are eventspan's own names (`k8s.pod.name`), never input: none needs escaping.
 fn write_attributes<'a>(
     out: &mut String,
-    attributes: impl IntoIterator<Item = (&'a str, AttrRef<'a>)>,
+    attributes: impl IntoIterator<Item = (&'static str, AttrRef<'a>)>,
 ) {
     out.push('[');
     for (i, (key, value)) in attributes.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(r#"{"key":"#);
-        write_str(out, key);
-        out.push_str(r#","value":{"#);
+        debug_assert!(!needs_escape(key), "attribute key {key:?}");
+        out.push_str(r#"{"key":""#);
+        out.push_str(key);
+        out.push_str(r#"","value":{"#);
         match value {
             AttrRef::Str(s) => {
                 out.push_str(r#""stringValue":"#);
@@ -157,14 +159,17 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Most strings need no escape: such a string is checked without stopping at each byte that is
+/// plain, and copied whole.
+fn needs_escape(s: &str) -> bool {
+    s.as_bytes().iter().fold(false, |any, &b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
 /// The inside of a JSON string literal.
 fn push_escaped(out: &mut String, s: &str) {
-    // Most strings need no escape: such a string is checked without stopping at each byte that
-    // is plain, and copied whole.
-    let needs_escape = s.as_bytes().iter().fold(false, |any, &b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if !needs_escape {
+    if !needs_escape(s) {
         out.push_str(s);
         return;
     }
