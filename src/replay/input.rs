@@ -18,7 +18,9 @@ pub struct BadInput {
 /// One parsed document of the input.
 pub struct Document {
     pub line: usize,
-    pub value: WireObject,
+    /// Boxed: a document passes through a queue and an iterator chain, and a WireObject is
+    /// several hundred bytes.
+    pub value: Box<WireObject>,
 }
 
 /// Parses the documents of `input`, in order, as they are read: a long recording is never held
@@ -89,11 +91,16 @@ impl<'a> JsonDocuments<'a> {
         let parsed = &mut self.parsed;
         let result = if bytes[start] == b'[' {
             parse_one::<Vec<WireObject>>(rest).map(|(values, len)| {
-                parsed.extend(values.into_iter().map(|value| Ok(Document { line, value })));
+                parsed.extend(values.into_iter().map(|value| {
+                    Ok(Document {
+                        line,
+                        value: Box::new(value),
+                    })
+                }));
                 len
             })
         } else if bytes[start] == b'{' {
-            parse_one::<WireObject>(rest).map(|(value, len)| {
+            parse_one::<Box<WireObject>>(rest).map(|(value, len)| {
                 parsed.push_back(Ok(Document { line, value }));
                 len
             })
@@ -180,7 +187,7 @@ fn yaml_documents(input: &str) -> Vec<Result<Document, BadInput>> {
             .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
         {
             out.push(
-                serde_saphyr::from_str::<WireObject>(doc)
+                serde_saphyr::from_str::<Box<WireObject>>(doc)
                     .map(|value| Document { line, value })
                     .map_err(|e| BadInput {
                         line,

@@ -34,7 +34,7 @@ pub fn replay(input: &str, cfg: EngineConfig) -> Replay {
                 continue;
             }
         };
-        doc.value.into_changes(&mut changes);
+        (*doc.value).into_changes(&mut changes);
         for change in changes.drain(..) {
             match change {
                 Ok(observed) => feed(&mut engine, observed),
