@@ -159,8 +159,8 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Most strings need no escape: such a string is checked without stopping at each byte that is
-/// plain, and copied whole.
+/// Whether `s` holds a character JSON must escape. Every byte is looked at, with no early exit,
+/// so the compiler can check many at a time: most strings hold none and are then copied whole.
 fn needs_escape(s: &str) -> bool {
     s.as_bytes().iter().fold(false, |any, &b| {
         any | (b < 0x20) | (b == b'"') | (b == b'\\')
@@ -222,7 +222,6 @@ mod tests {
         assert_eq!(serde_json::from_str::<String>(&out).unwrap(), tricky);
     }
 
-    /// The direct writer and the protobuf message describe the same request.
     #[test]
     fn ids_are_zero_padded_lowercase_hex() {
         for value in [0, 0xab, 0x0123_4567_89ab_cdef, u64::MAX.into(), u128::MAX] {
@@ -234,6 +233,7 @@ mod tests {
         }
     }
 
+    /// The direct writer and the protobuf message describe the same request.
     #[test]
     fn matches_the_protobuf_request() {
         let input = include_str!("../../tests/scenarios/crashloop.jsonl");
