@@ -137,25 +137,17 @@ impl HeldEvents {
         // popping them one by one through the heap.
         if self.stale > self.len.max(64) {
             let slots = &self.slots;
-            self.deadlines.retain(|&Reverse((_, seq, slot))| {
-                slots[slot as usize].as_ref().is_some_and(|e| e.seq == seq)
-            });
+            self.deadlines
+                .retain(|&Reverse((_, seq, slot))| queued(slots, seq, slot));
             self.stale = 0;
         }
         released
     }
 
-    /// The entry in `slot`, if it is the one a deadline was queued for.
-    fn queued(&self, seq: u64, slot: u32) -> bool {
-        self.slots[slot as usize]
-            .as_ref()
-            .is_some_and(|e| e.seq == seq)
-    }
-
     /// The earliest deadline of an event still held.
     pub fn next_deadline(&mut self) -> Option<Timestamp> {
         while let Some(&Reverse((deadline, seq, slot))) = self.deadlines.peek() {
-            if self.queued(seq, slot) {
+            if queued(&self.slots, seq, slot) {
                 return Some(deadline);
             }
             self.deadlines.pop();
@@ -171,7 +163,7 @@ impl HeldEvents {
                 return None;
             }
             self.deadlines.pop();
-            if self.queued(seq, slot) {
+            if queued(&self.slots, seq, slot) {
                 let entry = self.take_slot(slot);
                 self.unlink(&entry);
                 return Some(self.release(entry));
@@ -238,6 +230,11 @@ impl HeldEvents {
     fn listed(&mut self, slot: u32) -> &mut Entry {
         self.slots[slot as usize].as_mut().expect("listed")
     }
+}
+
+/// Whether `slot` still holds the entry a deadline `(seq, slot)` was queued for.
+fn queued(slots: &[Option<Entry>], seq: u64, slot: u32) -> bool {
+    slots[slot as usize].as_ref().is_some_and(|e| e.seq == seq)
 }
 
 #[cfg(test)]

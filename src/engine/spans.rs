@@ -224,6 +224,7 @@ impl OpenSpans {
     }
 
     pub fn get_at(&self, at: SpanSlot) -> Option<&OpenSpan> {
+        // `slot_of` and then indexing would look the slot up twice on a hit, the common case.
         match self.slots.get(at.slot as usize) {
             Some(Slot {
                 id,
