@@ -35,7 +35,8 @@ enum Command {
     ///
     /// Reads watch events as `kubectl get --watch --output-watch-events -o json` or `eventspan
     /// record` write them, bare objects, Lists, or multi-document YAML. Exits 0 when all input was
-    /// used, 1 when some was skipped (each skip is reported on stderr with its line), 2 on errors.
+    /// used, 1 when some was skipped or refused (each skip is reported on stderr with its line, refusals
+    /// by reason), 2 on errors.
     Replay(ReplayArgs),
     /// Capture a live stream of events, and the objects they involve and their owners, as lines
     /// `eventspan replay` reads. Uses the kubeconfig (KUBECONFIG) or in-cluster credentials.
@@ -309,13 +310,28 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             bad.line, bad.reason
         );
     }
-    if result.skipped.is_empty() {
+    let refused: Vec<String> = eventspan::engine::Rejection::ALL
+        .iter()
+        .filter_map(|&r| {
+            let n = result.stats.rejected(r);
+            (n > 0).then(|| format!("{} {n}", r.as_str()))
+        })
+        .collect();
+    if !refused.is_empty() {
+        eprintln!(
+            "eventspan replay: input refused by the engine (counted, the rest used): {}",
+            refused.join(", ")
+        );
+    }
+    if result.skipped.is_empty() && refused.is_empty() {
         ExitCode::SUCCESS
     } else {
-        eprintln!(
-            "eventspan replay: {} input value(s) skipped",
-            result.skipped.len()
-        );
+        if !result.skipped.is_empty() {
+            eprintln!(
+                "eventspan replay: {} input value(s) skipped",
+                result.skipped.len()
+            );
+        }
         ExitCode::from(1)
     }
 }

@@ -310,6 +310,34 @@ pub struct Observed {
     pub observed_at: Option<Timestamp>,
 }
 
+/// Kinds Kubernetes serves without a namespace that events are commonly about. Events of these
+/// live in `default`; a reference to one must not be read as an object of the event's namespace.
+const CLUSTER_SCOPED_KINDS: &[&str] = &[
+    "Node",
+    "Namespace",
+    "PersistentVolume",
+    "StorageClass",
+    "CSINode",
+    "VolumeAttachment",
+    "CertificateSigningRequest",
+    "CustomResourceDefinition",
+    "APIService",
+    "PriorityClass",
+    "RuntimeClass",
+    "IngressClass",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingWebhookConfiguration",
+    // Karpenter.
+    "NodeClaim",
+    "NodePool",
+];
+
+fn is_cluster_scoped(kind: &str) -> bool {
+    CLUSTER_SCOPED_KINDS.contains(&kind)
+}
+
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -466,7 +494,9 @@ impl WireObject {
             .or(self.deprecated_source)
             .map_or_else(WireSource::default, |s| *s);
         let to_ref = |r: WireRef| ObjectRef {
-            namespace: if r.namespace.is_empty() {
+            // A reference without a namespace is to the event's own namespace, unless it names
+            // a cluster-scoped kind: those stay cluster-scoped, where their objects are.
+            namespace: if r.namespace.is_empty() && !is_cluster_scoped(&r.kind) {
                 m.namespace.clone()
             } else {
                 r.namespace

@@ -67,9 +67,70 @@ pub struct EngineStats {
     pub traces_started: u64,
     pub objects_evicted: u64,
     pub tracked_events_evicted: u64,
+    /// Inputs (or parts of inputs) the engine refused, by reason: see [`Rejection`].
+    pub rejected: [u64; Rejection::ALL.len()],
     pub objects: usize,
     pub open_spans: usize,
     pub open_traces: usize,
     pub held_now: usize,
     pub tracked_events: usize,
+}
+
+/// Why the engine ignored an input, or the part of one that would break an invariant. Every
+/// rejection is counted (metric `eventspan_input_rejected_total{reason}`) and nothing else is lost:
+/// the rest of the event still becomes its span.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// An Event about an object in another namespace than its own (only cluster-scoped objects'
+    /// events may live elsewhere, in `default`, as Kubernetes puts them): ignored whole.
+    CrossNamespaceEvent,
+    /// An Event's `related` object is in another namespace (or cluster-scoped): not followed.
+    CrossNamespaceRelated,
+    /// A controller message naming the event's own object as the child it acted on.
+    SelfReference,
+    /// Re-parenting a span under one of its own descendants (or itself): not done.
+    Cycle,
+    /// A span that would sit deeper than [`MAX_SPAN_DEPTH`]: placed under its trace root instead.
+    TooDeep,
+    /// An event whose uid is already an open span of another trace (uids are the API server's;
+    /// only a crafted recording repeats one).
+    UidCollision,
+}
+
+/// No real rollout nests spans more than a handful deep (root → scale → create → pod event);
+/// deeper chains only come from crafted controller messages, and the emission order (children
+/// first, by depth) needs depths that fit.
+pub const MAX_SPAN_DEPTH: u8 = 32;
+
+impl Rejection {
+    pub const ALL: [Rejection; 6] = [
+        Rejection::CrossNamespaceEvent,
+        Rejection::CrossNamespaceRelated,
+        Rejection::SelfReference,
+        Rejection::Cycle,
+        Rejection::TooDeep,
+        Rejection::UidCollision,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::CrossNamespaceEvent => "cross_namespace_event",
+            Rejection::CrossNamespaceRelated => "cross_namespace_related",
+            Rejection::SelfReference => "self_reference",
+            Rejection::Cycle => "cycle",
+            Rejection::TooDeep => "too_deep",
+            Rejection::UidCollision => "uid_collision",
+        }
+    }
+}
+
+impl EngineStats {
+    pub fn rejected(&self, reason: Rejection) -> u64 {
+        self.rejected[reason as usize]
+    }
+
+    pub(super) fn reject(&mut self, reason: Rejection) {
+        self.rejected[reason as usize] += 1;
+    }
 }

@@ -150,7 +150,7 @@ impl Engine {
             );
             finished.incomplete = flush == Flush::Abandon && !settled;
             if let Some(parent) = parent.and_then(|p| self.spans.get_at_mut(p)) {
-                parent.open_children -= 1;
+                parent.open_children = parent.open_children.saturating_sub(1);
                 parent.children_end = parent.children_end.max(finished.end);
             }
             if finished.parent.is_none()

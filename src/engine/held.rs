@@ -272,7 +272,7 @@ mod tests {
             top_level: false,
         };
         Occurrence {
-            key: EventKey::of(uid),
+            key: EventKey::of("ns", uid),
             event: Box::new(event),
             observed: t(0),
             first_count: 1,

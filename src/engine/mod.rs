@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-pub use config::{EngineConfig, EngineStats};
+pub use config::{EngineConfig, EngineStats, MAX_SPAN_DEPTH, Rejection};
 use emission::Flush;
 use held::{HeldEvents, Occurrence};
 use ids::TraceId;
@@ -88,6 +88,17 @@ fn resolve_time(t: EventTime, observed: Timestamp) -> (Timestamp, bool) {
         (observed, false)
     } else {
         (t.at, true)
+    }
+}
+
+/// Whether an Event is about an object of its own namespace: the tenant boundary. Kubernetes
+/// records the events of cluster-scoped objects (Nodes) in `default`.
+fn in_own_namespace(event: &EventRecord) -> bool {
+    let involved = &event.involved.namespace;
+    if involved.is_empty() {
+        event.namespace.is_empty() || event.namespace == "default"
+    } else {
+        *involved == event.namespace
     }
 }
 
@@ -142,7 +153,7 @@ impl Engine {
         self.advance(observed);
         let knew_generations = self
             .objects
-            .lookup_uid(&meta.uid)
+            .lookup_uid(&meta.namespace, &meta.uid)
             .is_some_and(|id| self.objects.knows_generations(id));
         let id = self.objects.upsert(meta, observed, self.now);
         if !knew_generations {
@@ -157,10 +168,10 @@ impl Engine {
     }
 
     /// An object was deleted: it stays known for a while so late events still find their trace.
-    pub fn delete_object(&mut self, uid: &str, observed: Timestamp) {
+    pub fn delete_object(&mut self, namespace: &str, uid: &str, observed: Timestamp) {
         self.advance(observed);
-        self.objects.delete(uid, observed, self.now);
-        if let Some(id) = self.objects.lookup_uid(uid) {
+        self.objects.delete(namespace, uid, observed, self.now);
+        if let Some(id) = self.objects.lookup_uid(namespace, uid) {
             self.wake_on_delete(id);
         }
     }
@@ -173,10 +184,22 @@ impl Engine {
         event: impl Into<Box<EventRecord>>,
         observed: Option<Timestamp>,
     ) {
-        let event: Box<EventRecord> = event.into();
+        let mut event: Box<EventRecord> = event.into();
         let seen = observed.unwrap_or(event.last.at);
         self.advance(seen);
         self.stats.events += 1;
+        if !in_own_namespace(&event) {
+            self.stats.reject(Rejection::CrossNamespaceEvent);
+            return;
+        }
+        if event
+            .related
+            .as_ref()
+            .is_some_and(|r| r.namespace != event.involved.namespace)
+        {
+            self.stats.reject(Rejection::CrossNamespaceRelated);
+            event.related = None;
+        }
         let refine = |t: EventTime| match observed {
             Some(observed) => resolve_time(t, observed),
             None => (t.at, !t.precise),
@@ -191,7 +214,7 @@ impl Engine {
         let mut first_count = 1;
         // Deadlines count from when the engine saw it, which is never before "now".
         let observed = seen.max(self.now);
-        let key = tracked::EventKey::of(&event.uid);
+        let key = tracked::EventKey::of(&event.namespace, &event.uid);
         if let Some(track) = self.tracked.get(key) {
             if event.count <= track.count && last <= track.last {
                 self.stats.duplicates += 1;

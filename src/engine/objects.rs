@@ -291,8 +291,11 @@ pub(crate) struct ObjectTable {
     pub evicted: u64,
 }
 
-fn uid_key(uid: &str) -> u128 {
-    xxh3_128(uid.as_bytes())
+/// Objects are found by (namespace, uid), never by uid alone: a reference in one namespace that
+/// carries another namespace's uid (a hostile ownerReference, an event's `related`) names an
+/// entry of its own and never reaches the other namespace's object.
+fn uid_key(namespace: &str, uid: &str) -> u128 {
+    super::ids::with_joined(&[namespace.as_bytes(), b"/", uid.as_bytes()], xxh3_128)
 }
 
 fn name_key(kind: &str, namespace: &str, name: &str) -> u128 {
@@ -385,7 +388,7 @@ impl ObjectTable {
         self.free.push(id.idx);
         self.len -= 1;
         if let Some(uid) = &entry.uid {
-            let key = uid_key(uid);
+            let key = uid_key(&entry.namespace, uid);
             if self.by_uid.get(&key) == Some(&id) {
                 self.by_uid.remove(&key);
             }
@@ -434,10 +437,10 @@ impl ObjectTable {
         (&*e.kind == kind && &*e.namespace == namespace && &*e.name == name).then_some(id)
     }
 
-    pub fn lookup_uid(&self, uid: &str) -> Option<ObjId> {
-        let id = *self.by_uid.get(&uid_key(uid))?;
+    pub fn lookup_uid(&self, namespace: &str, uid: &str) -> Option<ObjId> {
+        let id = *self.by_uid.get(&uid_key(namespace, uid))?;
         let e = self.get(id)?;
-        (e.uid.as_deref() == Some(uid)).then_some(id)
+        (e.uid.as_deref() == Some(uid) && &*e.namespace == namespace).then_some(id)
     }
 
     /// Finds or creates the entry for an object known by identity only.
@@ -451,7 +454,7 @@ impl ObjectTable {
         now: Timestamp,
     ) -> ObjId {
         if !uid.is_empty()
-            && let Some(id) = self.lookup_uid(uid)
+            && let Some(id) = self.lookup_uid(namespace, uid)
         {
             self.touch(id, now);
             return id;
@@ -468,7 +471,7 @@ impl ObjectTable {
                     if entry.api_version.is_empty() {
                         entry.api_version = api_version;
                     }
-                    self.by_uid.insert(uid_key(&uid), id);
+                    self.by_uid.insert(uid_key(namespace, &uid), id);
                     return id;
                 }
                 // Same name, another uid: the name was reused by a new object.
@@ -482,7 +485,7 @@ impl ObjectTable {
         let id = self.insert_named(kind, namespace, name, now);
         if !uid.is_empty() {
             let uid: Arc<str> = Arc::from(uid);
-            self.by_uid.insert(uid_key(&uid), id);
+            self.by_uid.insert(uid_key(namespace, &uid), id);
             let entry = self.get_mut(id).expect("inserted");
             entry.uid = Some(uid);
         }
@@ -586,6 +589,7 @@ impl ObjectTable {
             &meta.name,
             now,
         );
+        self.take_identity(id, meta);
         let owner = meta
             .owners
             .iter()
@@ -671,6 +675,27 @@ impl ObjectTable {
         id
     }
 
+    /// The object's own metadata decides its kind and name: an entry made from a reference (an
+    /// event's involved object, an ownerReference) that named this uid with another kind or name
+    /// is corrected, so a reference never defines what an object is.
+    fn take_identity(&mut self, id: ObjId, meta: &ObjectMeta) {
+        let Some(entry) = self.get(id) else { return };
+        if *entry.kind == *meta.kind && *entry.name == *meta.name {
+            return;
+        }
+        let old = name_key(&entry.kind, &entry.namespace, &entry.name);
+        if self.by_name.get(&old) == Some(&id) {
+            self.by_name.remove(&old);
+        }
+        let kind = self.strings.intern(&meta.kind);
+        let entry = self.get_mut(id).expect("present");
+        entry.semconv = super::attributes::semconv_slot(&kind);
+        entry.kind = kind;
+        entry.name = Arc::from(meta.name.as_str());
+        self.by_name
+            .insert(name_key(&meta.kind, &meta.namespace, &meta.name), id);
+    }
+
     /// Stops treating the objects of a namespace as live (nothing watches it any more): they
     /// expire like tombstones instead of staying forever.
     pub fn release_namespace(&mut self, namespace: &str, now: Timestamp) {
@@ -695,8 +720,8 @@ impl ObjectTable {
     /// Marks a watched object deleted: it stays resolvable (a tombstone) for the TTL so late
     /// events of it and of its children still find their trace.
     /// An object was deleted (`at`: when that was observed); it stays as a tombstone.
-    pub fn delete(&mut self, uid: &str, at: Timestamp, now: Timestamp) {
-        let Some(id) = self.lookup_uid(uid) else {
+    pub fn delete(&mut self, namespace: &str, uid: &str, at: Timestamp, now: Timestamp) {
+        let Some(id) = self.lookup_uid(namespace, uid) else {
             return;
         };
         let due = now.saturating_add(self.ttl);
@@ -789,7 +814,8 @@ impl ObjectTable {
                 return Some(link.id);
             }
             let uid = link.uid.clone();
-            let fresh = self.lookup_uid(&uid)?;
+            let namespace = entry.namespace.clone();
+            let fresh = self.lookup_uid(&namespace, &uid)?;
             if let Some(OwnerLink { id: cached, .. }) =
                 self.get_mut(id).and_then(|e| e.owner.as_mut())
             {
@@ -1048,8 +1074,8 @@ mod tests {
             now,
         );
         assert_eq!(by_name, upserted);
-        assert_eq!(t.lookup_uid("p1"), Some(by_name));
-        let rs = t.lookup_uid("rs1").expect("owner placeholder");
+        assert_eq!(t.lookup_uid("ns", "p1"), Some(by_name));
+        let rs = t.lookup_uid("ns", "rs1").expect("owner placeholder");
         assert_eq!(t.owner_chain(by_name), vec![rs]);
         assert_eq!(t.top(by_name), rs);
     }
@@ -1073,6 +1099,7 @@ mod tests {
             Timestamp::from_unix_secs(0),
         );
         t.delete(
+            "ns",
             "p1",
             Timestamp::from_unix_secs(1),
             Timestamp::from_unix_secs(1),
@@ -1118,6 +1145,7 @@ mod tests {
             Timestamp::from_unix_secs(0),
         );
         t.delete(
+            "ns",
             "p1",
             Timestamp::from_unix_secs(5),
             Timestamp::from_unix_secs(5),
@@ -1176,7 +1204,7 @@ mod tests {
             now,
             now,
         );
-        let cron = t.lookup_uid("c1").unwrap();
+        let cron = t.lookup_uid("ns", "c1").unwrap();
         assert_eq!(t.owner_chain(pod), vec![job, cron]);
         assert_eq!(*t.trace_chain(pod), [job]);
         assert_eq!(t.top(pod), job);

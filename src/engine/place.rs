@@ -8,7 +8,7 @@ use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
 use super::spans::{Change, OpenSpan, RootKey, Source, SpanSlot, TraceState};
 use super::time::Timestamp;
-use super::{COARSE, Engine, MAX_ROOT_LEAD, emission};
+use super::{COARSE, Engine, MAX_ROOT_LEAD, MAX_SPAN_DEPTH, Rejection, emission};
 
 /// Same-second events without better times keep their arrival order this far apart.
 const ORDER_NUDGE: Duration = Duration::from_micros(1);
@@ -148,9 +148,15 @@ impl Engine {
                         creates,
                         now,
                     );
-                    self.objects.infer_owner(child, subject);
-                    about = Some(child);
-                    action = Some(m.action);
+                    if child == subject {
+                        // "Created pod: X" on pod X: a span of X about X would become its own
+                        // parent's parent. No controller says that; the message is ignored.
+                        self.stats.reject(Rejection::SelfReference);
+                    } else {
+                        self.objects.infer_owner(child, subject);
+                        about = Some(child);
+                        action = Some(m.action);
+                    }
                 }
                 rules::Effect::Node => {
                     let node = self.objects.strings.intern(m.name);
@@ -163,7 +169,7 @@ impl Engine {
         if about.is_none()
             && let Some(related) = &event.related
         {
-            about = Some(self.objects.resolve_ref(related, now));
+            about = Some(self.objects.resolve_ref(related, now)).filter(|&r| r != subject);
         }
         Resolved {
             subject,
@@ -523,14 +529,29 @@ impl Engine {
         occurrence: Occurrence,
         subject: ObjId,
         about: Option<ObjId>,
-        parent: SpanRef,
+        mut parent: SpanRef,
     ) {
         let now = self.now;
         let action = occurrence.resolved.and_then(|r| r.action);
         let span_id = SpanId::for_event(&occurrence.event.uid, occurrence.first_count);
-        if self.spans.contains_key(&span_id) {
+        if let Some(open) = self.spans.get(&span_id) {
+            if open.trace != parent.trace || open.subject != subject {
+                // Another event with the same uid: only a crafted recording has one.
+                self.stats.reject(Rejection::UidCollision);
+                return;
+            }
             // The same occurrence held twice (a repetition arrived while the first was held).
             return self.repeat(span_id, occurrence);
+        }
+        if self
+            .spans
+            .get_at(parent.span)
+            .is_some_and(|p| p.depth >= MAX_SPAN_DEPTH)
+        {
+            self.stats.reject(Rejection::TooDeep);
+            let root = self.spans.hinted(SpanId::for_root(parent.trace));
+            parent.span = root;
+            parent.start = self.spans.get_at(root).map_or(parent.start, |s| s.start);
         }
         let mut start = occurrence.start;
         let recent = || {
@@ -687,8 +708,13 @@ impl Engine {
             if !older_actors.contains(&old) {
                 continue;
             }
+            if self.is_ancestor_or_self(span, actor.span) {
+                // The actor hangs below the span it would adopt: a loop, never a tree.
+                self.stats.reject(Rejection::Cycle);
+                continue;
+            }
             if let Some(p) = self.spans.get_at_mut(old) {
-                p.open_children -= 1;
+                p.open_children = p.open_children.saturating_sub(1);
             }
             if let Some(p) = self.spans.get_at_mut(actor.span) {
                 p.open_children += 1;
@@ -706,29 +732,57 @@ impl Engine {
         self.touch_at(actor.span);
     }
 
-    /// Gives a span and its open descendants depths below a new parent: children are emitted
-    /// before their parents by depth.
-    fn set_depth(&mut self, trace: TraceId, span: SpanId, depth: u8) {
-        if let Some(s) = self.spans.get_mut(&span) {
-            s.depth = depth;
+    /// Whether `candidate` is `span` or one of its open ancestors. The walk up is bounded: open
+    /// spans form a tree no deeper than [`MAX_SPAN_DEPTH`] (plus adoption's moves).
+    fn is_ancestor_or_self(&self, candidate: SpanSlot, mut span: SpanSlot) -> bool {
+        for _ in 0..=usize::from(u8::MAX) {
+            if span == candidate {
+                return true;
+            }
+            match self.spans.get_at(span).and_then(|s| s.parent) {
+                Some(parent) => span = parent,
+                None => return false,
+            }
         }
-        let children: Vec<SpanId> = self
-            .traces
-            .get(&trace)
-            .map(|t| {
-                t.pending
-                    .iter()
-                    .filter(|&&at| {
-                        self.spans
-                            .get_at(at)
-                            .is_some_and(|s| s.parent.map(|p| p.id) == Some(span))
-                    })
-                    .map(|at| at.id)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for child in children {
-            self.set_depth(trace, child, depth.saturating_add(1));
+        // A chain longer than any depth: treat it as a loop, and refuse.
+        true
+    }
+
+    /// Gives a span and its open descendants depths below a new parent: children are emitted
+    /// before their parents by depth. One pass over the trace's open spans per level, levels
+    /// bounded by the depth limit, each span set once (a loop, were there one, would end).
+    fn set_depth(&mut self, trace: TraceId, span: SpanId, depth: u8) {
+        let has_children = match self.spans.get_mut(&span) {
+            Some(s) => {
+                s.depth = depth;
+                s.open_children > 0
+            }
+            None => return,
+        };
+        if !has_children {
+            return;
+        }
+        let Some(pending) = self.traces.get(&trace).map(|t| t.pending.clone()) else {
+            return;
+        };
+        let mut done: rustc_hash::FxHashSet<SpanId> = std::iter::once(span).collect();
+        let mut level: rustc_hash::FxHashSet<SpanId> = std::iter::once(span).collect();
+        let mut depth = depth;
+        while !level.is_empty() && depth < u8::MAX {
+            depth += 1;
+            let mut next = rustc_hash::FxHashSet::default();
+            for &at in &pending {
+                let Some(s) = self.spans.get_at_mut(at) else {
+                    continue;
+                };
+                if s.parent.is_some_and(|p| level.contains(&p.id)) && done.insert(at.id) {
+                    s.depth = depth;
+                    if s.open_children > 0 {
+                        next.insert(at.id);
+                    }
+                }
+            }
+            level = next;
         }
     }
 
@@ -765,7 +819,11 @@ impl Engine {
     }
 
     fn touch_at(&mut self, mut at: SpanSlot) {
-        while let Some(span) = self.spans.get_at_mut(at) {
+        // Bounded like every walk up: open spans form a tree, and a tree is no deeper than this.
+        for _ in 0..=usize::from(u8::MAX) {
+            let Some(span) = self.spans.get_at_mut(at) else {
+                break;
+            };
             span.touched = self.now;
             match span.parent {
                 Some(parent) => at = parent,

@@ -14,8 +14,11 @@ use super::time::Timestamp;
 pub(crate) struct EventKey(u128);
 
 impl EventKey {
-    pub fn of(uid: &str) -> EventKey {
-        EventKey(xxh3_128(uid.as_bytes()))
+    /// By namespace and uid: an Event of one namespace never folds into another's.
+    pub fn of(namespace: &str, uid: &str) -> EventKey {
+        super::ids::with_joined(&[namespace.as_bytes(), b"/", uid.as_bytes()], |b| {
+            EventKey(xxh3_128(b))
+        })
     }
 }
 

@@ -274,7 +274,7 @@ impl Hub {
                 }
                 self.engine.upsert_object(&meta, observed);
             }
-            Input::Delete(uid, observed) => self.engine.delete_object(&uid, observed),
+            Input::Delete { namespace, uid, at } => self.engine.delete_object(&namespace, &uid, at),
             Input::Malformed(reason) => {
                 self.malformed += 1;
                 tracing::warn!(%reason, "skipped a value a watch delivered");

@@ -31,7 +31,12 @@ const MAX_KINDS: usize = 4096;
 pub enum Input {
     Event(Box<EventRecord>, Timestamp),
     Upsert(Box<ObjectMeta>, Timestamp),
-    Delete(String, Timestamp),
+    /// A watched object went away: its namespace (empty for cluster-scoped kinds) and uid.
+    Delete {
+        namespace: String,
+        uid: String,
+        at: Timestamp,
+    },
     /// A watched value that could not be decoded (counted and skipped).
     Malformed(String),
 }
@@ -264,9 +269,11 @@ async fn watch_metadata(
             Some(Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o))) => {
                 decode(&resource, &o)
             }
-            Some(Ok(watcher::Event::Delete(o))) => {
-                Input::Delete(o.metadata.uid.clone().unwrap_or_default(), watch::now())
-            }
+            Some(Ok(watcher::Event::Delete(o))) => Input::Delete {
+                namespace: o.metadata.namespace.clone().unwrap_or_default(),
+                uid: o.metadata.uid.clone().unwrap_or_default(),
+                at: watch::now(),
+            },
             Some(Ok(_)) => continue,
             Some(Err(error)) if forbidden(&error) => {
                 // RBAC decides what the operator may follow (deploy/rbac.yaml); retrying a

@@ -71,7 +71,9 @@ pub fn feed(
             let hint = meta.newest_change_time().or(meta.created);
             engine.upsert_object(&meta, observed_at.or(hint).unwrap_or(now));
         }
-        Change::Delete(meta) => engine.delete_object(&meta.uid, observed_at.unwrap_or(now)),
+        Change::Delete(meta) => {
+            engine.delete_object(&meta.namespace, &meta.uid, observed_at.unwrap_or(now))
+        }
         Change::Ignore => {
             if let Some(at) = observed_at {
                 engine.advance(at);
