@@ -24,6 +24,8 @@ pub struct EngineConfig {
     pub max_open_spans: usize,
     pub max_held_events: usize,
     pub max_tracked_events: usize,
+    /// Exported spans remembered, so that none is exported twice (and as many traces' roots).
+    pub max_remembered_spans: usize,
     /// Repetitions of an event recorded as span events; beyond that only the count grows.
     pub max_span_events: usize,
 }
@@ -42,6 +44,7 @@ impl Default for EngineConfig {
             max_open_spans: 200_000,
             max_held_events: 50_000,
             max_tracked_events: 500_000,
+            max_remembered_spans: 200_000,
             max_span_events: 20,
         }
     }
@@ -53,6 +56,8 @@ pub struct EngineStats {
     pub events: u64,
     /// Re-deliveries of an event already seen with the same count (re-lists, restarts).
     pub duplicates: u64,
+    /// Spans not exported because the same (trace, span) was exported recently.
+    pub duplicate_spans: u64,
     /// Repetitions folded into an existing span.
     pub repeats: u64,
     /// Events held because their parent was not known yet.

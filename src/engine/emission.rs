@@ -158,6 +158,13 @@ impl Engine {
             {
                 t.emitted_root_start = Some(finished.start);
             }
+            if !self
+                .exported_spans
+                .insert((finished.trace_id, finished.span_id))
+            {
+                self.stats.duplicate_spans += 1;
+                continue;
+            }
             self.stats.spans_emitted += 1;
             self.finished.push(finished);
         }
@@ -176,18 +183,27 @@ impl Engine {
     }
 
     /// The open-span table is full: settle the trace due soonest, ready or not.
-    pub(super) fn force_oldest_trace(&mut self) {
-        while let Some(Reverse((at, trace))) = self.deadlines.pop() {
-            let Some(t) = self.traces.get(&trace) else {
-                continue;
+    /// Repeated until the table is within its cap again.
+    pub(super) fn force_oldest_traces(&mut self) {
+        while self.spans.len() > self.cfg.max_open_spans {
+            let scheduled = std::iter::from_fn(|| self.deadlines.pop())
+                .find(|Reverse((at, trace))| {
+                    self.traces
+                        .get(trace)
+                        .is_some_and(|t| t.scheduled == Some(*at))
+                })
+                .map(|Reverse((_, trace))| trace);
+            // Every trace with open spans has a check queued; should one not, any open trace
+            // goes, so the cap holds whatever the queue says.
+            let Some(trace) = scheduled.or_else(|| {
+                let open = self.traces.iter().filter(|(_, t)| !t.pending.is_empty());
+                open.map(|(id, _)| *id).min()
+            }) else {
+                return;
             };
-            if t.scheduled != Some(at) {
-                continue;
-            }
             let before = self.stats.spans_emitted;
             self.evaluate(trace, Flush::All);
             self.stats.spans_forced += self.stats.spans_emitted - before;
-            return;
         }
     }
 
@@ -209,6 +225,9 @@ impl Engine {
                 self.idle_traces.push_back((due, id));
             } else {
                 let key = trace.key;
+                if trace.emitted_root_start.is_some() {
+                    self.exported_roots.insert(id);
+                }
                 self.traces.remove(&id);
                 if self.roots.get(&key) == Some(&id) {
                     self.roots.remove(&key);

@@ -21,7 +21,7 @@ pub(crate) fn trace_root(objects: &ObjectTable, trace: &TraceState) -> Arc<Trace
     Arc::new(TraceRoot {
         kind: obj.map_or_else(empty, |o| o.kind.clone()),
         api_version: obj.map_or_else(empty, |o| o.api_version.clone()),
-        namespace: obj.map_or_else(empty, |o| o.namespace.clone()),
+        namespace: trace.namespace.clone(),
         name: obj.map_or_else(empty, |o| o.name.clone()),
         uid: obj.and_then(|o| o.uid.clone()).unwrap_or_else(empty),
         generation: trace.generation,

@@ -45,6 +45,7 @@ use emission::Flush;
 use held::{HeldEvents, Occurrence};
 use ids::TraceId;
 use model::{EventRecord, EventTime, FinishedSpan, ObjectMeta};
+pub use objects::CAP_SLACK as OBJECT_CAP_SLACK;
 use objects::ObjectTable;
 use spans::{OpenSpans, RootKey, TraceState};
 use time::Timestamp;
@@ -67,6 +68,12 @@ pub struct Engine {
     spans: OpenSpans,
     deadlines: BinaryHeap<Reverse<(Timestamp, TraceId)>>,
     idle_traces: VecDeque<(Timestamp, TraceId)>,
+    /// Traces forgotten after their root span was exported: a late event of the same change
+    /// joins the exported root instead of exporting it again.
+    exported_roots: Recent<TraceId>,
+    /// The spans exported last (trace, span): one whose event's record was evicted or expired and
+    /// that comes again (a re-list, a reused uid) is not exported twice.
+    exported_spans: Recent<(TraceId, ids::SpanId)>,
     held: HeldEvents,
     tracked: TrackedEvents,
     finished: Vec<FinishedSpan>,
@@ -91,6 +98,42 @@ fn resolve_time(t: EventTime, observed: Timestamp) -> (Timestamp, bool) {
     }
 }
 
+/// The newest `cap` distinct values inserted, oldest forgotten first: a bounded memory of what
+/// was already exported.
+struct Recent<T> {
+    set: rustc_hash::FxHashSet<T>,
+    order: VecDeque<T>,
+    cap: usize,
+}
+
+impl<T: Copy + Eq + std::hash::Hash> Recent<T> {
+    fn new(cap: usize) -> Self {
+        Recent {
+            set: Default::default(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// False when the value was already there.
+    fn insert(&mut self, value: T) -> bool {
+        if !self.set.insert(value) {
+            return false;
+        }
+        self.order.push_back(value);
+        if self.order.len() > self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+
+    fn contains(&self, value: &T) -> bool {
+        self.set.contains(value)
+    }
+}
+
 /// Whether an Event is about an object of its own namespace: the tenant boundary. Kubernetes
 /// records the events of cluster-scoped objects (Nodes) in `default`.
 fn in_own_namespace(event: &EventRecord) -> bool {
@@ -104,6 +147,7 @@ fn in_own_namespace(event: &EventRecord) -> bool {
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
+        let remembered = cfg.max_remembered_spans;
         Engine {
             objects: ObjectTable::new(cfg.object_ttl, cfg.max_objects),
             tracked: TrackedEvents::new(cfg.recent_ttl, cfg.max_tracked_events),
@@ -114,6 +158,8 @@ impl Engine {
             spans: OpenSpans::default(),
             deadlines: BinaryHeap::new(),
             idle_traces: VecDeque::new(),
+            exported_roots: Recent::new(remembered / 2),
+            exported_spans: Recent::new(remembered),
             held: HeldEvents::default(),
             finished: Vec::new(),
             stats: EngineStats::default(),
@@ -151,6 +197,7 @@ impl Engine {
     /// An object was added or changed (from a watch, a re-list or a recording).
     pub fn upsert_object(&mut self, meta: &ObjectMeta, observed: Timestamp) {
         self.advance(observed);
+        self.objects.begin_input();
         let knew_generations = self
             .objects
             .lookup_uid(&meta.namespace, &meta.uid)
@@ -212,6 +259,14 @@ impl Engine {
         };
         let (mut start, mut coarse) = (first.min(last), first_coarse);
         let mut first_count = 1;
+        if event.count > 1 {
+            // First seen with a count above one: the occurrences before it were not seen (they
+            // happened before the watch, or their record expired). This is one occurrence, at
+            // its last time; its span is its own (the count is in its ID), never a copy of one
+            // an earlier sighting may have exported.
+            first_count = event.count;
+            (start, coarse) = (last, last_coarse);
+        }
         // Deadlines count from when the engine saw it, which is never before "now".
         let observed = seen.max(self.now);
         let key = tracked::EventKey::of(&event.namespace, &event.uid);

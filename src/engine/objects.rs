@@ -21,6 +21,18 @@ use super::model::{ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange, Trac
 use super::spans::SpanSlot;
 use super::time::Timestamp;
 
+/// The most entries one eviction looks at: eviction is O(1) per insert, whatever the table holds.
+const EVICTION_LOOKS: usize = 16;
+/// How far the object cap can be passed: the objects one input names (its subject, its owner, a
+/// child or related object) are never evicted while it is handled.
+pub const CAP_SLACK: usize = 4;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Expiry,
+    Live,
+}
+
 /// How many spec changes of a root object are remembered to attribute late events by time.
 pub(crate) const GENERATION_HISTORY: usize = 4;
 /// Owner chains deeper than this are treated as cycles.
@@ -284,6 +296,10 @@ pub(crate) struct ObjectTable {
     by_name: FxHashMap<u128, ObjId>,
     /// Candidates for expiry, oldest first: (earliest expiry, id).
     expiry: VecDeque<(Timestamp, ObjId)>,
+    /// Live objects in the order they became live: eviction's last resort at the cap.
+    live_order: VecDeque<(Timestamp, ObjId)>,
+    /// The objects the input being handled has named: never evicted while it is handled.
+    working: Vec<ObjId>,
     ttl: Duration,
     max_entries: usize,
     pub strings: Interner,
@@ -319,6 +335,8 @@ impl ObjectTable {
             by_uid: FxHashMap::default(),
             by_name: FxHashMap::default(),
             expiry: VecDeque::new(),
+            live_order: VecDeque::new(),
+            working: Vec::new(),
             ttl,
             max_entries,
             strings: Interner::default(),
@@ -368,6 +386,7 @@ impl ObjectTable {
             }
         };
         self.len += 1;
+        self.working_on(id);
         if !live {
             self.expiry.push_back((now.saturating_add(self.ttl), id));
         }
@@ -399,11 +418,39 @@ impl ObjectTable {
         }
     }
 
-    /// Makes room when the hard cap is reached: the oldest expiry candidate goes first, even if
-    /// its TTL has not passed. Live objects are never evicted: they mirror the cluster.
+    /// Makes room when the hard cap is reached: the oldest expiry candidate (a tombstone, an
+    /// object known only from events) goes first, even if its TTL has not passed; when there is
+    /// none, the live object seen live longest ago (its next watch event brings it back). Objects
+    /// touched by the input being handled are spared, so the cap can be passed by the few
+    /// objects one input names ([`CAP_SLACK`]). Each call looks at a bounded number of entries.
     fn evict_one(&mut self) {
-        while let Some((_, id)) = self.expiry.pop_front() {
-            if self.get(id).is_some_and(|e| !e.live) {
+        for queue in [Queue::Expiry, Queue::Live] {
+            let mut spared = Vec::new();
+            let mut victim = None;
+            for _ in 0..EVICTION_LOOKS {
+                let q = match queue {
+                    Queue::Expiry => &mut self.expiry,
+                    Queue::Live => &mut self.live_order,
+                };
+                let Some((at, id)) = q.pop_front() else { break };
+                match self.get(id) {
+                    Some(e) if e.live != (queue == Queue::Live) => {}
+                    Some(_) if self.working.contains(&id) => spared.push((at, id)),
+                    Some(_) => {
+                        victim = Some(id);
+                        break;
+                    }
+                    None => {}
+                }
+            }
+            let q = match queue {
+                Queue::Expiry => &mut self.expiry,
+                Queue::Live => &mut self.live_order,
+            };
+            for entry in spared.into_iter().rev() {
+                q.push_front(entry);
+            }
+            if let Some(id) = victim {
                 self.remove(id);
                 self.evicted += 1;
                 return;
@@ -472,6 +519,7 @@ impl ObjectTable {
                         entry.api_version = api_version;
                     }
                     self.by_uid.insert(uid_key(namespace, &uid), id);
+                    self.working_on(id);
                     return id;
                 }
                 // Same name, another uid: the name was reused by a new object.
@@ -528,7 +576,20 @@ impl ObjectTable {
         id
     }
 
+    /// A new input (an object, an event, a held event's placement) is being handled: what the
+    /// previous one named may be evicted again.
+    pub fn begin_input(&mut self) {
+        self.working.clear();
+    }
+
+    fn working_on(&mut self, id: ObjId) {
+        if self.working.len() < 2 * CAP_SLACK && !self.working.contains(&id) {
+            self.working.push(id);
+        }
+    }
+
     fn touch(&mut self, id: ObjId, now: Timestamp) {
+        self.working_on(id);
         if let Some(e) = self.get_mut(id) {
             e.touched = e.touched.max(now);
         }
@@ -589,6 +650,22 @@ impl ObjectTable {
             &meta.name,
             now,
         );
+        // Live from here on, so that resolving its owner below can never evict it.
+        let entry = self.get_mut(id).expect("resolved");
+        let was_live = std::mem::replace(&mut entry.live, true);
+        entry.touched = entry.touched.max(now);
+        if !was_live {
+            self.live_order.push_back((now, id));
+            // Objects deleted or released leave entries behind: compacted, amortised O(1).
+            if self.live_order.len() > 2 * self.len + 64 {
+                let slots = &self.slots;
+                self.live_order.retain(|&(_, id)| {
+                    slots.get(id.idx as usize).is_some_and(|s| {
+                        s.generation == id.generation && s.entry.as_ref().is_some_and(|e| e.live)
+                    })
+                });
+            }
+        }
         self.take_identity(id, meta);
         let owner = meta
             .owners
@@ -1129,11 +1206,40 @@ mod tests {
         let now = Timestamp::from_unix_secs(0);
         let live = t.upsert(&meta("d1", "Deployment", "web", None), now, now);
         let a = t.resolve_named("Pod", "ns", "a", now, false, now);
-        let b = t.resolve_named("Pod", "ns", "b", now, false, now);
+        // The next input: what the previous one named may go.
+        t.begin_input();
+        let later = Timestamp::from_unix_secs(1);
+        let b = t.resolve_named("Pod", "ns", "b", later, false, later);
         assert!(t.get(live).is_some());
         assert!(t.get(a).is_none());
         assert!(t.get(b).is_some());
         assert_eq!(t.evicted, 1);
+    }
+
+    #[test]
+    fn cap_holds_with_only_live_objects_and_spares_the_one_being_upserted() {
+        let mut t = ObjectTable::new(Duration::from_secs(60), 2);
+        let at = Timestamp::from_unix_secs;
+        let first = t.upsert(&meta("d1", "Deployment", "a", None), at(0), at(0));
+        t.begin_input();
+        t.upsert(&meta("d2", "Deployment", "b", None), at(1), at(1));
+        t.begin_input();
+        // Its owner is new too: making room for the owner must not evict the pod itself.
+        let pod = t.upsert(
+            &meta("p1", "Pod", "a-1", Some(("rs1", "ReplicaSet", "a-x"))),
+            at(2),
+            at(2),
+        );
+        assert!(t.get(pod).is_some());
+        assert!(t.get(first).is_none(), "the oldest live object went");
+        assert!(t.len() <= 2 + CAP_SLACK, "{} objects", t.len());
+        for i in 0..100 {
+            let name = format!("p{i}");
+            t.begin_input();
+            t.upsert(&meta(&name, "Pod", &name, None), at(3 + i), at(3 + i));
+        }
+        assert!(t.len() <= 2 + CAP_SLACK, "{} objects", t.len());
+        assert!(t.live_order.len() <= 2 * t.len() + 64);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Where an event's span goes: which trace, under which parent.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::held::{Occurrence, Resolved};
@@ -25,6 +26,7 @@ fn latest_time(occurrence: &Occurrence) -> Timestamp {
 impl Engine {
     pub(super) fn place(&mut self, mut occurrence: Occurrence, force: bool) {
         let now = self.now;
+        self.objects.begin_input();
         let resolved = match occurrence.resolved {
             Some(r) if self.objects.get(r.subject).is_some() => r,
             _ => self.resolve(&occurrence),
@@ -418,8 +420,41 @@ impl Engine {
             }
         };
         let root_span = SpanId::for_root(id);
-        self.stats.traces_started += 1;
         self.roots.insert(key, id);
+        let namespace = self
+            .objects
+            .get(root)
+            .map_or_else(|| Arc::from(""), |o| o.namespace.clone());
+        if let Some(open) = self.traces.get_mut(&id) {
+            // The same change under a new entry: its root object was evicted at the cap and has
+            // come back. The open trace goes on; starting it again would orphan its spans.
+            self.roots.remove(&open.key);
+            self.roots.insert(key, id);
+            open.root_object = root;
+            open.key = key;
+            return id;
+        }
+        self.stats.traces_started += 1;
+        if self.exported_roots.contains(&id) {
+            // This change's trace was exported and forgotten: late spans join its exported root,
+            // which is not exported again.
+            self.traces.insert(
+                id,
+                TraceState {
+                    root_object: root,
+                    namespace,
+                    generation,
+                    emitted_root_start: Some(start),
+                    pending: Vec::new(),
+                    scheduled: None,
+                    last_activity: now,
+                    key,
+                },
+            );
+            let forget_at = now.saturating_add(self.cfg.recent_ttl);
+            self.idle_traces.push_back((forget_at, id));
+            return id;
+        }
         let root_slot = self.spans.insert(
             root_span,
             OpenSpan {
@@ -451,6 +486,7 @@ impl Engine {
             id,
             TraceState {
                 root_object: root,
+                namespace,
                 generation,
                 emitted_root_start: None,
                 pending: vec![root_slot],
@@ -460,6 +496,9 @@ impl Engine {
             },
         );
         self.schedule(id, now.saturating_add(self.cfg.horizon));
+        if self.spans.len() > self.cfg.max_open_spans {
+            self.force_oldest_traces();
+        }
         id
     }
 
@@ -655,7 +694,7 @@ impl Engine {
             emission::queue_check(&mut self.deadlines, parent.trace, trace, check);
         }
         if self.spans.len() > self.cfg.max_open_spans {
-            self.force_oldest_trace();
+            self.force_oldest_traces();
         }
         if let Some(child) = about {
             self.acted_on(child, here, action);

@@ -122,6 +122,9 @@ impl OpenSpan {
 #[derive(Debug)]
 pub(crate) struct TraceState {
     pub root_object: ObjId,
+    /// The root object's namespace, kept here: the trace stays in its tenant's namespace even if
+    /// the object's entry is evicted at the cap before the trace is emitted.
+    pub namespace: std::sync::Arc<str>,
     pub generation: i64,
     /// The root's start once it has been emitted: later children must not start before it.
     pub emitted_root_start: Option<Timestamp>,
