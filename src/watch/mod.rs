@@ -3,6 +3,7 @@
 //! what eventspan keeps.
 
 pub mod kinds;
+pub mod retry;
 
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as KubeMeta;
