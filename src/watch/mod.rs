@@ -5,13 +5,19 @@
 pub mod kinds;
 pub mod retry;
 
+use std::collections::BTreeSet;
+use std::time::Instant;
+
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as KubeMeta;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::core::GroupVersionKind;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use retry::{Backoff, Decision, Failure};
 
 use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
@@ -47,14 +53,14 @@ where
     }
 }
 
-/// A watch of Events in `scope`, with kube's default backoff on errors.
+/// A watch of Events in `scope`. Errors come through as they are: [`next_event`] retries them.
 pub fn events(
     client: Client,
     scope: &Scope,
 ) -> impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + use<>
 {
     let api: Api<DynamicObject> = api(client, &events_resource(), true, scope);
-    watcher(api, watcher::Config::default()).default_backoff()
+    watcher(api, watcher::Config::default())
 }
 
 /// An Event as JSON with its `apiVersion` and `kind` (list responses leave them out of items),
@@ -111,8 +117,9 @@ fn map_event<A, B>(event: watcher::Event<A>, f: impl Fn(A) -> B) -> watcher::Eve
     }
 }
 
-/// A watch of one kind in `scope`, with kube's default backoff on errors: metadata-only, or
-/// whole objects reduced at once to [`Watched`] for the kinds whose progress is followed.
+/// A watch of one kind in `scope`: metadata-only, or whole objects reduced at once to [`Watched`]
+/// for the kinds whose progress is followed. Errors come through as they are: [`next_event`]
+/// retries them.
 pub fn objects(
     client: Client,
     ar: &ApiResource,
@@ -122,13 +129,11 @@ pub fn objects(
     if status::tracks(&ar.kind) {
         let api: Api<DynamicObject> = api(client, ar, namespaced, scope);
         watcher(api, watcher::Config::default())
-            .default_backoff()
             .map_ok(|e| map_event(e, Watched::from_object))
             .boxed()
     } else {
         let api: Api<PartialObjectMeta<DynamicObject>> = api(client, ar, namespaced, scope);
         watcher(api, watcher::Config::default())
-            .default_backoff()
             .map_ok(|e| map_event(e, Watched::from_metadata))
             .boxed()
     }
@@ -161,4 +166,111 @@ pub fn slim_object(ar: &ApiResource, object: &Watched) -> Value {
         value["status"] = serde_json::to_value(status).expect("serialises");
     }
     value
+}
+
+/// What [`next_event`] got.
+pub enum Next<K> {
+    /// An event; `recovered` if the watch had been given up (and its refusal reported) before.
+    Event {
+        event: watcher::Event<K>,
+        recovered: bool,
+    },
+    /// The API server kept refusing (this code) for the policy's give-up time.
+    GaveUp(u16),
+    /// `stop` was cancelled, or the stream ended.
+    Stopped,
+}
+
+/// The next event of a watch. Errors are retried under `backoff`, sleeping here (the streams
+/// above have no backoff of their own, so this is the only one); the first error of a run is a
+/// warning, the retries after it are debug lines, so a long outage does not fill the log.
+pub async fn next_event<K, S>(
+    stream: &mut S,
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+    what: &str,
+) -> Next<K>
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
+{
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Next::Stopped,
+            next = stream.next() => next,
+        };
+        let error = match next {
+            Some(Ok(event)) => {
+                let recovered = backoff.succeeded();
+                return Next::Event { event, recovered };
+            }
+            Some(Err(error)) => error,
+            None => return Next::Stopped,
+        };
+        let first = backoff.failures() == 0;
+        match backoff.failed(Instant::now(), Failure::of_watcher(&error)) {
+            Decision::Retry(delay) => {
+                if first {
+                    tracing::warn!(%error, %what, ?delay, "watch failed; retrying");
+                } else {
+                    tracing::debug!(%error, %what, ?delay, "watch failed again; retrying");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Next::Stopped,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Decision::GiveUp(code) => return Next::GaveUp(code),
+        }
+    }
+}
+
+/// How a refused resource is named: `plural.group` as RBAC rules name it (`deployments.apps`,
+/// `pods`), or `Kind.group` for a kind discovery never resolved (its plural is unknown).
+pub fn resource_name(ar: &ApiResource) -> String {
+    if ar.group.is_empty() {
+        ar.plural.clone()
+    } else {
+        format!("{}.{}", ar.plural, ar.group)
+    }
+}
+
+/// A watch given up because the API server kept refusing it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Refusal {
+    /// See [`resource_name`].
+    pub resource: String,
+    pub scope: Scope,
+    /// 401, 403 or 404.
+    pub code: u16,
+}
+
+/// The watches given up, shared by the watch tasks and whoever reports them (metrics, a status
+/// condition naming the missing permission). A watch that recovers is taken off.
+#[derive(Default, Debug)]
+pub struct Refusals(std::sync::Mutex<BTreeSet<Refusal>>);
+
+impl Refusals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Refusal>> {
+        // A panic elsewhere while holding it leaves a set still worth reading.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add(&self, refusal: Refusal) {
+        self.lock().insert(refusal);
+    }
+
+    pub fn remove(&self, resource: &str, scope: &Scope) {
+        self.lock()
+            .retain(|r| !(r.resource == resource && r.scope == *scope));
+    }
+
+    /// Forgets the refusals of a namespace no longer watched.
+    pub fn forget_namespace(&self, namespace: &str) {
+        self.lock()
+            .retain(|r| !matches!(&r.scope, Scope::Namespace(n) if n == namespace));
+    }
+
+    pub fn list(&self) -> Vec<Refusal> {
+        self.lock().iter().cloned().collect()
+    }
 }
