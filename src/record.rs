@@ -162,7 +162,7 @@ async fn watch_kind(
         Some(Ok(served)) => served,
         Some(Err(code)) => {
             shared.refusals.add(Refusal {
-                resource: format!("{kind} ({api_version})"),
+                resource: watch::unresolved_name(&api_version, &kind),
                 scope: Scope::AllNamespaces,
                 code,
             });

@@ -208,7 +208,7 @@ impl WatchManager {
                 Some(Ok(served)) => served,
                 Some(Err(code)) => {
                     refusals.add(Refusal {
-                        resource: unresolved_name(&api_version, &kind),
+                        resource: watch::unresolved_name(&api_version, &kind),
                         scope: Scope::Namespace(namespace),
                         code,
                     });
@@ -246,17 +246,6 @@ impl WatchManager {
             .await;
             cluster_wide.lock().await.remove(&key);
         });
-    }
-}
-
-/// `Kind.group` (or `Kind` in the core group): a kind discovery never resolved has no known
-/// plural.
-fn unresolved_name(api_version: &str, kind: &str) -> String {
-    let group = gvk(api_version, kind).group;
-    if group.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind}.{group}")
     }
 }
 
@@ -327,6 +316,7 @@ async fn watch_events(
             // Without its events a namespace traces nothing, and the refusal may be lifted (a
             // Role created after the session): unlike an object watch, this one keeps trying at
             // the longest delay, reported as refused until it is let in.
+            Next::GaveUp(_) if stop.is_cancelled() => return,
             Next::GaveUp(code) => {
                 tracing::warn!(%namespace, code, "not permitted to watch events here; nothing in this namespace is traced until it is (grant get, list, watch on events.k8s.io events)");
                 refusals.add(Refusal {
@@ -374,6 +364,7 @@ async fn watch_metadata(
     loop {
         let event = match watch::next_event(&mut stream, &mut backoff, &stop, &what).await {
             Next::Event { event, .. } => event,
+            Next::GaveUp(_) if stop.is_cancelled() => return,
             Next::GaveUp(code) => {
                 // RBAC decides what the operator may follow (deploy/rbac.yaml); a refusal that
                 // lasted this long is no API server starting up. Owner chains stop at this kind.
@@ -456,14 +447,5 @@ mod tests {
     fn nothing_is_cut_before_a_list_starts() {
         let cutoff = ListCutoff::new(Duration::from_secs(120));
         assert!(cutoff.keeps(true, at(-1000)));
-    }
-
-    #[test]
-    fn unresolved_kinds_are_named_with_their_group() {
-        assert_eq!(
-            unresolved_name("argoproj.io/v1alpha1", "Rollout"),
-            "Rollout.argoproj.io"
-        );
-        assert_eq!(unresolved_name("v1", "Service"), "Service");
     }
 }

@@ -234,6 +234,17 @@ pub fn resource_name(ar: &ApiResource) -> String {
     }
 }
 
+/// `Kind.group` (`Kind` in the core group): the name of a kind discovery never resolved, whose
+/// plural is unknown.
+pub fn unresolved_name(api_version: &str, kind: &str) -> String {
+    let group = kinds::gvk(api_version, kind).group;
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
+}
+
 /// A watch given up because the API server kept refusing it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Refusal {
@@ -272,5 +283,46 @@ impl Refusals {
 
     pub fn list(&self) -> Vec<Refusal> {
         self.lock().iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_resources_are_named_as_rbac_names_them() {
+        let deployments = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"));
+        assert_eq!(resource_name(&deployments), "deployments.apps");
+        let pods = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Pod"));
+        assert_eq!(resource_name(&pods), "pods");
+        assert_eq!(resource_name(&events_resource()), "events.events.k8s.io");
+        assert_eq!(
+            unresolved_name("argoproj.io/v1alpha1", "Rollout"),
+            "Rollout.argoproj.io"
+        );
+        assert_eq!(unresolved_name("", "Service"), "Service");
+    }
+
+    #[test]
+    fn refusals_are_withdrawn_and_forgotten_with_their_namespace() {
+        let refusals = Refusals::default();
+        let refusal = |resource: &str, ns: &str| Refusal {
+            resource: resource.into(),
+            scope: Scope::Namespace(ns.into()),
+            code: 403,
+        };
+        refusals.add(refusal("services", "shop"));
+        refusals.add(refusal("services", "shop"));
+        refusals.add(refusal("services", "payments"));
+        refusals.add(refusal("events.events.k8s.io", "shop"));
+        assert_eq!(refusals.list().len(), 3);
+        refusals.remove("events.events.k8s.io", &Scope::Namespace("shop".into()));
+        assert_eq!(
+            refusals.list(),
+            [refusal("services", "payments"), refusal("services", "shop")]
+        );
+        refusals.forget_namespace("shop");
+        assert_eq!(refusals.list(), [refusal("services", "payments")]);
     }
 }
