@@ -290,6 +290,86 @@ impl Refusals {
 mod tests {
     use super::*;
 
+    type Item = Result<watcher::Event<()>, watcher::Error>;
+
+    fn refused(code: u16) -> Item {
+        Err(watcher::Error::InitialListFailed(kube::Error::Api(
+            Box::new(kube::core::Status::failure("refused", "Forbidden").with_code(code)),
+        )))
+    }
+
+    /// Milliseconds instead of seconds: the shell sleeps for real.
+    fn quick() -> Backoff {
+        Backoff::new(
+            retry::Policy {
+                first: std::time::Duration::from_millis(1),
+                max: std::time::Duration::from_millis(4),
+                give_up_after: std::time::Duration::from_millis(100),
+            },
+            1,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_watch_refused_while_the_api_server_starts_carries_on() {
+        let mut stream = futures::stream::iter([
+            refused(403),
+            refused(403),
+            refused(401),
+            Ok(watcher::Event::Init),
+        ]);
+        let (mut backoff, stop) = (quick(), CancellationToken::new());
+        match next_event(&mut stream, &mut backoff, &stop, "test").await {
+            Next::Event {
+                event: watcher::Event::Init,
+                recovered: false,
+            } => {}
+            _ => panic!("expected the list to start, with nothing to withdraw"),
+        }
+        assert_eq!(backoff.failures(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_persists_is_given_up_and_a_later_success_says_so() {
+        let mut stream = futures::stream::repeat_with(|| refused(403))
+            // At least 2 ms apart after the third: well past the 100 ms give-up.
+            .take(150)
+            .chain(futures::stream::iter([Ok(watcher::Event::Init)]));
+        let (mut backoff, stop) = (quick(), CancellationToken::new());
+        let started = Instant::now();
+        assert!(matches!(
+            next_event(&mut stream, &mut backoff, &stop, "test").await,
+            Next::GaveUp(403)
+        ));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100));
+        // An Event watch keeps asking after a give-up: when it is let in, it says so.
+        match next_event(&mut stream, &mut backoff, &stop, "test").await {
+            Next::Event { recovered, .. } => assert!(recovered),
+            Next::GaveUp(_) => panic!("given up twice"),
+            Next::Stopped => panic!("stream ended early"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retrying_watch_stops_when_told() {
+        let mut stream =
+            futures::stream::repeat_with(|| Item::Err(watcher::Error::NoResourceVersion));
+        let mut backoff = Backoff::new(retry::Policy::default(), 1);
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            stopper.cancel();
+        });
+        let started = Instant::now();
+        assert!(matches!(
+            next_event(&mut stream, &mut backoff, &stop, "test").await,
+            Next::Stopped
+        ));
+        // Cancelled in its sleep (about a second long by then), not after it.
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
+
     #[test]
     fn refused_resources_are_named_as_rbac_names_them() {
         let deployments = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"));
