@@ -256,10 +256,15 @@ async fn run_record(args: RecordArgs) -> ExitCode {
     };
     match record::record(client, scopes, out, stop_token(args.duration)).await {
         Ok(stats) => {
+            for r in &stats.refused {
+                tracing::warn!(resource = %r.resource, scope = ?r.scope, code = r.code, "given up: not permitted to watch");
+            }
             tracing::info!(
                 lines = stats.lines,
                 events = stats.events,
                 kinds = stats.kinds,
+                kinds_rejected = stats.kinds_rejected,
+                refused = stats.refused.len(),
                 "recording finished"
             );
             ExitCode::SUCCESS

@@ -88,6 +88,10 @@ pub struct HubSnapshot {
     pub event_watches: i64,
     pub metadata_watches: i64,
     pub watched_namespaces: usize,
+    /// Watches given up after persistent refusals (see `watch::retry`).
+    pub watches_refused: Vec<crate::watch::Refusal>,
+    /// Kinds not watched, by reason label, since start.
+    pub kinds_rejected: Vec<(&'static str, u64)>,
 }
 
 struct Session {
@@ -433,6 +437,8 @@ impl Hub {
             event_watches: counts.events.load(std::sync::atomic::Ordering::Relaxed),
             metadata_watches: counts.metadata.load(std::sync::atomic::Ordering::Relaxed),
             watched_namespaces: self.watches.namespaces().count(),
+            watches_refused: self.watches.refused(),
+            kinds_rejected: self.watches.kinds_rejected(),
         };
         self.snapshots.send_replace(Arc::new(snapshot));
     }

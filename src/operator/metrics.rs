@@ -89,6 +89,36 @@ impl Metrics {
             hub.metadata_watches,
         );
         out.family(
+            "eventspan_watches_refused",
+            "gauge",
+            "Watches given up after the API server refused them for 5 minutes",
+        );
+        let mut refused: std::collections::BTreeMap<(&str, String), u64> = Default::default();
+        for r in &hub.watches_refused {
+            *refused
+                .entry((r.resource.as_str(), r.code.to_string()))
+                .or_default() += 1;
+        }
+        for ((resource, code), n) in &refused {
+            out.sample(
+                "eventspan_watches_refused",
+                &[("resource", resource), ("code", code)],
+                n,
+            );
+        }
+        out.family(
+            "eventspan_watch_kinds_rejected_total",
+            "counter",
+            "Kinds named by events or owner references but not watched, by reason",
+        );
+        for (reason, n) in &hub.kinds_rejected {
+            out.sample(
+                "eventspan_watch_kinds_rejected_total",
+                &[("reason", reason)],
+                n,
+            );
+        }
+        out.family(
             "eventspan_watched_namespaces",
             "gauge",
             "Namespaces some session covers",
@@ -311,13 +341,34 @@ mod tests {
         let metrics = Metrics::default();
         metrics.reconciled(None);
         metrics.reconciled(Some("kube"));
+        let refusal = |resource: &str, ns: &str| crate::watch::Refusal {
+            resource: resource.into(),
+            scope: crate::watch::Scope::Namespace(ns.into()),
+            code: 403,
+        };
         let text = metrics.render(
             &HubSnapshot {
                 event_watches: 2,
+                watches_refused: vec![
+                    refusal("services", "shop"),
+                    refusal("services", "payments"),
+                    refusal("horizontalpodautoscalers.autoscaling", "shop"),
+                ],
+                kinds_rejected: vec![("invalid_name", 3), ("namespace_budget", 9936)],
                 ..Default::default()
             },
             true,
         );
+        for line in [
+            "# TYPE eventspan_watches_refused gauge\n",
+            "eventspan_watches_refused{resource=\"services\",code=\"403\"} 2\n",
+            "eventspan_watches_refused{resource=\"horizontalpodautoscalers.autoscaling\",code=\"403\"} 1\n",
+            "# TYPE eventspan_watch_kinds_rejected_total counter\n",
+            "eventspan_watch_kinds_rejected_total{reason=\"invalid_name\"} 3\n",
+            "eventspan_watch_kinds_rejected_total{reason=\"namespace_budget\"} 9936\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
         assert!(text.contains("# TYPE eventspan_watches gauge\n"));
         assert!(text.contains("eventspan_watches{resource=\"events\"} 2\n"));
         assert!(text.contains("eventspan_reconcile_total{result=\"ok\"} 1\n"));

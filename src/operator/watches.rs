@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::Client;
 use kube::api::ApiResource;
 use kube::runtime::watcher;
@@ -17,14 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::model::{EventRecord, ObjectMeta};
 use crate::engine::time::Timestamp;
-use crate::watch::kinds::{KindResolver, gvk};
-use crate::watch::{self, Scope, Watched};
+use crate::watch::kinds::{Budget, KindResolver, Rejected, gvk, resolve_with_retry, valid_kind};
+use crate::watch::retry::{Backoff, Policy};
+use crate::watch::{self, Next, Refusal, Refusals, Scope, Watched};
 use crate::wire::WireObject;
 
 /// The reporting controller of the events eventspan publishes itself; they never feed traces.
 pub const OWN_CONTROLLER: &str = "eventspan.dev/operator";
-/// (namespace, kind) pairs followed at most.
-const MAX_KINDS: usize = 4096;
 
 /// What the watches deliver to the hub.
 #[derive(Debug)]
@@ -63,7 +61,6 @@ impl Drop for Live<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
-
 pub struct WatchManager {
     client: Client,
     input: mpsc::Sender<Input>,
@@ -72,10 +69,17 @@ pub struct WatchManager {
     namespaces: BTreeMap<String, CancellationToken>,
     /// (namespace, apiVersion, kind) already asked for.
     kinds: BTreeSet<(String, String, String)>,
+    /// What `kinds` may hold, per namespace and in all: events and owner references may name
+    /// any kind, chosen by whoever creates them.
+    budget: Budget,
+    /// (namespace, reason) already warned about: a Deployment naming 10,000 kinds warns once.
+    warned: BTreeSet<(String, Rejected)>,
+    /// Watches given up after persistent refusals.
+    refusals: Arc<Refusals>,
     /// Cluster-scoped kinds being watched: one watch each, whichever namespace asked first.
     cluster_wide: Arc<Mutex<BTreeSet<(String, String)>>>,
     root: CancellationToken,
-    /// Events older than this when a watch starts are history, not news: they are skipped.
+    /// Events older than this at a watch's (re)list are history, not news: they are skipped.
     max_event_age: Duration,
     pub counts: Arc<WatchCounts>,
 }
@@ -93,6 +97,9 @@ impl WatchManager {
             input,
             namespaces: BTreeMap::new(),
             kinds: BTreeSet::new(),
+            budget: Budget::default(),
+            warned: BTreeSet::new(),
+            refusals: Arc::default(),
             cluster_wide: Arc::default(),
             root: stop,
             max_event_age,
@@ -102,6 +109,19 @@ impl WatchManager {
 
     pub fn namespaces(&self) -> impl Iterator<Item = &String> {
         self.namespaces.keys()
+    }
+
+    /// Watches given up because the API server kept refusing them.
+    pub fn refused(&self) -> Vec<Refusal> {
+        self.refusals.list()
+    }
+
+    /// Kinds not watched, by reason (the metric label), since start.
+    pub fn kinds_rejected(&self) -> Vec<(&'static str, u64)> {
+        self.budget
+            .rejected()
+            .map(|(r, n)| (r.reason(), n))
+            .collect()
     }
 
     /// Starts watching namespaces newly covered, stops those no session covers any more.
@@ -118,6 +138,9 @@ impl WatchManager {
                 token.cancel();
             }
             self.kinds.retain(|(n, _, _)| n != ns);
+            self.budget.release(ns);
+            self.warned.retain(|(n, _)| n != ns);
+            self.refusals.forget_namespace(ns);
             tracing::info!(namespace = %ns, "stopped watching");
         }
         for ns in desired {
@@ -133,6 +156,7 @@ impl WatchManager {
                 self.input.clone(),
                 self.max_event_age,
                 self.counts.clone(),
+                self.refusals.clone(),
                 token,
             ));
         }
@@ -141,26 +165,38 @@ impl WatchManager {
 
     /// Makes sure objects of a kind are watched in a covered namespace (once; discovery runs in
     /// the watch task, so this never waits). A cluster-scoped kind (Node) gets one watch in all.
+    /// A kind that is malformed, or beyond the namespace's or the operator's budget, is counted
+    /// and ignored.
     pub fn ensure_kind(&mut self, api_version: &str, kind: &str, namespace: &str) {
         let Some(ns_token) = self.namespaces.get(namespace) else {
             return;
         };
         let api_version = gvk(api_version, kind).api_version();
-        let key = (namespace.to_string(), api_version.clone(), kind.to_string());
-        if self.kinds.contains(&key) {
+        // Looked up only if valid: a kind of a megabyte is not copied into a key.
+        if valid_kind(&api_version, kind)
+            && self
+                .kinds
+                .contains(&(namespace.to_string(), api_version.clone(), kind.to_string()))
+        {
             return;
         }
-        // Events may name any kind, chosen by whoever creates them: the set stays bounded.
-        if self.kinds.len() >= MAX_KINDS {
-            tracing::warn!(%kind, %namespace, "too many kinds followed; not watching another");
+        // Rejections are not remembered (that set would be unbounded too): a kind refused is
+        // counted again each time an event or an object names it.
+        if let Err(rejected) = self.budget.admit(namespace, &api_version, kind) {
+            if self.warned.insert((namespace.to_string(), rejected)) {
+                let kind: String = kind.chars().take(80).collect();
+                tracing::warn!(%kind, %namespace, %rejected, "kind not watched; more kinds rejected here for this reason are only counted (eventspan_watch_kinds_rejected_total)");
+            }
             return;
         }
-        self.kinds.insert(key);
-        let (client, input, resolver, counts) = (
+        self.kinds
+            .insert((namespace.to_string(), api_version.clone(), kind.to_string()));
+        let (client, input, resolver, counts, refusals) = (
             self.client.clone(),
             self.input.clone(),
             self.resolver.clone(),
             self.counts.clone(),
+            self.refusals.clone(),
         );
         let (ns_token, root, cluster_wide) = (
             ns_token.clone(),
@@ -169,8 +205,20 @@ impl WatchManager {
         );
         let (namespace, kind) = (namespace.to_string(), kind.to_string());
         tokio::spawn(async move {
-            let Some(served) = resolver.lock().await.resolve(&api_version, &kind).await else {
-                return;
+            let mut backoff = Backoff::seeded(Policy::default());
+            let resolved =
+                resolve_with_retry(&resolver, &api_version, &kind, &mut backoff, &ns_token).await;
+            let served = match resolved {
+                None => return,
+                Some(Ok(served)) => served,
+                Some(Err(code)) => {
+                    refusals.add(Refusal {
+                        resource: watch::unresolved_name(&api_version, &kind),
+                        scope: Scope::Namespace(namespace),
+                        code,
+                    });
+                    return;
+                }
             };
             if served.namespaced {
                 let scope = Scope::Namespace(namespace);
@@ -181,6 +229,7 @@ impl WatchManager {
                     scope,
                     input,
                     counts,
+                    refusals,
                     ns_token,
                 )
                 .await;
@@ -196,11 +245,42 @@ impl WatchManager {
                 Scope::AllNamespaces,
                 input,
                 counts,
+                refusals,
                 root,
             )
             .await;
             cluster_wide.lock().await.remove(&key);
         });
+    }
+}
+
+/// The age cut-off of listed events, taken anew at each (re)list. An idle namespace's watch
+/// expires about every ten minutes and lists again; a cut-off taken once, when the watch started,
+/// let each re-list send the same old events again (issue 12: ~4,170 spans a re-list).
+#[derive(Clone, Debug)]
+struct ListCutoff {
+    max_age: Duration,
+    /// Listed events older than this are history; `None` before the first list starts.
+    oldest: Option<Timestamp>,
+}
+
+impl ListCutoff {
+    fn new(max_age: Duration) -> Self {
+        ListCutoff {
+            max_age,
+            oldest: None,
+        }
+    }
+
+    /// A (re)list starts (`watcher::Event::Init`) at `now`.
+    fn list_started(&mut self, now: Timestamp) {
+        self.oldest = Some(now.saturating_sub(self.max_age));
+    }
+
+    /// Whether an event whose latest time is `last` is news: events delivered live always are
+    /// (their reporters' clocks may lag); listed ones only if younger than the cut-off.
+    fn keeps(&self, listed: bool, last: Timestamp) -> bool {
+        !listed || self.oldest.is_none_or(|oldest| last >= oldest)
     }
 }
 
@@ -210,35 +290,57 @@ async fn watch_events(
     input: mpsc::Sender<Input>,
     max_event_age: Duration,
     counts: Arc<WatchCounts>,
+    refusals: Arc<Refusals>,
     stop: CancellationToken,
 ) {
     let _live = Live::new(&counts.events);
-    let started = watch::now();
-    let oldest = started.saturating_sub(max_event_age);
-    let mut stream = Box::pin(watch::events(client, &Scope::Namespace(namespace.clone())));
+    let resource = watch::resource_name(&watch::events_resource());
+    let scope = Scope::Namespace(namespace.clone());
+    let what = format!("events in {namespace}");
+    let mut cutoff = ListCutoff::new(max_event_age);
+    let mut backoff = Backoff::seeded(Policy::default());
+    let mut stream = Box::pin(watch::events(client, &scope));
     loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            next = stream.next() => next,
-        };
+        let next = watch::next_event(&mut stream, &mut backoff, &stop, &what).await;
         let (object, listed) = match next {
-            Some(Ok(watcher::Event::InitApply(o))) => (o, true),
-            Some(Ok(watcher::Event::Apply(o))) => (o, false),
-            Some(Ok(_)) => continue,
-            Some(Err(error)) => {
-                tracing::warn!(%error, %namespace, "event watch failed; retrying");
+            Next::Event { event, recovered } => {
+                if recovered {
+                    tracing::info!(%namespace, "event watch permitted again");
+                    refusals.remove(&resource, &scope);
+                }
+                match event {
+                    watcher::Event::Init => {
+                        cutoff.list_started(watch::now());
+                        continue;
+                    }
+                    watcher::Event::InitApply(o) => (o, true),
+                    watcher::Event::Apply(o) => (o, false),
+                    watcher::Event::InitDone | watcher::Event::Delete(_) => continue,
+                }
+            }
+            // Without its events a namespace traces nothing, and the refusal may be lifted (a
+            // Role created after the session): unlike an object watch, this one keeps trying at
+            // the longest delay, reported as refused until it is let in.
+            Next::GaveUp(_) if stop.is_cancelled() => return,
+            Next::GaveUp(code) => {
+                tracing::warn!(%namespace, code, "not permitted to watch events here; nothing in this namespace is traced until it is (grant get, list, watch on events.k8s.io events)");
+                refusals.add(Refusal {
+                    resource: resource.clone(),
+                    scope: scope.clone(),
+                    code,
+                });
                 continue;
             }
-            None => return,
+            Next::Stopped => return,
         };
         let decoded = serde_json::from_value::<WireObject>(watch::event_json(&object))
             .map_err(|e| e.to_string())
             .and_then(|w| w.into_event().map_err(|e| e.to_string()));
         let message = match decoded {
             Ok(event) if event.reporting_controller == OWN_CONTROLLER => continue,
-            // Listed events from before the watch started are history: replaying them after
-            // every restart would export old traces again.
-            Ok(event) if listed && event.last.at < oldest => continue,
+            // Listed events from before this (re)list's cut-off are history: replaying them
+            // after every restart or re-list would export old traces again.
+            Ok(event) if !cutoff.keeps(listed, event.last.at) => continue,
             Ok(event) => Input::Event(Box::new(event), watch::now()),
             Err(reason) => Input::Malformed(format!("event in {namespace}: {reason}")),
         };
@@ -248,6 +350,7 @@ async fn watch_events(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn watch_metadata(
     client: Client,
     resource: ApiResource,
@@ -255,51 +358,43 @@ async fn watch_metadata(
     scope: Scope,
     input: mpsc::Sender<Input>,
     counts: Arc<WatchCounts>,
+    refusals: Arc<Refusals>,
     stop: CancellationToken,
 ) {
     let _live = Live::new(&counts.metadata);
     tracing::info!(kind = %resource.kind, ?scope, "watching objects");
+    let what = format!("{} in {scope:?}", resource.kind);
+    let mut backoff = Backoff::seeded(Policy::default());
     let mut stream = watch::objects(client, &resource, namespaced, &scope);
     loop {
-        let next = tokio::select! {
-            _ = stop.cancelled() => return,
-            next = stream.next() => next,
-        };
-        let message = match next {
-            Some(Ok(watcher::Event::InitApply(o) | watcher::Event::Apply(o))) => {
-                decode(&resource, &o)
+        let event = match watch::next_event(&mut stream, &mut backoff, &stop, &what).await {
+            Next::Event { event, .. } => event,
+            Next::GaveUp(_) if stop.is_cancelled() => return,
+            Next::GaveUp(code) => {
+                // RBAC decides what the operator may follow (deploy/rbac.yaml); a refusal that
+                // lasted this long is no API server starting up. Owner chains stop at this kind.
+                tracing::warn!(kind = %resource.kind, ?scope, code, "not permitted to watch this kind; its objects are not followed (grant get, list, watch to trace through it)");
+                refusals.add(Refusal {
+                    resource: watch::resource_name(&resource),
+                    scope,
+                    code,
+                });
+                return;
             }
-            Some(Ok(watcher::Event::Delete(o))) => Input::Delete {
+            Next::Stopped => return,
+        };
+        let message = match event {
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => decode(&resource, &o),
+            watcher::Event::Delete(o) => Input::Delete {
                 namespace: o.metadata.namespace.clone().unwrap_or_default(),
                 uid: o.metadata.uid.clone().unwrap_or_default(),
                 at: watch::now(),
             },
-            Some(Ok(_)) => continue,
-            Some(Err(error)) if forbidden(&error) => {
-                // RBAC decides what the operator may follow (deploy/rbac.yaml); retrying a
-                // refusal forever would only fill the log. Owner chains stop at this kind.
-                tracing::warn!(kind = %resource.kind, ?scope, "not permitted to watch this kind; its objects are not followed (grant get, list, watch to trace through it)");
-                return;
-            }
-            Some(Err(error)) => {
-                tracing::warn!(%error, kind = %resource.kind, "metadata watch failed; retrying");
-                continue;
-            }
-            None => return,
+            watcher::Event::Init | watcher::Event::InitDone => continue,
         };
         if input.send(message).await.is_err() {
             return;
         }
-    }
-}
-
-fn forbidden(error: &watcher::Error) -> bool {
-    match error {
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
-        watcher::Error::WatchError(status) => status.code == 403,
-        _ => false,
     }
 }
 
@@ -311,5 +406,195 @@ fn decode(resource: &ApiResource, object: &Watched) -> Input {
     {
         Ok(meta) => Input::Upsert(Box::new(meta), watch::now()),
         Err(reason) => Input::Malformed(format!("{}: {reason}", resource.kind)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    type Reply = http::Response<http_body_util::Full<hyper::body::Bytes>>;
+
+    /// A client whose API server is `answer`: given the request number and the request, a reply,
+    /// or `None` to leave it pending (a watch that waits for changes).
+    fn fake_client(
+        answer: impl Fn(usize, &http::Request<kube::client::Body>) -> Option<Reply>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Client {
+        let answer = Arc::new(answer);
+        let count = Arc::new(AtomicUsize::new(0));
+        let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            let reply = answer(n, &request);
+            async move {
+                match reply {
+                    Some(reply) => Ok::<_, std::convert::Infallible>(reply),
+                    None => futures::future::pending().await,
+                }
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    fn reply(code: u16, body: serde_json::Value) -> Option<Reply> {
+        let mut reply = http::Response::new(http_body_util::Full::from(body.to_string()));
+        *reply.status_mut() = http::StatusCode::from_u16(code).expect("a status code");
+        Some(reply)
+    }
+
+    fn status(code: u16) -> Option<Reply> {
+        reply(
+            code,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "refused", "reason": "Forbidden", "code": code}),
+        )
+    }
+
+    /// Issue 12: an API server that has just restarted refuses the list twice; the watch waits
+    /// and lists again, and its object arrives, where it used to be dropped for good.
+    #[tokio::test]
+    async fn a_watch_refused_while_the_api_server_starts_delivers_once_let_in() {
+        let client = fake_client(|n, request| {
+            let query = request.uri().query().unwrap_or_default();
+            if n < 2 {
+                status(403)
+            } else if query.contains("watch=true") {
+                None
+            } else {
+                reply(
+                    200,
+                    serde_json::json!({"apiVersion": "apps/v1", "kind": "DeploymentList",
+                        "metadata": {"resourceVersion": "7"},
+                        "items": [{"metadata": {"name": "web", "namespace": "shop",
+                            "uid": "u-web", "generation": 3, "resourceVersion": "7"}}]}),
+                )
+            }
+        });
+        let (input, mut inputs) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "apps",
+            "v1",
+            "Deployment",
+        ));
+        let refusals = Arc::new(Refusals::default());
+        let counts = Arc::new(WatchCounts::default());
+        tokio::spawn(watch_metadata(
+            client,
+            resource,
+            true,
+            Scope::Namespace("shop".into()),
+            input,
+            counts.clone(),
+            refusals.clone(),
+            stop.clone(),
+        ));
+        // Two retries: at most 1 s and 2 s.
+        let got = tokio::time::timeout(Duration::from_secs(10), inputs.recv()).await;
+        match got {
+            Ok(Some(Input::Upsert(meta, _))) => assert_eq!(meta.uid, "u-web"),
+            other => panic!("expected the Deployment, got {other:?}"),
+        }
+        assert!(
+            refusals.list().is_empty(),
+            "a watch that recovers counts nothing"
+        );
+        assert_eq!(counts.metadata.load(Ordering::Relaxed), 1);
+        stop.cancel();
+    }
+
+    /// Issue 11: one namespace naming 10,000 bogus kinds leaves the others theirs.
+    #[tokio::test]
+    async fn a_namespace_naming_thousands_of_kinds_does_not_starve_the_others() {
+        // Discovery and lists are all refused: only the admission is under test.
+        let client = fake_client(|_, _| status(404));
+        let (input, _inputs) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let mut m = WatchManager::new(client, input, Duration::from_secs(120), stop.clone());
+        let covered: BTreeSet<String> = ["hostile", "shop"].map(String::from).into();
+        m.set_namespaces(&covered);
+        for i in 0..10_000 {
+            m.ensure_kind("example.com/v1", &format!("Bogus{i}"), "hostile");
+        }
+        m.ensure_kind("apps/v1", &"K".repeat(1 << 20), "shop");
+        m.ensure_kind("apps/v1", "Deploy/ment", "shop");
+        for (api_version, kind) in [
+            ("apps/v1", "Deployment"),
+            ("apps/v1", "ReplicaSet"),
+            ("v1", "Pod"),
+            ("batch/v1", "Job"),
+        ] {
+            m.ensure_kind(api_version, kind, "shop");
+            let key = (
+                "shop".to_string(),
+                api_version.to_string(),
+                kind.to_string(),
+            );
+            assert!(m.kinds.contains(&key), "{kind} not followed in shop");
+        }
+        assert_eq!(
+            m.kinds_rejected(),
+            [
+                ("invalid_name", 2),
+                ("namespace_budget", 10_000 - 64),
+                ("global_budget", 0)
+            ]
+        );
+        // A namespace given up returns its budget.
+        m.set_namespaces(&["shop".to_string()].into());
+        m.set_namespaces(&covered);
+        m.ensure_kind("example.com/v1", "Bogus1", "hostile");
+        assert!(m.kinds.contains(&(
+            "hostile".to_string(),
+            "example.com/v1".to_string(),
+            "Bogus1".to_string()
+        )));
+        stop.cancel();
+    }
+
+    fn at(minutes: i64) -> Timestamp {
+        Timestamp::from_unix_nanos(1_800_000_000_000_000_000 + minutes * 60_000_000_000)
+    }
+
+    /// An idle namespace's watch: listed at minute 0, a live event at 5, the watch expires and
+    /// lists again at minute 10 (the same events, and one new since), and again at 20.
+    #[test]
+    fn each_relist_takes_its_own_cutoff() {
+        let mut cutoff = ListCutoff::new(Duration::from_secs(120));
+        cutoff.list_started(at(0));
+        let old = at(-30);
+        let recent = at(-1);
+        assert!(
+            !cutoff.keeps(true, old),
+            "older than the first list's cut-off"
+        );
+        assert!(cutoff.keeps(true, recent));
+        let live = at(5);
+        assert!(cutoff.keeps(false, live), "delivered live");
+
+        cutoff.list_started(at(10));
+        // The first list kept `recent` and the watch delivered `live`: both are history now.
+        for (name, time) in [("old", old), ("recent", recent), ("live", live)] {
+            assert!(!cutoff.keeps(true, time), "{name} re-sent by the re-list");
+        }
+        assert!(
+            cutoff.keeps(true, at(9)),
+            "younger than max age at the re-list"
+        );
+
+        cutoff.list_started(at(20));
+        assert!(!cutoff.keeps(true, at(9)));
+        assert!(cutoff.keeps(true, at(19)));
+        // Live events are news whatever their time.
+        assert!(cutoff.keeps(false, old));
+    }
+
+    #[test]
+    fn nothing_is_cut_before_a_list_starts() {
+        let cutoff = ListCutoff::new(Duration::from_secs(120));
+        assert!(cutoff.keeps(true, at(-1000)));
     }
 }

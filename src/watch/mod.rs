@@ -3,14 +3,21 @@
 //! what eventspan keeps.
 
 pub mod kinds;
+pub mod retry;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
 
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta as KubeMeta;
 use kube::api::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::core::GroupVersionKind;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use retry::{Backoff, Decision, Failure};
 
 use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
@@ -46,14 +53,14 @@ where
     }
 }
 
-/// A watch of Events in `scope`, with kube's default backoff on errors.
+/// A watch of Events in `scope`. Errors come through as they are: [`next_event`] retries them.
 pub fn events(
     client: Client,
     scope: &Scope,
 ) -> impl futures::Stream<Item = Result<watcher::Event<DynamicObject>, watcher::Error>> + Send + use<>
 {
     let api: Api<DynamicObject> = api(client, &events_resource(), true, scope);
-    watcher(api, watcher::Config::default()).default_backoff()
+    watcher(api, watcher::Config::default())
 }
 
 /// An Event as JSON with its `apiVersion` and `kind` (list responses leave them out of items),
@@ -110,8 +117,9 @@ fn map_event<A, B>(event: watcher::Event<A>, f: impl Fn(A) -> B) -> watcher::Eve
     }
 }
 
-/// A watch of one kind in `scope`, with kube's default backoff on errors: metadata-only, or
-/// whole objects reduced at once to [`Watched`] for the kinds whose progress is followed.
+/// A watch of one kind in `scope`: metadata-only, or whole objects reduced at once to [`Watched`]
+/// for the kinds whose progress is followed. Errors come through as they are: [`next_event`]
+/// retries them.
 pub fn objects(
     client: Client,
     ar: &ApiResource,
@@ -121,13 +129,11 @@ pub fn objects(
     if status::tracks(&ar.kind) {
         let api: Api<DynamicObject> = api(client, ar, namespaced, scope);
         watcher(api, watcher::Config::default())
-            .default_backoff()
             .map_ok(|e| map_event(e, Watched::from_object))
             .boxed()
     } else {
         let api: Api<PartialObjectMeta<DynamicObject>> = api(client, ar, namespaced, scope);
         watcher(api, watcher::Config::default())
-            .default_backoff()
             .map_ok(|e| map_event(e, Watched::from_metadata))
             .boxed()
     }
@@ -160,4 +166,243 @@ pub fn slim_object(ar: &ApiResource, object: &Watched) -> Value {
         value["status"] = serde_json::to_value(status).expect("serialises");
     }
     value
+}
+
+/// What [`next_event`] got.
+pub enum Next<K> {
+    /// An event; `recovered` if the watch had been given up (and its refusal reported) before.
+    Event {
+        event: watcher::Event<K>,
+        recovered: bool,
+    },
+    /// The API server kept refusing (this code) for the policy's give-up time.
+    GaveUp(u16),
+    /// `stop` was cancelled, or the stream ended.
+    Stopped,
+}
+
+/// The next event of a watch. Errors are retried under `backoff`, sleeping here (the streams
+/// above have no backoff of their own, so this is the only one); the first error of a run is a
+/// warning, the retries after it are debug lines, so a long outage does not fill the log.
+pub async fn next_event<K, S>(
+    stream: &mut S,
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+    what: &str,
+) -> Next<K>
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
+{
+    loop {
+        let next = tokio::select! {
+            _ = stop.cancelled() => return Next::Stopped,
+            next = stream.next() => next,
+        };
+        let error = match next {
+            Some(Ok(event)) => {
+                let recovered = backoff.succeeded();
+                return Next::Event { event, recovered };
+            }
+            Some(Err(error)) => error,
+            None => return Next::Stopped,
+        };
+        let first = backoff.failures() == 0;
+        match backoff.failed(Instant::now(), Failure::of_watcher(&error)) {
+            Decision::Retry(delay) => {
+                if first {
+                    tracing::warn!(%error, %what, ?delay, "watch failed; retrying");
+                } else {
+                    tracing::debug!(%error, %what, ?delay, "watch failed again; retrying");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return Next::Stopped,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Decision::GiveUp(code) => return Next::GaveUp(code),
+        }
+    }
+}
+
+/// How a refused resource is named: `plural.group` as RBAC rules name it (`deployments.apps`,
+/// `pods`), or `Kind.group` for a kind discovery never resolved (its plural is unknown).
+pub fn resource_name(ar: &ApiResource) -> String {
+    if ar.group.is_empty() {
+        ar.plural.clone()
+    } else {
+        format!("{}.{}", ar.plural, ar.group)
+    }
+}
+
+/// `Kind.group` (`Kind` in the core group): the name of a kind discovery never resolved, whose
+/// plural is unknown.
+pub fn unresolved_name(api_version: &str, kind: &str) -> String {
+    let group = kinds::gvk(api_version, kind).group;
+    if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    }
+}
+
+/// A watch given up because the API server kept refusing it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Refusal {
+    /// See [`resource_name`].
+    pub resource: String,
+    pub scope: Scope,
+    /// 401, 403 or 404.
+    pub code: u16,
+}
+
+/// The watches given up, shared by the watch tasks and whoever reports them (metrics, a status
+/// condition naming the missing permission). A watch that recovers is taken off.
+#[derive(Default, Debug)]
+pub struct Refusals(std::sync::Mutex<BTreeSet<Refusal>>);
+
+impl Refusals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Refusal>> {
+        // A panic elsewhere while holding it leaves a set still worth reading.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn add(&self, refusal: Refusal) {
+        self.lock().insert(refusal);
+    }
+
+    pub fn remove(&self, resource: &str, scope: &Scope) {
+        self.lock()
+            .retain(|r| !(r.resource == resource && r.scope == *scope));
+    }
+
+    /// Forgets the refusals of a namespace no longer watched.
+    pub fn forget_namespace(&self, namespace: &str) {
+        self.lock()
+            .retain(|r| !matches!(&r.scope, Scope::Namespace(n) if n == namespace));
+    }
+
+    pub fn list(&self) -> Vec<Refusal> {
+        self.lock().iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Item = Result<watcher::Event<()>, watcher::Error>;
+
+    fn refused(code: u16) -> Item {
+        Err(watcher::Error::InitialListFailed(kube::Error::Api(
+            Box::new(kube::core::Status::failure("refused", "Forbidden").with_code(code)),
+        )))
+    }
+
+    /// Milliseconds instead of seconds: the shell sleeps for real.
+    fn quick() -> Backoff {
+        Backoff::new(
+            retry::Policy {
+                first: std::time::Duration::from_millis(1),
+                max: std::time::Duration::from_millis(4),
+                give_up_after: std::time::Duration::from_millis(100),
+            },
+            1,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_watch_refused_while_the_api_server_starts_carries_on() {
+        let mut stream = futures::stream::iter([
+            refused(403),
+            refused(403),
+            refused(401),
+            Ok(watcher::Event::Init),
+        ]);
+        let (mut backoff, stop) = (quick(), CancellationToken::new());
+        match next_event(&mut stream, &mut backoff, &stop, "test").await {
+            Next::Event {
+                event: watcher::Event::Init,
+                recovered: false,
+            } => {}
+            _ => panic!("expected the list to start, with nothing to withdraw"),
+        }
+        assert_eq!(backoff.failures(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_persists_is_given_up_and_a_later_success_says_so() {
+        let mut stream = futures::stream::repeat_with(|| refused(403))
+            // At least 2 ms apart after the third: well past the 100 ms give-up.
+            .take(150)
+            .chain(futures::stream::iter([Ok(watcher::Event::Init)]));
+        let (mut backoff, stop) = (quick(), CancellationToken::new());
+        let started = Instant::now();
+        assert!(matches!(
+            next_event(&mut stream, &mut backoff, &stop, "test").await,
+            Next::GaveUp(403)
+        ));
+        assert!(started.elapsed() >= std::time::Duration::from_millis(100));
+        // An Event watch keeps asking after a give-up: when it is let in, it says so.
+        match next_event(&mut stream, &mut backoff, &stop, "test").await {
+            Next::Event { recovered, .. } => assert!(recovered),
+            Next::GaveUp(_) => panic!("given up twice"),
+            Next::Stopped => panic!("stream ended early"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retrying_watch_stops_when_told() {
+        let mut stream =
+            futures::stream::repeat_with(|| Item::Err(watcher::Error::NoResourceVersion));
+        let mut backoff = Backoff::new(retry::Policy::default(), 1);
+        let stop = CancellationToken::new();
+        let stopper = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            stopper.cancel();
+        });
+        let started = Instant::now();
+        assert!(matches!(
+            next_event(&mut stream, &mut backoff, &stop, "test").await,
+            Next::Stopped
+        ));
+        // Cancelled in its sleep (about a second long by then), not after it.
+        assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    }
+
+    #[test]
+    fn refused_resources_are_named_as_rbac_names_them() {
+        let deployments = ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment"));
+        assert_eq!(resource_name(&deployments), "deployments.apps");
+        let pods = ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Pod"));
+        assert_eq!(resource_name(&pods), "pods");
+        assert_eq!(resource_name(&events_resource()), "events.events.k8s.io");
+        assert_eq!(
+            unresolved_name("argoproj.io/v1alpha1", "Rollout"),
+            "Rollout.argoproj.io"
+        );
+        assert_eq!(unresolved_name("", "Service"), "Service");
+    }
+
+    #[test]
+    fn refusals_are_withdrawn_and_forgotten_with_their_namespace() {
+        let refusals = Refusals::default();
+        let refusal = |resource: &str, ns: &str| Refusal {
+            resource: resource.into(),
+            scope: Scope::Namespace(ns.into()),
+            code: 403,
+        };
+        refusals.add(refusal("services", "shop"));
+        refusals.add(refusal("services", "shop"));
+        refusals.add(refusal("services", "payments"));
+        refusals.add(refusal("events.events.k8s.io", "shop"));
+        assert_eq!(refusals.list().len(), 3);
+        refusals.remove("events.events.k8s.io", &Scope::Namespace("shop".into()));
+        assert_eq!(
+            refusals.list(),
+            [refusal("services", "payments"), refusal("services", "shop")]
+        );
+        refusals.forget_namespace("shop");
+        assert_eq!(refusals.list(), [refusal("services", "payments")]);
+    }
 }
