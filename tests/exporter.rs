@@ -783,7 +783,10 @@ async fn grpc_to_a_denied_destination_is_refused_too() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
+            .add_service(
+                TraceServiceServer::new(receiver.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     for url in [

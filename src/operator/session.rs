@@ -578,6 +578,7 @@ mod tests {
     fn trace_links_must_be_http_urls() {
         for bad in [
             "javascript:alert(1)//{traceId}",
+            "ftp://jaeger/trace/{traceId}",
             "file:///etc/{traceId}",
             "//jaeger/{traceId}",
             "http:///{traceId}",
