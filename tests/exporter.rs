@@ -882,3 +882,46 @@ fn status_text(stats: eventspan::export::ExporterStats) -> String {
     let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
     serde_json::to_string(&compose(&verdict, Some(&runtime), &now)).unwrap()
 }
+
+#[tokio::test]
+async fn tls_and_timeout_failures_read_as_fixed_words() {
+    // https:// to a plain-HTTP receiver: the TLS handshake fails.
+    let receiver = HttpReceiver::default();
+    let addr = receiver.clone().serve().await;
+    let tls = Exporter::start(
+        spec(Protocol::HttpProtobuf, format!("https://{addr}/v1/traces")),
+        fast(),
+    )
+    .unwrap();
+    tls.offer(spans()[0].clone());
+    eventually("the TLS failure", || tls.stats().errors > 0).await;
+    assert_eq!(
+        tls.stats().last_error.as_deref(),
+        Some("TLS handshake failed")
+    );
+    tls.shutdown(Duration::ZERO).await;
+    // A receiver that accepts and never answers: the request times out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let slow = Exporter::start(
+        ExporterSpec {
+            timeout: Duration::from_millis(200),
+            ..spec(
+                Protocol::HttpProtobuf,
+                format!("http://{silent_addr}/v1/traces"),
+            )
+        },
+        fast(),
+    )
+    .unwrap();
+    slow.offer(spans()[0].clone());
+    eventually("the timeout", || slow.stats().errors > 0).await;
+    assert_eq!(slow.stats().last_error.as_deref(), Some("timed out"));
+    slow.shutdown(Duration::ZERO).await;
+}

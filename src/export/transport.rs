@@ -350,14 +350,6 @@ fn connection_failure(error: &(dyn std::error::Error + 'static)) -> Option<&'sta
             return Some("TLS handshake failed");
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            // tokio-rustls reports TLS failures as io::Errors wrapping the rustls error, which
-            // io::Error's `source` skips.
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return Some("TLS handshake failed");
-            }
             match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => return Some("connection refused"),
                 std::io::ErrorKind::TimedOut => return Some("timed out"),
@@ -366,6 +358,13 @@ fn connection_failure(error: &(dyn std::error::Error + 'static)) -> Option<&'sta
                 | std::io::ErrorKind::BrokenPipe
                 | std::io::ErrorKind::UnexpectedEof => return Some("connection reset"),
                 _ => {}
+            }
+            // An io::Error's `source` skips the error it wraps, and that may be the answer:
+            // tokio-rustls reports a failed handshake as io::Error(Other,
+            // io::Error(InvalidData, rustls::Error)).
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
             }
         }
         next = e.source();
