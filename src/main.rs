@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use eventspan::engine::EngineConfig;
+use eventspan::export::policy::Entry;
 
 /// The engine and replay allocate many small, short-lived strings and spans, which mimalloc
 /// serves faster than the system allocator; the benches use it too, so their figures are the
@@ -82,6 +83,35 @@ struct RunArgs {
     /// The longest wait between retries of a failing export.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     exporter_max_backoff: Duration,
+    /// Exporters may connect only where one of these matches: a CIDR (`10.0.0.0/8`), an IP, a
+    /// host name or `*.suffix`; repeat (or separate with commas) for several. Default: anywhere
+    /// not denied.
+    #[arg(
+        long = "exporter-allow",
+        env = "EVENTSPAN_EXPORTER_ALLOW",
+        value_delimiter = ','
+    )]
+    exporter_allow: Vec<Entry>,
+    /// Exporters may never connect where one of these matches (same forms as
+    /// `--exporter-allow`); deny wins over allow. Checked for every address a name resolves to.
+    #[arg(
+        long = "exporter-deny",
+        env = "EVENTSPAN_EXPORTER_DENY",
+        value_delimiter = ','
+    )]
+    exporter_deny: Vec<Entry>,
+    /// Also deny the built-in destinations: link-local 169.254.0.0/16 and fe80::/10,
+    /// fd00:ec2::254, metadata.google.internal, metadata.goog (cloud metadata services).
+    #[arg(
+        long,
+        env = "EVENTSPAN_EXPORTER_DEFAULT_DENY",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    exporter_default_deny: bool,
+    /// Send headers from Secrets (`headersFrom`) to http:// endpoints too, in the clear.
+    #[arg(long, env = "EVENTSPAN_ALLOW_PLAINTEXT_SECRET_HEADERS")]
+    allow_plaintext_secret_headers: bool,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -173,6 +203,11 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
+    let destinations = std::sync::Arc::new(eventspan::export::DestinationPolicy::new(
+        args.exporter_allow,
+        args.exporter_deny,
+        args.exporter_default_deny,
+    ));
     let options = eventspan::operator::run::RunOptions {
         namespace: args.namespace,
         admin_namespaces,
@@ -188,7 +223,12 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         exporters: eventspan::export::ExporterSettings {
             queue_capacity: args.exporter_queue,
             max_backoff: args.exporter_max_backoff,
+            destinations: destinations.clone(),
             ..Default::default()
+        },
+        exporter_policy: eventspan::operator::session::ExporterPolicy {
+            destinations,
+            allow_plaintext_secret_headers: args.allow_plaintext_secret_headers,
         },
         max_event_age: args.max_event_age,
     };

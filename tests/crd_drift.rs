@@ -38,3 +38,21 @@ fn crd_carries_status_printer_columns_and_validation() {
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
     assert_eq!(crd["spec"]["names"]["shortNames"][0], "ts");
 }
+
+#[test]
+fn trace_links_are_restricted_to_http_by_the_schema() {
+    let yaml = eventspan::operator::crd::crd_yaml();
+    let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    let rules = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["traceUrlTemplate"]["x-kubernetes-validations"];
+    let rules: Vec<&str> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert!(
+        rules.contains(&r"self.matches('^https?://[^/?#\\s]+')"),
+        "{rules:?}"
+    );
+}

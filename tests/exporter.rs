@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, post};
 use eventspan::engine::model::FinishedSpan;
-use eventspan::export::{Exporter, ExporterSettings, ExporterSpec, Protocol};
+use eventspan::export::{
+    DestinationPolicy, Exporter, ExporterSettings, ExporterSpec, NOT_PERMITTED, Protocol,
+};
 use eventspan::otlp::SpanShape;
 use eventspan::otlp::shape::{ParentTraceMode, ServiceNaming, TraceIdFormat};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -68,6 +70,9 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// A scripted answer: HTTP status and an optional `Retry-After` value.
 type Answer = (u16, Option<&'static str>);
 
+/// What an internal service might answer: it must never reach a tenant's status.
+const SECRET_BODY: &str = "internal-token=hunter2-from-the-metadata-service";
+
 /// An OTLP/HTTP receiver whose answers a test scripts: each request pops a status (200 when none
 /// is left), records what it got.
 #[derive(Clone, Default)]
@@ -99,7 +104,7 @@ impl HttpReceiver {
         self.requests.fetch_add(1, Ordering::SeqCst);
         let next = self.script.lock().unwrap().pop();
         if let Some((status, retry_after)) = next.filter(|(s, _)| *s != 200) {
-            let mut response = (StatusCode::from_u16(status).unwrap(), "busy").into_response();
+            let mut response = (StatusCode::from_u16(status).unwrap(), SECRET_BODY).into_response();
             if let Some(after) = retry_after {
                 response
                     .headers_mut()
@@ -259,6 +264,11 @@ async fn a_dead_endpoint_never_blocks_and_memory_stays_bounded() {
     );
     eventually("failures seen", || exporter.stats().errors > 0).await;
     let stats = exporter.stats();
+    assert_eq!(
+        stats.last_error.as_deref(),
+        Some("connection refused"),
+        "{stats:?}"
+    );
     assert!(stats.queued <= 100, "queue bounded: {stats:?}");
     assert!(
         stats.dropped >= (50 * spans.len() - 110) as u64,
@@ -664,4 +674,254 @@ fn hex_bytes(hex: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
+}
+
+/// A policy denying loopback, as `--exporter-deny 127.0.0.0/8 --exporter-deny ::1` makes it.
+fn deny_loopback() -> ExporterSettings {
+    ExporterSettings {
+        destinations: Arc::new(DestinationPolicy::new(
+            vec![],
+            vec!["127.0.0.0/8".parse().unwrap(), "::1".parse().unwrap()],
+            true,
+        )),
+        ..fast()
+    }
+}
+
+/// Offers 5 spans to an exporter that the policy stops, and checks the refusal: nothing
+/// reached the receiver, the batch was dropped at the first attempt (no retry), and what status
+/// reads says only "destination not permitted".
+async fn assert_refused(exporter: Exporter, reached: impl Fn() -> usize) {
+    for s in &spans()[..5] {
+        exporter.offer(s.clone());
+    }
+    eventually("the refusal counted", || exporter.stats().dropped == 5).await;
+    // Longer than the backoff: a retry would show as a second error.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(reached(), 0, "nothing may reach a denied destination");
+    assert_eq!(
+        (stats.errors, stats.refused, stats.dropped, stats.exported),
+        (1, 1, 5, 0),
+        "one attempt, refused, not retried: {stats:?}"
+    );
+    assert!(!stats.healthy && stats.not_permitted, "{stats:?}");
+    assert_eq!(stats.last_error.as_deref(), Some(NOT_PERMITTED));
+}
+
+#[tokio::test]
+async fn a_denied_destination_is_refused_at_connect_by_address_and_by_name() {
+    let receiver = HttpReceiver::default();
+    let addr = receiver.clone().serve().await;
+    // An IP literal (the connector checks it) and a name (checked once resolved: localhost is
+    // not denied as a name, only its addresses are).
+    for url in [
+        format!("http://{addr}/v1/traces"),
+        format!("http://localhost:{}/v1/traces", addr.port()),
+    ] {
+        let exporter =
+            Exporter::start(spec(Protocol::HttpProtobuf, url.clone()), deny_loopback()).unwrap();
+        let requests = receiver.requests.clone();
+        assert_refused(exporter, move || requests.load(Ordering::SeqCst)).await;
+    }
+    // The same receiver, under the default policy (loopback permitted): delivered.
+    let exporter = Exporter::start(
+        spec(
+            Protocol::HttpProtobuf,
+            format!("http://localhost:{}/v1/traces", addr.port()),
+        ),
+        fast(),
+    )
+    .unwrap();
+    for s in &spans()[..5] {
+        exporter.offer(s.clone());
+    }
+    eventually("delivered where permitted", || {
+        receiver.spans.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    assert_eq!((stats.exported, stats.refused), (5, 0));
+}
+
+#[tokio::test]
+async fn an_allow_list_admits_only_what_it_names() {
+    let receiver = HttpReceiver::default();
+    let addr = receiver.clone().serve().await;
+    let only = |entries: &[&str]| ExporterSettings {
+        destinations: Arc::new(DestinationPolicy::new(
+            entries.iter().map(|e| e.parse().unwrap()).collect(),
+            vec![],
+            true,
+        )),
+        ..fast()
+    };
+    let url = format!("http://localhost:{}/v1/traces", addr.port());
+    let outside = Exporter::start(
+        spec(Protocol::HttpProtobuf, url.clone()),
+        only(&["10.0.0.0/8", "*.corp.example"]),
+    )
+    .unwrap();
+    let requests = receiver.requests.clone();
+    assert_refused(outside, move || requests.load(Ordering::SeqCst)).await;
+    // Admitted by name; localhost's addresses are not denied.
+    let by_name = Exporter::start(spec(Protocol::HttpProtobuf, url), only(&["localhost"])).unwrap();
+    for s in &spans()[..5] {
+        by_name.offer(s.clone());
+    }
+    eventually("delivered to the allowed name", || {
+        receiver.spans.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    by_name.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn grpc_to_a_denied_destination_is_refused_too() {
+    let receiver = GrpcReceiver::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                TraceServiceServer::new(receiver.clone())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    for url in [
+        format!("http://{addr}"),
+        format!("http://localhost:{}", addr.port()),
+    ] {
+        let exporter = Exporter::start(spec(Protocol::Grpc, url), deny_loopback()).unwrap();
+        let spans = receiver.spans.clone();
+        assert_refused(exporter, move || spans.load(Ordering::SeqCst)).await;
+    }
+}
+
+#[tokio::test]
+async fn error_bodies_never_reach_the_status() {
+    let receiver = HttpReceiver::default();
+    *receiver.script.lock().unwrap() = vec![(500, None)];
+    let addr = receiver.clone().serve().await;
+    let exporter = Exporter::start(
+        spec(Protocol::HttpProtobuf, format!("http://{addr}/v1/traces")),
+        fast(),
+    )
+    .unwrap();
+    for s in &spans()[..5] {
+        exporter.offer(s.clone());
+    }
+    eventually("the 500 counted", || exporter.stats().dropped == 5).await;
+    let stats = exporter.stats();
+    assert_eq!(stats.last_error.as_deref(), Some("HTTP 500"), "{stats:?}");
+    let status = status_text(stats);
+    assert!(status.contains("test: HTTP 500"), "{status}");
+    assert!(!status.contains("hunter2"), "the body leaked: {status}");
+}
+
+/// A gRPC receiver that fails every export with a message of its own.
+struct Failing(tonic::Code);
+
+#[tonic::async_trait]
+impl TraceService for Failing {
+    async fn export(
+        &self,
+        _: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        Err(tonic::Status::new(self.0, SECRET_BODY))
+    }
+}
+
+#[tokio::test]
+async fn grpc_status_messages_never_reach_the_status() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                TraceServiceServer::new(Failing(tonic::Code::PermissionDenied))
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let exporter = Exporter::start(spec(Protocol::Grpc, format!("http://{addr}")), fast()).unwrap();
+    for s in &spans()[..5] {
+        exporter.offer(s.clone());
+    }
+    eventually("the refusal counted", || exporter.stats().dropped == 5).await;
+    let stats = exporter.stats();
+    assert_eq!(
+        stats.last_error.as_deref(),
+        Some("gRPC PERMISSION_DENIED"),
+        "{stats:?}"
+    );
+    let status = status_text(stats);
+    assert!(!status.contains("hunter2"), "the message leaked: {status}");
+}
+
+/// The session status the operator would write for one exporter with these stats, as JSON.
+fn status_text(stats: eventspan::export::ExporterStats) -> String {
+    use eventspan::operator::status::{CarriedTraces, Counts, Verdict, compose};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let verdict = Verdict {
+        generation: 1,
+        phase: eventspan::operator::crd::Phase::Active,
+        ready: Ok(("Active".into(), "tracing shop".into())),
+        started_at: None,
+        trace_url_template: None,
+        baseline: Counts::default(),
+        carried: CarriedTraces::default(),
+        max_recent_traces: 10,
+        previous_conditions: vec![],
+    };
+    let runtime = eventspan::operator::hub::SessionSnapshot {
+        exporters: vec![("test".into(), stats)],
+        ..Default::default()
+    };
+    let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    serde_json::to_string(&compose(&verdict, Some(&runtime), &now)).unwrap()
+}
+
+#[tokio::test]
+async fn tls_and_timeout_failures_read_as_fixed_words() {
+    // https:// to a plain-HTTP receiver: the TLS handshake fails.
+    let receiver = HttpReceiver::default();
+    let addr = receiver.clone().serve().await;
+    let tls = Exporter::start(
+        spec(Protocol::HttpProtobuf, format!("https://{addr}/v1/traces")),
+        fast(),
+    )
+    .unwrap();
+    tls.offer(spans()[0].clone());
+    eventually("the TLS failure", || tls.stats().errors > 0).await;
+    assert_eq!(
+        tls.stats().last_error.as_deref(),
+        Some("TLS handshake failed")
+    );
+    tls.shutdown(Duration::ZERO).await;
+    // A receiver that accepts and never answers: the request times out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let slow = Exporter::start(
+        ExporterSpec {
+            timeout: Duration::from_millis(200),
+            ..spec(
+                Protocol::HttpProtobuf,
+                format!("http://{silent_addr}/v1/traces"),
+            )
+        },
+        fast(),
+    )
+    .unwrap();
+    slow.offer(spans()[0].clone());
+    eventually("the timeout", || slow.stats().errors > 0).await;
+    assert_eq!(slow.stats().last_error.as_deref(), Some("timed out"));
+    slow.shutdown(Duration::ZERO).await;
 }

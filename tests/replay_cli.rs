@@ -150,3 +150,23 @@ fn multi_document_yaml_is_read_like_json() {
     let from_json = eventspan(&["replay"], Some(&scenario("job.jsonl")));
     assert_eq!(text(&from_yaml.stdout), text(&from_json.stdout));
 }
+
+#[test]
+fn a_bad_destination_entry_stops_the_operator_before_it_starts() {
+    let out = eventspan(&["run", "--exporter-deny", "10.1.0.0/8"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--exporter-deny") && err.contains("the network is 10.0.0.0/8"),
+        "{err}"
+    );
+    // From the environment, comma-separated, as the Deployment would set it.
+    let out = Command::new(env!("CARGO_BIN_EXE_eventspan"))
+        .arg("run")
+        .env("EVENTSPAN_EXPORTER_ALLOW", "10.0.0.0/8,*.corp*.example")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("\"*.corp*.example\""), "{err}");
+}

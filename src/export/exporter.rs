@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::policy::DestinationPolicy;
 use super::queue::SpanQueue;
 use super::transport::{ExporterSpec, Request, Transport, TransportError};
 use crate::engine::model::FinishedSpan;
@@ -26,6 +27,8 @@ pub struct ExporterSettings {
     pub max_backoff: Duration,
     /// A batch that could not be delivered for this long is dropped (and counted).
     pub max_retry: Duration,
+    /// Where exporters may connect (the operator's `--exporter-allow`/`--exporter-deny`).
+    pub destinations: Arc<DestinationPolicy>,
 }
 
 impl Default for ExporterSettings {
@@ -37,6 +40,7 @@ impl Default for ExporterSettings {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             max_retry: Duration::from_secs(300),
+            destinations: Arc::new(DestinationPolicy::default()),
         }
     }
 }
@@ -49,11 +53,17 @@ pub struct ExporterStats {
     pub dropped: u64,
     /// Failed send attempts.
     pub errors: u64,
+    /// Send attempts the destination policy refused (counted in `errors` too).
+    pub refused: u64,
+    /// The last failure was a refusal by the destination policy (while unhealthy).
+    pub not_permitted: bool,
     /// Spans the receiver accepted the request of but rejected (OTLP partial success).
     pub rejected: u64,
     pub queued: u64,
     /// The last attempt succeeded (or none was made yet).
     pub healthy: bool,
+    /// The last failure, in the fixed words of [`super::TransportError`]'s `Display` (status
+    /// shows it to the tenant): never a response body or an address.
     pub last_error: Option<String>,
     /// Latency of successful span exports.
     pub latency: LatencyHistogram,
@@ -84,6 +94,7 @@ impl ExporterStats {
         self.exported += other.exported;
         self.dropped += other.dropped;
         self.errors += other.errors;
+        self.refused += other.refused;
         self.rejected += other.rejected;
         self.logs_exported += other.logs_exported;
         self.logs_dropped += other.logs_dropped;
@@ -95,8 +106,10 @@ struct Counters {
     exported: AtomicU64,
     dropped: AtomicU64,
     errors: AtomicU64,
+    refused: AtomicU64,
     rejected: AtomicU64,
     unhealthy: AtomicBool,
+    not_permitted: AtomicBool,
     last_error: Mutex<Option<String>>,
     latency: Mutex<LatencyHistogram>,
 }
@@ -129,7 +142,7 @@ impl Track {
         signal: Signal,
         stop: &CancellationToken,
     ) -> Result<Track, TransportError> {
-        let transport = Transport::new(spec)?;
+        let transport = Transport::new(spec, &settings.destinations)?;
         let queue = Arc::new(SpanQueue::new(settings.queue_capacity));
         let counters = Arc::new(Counters::default());
         let task = tokio::spawn(
@@ -141,6 +154,7 @@ impl Track {
                 stop: stop.clone(),
                 signal,
                 shape: spec.shape.clone(),
+                name: spec.name.clone(),
             }
             .run(),
         );
@@ -158,9 +172,12 @@ impl Track {
             exported: c.exported.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed) + self.queue.dropped.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             queued: self.queue.len() as u64,
             healthy: !c.unhealthy.load(Ordering::Relaxed),
+            not_permitted: c.unhealthy.load(Ordering::Relaxed)
+                && c.not_permitted.load(Ordering::Relaxed),
             last_error: c.last_error.lock().expect("stats lock").clone(),
             latency: c.latency.lock().expect("stats lock").clone(),
             ..Default::default()
@@ -221,9 +238,11 @@ impl Exporter {
             stats.logs_dropped = logs.dropped + logs.rejected;
             stats.logs_queued = logs.queued;
             stats.errors += logs.errors;
+            stats.refused += logs.refused;
             if !logs.healthy {
                 if stats.healthy {
                     stats.last_error = logs.last_error.map(|e| format!("logs: {e}"));
+                    stats.not_permitted = logs.not_permitted;
                 }
                 stats.healthy = false;
             }
@@ -271,6 +290,8 @@ struct Sender {
     stop: CancellationToken,
     signal: Signal,
     shape: SpanShape,
+    /// The exporter's name, for the log.
+    name: String,
 }
 
 enum Outcome {
@@ -333,12 +354,18 @@ impl Sender {
                 );
                 c.rejected.fetch_add(*rejected, Ordering::Relaxed);
                 c.unhealthy.store(false, Ordering::Relaxed);
+                c.not_permitted.store(false, Ordering::Relaxed);
                 if self.signal == Signal::Traces {
                     c.observe_latency(started.elapsed());
                 }
             }
             Err(e) => {
                 c.errors.fetch_add(1, Ordering::Relaxed);
+                if e.is_not_permitted() {
+                    c.refused.fetch_add(1, Ordering::Relaxed);
+                }
+                c.not_permitted
+                    .store(e.is_not_permitted(), Ordering::Relaxed);
                 c.unhealthy.store(true, Ordering::Relaxed);
                 *c.last_error.lock().expect("stats lock") = Some(e.to_string());
             }
@@ -347,7 +374,15 @@ impl Sender {
     }
 
     async fn send_once(&mut self, batch: Vec<Arc<FinishedSpan>>) {
-        if self.attempt(&batch).await.is_err() {
+        if let Err(error) = self.attempt(&batch).await {
+            tracing::warn!(
+                exporter = %self.name,
+                signal = ?self.signal,
+                %error,
+                detail = error.detail(),
+                spans = batch.len(),
+                "export failed while stopping; dropping the batch"
+            );
             self.counters
                 .dropped
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -361,20 +396,28 @@ impl Sender {
             let wait = match self.attempt(&batch).await {
                 Ok(()) => return Outcome::Done,
                 Err(TransportError::Retryable {
-                    message,
+                    detail,
                     retry_after,
+                    ..
                 }) if first.elapsed() < self.settings.max_retry => {
                     // Retry-After is honoured, but never past the batch's retry budget.
                     let budget_left = self.settings.max_retry.saturating_sub(first.elapsed());
                     let wait = retry_after
                         .unwrap_or_else(|| jittered(backoff))
                         .min(budget_left);
-                    tracing::debug!(%message, ?wait, "export failed; retrying");
+                    tracing::debug!(exporter = %self.name, signal = ?self.signal, %detail, ?wait, "export failed; retrying");
                     backoff = (backoff * 2).min(self.settings.max_backoff);
                     wait
                 }
                 Err(error) => {
-                    tracing::warn!(%error, spans = batch.len(), "export failed; dropping the batch");
+                    tracing::warn!(
+                        exporter = %self.name,
+                        signal = ?self.signal,
+                        %error,
+                        detail = error.detail(),
+                        spans = batch.len(),
+                        "export failed; dropping the batch"
+                    );
                     self.counters
                         .dropped
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -5,9 +5,11 @@
 //! retryable failures with exponential backoff (honouring `Retry-After`) for a bounded time.
 
 mod exporter;
+pub mod policy;
 mod queue;
 mod tls;
 mod transport;
 
 pub use exporter::{Exporter, ExporterSettings, ExporterStats, LATENCY_BUCKETS, LatencyHistogram};
-pub use transport::{ExporterSpec, Protocol, TransportError};
+pub use policy::{DestinationPolicy, NotPermitted};
+pub use transport::{ExporterSpec, NOT_PERMITTED, Protocol, TransportError};

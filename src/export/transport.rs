@@ -1,14 +1,26 @@
 //! Sending one OTLP `ExportTraceServiceRequest` or `ExportLogsServiceRequest`: gRPC (tonic) or
-//! HTTP/protobuf (hyper), over the same rustls connector.
+//! HTTP/protobuf (hyper), over the same rustls connector, which connects only to destinations
+//! the operator's [`DestinationPolicy`] permits.
+//!
+//! Errors carry two texts: a fixed phrase for the tenant-readable status (`connection refused`,
+//! `HTTP 503`, ...), and the detail (the response body's first bytes, the address, the library's
+//! message) for the operator's log only, since a tenant must not read what internal services
+//! answer the operator.
 
+use std::future::Future;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::dns::Name;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -22,6 +34,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 
+use super::policy::{DestinationPolicy, NotPermitted, literal_ip};
 use crate::otlp::SpanShape;
 
 /// Which OTLP transport an exporter speaks.
@@ -66,8 +79,14 @@ pub(super) enum Request {
     Logs(ExportLogsServiceRequest),
 }
 
+/// What a tenant may read of a refused destination (status, `last_error`).
+pub const NOT_PERMITTED: &str = "destination not permitted";
+
+/// A failed send. `Display` is the fixed phrase status shows; [`TransportError::detail`] is for
+/// the operator's log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
+    /// The exporter's own settings (a CA bundle, a header from the spec): the tenant's input.
     #[error("exporter configuration: {0}")]
     Config(String),
     /// Worth trying again (unavailable, throttled, timed out), after `retry_after` if the server
@@ -75,14 +94,115 @@ pub enum TransportError {
     #[error("{message}")]
     Retryable {
         message: String,
+        detail: String,
         retry_after: Option<Duration>,
     },
     /// Trying again would fail the same way (bad request, unauthorised).
-    #[error("{0}")]
-    Permanent(String),
+    #[error("{message}")]
+    Permanent { message: String, detail: String },
+    /// The destination policy refused the address: never retried, the answer would not change
+    /// within a batch's retry budget.
+    #[error("destination not permitted")]
+    NotPermitted { detail: String },
 }
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+impl TransportError {
+    /// Everything known about the failure, for the operator's log.
+    pub fn detail(&self) -> &str {
+        match self {
+            TransportError::Config(detail)
+            | TransportError::Retryable { detail, .. }
+            | TransportError::Permanent { detail, .. }
+            | TransportError::NotPermitted { detail } => detail,
+        }
+    }
+
+    pub fn is_not_permitted(&self) -> bool {
+        matches!(self, TransportError::NotPermitted { .. })
+    }
+}
+
+/// A name the system resolver could not resolve (kept apart so status can say so).
+#[derive(Debug, thiserror::Error)]
+#[error("resolving {host}: {source}")]
+struct ResolveFailed {
+    host: String,
+    source: std::io::Error,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+/// Resolves like the system resolver, then refuses the name if any of its addresses is not
+/// permitted: checking after resolution is what stops a name that points (or is re-pointed, DNS
+/// rebinding) at a denied address. All or nothing, so a name mixing permitted and denied
+/// addresses is refused rather than half-used.
+#[derive(Clone, Debug)]
+struct PolicyResolver {
+    policy: Arc<DestinationPolicy>,
+}
+
+impl tower::Service<Name> for PolicyResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = BoxError;
+    type Future = Connecting<Self::Response>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let policy = self.policy.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            // A name denied as such is refused before any DNS query is made for it.
+            policy.precheck(&host)?;
+            // Port 0: the connector puts the URL's port in.
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|source| ResolveFailed {
+                    host: host.clone(),
+                    source,
+                })?
+                .collect();
+            for addr in &addrs {
+                policy.check(&host, addr.ip())?;
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
+/// The TCP connector with the policy applied to IP literals too: the HTTP connector connects to
+/// those without asking the resolver.
+#[derive(Clone, Debug)]
+pub(super) struct PolicyConnector {
+    http: HttpConnector<PolicyResolver>,
+    policy: Arc<DestinationPolicy>,
+}
+
+impl tower::Service<http::Uri> for PolicyConnector {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = BoxError;
+    type Future = Connecting<Self::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        if let Some(host) = uri.host()
+            && let Some(ip) = literal_ip(host)
+            && let Err(refused) = self.policy.check(host, ip)
+        {
+            return Box::pin(std::future::ready(Err(refused.into())));
+        }
+        let connecting = self.http.call(uri);
+        Box::pin(async move { connecting.await.map_err(Into::into) })
+    }
+}
+
+type Connector = hyper_rustls::HttpsConnector<PolicyConnector>;
 
 pub(super) enum Transport {
     Grpc {
@@ -97,23 +217,36 @@ pub(super) enum Transport {
     },
 }
 
-fn connector(spec: &ExporterSpec) -> Result<Connector, TransportError> {
+fn connector(
+    spec: &ExporterSpec,
+    policy: &Arc<DestinationPolicy>,
+) -> Result<Connector, TransportError> {
     let tls = super::tls::client_config(spec.ca_pem.as_deref(), spec.insecure)?;
-    let mut http = HttpConnector::new();
+    let mut http = HttpConnector::new_with_resolver(PolicyResolver {
+        policy: policy.clone(),
+    });
     http.enforce_http(false);
     http.set_connect_timeout(Some(spec.timeout));
+    let tcp = PolicyConnector {
+        http,
+        policy: policy.clone(),
+    };
     Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .wrap_connector(http))
+        .wrap_connector(tcp))
 }
 
 impl Transport {
-    /// Builds the client; nothing connects until the first send.
-    pub fn new(spec: &ExporterSpec) -> Result<Transport, TransportError> {
-        let connector = connector(spec)?;
+    /// Builds the client; nothing connects until the first send, and every connection goes
+    /// through `policy`.
+    pub fn new(
+        spec: &ExporterSpec,
+        policy: &Arc<DestinationPolicy>,
+    ) -> Result<Transport, TransportError> {
+        let connector = connector(spec, policy)?;
         match spec.protocol {
             Protocol::Grpc => {
                 let endpoint = Channel::from_shared(spec.url.clone())
@@ -202,17 +335,108 @@ impl Transport {
     }
 }
 
+/// What went wrong below HTTP and gRPC, in the fixed words status uses, found along an error's
+/// source chain: a refusal by the policy, a failed name lookup, TLS, or the socket's error kind.
+fn connection_failure(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<NotPermitted>() {
+            return Some(NOT_PERMITTED);
+        }
+        if e.is::<ResolveFailed>() {
+            return Some("name resolution failed");
+        }
+        if e.is::<rustls::Error>() {
+            return Some("TLS handshake failed");
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return Some("connection refused"),
+                std::io::ErrorKind::TimedOut => return Some("timed out"),
+                std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof => return Some("connection reset"),
+                _ => {}
+            }
+            // An io::Error's `source` skips the error it wraps, and that may be the answer:
+            // tokio-rustls reports a failed handshake as io::Error(Other,
+            // io::Error(InvalidData, rustls::Error)).
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
+            }
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// The full chain of an error, for the log.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+/// A connection-level failure: a refusal is final, the rest are worth retrying.
+fn connect_error(
+    error: &(dyn std::error::Error + 'static),
+    fallback: &'static str,
+) -> TransportError {
+    let detail = chain(error);
+    match connection_failure(error) {
+        Some(NOT_PERMITTED) => TransportError::NotPermitted { detail },
+        found => TransportError::Retryable {
+            message: found.unwrap_or(fallback).into(),
+            detail,
+            retry_after: None,
+        },
+    }
+}
+
+/// `DeadlineExceeded` → `DEADLINE_EXCEEDED`, as the gRPC spec names codes.
+fn grpc_code_name(code: tonic::Code) -> String {
+    let mut name = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 /// The OTLP retryable codes (RESOURCE_EXHAUSTED is retried: collectors use it for throttling).
+/// The status message is the receiver's (or, for a failed connection, the library's): log only.
 fn grpc_error(status: tonic::Status) -> TransportError {
     use tonic::Code::*;
-    let message = format!("gRPC {:?}: {}", status.code(), status.message());
+    let detail = format!("gRPC {:?}: {}", status.code(), chain(&status));
+    if let Some(found) = connection_failure(&status) {
+        return if found == NOT_PERMITTED {
+            TransportError::NotPermitted { detail }
+        } else {
+            TransportError::Retryable {
+                message: found.into(),
+                detail,
+                retry_after: None,
+            }
+        };
+    }
+    let message = format!("gRPC {}", grpc_code_name(status.code()));
     match status.code() {
         Cancelled | DeadlineExceeded | Aborted | OutOfRange | Unavailable | DataLoss
         | ResourceExhausted => TransportError::Retryable {
             message,
+            detail,
             retry_after: None,
         },
-        _ => TransportError::Permanent(message),
+        _ => TransportError::Permanent { message, detail },
     }
 }
 
@@ -229,7 +453,10 @@ async fn send_http<Response: Message + Default>(
         gz.write_all(&body)
             .and_then(|_| gz.finish())
             .map(|b| body = b)
-            .map_err(|e| TransportError::Permanent(e.to_string()))?;
+            .map_err(|e| TransportError::Permanent {
+                message: "compression failed".into(),
+                detail: e.to_string(),
+            })?;
         builder = builder.header("content-encoding", "gzip");
     }
     for (k, v) in &spec.headers {
@@ -240,8 +467,13 @@ async fn send_http<Response: Message + Default>(
         .map_err(|e| TransportError::Config(e.to_string()))?;
     let response = tokio::time::timeout(spec.timeout, client.request(req))
         .await
-        .map_err(|_| retryable(format!("no response within {:?}", spec.timeout)))?
-        .map_err(|e| retryable(format!("{url}: {e}")))?;
+        .map_err(|_| {
+            retryable(
+                "timed out",
+                format!("no response from {url} within {:?}", spec.timeout),
+            )
+        })?
+        .map_err(|e| connect_error(&e, "connection failed"))?;
     let status = response.status();
     let retry_after = response
         .headers()
@@ -251,30 +483,41 @@ async fn send_http<Response: Message + Default>(
         .map(Duration::from_secs);
     let bytes = tokio::time::timeout(spec.timeout, response.into_body().collect())
         .await
-        .map_err(|_| retryable("response body timed out".into()))?
-        .map_err(|e| retryable(e.to_string()))?
+        .map_err(|_| {
+            retryable(
+                "timed out",
+                format!("the response body from {url} timed out"),
+            )
+        })?
+        .map_err(|e| connect_error(&e, "response failed"))?
         .to_bytes();
     if status.is_success() {
-        return Response::decode(bytes)
-            .map_err(|e| TransportError::Permanent(format!("bad response: {e}")));
+        return Response::decode(bytes).map_err(|e| TransportError::Permanent {
+            message: "bad response".into(),
+            detail: format!("undecodable response from {url}: {e}"),
+        });
     }
-    let message = format!(
+    // The body may be anything the server at that address says: log it, never show it.
+    let message = format!("HTTP {}", status.as_u16());
+    let detail = format!(
         "HTTP {status} from {url}: {}",
         String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
     );
     if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
         Err(TransportError::Retryable {
             message,
+            detail,
             retry_after,
         })
     } else {
-        Err(TransportError::Permanent(message))
+        Err(TransportError::Permanent { message, detail })
     }
 }
 
-fn retryable(message: String) -> TransportError {
+fn retryable(message: &'static str, detail: String) -> TransportError {
     TransportError::Retryable {
-        message,
+        message: message.into(),
+        detail,
         retry_after: None,
     }
 }

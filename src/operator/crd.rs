@@ -82,10 +82,12 @@ pub struct TraceSessionSpec {
     pub max_recent_traces: Option<i32>,
 
     /// A link to open a trace, with `{traceId}` standing for its ID, for example
-    /// `http://jaeger:16686/trace/{traceId}`; recent traces in the status then carry a URL.
+    /// `http://jaeger:16686/trace/{traceId}`; recent traces in the status then carry a URL. Only
+    /// `http://` and `https://` links.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     #[x_kube(validation = Rule::new("self.contains('{traceId}')").message("traceUrlTemplate must contain {traceId}"))]
+    #[x_kube(validation = Rule::new("self.matches('^https?://[^/?#\\\\s]+')").message("traceUrlTemplate must be an http:// or https:// URL with a host"))]
     pub trace_url_template: Option<String>,
 
     /// What a trace does with the W3C traceparent its root object carries in the annotation

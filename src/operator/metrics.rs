@@ -194,7 +194,7 @@ impl Metrics {
             out.sample(name, &[], value);
         }
 
-        let per_exporter: [(&str, &str, &str, ExporterValue); 8] = [
+        let per_exporter: [(&str, &str, &str, ExporterValue); 9] = [
             (
                 "eventspan_spans_exported_total",
                 "counter",
@@ -218,6 +218,12 @@ impl Metrics {
                 "counter",
                 "Failed export attempts",
                 |s| s.errors,
+            ),
+            (
+                "eventspan_export_refused_total",
+                "counter",
+                "Export attempts refused by the destination policy (--exporter-allow, --exporter-deny)",
+                |s| s.refused,
             ),
             (
                 "eventspan_export_queue",
@@ -410,6 +416,7 @@ mod tests {
                         logs_exported: 41,
                         logs_dropped: 2,
                         logs_queued: 5,
+                        refused: 3,
                         ..Default::default()
                     },
                 )],
@@ -429,6 +436,7 @@ mod tests {
             format!("eventspan_logs_exported_total{{{labels}}} 41\n"),
             format!("eventspan_logs_dropped_total{{{labels}}} 2\n"),
             format!("eventspan_logs_queue{{{labels}}} 5\n"),
+            format!("eventspan_export_refused_total{{{labels}}} 3\n"),
             "# TYPE eventspan_traceparent_invalid_total counter\n".to_string(),
         ] {
             assert!(text.contains(&line), "{line} missing from:\n{text}");

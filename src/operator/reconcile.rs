@@ -17,7 +17,9 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::crd::{FINALIZER, Phase, TraceSession};
 use super::hub::{HubHandle, SessionKey, SessionSetup, SessionSnapshot};
-use super::session::{self, DEFAULT_RECENT_TRACES, ExporterConfig, Invalid, SessionConfig};
+use super::session::{
+    self, DEFAULT_RECENT_TRACES, ExporterConfig, ExporterPolicy, Invalid, SessionConfig,
+};
 use super::status::{CarriedTraces, Counts, Verdict, Verdicts};
 use crate::export::{ExporterSpec, Protocol};
 use crate::operator::crd;
@@ -49,6 +51,7 @@ pub struct Context {
     pub hub: HubHandle,
     pub verdicts: Verdicts,
     pub admin_namespaces: BTreeSet<String>,
+    pub exporter_policy: ExporterPolicy,
     pub recorder: Recorder,
     pub metrics: Arc<super::metrics::Metrics>,
 }
@@ -231,7 +234,13 @@ fn record_verdict(
 ) {
     let key = key_of(ts);
     let status = ts.status.clone().unwrap_or_default();
-    let trace_url_template = ts.spec.trace_url_template.clone();
+    // Links only from a template the session's checks accept (an invalid session still has a
+    // status, and its carried traces must not get a `javascript:` link).
+    let trace_url_template = ts
+        .spec
+        .trace_url_template
+        .clone()
+        .filter(|t| session::check_trace_url_template(t).is_ok());
     let max_recent_traces = ts
         .spec
         .max_recent_traces
@@ -292,6 +301,7 @@ enum Decision {
 async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
     let ns = ts.namespace().unwrap_or_default();
     let config: SessionConfig = session::validate(&ts.spec, &ns, &ctx.admin_namespaces)?;
+    session::check_exporters(&config, &ctx.exporter_policy)?;
     if config.suspend {
         return Ok(Decision::Suspended);
     }

@@ -39,7 +39,10 @@ pub struct RunOptions {
     pub lease_name: String,
     pub identity: String,
     pub engine: EngineConfig,
+    /// Exporters' queues and retries, and the destination policy they connect under (the same
+    /// one as `exporter_policy.destinations`).
     pub exporters: ExporterSettings,
+    pub exporter_policy: super::session::ExporterPolicy,
     pub max_event_age: Duration,
 }
 
@@ -209,6 +212,7 @@ async fn lead(
         hub: handle,
         verdicts,
         admin_namespaces: options.admin_namespaces.clone(),
+        exporter_policy: options.exporter_policy.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
     });

@@ -4,11 +4,13 @@
 //! (Secrets, served kinds) are the reconciler's.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::crd::{self, Compression, Protocol, SecretKeyRef, TraceSessionSpec, TraceparentMode};
 use super::matcher::{LabelMatcher, Scope, default_root_kinds};
 use crate::duration;
+use crate::export::DestinationPolicy;
 use crate::otlp::shape::{ParentTraceMode, ServiceNaming, SpanShape, TraceIdFormat};
 
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +39,8 @@ impl Invalid {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub https: bool,
+    /// The host as written (an IPv6 literal in brackets).
+    pub host: String,
     /// `host:port` (the scheme's default port filled in).
     pub authority: String,
     /// For OTLP/HTTP: the full path to POST to (`/v1/traces` appended when missing).
@@ -116,6 +120,7 @@ fn parse_endpoint(field: &str, raw: &str, protocol: Protocol) -> Result<Endpoint
     };
     Ok(Endpoint {
         https,
+        host: authority.host().to_string(),
         authority: format!("{}:{port}", authority.host()),
         path,
     })
@@ -221,9 +226,79 @@ pub fn validate(
         max_recent_traces: spec
             .max_recent_traces
             .map_or(DEFAULT_RECENT_TRACES, |n| n as usize),
-        trace_url_template: spec.trace_url_template.clone(),
+        trace_url_template: spec
+            .trace_url_template
+            .as_deref()
+            .map(|t| {
+                check_trace_url_template(t)
+                    .map(|()| t.to_string())
+                    .map_err(|m| Invalid::spec("spec.traceUrlTemplate", m))
+            })
+            .transpose()?,
         shape: shape(spec)?,
     })
+}
+
+/// A trace link must be an http(s) URL with `{traceId}` in it: the status shows it to whoever
+/// reads the session, and a `javascript:` or `file:` link there would be a trap. The CRD's CEL
+/// rules say the same; this holds where an older CRD is installed.
+pub fn check_trace_url_template(template: &str) -> Result<(), String> {
+    if !template.contains("{traceId}") {
+        return Err("must contain {traceId}".into());
+    }
+    let sample = template.replace("{traceId}", "4bf92f3577b34da6a3ce929d0e0e4736");
+    let uri: http::Uri = sample
+        .parse()
+        .map_err(|_| format!("{template:?} is not a URL"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{template:?}: the scheme must be http or https"));
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return Err(format!("{template:?}: no host"));
+    }
+    Ok(())
+}
+
+/// What the operator's flags allow exporters: where they may connect, and whether headers from
+/// Secrets may travel over plain http.
+#[derive(Clone, Debug, Default)]
+pub struct ExporterPolicy {
+    pub destinations: Arc<DestinationPolicy>,
+    /// `--allow-plaintext-secret-headers`.
+    pub allow_plaintext_secret_headers: bool,
+}
+
+/// Checks a valid session's exporters against the operator's policy: what can be decided before
+/// connecting (a literal IP, a denied name; names are checked again, with their addresses, on
+/// every connect), and that Secret headers go over https.
+pub fn check_exporters(config: &SessionConfig, policy: &ExporterPolicy) -> Result<(), Invalid> {
+    for (i, e) in config.exporters.iter().enumerate() {
+        if let Err(refused) = policy.destinations.precheck(&e.endpoint.host) {
+            tracing::info!(exporter = %e.name, %refused, "exporter endpoint refused");
+            return Err(Invalid {
+                reason: "DestinationNotPermitted",
+                field: format!("spec.exporters[{i}].otlp.endpoint"),
+                message: format!(
+                    "exporter {}: {} is not a permitted destination (the operator's exporter destination policy)",
+                    e.name, e.endpoint.host
+                ),
+            });
+        }
+        if !e.header_secrets.is_empty()
+            && !e.endpoint.https
+            && !policy.allow_plaintext_secret_headers
+        {
+            return Err(Invalid {
+                reason: "PlaintextSecretHeaders",
+                field: format!("spec.exporters[{i}].otlp.headersFrom"),
+                message: format!(
+                    "exporter {}: headers from Secrets are only sent to an https:// endpoint (the operator's --allow-plaintext-secret-headers permits http://)",
+                    e.name
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn shape(spec: &TraceSessionSpec) -> Result<SpanShape, Invalid> {
@@ -415,6 +490,115 @@ mod tests {
                 .message
                 .contains("no path")
         );
+    }
+
+    fn policy(allow_plaintext_secret_headers: bool) -> ExporterPolicy {
+        ExporterPolicy {
+            destinations: Arc::new(DestinationPolicy::new(
+                vec![],
+                vec!["10.9.0.0/16".parse().unwrap()],
+                true,
+            )),
+            allow_plaintext_secret_headers,
+        }
+    }
+
+    fn with_endpoints(endpoints: &[&str]) -> SessionConfig {
+        let s = TraceSessionSpec {
+            exporters: endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Exporter {
+                    name: format!("e{i}"),
+                    ..exporter(e, Protocol::HttpProtobuf)
+                })
+                .collect(),
+            ..spec()
+        };
+        validate(&s, "shop", &admin()).unwrap()
+    }
+
+    #[test]
+    fn literal_ips_and_denied_names_are_refused_before_connecting() {
+        for endpoint in [
+            "http://169.254.169.254/latest",
+            "http://[fd00:ec2::254]:80",
+            "http://[::ffff:169.254.169.254]",
+            "http://metadata.google.internal",
+            "https://10.9.3.4:4318",
+        ] {
+            let config = with_endpoints(&["http://collector:4318", endpoint]);
+            let e = check_exporters(&config, &policy(false)).unwrap_err();
+            assert_eq!(
+                (e.reason, e.field.as_str()),
+                ("DestinationNotPermitted", "spec.exporters[1].otlp.endpoint"),
+                "{endpoint}"
+            );
+            assert!(e.message.starts_with("exporter e1: "), "{}", e.message);
+        }
+        // Names are decided on connect, with their addresses; loopback and private are fine.
+        let fine = with_endpoints(&[
+            "http://imds.example",
+            "http://127.0.0.1:4318",
+            "http://10.8.0.1:4318",
+            "http://[::1]:4318",
+        ]);
+        assert_eq!(check_exporters(&fine, &policy(false)), Ok(()));
+    }
+
+    #[test]
+    fn secret_headers_need_https_unless_the_operator_allows_http() {
+        let mut s = spec();
+        s.exporters[0].otlp.headers_from = vec![crate::operator::crd::HeadersFrom {
+            secret_ref: crate::operator::crd::SecretRef {
+                name: "otlp-auth".into(),
+            },
+        }];
+        let plain = validate(&s, "shop", &admin()).unwrap();
+        let e = check_exporters(&plain, &policy(false)).unwrap_err();
+        assert_eq!(
+            (e.reason, e.field.as_str()),
+            (
+                "PlaintextSecretHeaders",
+                "spec.exporters[0].otlp.headersFrom"
+            )
+        );
+        assert_eq!(check_exporters(&plain, &policy(true)), Ok(()));
+        s.exporters[0].otlp.endpoint = "https://jaeger:4317".into();
+        let tls = validate(&s, "shop", &admin()).unwrap();
+        assert_eq!(check_exporters(&tls, &policy(false)), Ok(()));
+        // Headers written in the spec itself are no secret: http is fine for them.
+        let mut open = spec();
+        open.exporters[0].otlp.headers = [("x-tenant".into(), "shop".into())].into();
+        let open = validate(&open, "shop", &admin()).unwrap();
+        assert_eq!(check_exporters(&open, &policy(false)), Ok(()));
+    }
+
+    #[test]
+    fn trace_links_must_be_http_urls() {
+        for bad in [
+            "javascript:alert(1)//{traceId}",
+            "ftp://jaeger/trace/{traceId}",
+            "file:///etc/{traceId}",
+            "//jaeger/{traceId}",
+            "http:///{traceId}",
+            "http://jaeger/trace",
+        ] {
+            let s = TraceSessionSpec {
+                trace_url_template: Some(bad.into()),
+                ..spec()
+            };
+            assert_eq!(
+                validate(&s, "shop", &admin()).unwrap_err().field,
+                "spec.traceUrlTemplate",
+                "{bad}"
+            );
+        }
+        let s = TraceSessionSpec {
+            trace_url_template: Some("https://jaeger.example:16686/trace/{traceId}".into()),
+            ..spec()
+        };
+        assert!(validate(&s, "shop", &admin()).is_ok());
     }
 
     #[test]

@@ -184,12 +184,39 @@ pub fn compose(
             now,
         )
     } else {
+        // Exporters run in the spec's order: the index names the field.
+        let refused: Vec<String> = exporters
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, s))| !s.healthy && s.not_permitted)
+            .map(|(i, (name, _))| {
+                format!(
+                    "exporter {name} (spec.exporters[{i}].otlp.endpoint): {}",
+                    crate::export::NOT_PERMITTED
+                )
+            })
+            .collect();
+        // `last_error` is a fixed phrase (never a response body): fit for the tenant to read.
         let failing: Vec<String> = exporters
             .iter()
-            .filter(|(_, s)| !s.healthy)
+            .filter(|(_, s)| !s.healthy && !s.not_permitted)
             .map(|(name, s)| format!("{name}: {}", s.last_error.as_deref().unwrap_or("failing")))
             .collect();
-        if failing.is_empty() {
+        if !refused.is_empty() {
+            condition(
+                prev,
+                "ExportersHealthy",
+                "False",
+                "DestinationNotPermitted",
+                &refused
+                    .into_iter()
+                    .chain(failing)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                g,
+                now,
+            )
+        } else if failing.is_empty() {
             condition(
                 prev,
                 "ExportersHealthy",
@@ -445,6 +472,44 @@ mod tests {
             .find(|c| c.type_ == "ExportersHealthy")
             .unwrap();
         assert_eq!(healthy.status, "True");
+    }
+
+    #[test]
+    fn a_refused_destination_names_the_exporter_and_its_field() {
+        let failing = |last_error: &str, not_permitted| crate::export::ExporterStats {
+            healthy: false,
+            not_permitted,
+            last_error: Some(last_error.into()),
+            ..Default::default()
+        };
+        let runtime = SessionSnapshot {
+            exporters: vec![
+                (
+                    "tempo".into(),
+                    crate::export::ExporterStats {
+                        healthy: true,
+                        ..Default::default()
+                    },
+                ),
+                ("jaeger".into(), failing("destination not permitted", true)),
+                ("backup".into(), failing("connection refused", false)),
+            ],
+            ..Default::default()
+        };
+        let status = compose(&verdict(), Some(&runtime), &Time(Jiff::UNIX_EPOCH));
+        let healthy = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ExportersHealthy")
+            .unwrap();
+        assert_eq!(
+            (healthy.status.as_str(), healthy.reason.as_str()),
+            ("False", "DestinationNotPermitted")
+        );
+        assert_eq!(
+            healthy.message,
+            "exporter jaeger (spec.exporters[1].otlp.endpoint): destination not permitted; backup: connection refused"
+        );
     }
 
     #[test]

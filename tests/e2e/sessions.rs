@@ -608,11 +608,16 @@ pub fn invalid_sessions_are_reported_and_others_keep_working(w: &World) -> Resul
     w.operator()?;
     let ns = c.namespace("e2e-invalid")?;
     let grpc = c.var("JAEGER_OTLP_GRPC");
-    let with_secret = |name: &str, secret: &str| {
+    // Headers from Secrets go only to https:// endpoints (the operator runs without
+    // --allow-plaintext-secret-headers): the Secret cases use Jaeger's address over https, never
+    // reached since the Secret is missing or unreadable.
+    let https = format!("https://{}", grpc.trim_start_matches("http://"));
+    let with_secret_to = |name: &str, secret: &str, endpoint: &str| {
         format!(
-            "apiVersion: eventspan.dev/v1alpha1\nkind: TraceSession\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  exporters:\n  - name: jaeger\n    otlp:\n      endpoint: \"{grpc}\"\n      headersFrom: [{{secretRef: {{name: {secret}}}}}]\n"
+            "apiVersion: eventspan.dev/v1alpha1\nkind: TraceSession\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  exporters:\n  - name: jaeger\n    otlp:\n      endpoint: \"{endpoint}\"\n      headersFrom: [{{secretRef: {{name: {secret}}}}}]\n"
         )
     };
+    let with_secret = |name: &str, secret: &str| with_secret_to(name, secret, &https);
     let cases = [
         (
             "bad-selector",
@@ -653,6 +658,12 @@ pub fn invalid_sessions_are_reported_and_others_keep_working(w: &World) -> Resul
             with_secret("unreadable-secret", "not-granted"),
             "SecretUnreadable",
             "spec.exporters[0].otlp.headersFrom[0].secretRef.name",
+        ),
+        (
+            "plaintext-secret",
+            with_secret_to("plaintext-secret", "nope", grpc),
+            "PlaintextSecretHeaders",
+            "spec.exporters[0].otlp.headersFrom",
         ),
     ];
     // The operator may read the Secret `nope` (which does not exist), as a namespace owner grants
