@@ -1,6 +1,7 @@
 //! The operator: TraceSession resources drive shared watchers, the engine and OTLP exporters.
 
 pub mod crd;
+pub mod engines;
 pub mod hub;
 pub mod matcher;
 pub mod metrics;
