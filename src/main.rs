@@ -81,6 +81,15 @@ struct RunArgs {
     /// The longest wait between retries of a failing export.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     exporter_max_backoff: Duration,
+    /// The longest `spec.window` a session may ask for; at most 60s, the schema's bound.
+    #[arg(long, default_value = "60s", value_parser = parse_session_window)]
+    max_session_window: Duration,
+    /// Sessions that may run in one namespace; the oldest win.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_namespace: u32,
+    /// Exporters one session may have; at most 8, the schema's bound.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
+    max_exporters_per_session: u32,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -129,6 +138,18 @@ enum Output {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     eventspan::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// A limit above the schema's would look like it allows what the API server still refuses.
+fn parse_session_window(s: &str) -> Result<Duration, String> {
+    let window = parse_duration(s)?;
+    let bound = eventspan::operator::limits::SCHEMA_MAX_WINDOW;
+    if window > bound {
+        return Err(format!(
+            "{window:?} is longer than the schema allows ({bound:?})"
+        ));
+    }
+    Ok(window)
 }
 
 fn main() -> ExitCode {
@@ -190,6 +211,11 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             ..Default::default()
         },
         max_event_age: args.max_event_age,
+        limits: eventspan::operator::limits::Limits {
+            max_window: args.max_session_window,
+            max_exporters: args.max_exporters_per_session as usize,
+            max_sessions_per_namespace: args.max_sessions_per_namespace as usize,
+        },
     };
     match eventspan::operator::run::run(options, stop_token(None)).await {
         Ok(()) => ExitCode::SUCCESS,

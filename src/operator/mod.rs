@@ -3,6 +3,7 @@
 pub mod crd;
 pub mod engines;
 pub mod hub;
+pub mod limits;
 pub mod matcher;
 pub mod metrics;
 pub mod reconcile;

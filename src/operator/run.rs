@@ -41,6 +41,7 @@ pub struct RunOptions {
     pub engine: EngineConfig,
     pub exporters: ExporterSettings,
     pub max_event_age: Duration,
+    pub limits: super::limits::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,16 +205,18 @@ async fn lead(
         controller: OWN_CONTROLLER.into(),
         instance: Some(options.identity.clone()),
     };
+    let api: Api<TraceSession> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
     let context = Arc::new(Context {
         client: client.clone(),
         hub: handle,
         verdicts,
         admin_namespaces: options.admin_namespaces.clone(),
+        limits: options.limits.clone(),
+        sessions: reader.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
     });
-    let api: Api<TraceSession> = Api::all(client);
-    let (reader, writer) = reflector::store();
     // Status writes change neither the generation nor the finalizers: they do not retrigger.
     let trigger = reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
