@@ -83,8 +83,10 @@ impl Engines {
     /// Makes the engines match a [`plan`]: engines for new windows start empty, engines no
     /// session uses any more are dropped (the hub abandons their sessions' traces first, as on
     /// removal), and an engine that stops covering a namespace forgets its objects after the
-    /// object TTL. The base engine always stays.
-    pub fn configure(&mut self, plan: &BTreeMap<Duration, BTreeSet<String>>) {
+    /// object TTL. The base engine always stays. Returns the namespaces some engine newly covers:
+    /// it has seen none of their objects yet.
+    pub fn configure(&mut self, plan: &BTreeMap<Duration, BTreeSet<String>>) -> BTreeSet<String> {
+        let mut joined = BTreeSet::new();
         let base = self.base.window;
         self.engines
             .retain(|window, _| *window == base || plan.contains_key(window));
@@ -102,8 +104,10 @@ impl Engines {
             for gone in covered.namespaces.difference(namespaces) {
                 covered.engine.release_namespace(gone);
             }
+            joined.extend(namespaces.difference(&covered.namespaces).cloned());
             covered.namespaces = namespaces.clone();
         }
+        joined
     }
 
     /// An event, to the engines covering its namespace (cloned only for the second and later).
@@ -298,12 +302,21 @@ mod tests {
         let thirty = Duration::from_secs(30);
         let mut e = engines(&plan(BASE, []));
         assert_eq!(e.windows().collect::<Vec<_>>(), [BASE]);
-        let shop = ns(&["shop"]);
-        e.configure(&plan(BASE, [(Some(thirty), &shop)]));
+        let (shop, both) = (ns(&["shop"]), ns(&["shop", "other"]));
+        let joined = e.configure(&plan(BASE, [(Some(thirty), &shop)]));
+        assert_eq!(joined, shop);
         assert_eq!(e.windows().collect::<Vec<_>>(), [BASE, thirty]);
         assert_eq!(e.namespaces(thirty), Some(&shop));
         assert_eq!(e.namespaces(BASE), Some(&ns(&[])));
-        e.configure(&plan(BASE, [(None, &shop)]));
+        // The same namespaces again: nothing new for any engine.
+        let joined = e.configure(&plan(BASE, [(Some(thirty), &shop)]));
+        assert_eq!(joined, ns(&[]));
+        // A default session beside it: the base engine joins shop, already watched for the 30s
+        // one (the hub has the watches list it again).
+        let joined = e.configure(&plan(BASE, [(Some(thirty), &shop), (None, &both)]));
+        assert_eq!(joined, both);
+        let joined = e.configure(&plan(BASE, [(None, &shop)]));
+        assert_eq!(joined, ns(&[]));
         assert_eq!(
             e.windows().collect::<Vec<_>>(),
             [BASE],

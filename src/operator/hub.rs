@@ -422,6 +422,7 @@ impl Hub {
             .collect();
         // Engines release what they no longer cover themselves (configure), whether or not
         // another engine still watches the namespace.
+        let watched: BTreeSet<String> = self.watches.namespaces().cloned().collect();
         self.watches.set_namespaces(&namespaces);
         let kinds: BTreeSet<(String, String, String)> = self
             .sessions
@@ -445,7 +446,12 @@ impl Hub {
                 .values()
                 .map(|s| (s.setup.window, &s.setup.scope.namespaces)),
         );
-        self.engines.configure(&plan);
+        // An engine that joins a namespace already watched for another engine missed its
+        // watches' initial lists: they list it again (the engines that have it skip what they
+        // already know).
+        for ns in self.engines.configure(&plan).intersection(&watched) {
+            self.watches.relist_namespace(ns);
+        }
     }
 
     fn publish(&self) {
