@@ -53,6 +53,8 @@ struct Covered {
 pub struct Engines {
     base: EngineConfig,
     engines: BTreeMap<Duration, Covered>,
+    /// The counters of dropped engines: the summed counters never go backwards.
+    retired: EngineStats,
 }
 
 impl Engines {
@@ -61,6 +63,7 @@ impl Engines {
         let mut engines = Engines {
             base,
             engines: BTreeMap::new(),
+            retired: EngineStats::default(),
         };
         engines.configure(&plan(engines.base.window, []));
         engines
@@ -88,8 +91,14 @@ impl Engines {
     pub fn configure(&mut self, plan: &BTreeMap<Duration, BTreeSet<String>>) -> BTreeSet<String> {
         let mut joined = BTreeSet::new();
         let base = self.base.window;
-        self.engines
-            .retain(|window, _| *window == base || plan.contains_key(window));
+        let retired = &mut self.retired;
+        self.engines.retain(|window, c| {
+            let keep = *window == base || plan.contains_key(window);
+            if !keep {
+                *retired = add(retired, &counters(&c.engine.stats()));
+            }
+            keep
+        });
         for (window, namespaces) in plan {
             let covered = self.engines.entry(*window).or_insert_with(|| {
                 tracing::info!(window = ?window, "starting an engine for a session window");
@@ -172,12 +181,25 @@ impl Engines {
         }
     }
 
-    /// The engines' stats summed: the metrics keep one set of names whatever the engine count.
+    /// The engines' stats summed, with the counters of dropped engines: the metrics keep one
+    /// set of names whatever the engine count. An input fed to two engines counts twice.
     pub fn stats(&self) -> EngineStats {
         self.engines
             .values()
             .map(|c| c.engine.stats())
-            .fold(EngineStats::default(), |sum, s| add(&sum, &s))
+            .fold(self.retired.clone(), |sum, s| add(&sum, &s))
+    }
+}
+
+/// A dropped engine's stats as they stay in the sum: its counters, no gauges.
+fn counters(s: &EngineStats) -> EngineStats {
+    EngineStats {
+        objects: 0,
+        open_spans: 0,
+        open_traces: 0,
+        held_now: 0,
+        tracked_events: 0,
+        ..s.clone()
     }
 }
 
@@ -339,6 +361,31 @@ mod tests {
         assert!(base.events > 0 && base.objects > 0, "{base:?}");
         assert_eq!((huge.events, huge.objects), (0, 0), "{huge:?}");
         assert_eq!(e.stats().events, base.events, "stats sum over engines");
+
+        // A default session beside the long one: both engines count their own inputs, and
+        // what the long one counted stays when it goes; its gauges do not.
+        let mut e = engines(&plan(BASE, [(None, &shop), (Some(HUGE), &shop)]));
+        feed(
+            &mut e,
+            include_str!("../../tests/scenarios/deployment-rollout.jsonl"),
+        );
+        let (base, huge) = (
+            e.engines[&BASE].engine.stats(),
+            e.engines[&HUGE].engine.stats(),
+        );
+        assert!(huge.open_spans > 0, "{huge:?}");
+        assert_eq!(e.stats().events, base.events + huge.events);
+        e.configure(&plan(BASE, [(None, &shop)]));
+        let after = e.stats();
+        assert_eq!(
+            after.events,
+            base.events + huge.events,
+            "counters never go back"
+        );
+        assert_eq!(
+            after.open_spans, base.open_spans,
+            "the gone engine's gauges went"
+        );
     }
 
     /// The issue: one session's huge window must not hold back another's spans.
