@@ -36,8 +36,8 @@ enum Command {
     ///
     /// Reads watch events as `kubectl get --watch --output-watch-events -o json` or `eventspan
     /// record` write them, bare objects, Lists, or multi-document YAML. Exits 0 when all input was
-    /// used, 1 when some was skipped or refused (each skip is reported on stderr with its line, refusals
-    /// by reason), 2 on errors.
+    /// used, 1 when some was skipped or refused (each skip is reported on stderr with its line,
+    /// refusals by reason), 2 on errors.
     Replay(ReplayArgs),
     /// Capture a live stream of events, and the objects they involve and their owners, as lines
     /// `eventspan replay` reads. Uses the kubeconfig (KUBECONFIG) or in-cluster credentials.
@@ -45,7 +45,8 @@ enum Command {
     /// Print the TraceSession CustomResourceDefinition (YAML), as crds/ holds it.
     Crd,
     /// Run the operator: TraceSessions drive shared watchers, the engine and OTLP exporters.
-    Run(RunArgs),
+    // Boxed: the operator's flags outweigh every other command's.
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -112,6 +113,15 @@ struct RunArgs {
     /// Send headers from Secrets (`headersFrom`) to http:// endpoints too, in the clear.
     #[arg(long, env = "EVENTSPAN_ALLOW_PLAINTEXT_SECRET_HEADERS")]
     allow_plaintext_secret_headers: bool,
+    /// The longest `spec.window` a session may ask for; at most 60s, the schema's bound.
+    #[arg(long, default_value = "60s", value_parser = parse_session_window)]
+    max_session_window: Duration,
+    /// Sessions that may run in one namespace; the oldest win.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions_per_namespace: u32,
+    /// Exporters one session may have; at most 8, the schema's bound.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
+    max_exporters_per_session: u32,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -162,6 +172,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     eventspan::duration::parse(s).map_err(|e| e.to_string())
 }
 
+/// A limit above the schema's would look like it allows what the API server still refuses.
+fn parse_session_window(s: &str) -> Result<Duration, String> {
+    let window = parse_duration(s)?;
+    let bound = eventspan::operator::limits::SCHEMA_MAX_WINDOW;
+    if window > bound {
+        return Err(format!(
+            "{window:?} is longer than the schema allows ({bound:?})"
+        ));
+    }
+    Ok(window)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -176,7 +198,7 @@ fn main() -> ExitCode {
         }
         Command::Run(args) => {
             init_logging(args.log_format);
-            runtime().block_on(run_operator(args))
+            runtime().block_on(run_operator(*args))
         }
     }
 }
@@ -231,6 +253,11 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             allow_plaintext_secret_headers: args.allow_plaintext_secret_headers,
         },
         max_event_age: args.max_event_age,
+        limits: eventspan::operator::limits::Limits {
+            max_window: args.max_session_window,
+            max_exporters: args.max_exporters_per_session as usize,
+            max_sessions_per_namespace: args.max_sessions_per_namespace as usize,
+        },
     };
     match eventspan::operator::run::run(options, stop_token(None)).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -60,11 +60,12 @@ pub struct TraceSessionSpec {
     #[schemars(length(min = 1, max = 8))]
     pub exporters: Vec<Exporter>,
 
-    /// How long an event whose parent has not been seen yet is held (Go duration). Default and
-    /// minimum: the operator's `--window` (5s unless set); with several sessions the operator
-    /// uses the longest window.
+    /// How long an event whose parent has not been seen yet is held (Go duration), for this
+    /// session alone. Default and minimum: the operator's `--window` (5s unless set); at most
+    /// 60s, and at most the operator's `--max-session-window`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('60s')").message("window must be at most 60s"))]
     pub window: Option<String>,
 
     /// Stop tracing without deleting the session.

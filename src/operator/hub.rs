@@ -1,8 +1,9 @@
-//! The hub: the one task that owns the engine and the running sessions.
+//! The hub: the one task that owns the engines and the running sessions.
 //!
-//! Watches feed it through a bounded channel; it ticks the engine, and sends each finished span
-//! to every session whose scope matches the span's trace root (so all sessions see the same trace
-//! IDs). Sessions are added, changed and removed by commands from the reconciler. Everything it
+//! Watches feed it through a bounded channel; it ticks the engines (one per distinct session
+//! window, see `engines.rs`), and sends each finished span to every session of the engine that
+//! finished it whose scope matches the span's trace root (trace IDs are deterministic, so all
+//! sessions see the same IDs whichever engine serves them). Sessions are added, changed and removed by commands from the reconciler. Everything it
 //! knows is published as a snapshot for the status writer and the metrics.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,11 +14,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::engines::{self, Engines};
 use super::matcher::Scope;
 use super::traces::TraceLog;
 use super::watches::{Input, WatchCounts, WatchManager};
 use crate::engine::model::FinishedSpan;
-use crate::engine::{Engine, EngineConfig, EngineStats};
+use crate::engine::{EngineConfig, EngineStats};
 use crate::export::{Exporter, ExporterSettings, ExporterSpec, ExporterStats};
 use crate::otlp::SpanShape;
 use crate::otlp::shape::TraceStarts;
@@ -103,6 +105,11 @@ struct Session {
 }
 
 impl Session {
+    /// The window of the engine that serves the session.
+    fn window(&self, base: Duration) -> Duration {
+        engines::effective_window(base, self.setup.window)
+    }
+
     fn snapshot(&self) -> SessionSnapshot {
         SessionSnapshot {
             events_observed: self.events_observed,
@@ -158,7 +165,7 @@ impl HubHandle {
 }
 
 pub struct Hub {
-    engine: Engine,
+    engines: Engines,
     sessions: BTreeMap<SessionKey, Session>,
     watches: WatchManager,
     inputs: mpsc::Receiver<Input>,
@@ -168,7 +175,6 @@ pub struct Hub {
     watch_counts: Arc<WatchCounts>,
     events_received: u64,
     malformed: u64,
-    base_window: Duration,
     starts: TraceStarts,
 }
 
@@ -191,8 +197,7 @@ impl Hub {
         let (snapshots, snapshot_rx) = watch::channel(Arc::new(HubSnapshot::default()));
         let watches = WatchManager::new(client, input_tx, settings.max_event_age, stop);
         let hub = Hub {
-            base_window: settings.engine.window,
-            engine: Engine::new(settings.engine),
+            engines: Engines::new(settings.engine),
             sessions: BTreeMap::new(),
             watch_counts: watches.counts.clone(),
             watches,
@@ -226,7 +231,7 @@ impl Hub {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
-                    self.engine.advance(wall_clock());
+                    self.engines.advance(wall_clock());
                     self.route();
                     ticks += 1;
                     if ticks.is_multiple_of(4) {
@@ -247,7 +252,7 @@ impl Hub {
                 }
             }
         }
-        self.engine.abandon_where(|_| true);
+        self.engines.abandon_all();
         self.route();
         futures::future::join_all(self.sessions.values_mut().map(Session::retire_exporters)).await;
         // After the flush, so the last status counts what the flush delivered.
@@ -269,16 +274,18 @@ impl Hub {
                     event.involved.namespace.clone(),
                 );
                 self.watches.ensure_kind(&api_version, &kind, &ns);
-                self.engine.observe_event(event, Some(observed));
+                self.engines.observe_event(event, Some(observed));
             }
             Input::Upsert(meta, observed) => {
                 for owner in &meta.owners {
                     self.watches
                         .ensure_kind(&owner.api_version, &owner.kind, &meta.namespace);
                 }
-                self.engine.upsert_object(&meta, observed);
+                self.engines.upsert_object(&meta, observed);
             }
-            Input::Delete { namespace, uid, at } => self.engine.delete_object(&namespace, &uid, at),
+            Input::Delete { namespace, uid, at } => {
+                self.engines.delete_object(&namespace, &uid, at)
+            }
             Input::Malformed(reason) => {
                 self.malformed += 1;
                 tracing::warn!(%reason, "skipped a value a watch delivered");
@@ -286,12 +293,15 @@ impl Hub {
         }
     }
 
-    /// Hands finished spans to every session whose scope matches their trace.
+    /// Hands finished spans to every session of the engine that finished them whose scope
+    /// matches their trace.
     fn route(&mut self) {
-        for span in self.engine.drain_finished() {
-            let span: Arc<FinishedSpan> = Arc::new(self.starts.fill(span));
-            for s in self.sessions.values_mut() {
-                if s.setup.scope.matches(&span.root) {
+        let base = self.engines.base_window();
+        let (sessions, starts) = (&mut self.sessions, &mut self.starts);
+        self.engines.drain_finished(|window, span| {
+            let span: Arc<FinishedSpan> = Arc::new(starts.fill(span));
+            for s in sessions.values_mut() {
+                if s.window(base) == window && s.setup.scope.matches(&span.root) {
                     s.log
                         .record(&span, s.setup.max_recent_traces, &s.setup.shape);
                     for e in &s.exporters {
@@ -299,7 +309,7 @@ impl Hub {
                     }
                 }
             }
-        }
+        });
     }
 
     fn command(&mut self, command: Command) {
@@ -308,23 +318,11 @@ impl Hub {
                 let _ = reply.send(self.upsert(key, setup));
             }
             Command::Remove { key, reply } => {
-                let Some(session) = self.sessions.get(&key) else {
+                if !self.sessions.contains_key(&key) {
                     let _ = reply.send(None);
                     return;
-                };
-                // Its open traces go out now, marked incomplete, unless another session follows
-                // them too: cutting that session's traces short would lose more than it saves.
-                let scope = session.setup.scope.clone();
-                let others: Vec<Scope> = self
-                    .sessions
-                    .iter()
-                    .filter(|(k, _)| **k != key)
-                    .map(|(_, s)| s.setup.scope.clone())
-                    .collect();
-                self.engine.abandon_where(|root| {
-                    scope.matches(root) && !others.iter().any(|o| o.matches(root))
-                });
-                self.route();
+                }
+                self.detach(&key);
                 let mut session = self.sessions.remove(&key).expect("present");
                 self.reconfigure();
                 tokio::spawn(async move {
@@ -335,6 +333,29 @@ impl Hub {
             }
         }
         self.publish();
+    }
+
+    /// Flushes a session's open traces to it before it leaves its engine (removed, or moved to
+    /// another window): they go out now, marked incomplete, unless another session of the same
+    /// engine follows them too (cutting that session's traces short would lose more than it
+    /// saves).
+    fn detach(&mut self, key: &SessionKey) {
+        let base = self.engines.base_window();
+        let Some(session) = self.sessions.get(key) else {
+            return;
+        };
+        let window = session.window(base);
+        let scope = session.setup.scope.clone();
+        let others: Vec<Scope> = self
+            .sessions
+            .iter()
+            .filter(|(k, s)| *k != key && s.window(base) == window)
+            .map(|(_, s)| s.setup.scope.clone())
+            .collect();
+        self.engines.abandon_where(window, |root| {
+            scope.matches(root) && !others.iter().any(|o| o.matches(root))
+        });
+        self.route();
     }
 
     /// Starts or changes a session. Exporters restart only when their specs changed; if new
@@ -349,6 +370,15 @@ impl Hub {
         } else {
             Some(self.start_exporters(&setup)?)
         };
+        let base = self.engines.base_window();
+        if self
+            .sessions
+            .get(&key)
+            .is_some_and(|old| old.window(base) != engines::effective_window(base, setup.window))
+        {
+            // Another engine serves it from now on: what the old one holds for it goes out now.
+            self.detach(&key);
+        }
         let mut session = self.sessions.remove(&key).unwrap_or_else(|| Session {
             setup: setup.clone(),
             exporters: Vec::new(),
@@ -388,17 +418,18 @@ impl Hub {
         Ok(started)
     }
 
-    /// Watches follow the union of the sessions' namespaces; the window is the operator's, or
-    /// the longest a session asks for.
+    /// Watches follow the union of the sessions' namespaces; each engine covers the namespaces
+    /// of the sessions it serves.
     fn reconfigure(&mut self) {
         let namespaces: BTreeSet<String> = self
             .sessions
             .values()
             .flat_map(|s| s.setup.scope.namespaces.iter().cloned())
             .collect();
-        for gone in self.watches.set_namespaces(&namespaces) {
-            self.engine.release_namespace(&gone);
-        }
+        // Engines release what they no longer cover themselves (configure), whether or not
+        // another engine still watches the namespace.
+        let watched: BTreeSet<String> = self.watches.namespaces().cloned().collect();
+        self.watches.set_namespaces(&namespaces);
         let kinds: BTreeSet<(String, String, String)> = self
             .sessions
             .values()
@@ -415,12 +446,18 @@ impl Hub {
         for (api_version, kind, ns) in kinds {
             self.watches.ensure_kind(&api_version, &kind, &ns);
         }
-        let window = self
-            .sessions
-            .values()
-            .filter_map(|s| s.setup.window)
-            .fold(self.base_window, Duration::max);
-        self.engine.set_window(window);
+        let plan = engines::plan(
+            self.engines.base_window(),
+            self.sessions
+                .values()
+                .map(|s| (s.setup.window, &s.setup.scope.namespaces)),
+        );
+        // An engine that joins a namespace already watched for another engine missed its
+        // watches' initial lists: they list it again (the engines that have it skip what they
+        // already know).
+        for ns in self.engines.configure(&plan).intersection(&watched) {
+            self.watches.relist_namespace(ns);
+        }
     }
 
     fn publish(&self) {
@@ -431,7 +468,7 @@ impl Hub {
                 .iter()
                 .map(|(k, s)| (k.clone(), s.snapshot()))
                 .collect(),
-            engine: self.engine.stats(),
+            engine: self.engines.stats(),
             events_received: self.events_received,
             malformed: self.malformed,
             event_watches: counts.events.load(std::sync::atomic::Ordering::Relaxed),

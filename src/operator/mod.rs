@@ -1,7 +1,9 @@
 //! The operator: TraceSession resources drive shared watchers, the engine and OTLP exporters.
 
 pub mod crd;
+pub mod engines;
 pub mod hub;
+pub mod limits;
 pub mod matcher;
 pub mod metrics;
 pub mod reconcile;

@@ -13,10 +13,12 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalize, finalizer};
+use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
 use super::crd::{FINALIZER, Phase, TraceSession};
 use super::hub::{HubHandle, SessionKey, SessionSetup, SessionSnapshot};
+use super::limits::{self, Limits};
 use super::session::{
     self, DEFAULT_RECENT_TRACES, ExporterConfig, ExporterPolicy, Invalid, SessionConfig,
 };
@@ -52,6 +54,10 @@ pub struct Context {
     pub verdicts: Verdicts,
     pub admin_namespaces: BTreeSet<String>,
     pub exporter_policy: ExporterPolicy,
+    pub limits: Limits,
+    /// Every TraceSession, as the controller's reflector sees them: a namespace's sessions are
+    /// ranked against each other for `--max-sessions-per-namespace`.
+    pub sessions: Store<TraceSession>,
     pub recorder: Recorder,
     pub metrics: Arc<super::metrics::Metrics>,
 }
@@ -305,6 +311,7 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
     if config.suspend {
         return Ok(Decision::Suspended);
     }
+    limits::check_session(&config, &ctx.limits)?;
     let started_at = ts
         .status
         .as_ref()
@@ -318,6 +325,18 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
             return Ok(Decision::Completed);
         }
         ttl_left = Some(ttl - elapsed);
+    }
+    // Until the reflector has listed every session, a ranking could admit one that an older,
+    // not yet seen session outranks.
+    if ctx.sessions.wait_until_ready().await.is_ok() {
+        let now = Jiff::now();
+        let all = ctx.sessions.state();
+        limits::admitted(
+            ts,
+            all.iter().map(|t| &**t),
+            |o| limits::wants_to_run(o, &ctx.admin_namespaces, &ctx.limits, now),
+            &ctx.limits,
+        )?;
     }
     let mut exporters = Vec::new();
     for (i, e) in config.exporters.iter().enumerate() {

@@ -44,6 +44,7 @@ pub struct RunOptions {
     pub exporters: ExporterSettings,
     pub exporter_policy: super::session::ExporterPolicy,
     pub max_event_age: Duration,
+    pub limits: super::limits::Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -207,17 +208,19 @@ async fn lead(
         controller: OWN_CONTROLLER.into(),
         instance: Some(options.identity.clone()),
     };
+    let api: Api<TraceSession> = Api::all(client.clone());
+    let (reader, writer) = reflector::store();
     let context = Arc::new(Context {
         client: client.clone(),
         hub: handle,
         verdicts,
         admin_namespaces: options.admin_namespaces.clone(),
         exporter_policy: options.exporter_policy.clone(),
+        limits: options.limits.clone(),
+        sessions: reader.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
     });
-    let api: Api<TraceSession> = Api::all(client);
-    let (reader, writer) = reflector::store();
     // Status writes change neither the generation nor the finalizers: they do not retrigger.
     let trigger = reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()

@@ -144,23 +144,50 @@ impl WatchManager {
             tracing::info!(namespace = %ns, "stopped watching");
         }
         for ns in desired {
-            if self.namespaces.contains_key(ns) {
-                continue;
+            if !self.namespaces.contains_key(ns) {
+                self.start_namespace(ns);
             }
-            let token = self.root.child_token();
-            self.namespaces.insert(ns.clone(), token.clone());
-            tracing::info!(namespace = %ns, "watching events");
-            tokio::spawn(watch_events(
-                self.client.clone(),
-                ns.clone(),
-                self.input.clone(),
-                self.max_event_age,
-                self.counts.clone(),
-                self.refusals.clone(),
-                token,
-            ));
         }
         gone
+    }
+
+    fn start_namespace(&mut self, ns: &str) {
+        let token = self.root.child_token();
+        self.namespaces.insert(ns.to_string(), token.clone());
+        tracing::info!(namespace = %ns, "watching events");
+        tokio::spawn(watch_events(
+            self.client.clone(),
+            ns.to_string(),
+            self.input.clone(),
+            self.max_event_age,
+            self.counts.clone(),
+            self.refusals.clone(),
+            token,
+        ));
+    }
+
+    /// Restarts a covered namespace's watches, its Event watch and those of every kind
+    /// followed there, so their initial lists are delivered again: for an engine that newly
+    /// covers a namespace other engines already watch. What they deliver is what a restart of
+    /// the operator would (events younger than `--max-event-age`, every object); engines that
+    /// had them already skip the repeats. Cluster-scoped kinds keep their one watch.
+    pub fn relist_namespace(&mut self, ns: &str) {
+        let Some(token) = self.namespaces.remove(ns) else {
+            return;
+        };
+        token.cancel();
+        let kinds: Vec<(String, String, String)> = self
+            .kinds
+            .iter()
+            .filter(|(n, _, _)| n == ns)
+            .cloned()
+            .collect();
+        self.kinds.retain(|(n, _, _)| n != ns);
+        tracing::info!(namespace = %ns, kinds = kinds.len(), "listing again for a new engine");
+        self.start_namespace(ns);
+        for (ns, api_version, kind) in kinds {
+            self.ensure_kind(&api_version, &kind, &ns);
+        }
     }
 
     /// Makes sure objects of a kind are watched in a covered namespace (once; discovery runs in

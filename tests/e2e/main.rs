@@ -59,6 +59,10 @@ const CASES: &[Case] = &[
         sessions::sessions_share_watches_and_get_their_own_traces,
     ),
     (
+        "a_long_window_delays_only_its_own_session",
+        sessions::a_long_window_delays_only_its_own_session,
+    ),
+    (
         "edits_take_effect_and_deletion_cleans_up",
         sessions::edits_take_effect_and_deletion_cleans_up,
     ),

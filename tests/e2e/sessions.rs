@@ -455,6 +455,50 @@ pub fn sessions_share_watches_and_get_their_own_traces(w: &World) -> Result<(), 
     Ok(())
 }
 
+/// A session's long window holds back only its own spans: a default session beside one with
+/// the longest window the schema allows still gets its rollout into Jaeger within its own window
+/// and horizon. A longer window is refused at the door.
+pub fn a_long_window_delays_only_its_own_session(w: &World) -> Result<(), String> {
+    let c = &w.cluster;
+    w.operator()?;
+    let ns = c.namespace("e2e-windows")?;
+    let grpc = c.var("JAEGER_OTLP_GRPC");
+    match c.apply(&session_yaml(&ns, "too-long", grpc, "  window: 61s\n")) {
+        Ok(out) => return Err(format!("a 61s window was accepted: {out}")),
+        Err(e) if e.contains("window must be at most 60s") => {}
+        Err(e) => {
+            return Err(format!(
+                "a 61s window refused, but not by the CEL rule: {e}"
+            ));
+        }
+    }
+    c.apply(&session_yaml(&ns, "slow", grpc, "  window: 60s\n"))?;
+    c.apply(&session_yaml(&ns, "quick", grpc, ""))?;
+    wait_ready(w, &ns, "slow")?;
+    wait_ready(w, &ns, "quick")?;
+    rollout(c, &ns, "web", "app: web")?;
+    let rolled = std::time::Instant::now();
+    // The test operator's window (2s) and horizon (4s), and slack for ticks, export and Jaeger:
+    // far below the slow session's 60s, which one shared engine would impose on both.
+    let bound = Duration::from_secs(20);
+    let trace_id = eventually(bound, || {
+        let s = status(c, &ns, "quick")?;
+        let id = s["lastTraceId"].as_str().ok_or("no trace yet")?.to_string();
+        let spans = jaeger_trace(c, &id)?;
+        spans
+            .iter()
+            .any(|s| s.parent.is_none())
+            .then_some(id)
+            .ok_or(format!("{} spans, no root yet", spans.len()))
+    })
+    .map_err(|e| format!("the default session's trace did not reach Jaeger in {bound:?}: {e}"))?;
+    println!(
+        "    quick session: trace {trace_id} whole in Jaeger {:?} after the rollout",
+        rolled.elapsed()
+    );
+    Ok(())
+}
+
 /// User story 3: edits take effect without restarting anything; deletion stops and flushes.
 pub fn edits_take_effect_and_deletion_cleans_up(w: &World) -> Result<(), String> {
     let c = &w.cluster;

@@ -1,0 +1,431 @@
+//! One correlation engine per distinct session window.
+//!
+//! A session's window decides how long its engine holds events whose parent has not been seen,
+//! and so how late its spans leave. With one shared engine the longest window any session asked
+//! for would delay every session's spans; instead the base engine (the operator's `--window`)
+//! serves every session that asks for no longer window, and each longer window gets an engine
+//! of its own, fed only the inputs of the namespaces its sessions cover (plus cluster-scoped
+//! objects, which any trace may name). A long window then costs memory only for its own
+//! namespaces. Trace and span IDs are hashes of the objects, so every engine gives the same
+//! change the same IDs.
+//!
+//! Pure and synchronous like the engine: the hub owns an [`Engines`] and routes what it emits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::engine::model::{EventRecord, FinishedSpan, ObjectMeta, TraceRoot};
+use crate::engine::time::Timestamp;
+use crate::engine::{Engine, EngineConfig, EngineStats};
+
+/// The window a session gets: its own when longer than the operator's, else the operator's.
+pub fn effective_window(base: Duration, asked: Option<Duration>) -> Duration {
+    asked.map_or(base, |w| w.max(base))
+}
+
+/// The namespaces each engine covers, by window: the union of its sessions' namespaces. The
+/// base window is always present (possibly covering nothing), so there is always an engine.
+pub fn plan<'a>(
+    base: Duration,
+    sessions: impl IntoIterator<Item = (Option<Duration>, &'a BTreeSet<String>)>,
+) -> BTreeMap<Duration, BTreeSet<String>> {
+    let mut plan: BTreeMap<Duration, BTreeSet<String>> = [(base, BTreeSet::new())].into();
+    for (asked, namespaces) in sessions {
+        plan.entry(effective_window(base, asked))
+            .or_default()
+            .extend(namespaces.iter().cloned());
+    }
+    plan
+}
+
+/// Whether an engine covering `namespaces` needs an input of `namespace`. The empty namespace
+/// is a cluster-scoped object (a Node): any trace may name one, so every engine gets them.
+pub fn wants(namespaces: &BTreeSet<String>, namespace: &str) -> bool {
+    namespace.is_empty() || namespaces.contains(namespace)
+}
+
+struct Covered {
+    engine: Engine,
+    namespaces: BTreeSet<String>,
+}
+
+/// The engines, keyed by window.
+pub struct Engines {
+    base: EngineConfig,
+    engines: BTreeMap<Duration, Covered>,
+    /// The counters of dropped engines: the summed counters never go backwards.
+    retired: EngineStats,
+}
+
+impl Engines {
+    /// Starts with the base engine, covering nothing yet.
+    pub fn new(base: EngineConfig) -> Self {
+        let mut engines = Engines {
+            base,
+            engines: BTreeMap::new(),
+            retired: EngineStats::default(),
+        };
+        engines.configure(&plan(engines.base.window, []));
+        engines
+    }
+
+    pub fn base_window(&self) -> Duration {
+        self.base.window
+    }
+
+    /// The windows that have an engine, shortest first.
+    pub fn windows(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.engines.keys().copied()
+    }
+
+    /// The namespaces the engine of `window` covers, if there is one.
+    pub fn namespaces(&self, window: Duration) -> Option<&BTreeSet<String>> {
+        self.engines.get(&window).map(|c| &c.namespaces)
+    }
+
+    /// Makes the engines match a [`plan`]: engines for new windows start empty, engines no
+    /// session uses any more are dropped (the hub abandons their sessions' traces first, as on
+    /// removal), and an engine that stops covering a namespace forgets its objects after the
+    /// object TTL. The base engine always stays. Returns the namespaces some engine newly covers:
+    /// it has seen none of their objects yet.
+    pub fn configure(&mut self, plan: &BTreeMap<Duration, BTreeSet<String>>) -> BTreeSet<String> {
+        let mut joined = BTreeSet::new();
+        let base = self.base.window;
+        let retired = &mut self.retired;
+        self.engines.retain(|window, c| {
+            let keep = *window == base || plan.contains_key(window);
+            if !keep {
+                *retired = add(retired, &counters(&c.engine.stats()));
+            }
+            keep
+        });
+        for (window, namespaces) in plan {
+            let covered = self.engines.entry(*window).or_insert_with(|| {
+                tracing::info!(window = ?window, "starting an engine for a session window");
+                Covered {
+                    engine: Engine::new(EngineConfig {
+                        window: *window,
+                        ..self.base.clone()
+                    }),
+                    namespaces: BTreeSet::new(),
+                }
+            });
+            for gone in covered.namespaces.difference(namespaces) {
+                covered.engine.release_namespace(gone);
+            }
+            joined.extend(namespaces.difference(&covered.namespaces).cloned());
+            covered.namespaces = namespaces.clone();
+        }
+        joined
+    }
+
+    /// An event, to the engines covering its namespace (cloned only for the second and later).
+    pub fn observe_event(&mut self, event: Box<EventRecord>, observed: Option<Timestamp>) {
+        let mut takers = self
+            .engines
+            .values_mut()
+            .filter(|c| wants(&c.namespaces, &event.namespace))
+            .peekable();
+        while let Some(c) = takers.next() {
+            if takers.peek().is_some() {
+                c.engine.observe_event(event.clone(), observed);
+            } else {
+                c.engine.observe_event(event, observed);
+                return;
+            }
+        }
+    }
+
+    pub fn upsert_object(&mut self, meta: &ObjectMeta, observed: Timestamp) {
+        for c in self.engines.values_mut() {
+            if wants(&c.namespaces, &meta.namespace) {
+                c.engine.upsert_object(meta, observed);
+            }
+        }
+    }
+
+    /// Every engine hears a deletion (one that never knew the object ignores it).
+    pub fn delete_object(&mut self, namespace: &str, uid: &str, observed: Timestamp) {
+        for c in self.engines.values_mut() {
+            c.engine.delete_object(namespace, uid, observed);
+        }
+    }
+
+    pub fn advance(&mut self, now: Timestamp) {
+        for c in self.engines.values_mut() {
+            c.engine.advance(now);
+        }
+    }
+
+    /// Hands every finished span to `each`, with the window of the engine that finished it.
+    pub fn drain_finished(&mut self, mut each: impl FnMut(Duration, FinishedSpan)) {
+        for (window, c) in &mut self.engines {
+            for span in c.engine.drain_finished() {
+                each(*window, span);
+            }
+        }
+    }
+
+    /// Emits now, marked incomplete where unsettled, the open traces of one engine whose root
+    /// matches.
+    pub fn abandon_where(&mut self, window: Duration, matches: impl Fn(&TraceRoot) -> bool) {
+        if let Some(c) = self.engines.get_mut(&window) {
+            c.engine.abandon_where(matches);
+        }
+    }
+
+    /// Emits every open trace of every engine now: the operator is stopping.
+    pub fn abandon_all(&mut self) {
+        for c in self.engines.values_mut() {
+            c.engine.abandon_where(|_| true);
+        }
+    }
+
+    /// The engines' stats summed, with the counters of dropped engines: the metrics keep one
+    /// set of names whatever the engine count. An input fed to two engines counts twice.
+    pub fn stats(&self) -> EngineStats {
+        self.engines
+            .values()
+            .map(|c| c.engine.stats())
+            .fold(self.retired.clone(), |sum, s| add(&sum, &s))
+    }
+}
+
+/// A dropped engine's stats as they stay in the sum: its counters, no gauges.
+fn counters(s: &EngineStats) -> EngineStats {
+    EngineStats {
+        objects: 0,
+        open_spans: 0,
+        open_traces: 0,
+        held_now: 0,
+        tracked_events: 0,
+        ..s.clone()
+    }
+}
+
+fn add(a: &EngineStats, b: &EngineStats) -> EngineStats {
+    EngineStats {
+        events: a.events + b.events,
+        duplicates: a.duplicates + b.duplicates,
+        duplicate_spans: a.duplicate_spans + b.duplicate_spans,
+        rejected: std::array::from_fn(|i| a.rejected[i] + b.rejected[i]),
+        repeats: a.repeats + b.repeats,
+        held: a.held + b.held,
+        held_expired: a.held_expired + b.held_expired,
+        held_overflow: a.held_overflow + b.held_overflow,
+        spans_emitted: a.spans_emitted + b.spans_emitted,
+        spans_forced: a.spans_forced + b.spans_forced,
+        traces_started: a.traces_started + b.traces_started,
+        objects_evicted: a.objects_evicted + b.objects_evicted,
+        tracked_events_evicted: a.tracked_events_evicted + b.tracked_events_evicted,
+        objects: a.objects + b.objects,
+        open_spans: a.open_spans + b.open_spans,
+        open_traces: a.open_traces + b.open_traces,
+        held_now: a.held_now + b.held_now,
+        tracked_events: a.tracked_events + b.tracked_events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replay::input::documents;
+    use crate::wire::Change;
+
+    const BASE: Duration = Duration::from_secs(5);
+    const HUGE: Duration = Duration::from_secs(2_562_047 * 3600);
+
+    fn ns(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn engines(plan: &BTreeMap<Duration, BTreeSet<String>>) -> Engines {
+        let mut e = Engines::new(EngineConfig {
+            window: BASE,
+            ..EngineConfig::default()
+        });
+        e.configure(plan);
+        e
+    }
+
+    /// Feeds a recording as the watches would (every line carries its observation time), and
+    /// returns the last time fed.
+    fn feed(engines: &mut Engines, recording: &str) -> Timestamp {
+        let mut changes = Vec::new();
+        let mut now = Timestamp::MIN;
+        for doc in documents(recording) {
+            (*doc.unwrap().value).into_changes(&mut changes);
+        }
+        for observed in changes {
+            let observed = observed.unwrap();
+            let at = observed
+                .observed_at
+                .expect("the scenario records observedAt");
+            now = now.max(at);
+            match observed.change {
+                Change::Event(event) => engines.observe_event(event, Some(at)),
+                Change::Upsert(meta) => engines.upsert_object(&meta, at),
+                Change::Delete(meta) => engines.delete_object(&meta.namespace, &meta.uid, at),
+                Change::Ignore => engines.advance(at),
+            }
+        }
+        now
+    }
+
+    fn spans_by_window(engines: &mut Engines) -> BTreeMap<Duration, Vec<FinishedSpan>> {
+        let mut out: BTreeMap<Duration, Vec<FinishedSpan>> = BTreeMap::new();
+        engines.drain_finished(|w, s| out.entry(w).or_default().push(s));
+        out
+    }
+
+    #[test]
+    fn sessions_group_by_effective_window() {
+        assert_eq!(effective_window(BASE, None), BASE);
+        assert_eq!(effective_window(BASE, Some(Duration::from_secs(1))), BASE);
+        assert_eq!(
+            effective_window(BASE, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
+        let (shop, a, b, c) = (ns(&["shop"]), ns(&["a"]), ns(&["b"]), ns(&["c", "shop"]));
+        let thirty = Some(Duration::from_secs(30));
+        let p = plan(
+            BASE,
+            [
+                (None, &shop),
+                (Some(Duration::from_secs(1)), &a),
+                (thirty, &b),
+                (thirty, &c),
+            ],
+        );
+        assert_eq!(
+            p,
+            [
+                (BASE, ns(&["a", "shop"])),
+                (Duration::from_secs(30), ns(&["b", "c", "shop"]))
+            ]
+            .into()
+        );
+        // No session at all: the base engine still exists, covering nothing.
+        assert_eq!(plan(BASE, []), [(BASE, BTreeSet::new())].into());
+        assert_eq!(
+            plan(BASE, [(thirty, &b)]),
+            [(BASE, ns(&[])), (Duration::from_secs(30), ns(&["b"]))].into()
+        );
+    }
+
+    #[test]
+    fn cluster_scoped_objects_go_to_every_engine() {
+        assert!(wants(&ns(&["shop"]), "shop"));
+        assert!(!wants(&ns(&["shop"]), "other"));
+        assert!(wants(&ns(&["shop"]), ""));
+        assert!(wants(&ns(&[]), ""));
+    }
+
+    #[test]
+    fn engines_start_and_stop_with_their_windows() {
+        let thirty = Duration::from_secs(30);
+        let mut e = engines(&plan(BASE, []));
+        assert_eq!(e.windows().collect::<Vec<_>>(), [BASE]);
+        let (shop, both) = (ns(&["shop"]), ns(&["shop", "other"]));
+        let joined = e.configure(&plan(BASE, [(Some(thirty), &shop)]));
+        assert_eq!(joined, shop);
+        assert_eq!(e.windows().collect::<Vec<_>>(), [BASE, thirty]);
+        assert_eq!(e.namespaces(thirty), Some(&shop));
+        assert_eq!(e.namespaces(BASE), Some(&ns(&[])));
+        // The same namespaces again: nothing new for any engine.
+        let joined = e.configure(&plan(BASE, [(Some(thirty), &shop)]));
+        assert_eq!(joined, ns(&[]));
+        // A default session beside it: the base engine joins shop, already watched for the 30s
+        // one (the hub has the watches list it again).
+        let joined = e.configure(&plan(BASE, [(Some(thirty), &shop), (None, &both)]));
+        assert_eq!(joined, both);
+        let joined = e.configure(&plan(BASE, [(None, &shop)]));
+        assert_eq!(joined, ns(&[]));
+        assert_eq!(
+            e.windows().collect::<Vec<_>>(),
+            [BASE],
+            "the 30s engine went"
+        );
+        assert_eq!(e.namespaces(BASE), Some(&shop));
+    }
+
+    /// A long-window session in another namespace costs nothing for this one's inputs.
+    #[test]
+    fn an_engine_is_fed_only_its_namespaces() {
+        let (shop, other) = (ns(&["shop"]), ns(&["other"]));
+        let mut e = engines(&plan(BASE, [(None, &shop), (Some(HUGE), &other)]));
+        feed(
+            &mut e,
+            include_str!("../../tests/scenarios/deployment-rollout.jsonl"),
+        );
+        let base = e.engines[&BASE].engine.stats();
+        let huge = e.engines[&HUGE].engine.stats();
+        assert!(base.events > 0 && base.objects > 0, "{base:?}");
+        assert_eq!((huge.events, huge.objects), (0, 0), "{huge:?}");
+        assert_eq!(e.stats().events, base.events, "stats sum over engines");
+
+        // A default session beside the long one: both engines count their own inputs, and
+        // what the long one counted stays when it goes; its gauges do not.
+        let mut e = engines(&plan(BASE, [(None, &shop), (Some(HUGE), &shop)]));
+        feed(
+            &mut e,
+            include_str!("../../tests/scenarios/deployment-rollout.jsonl"),
+        );
+        let (base, huge) = (
+            e.engines[&BASE].engine.stats(),
+            e.engines[&HUGE].engine.stats(),
+        );
+        assert!(huge.open_spans > 0, "{huge:?}");
+        assert_eq!(e.stats().events, base.events + huge.events);
+        e.configure(&plan(BASE, [(None, &shop)]));
+        let after = e.stats();
+        assert_eq!(
+            after.events,
+            base.events + huge.events,
+            "counters never go back"
+        );
+        assert_eq!(
+            after.open_spans, base.open_spans,
+            "the gone engine's gauges went"
+        );
+    }
+
+    /// The issue: one session's huge window must not hold back another's spans.
+    #[test]
+    fn a_huge_window_does_not_delay_a_default_session() {
+        let recording = include_str!("../../tests/scenarios/deployment-rollout.jsonl");
+        let expected = crate::replay::replay(
+            recording,
+            EngineConfig {
+                window: BASE,
+                ..EngineConfig::default()
+            },
+        )
+        .spans;
+        let shop = ns(&["shop"]);
+        let mut e = engines(&plan(BASE, [(None, &shop), (Some(HUGE), &shop)]));
+        let last = feed(&mut e, recording);
+        // Window and horizon after the last input, and a second of slack.
+        let cfg = EngineConfig::default();
+        e.advance(last.saturating_add(BASE + cfg.horizon + Duration::from_secs(1)));
+        let by_window = spans_by_window(&mut e);
+        let base: BTreeSet<_> = by_window[&BASE].iter().map(|s| s.span_id).collect();
+        let all: BTreeSet<_> = expected.iter().map(|s| s.span_id).collect();
+        assert_eq!(base, all, "the default session got every span, on time");
+        let huge = by_window.get(&HUGE).map_or(0, Vec::len);
+        assert!(
+            huge < all.len(),
+            "the huge window still holds some ({huge} of {})",
+            all.len()
+        );
+        // Both engines give a change the same IDs: the huge one's spans are a subset.
+        e.abandon_all();
+        let late: BTreeSet<_> = spans_by_window(&mut e)
+            .remove(&HUGE)
+            .unwrap_or_default()
+            .iter()
+            .map(|s| s.span_id)
+            .collect();
+        assert!(!late.is_empty() && late.is_subset(&all), "{late:?}");
+    }
+}
