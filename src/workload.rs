@@ -206,6 +206,7 @@ impl Gen {
             first: time,
             last: time,
             top_level: false,
+            truncated: false,
         };
         self.push(at, Change::Event(Box::new(event)));
     }

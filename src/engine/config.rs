@@ -21,11 +21,22 @@ pub struct EngineConfig {
     /// Recent spans stay usable as parents, and event uids stay deduplicated, this long.
     pub recent_ttl: Duration,
     pub max_objects: usize,
+    /// Bytes the object table may hold (entries and their strings, as `ObjectTable` counts
+    /// them); the first of this and `max_objects` to be reached evicts.
+    pub max_object_bytes: usize,
     pub max_open_spans: usize,
+    /// Bytes the open spans may hold (slots and events); past it the oldest traces are emitted.
+    pub max_open_span_bytes: usize,
     pub max_held_events: usize,
+    /// Bytes the held events may hold; past it events are placed at once.
+    pub max_held_bytes: usize,
     pub max_tracked_events: usize,
-    /// Exported spans remembered, so that none is exported twice (and as many traces' roots).
+    /// Exported spans remembered, so that none is exported twice (and half as many traces'
+    /// roots).
     pub max_remembered_spans: usize,
+    /// Traces known at once, open or recently done; past it, the done ones idle longest are
+    /// forgotten early (open ones are bounded by the open spans).
+    pub max_traces: usize,
     /// Repetitions of an event recorded as span events; beyond that only the count grows.
     pub max_span_events: usize,
 }
@@ -40,11 +51,16 @@ impl Default for EngineConfig {
             max_state_wait: Duration::from_secs(600),
             object_ttl: Duration::from_secs(900),
             recent_ttl: Duration::from_secs(900),
-            max_objects: 1_000_000,
+            // The caps bound the engine's memory; README ("Memory bounds") adds them up.
+            max_objects: 500_000,
+            max_object_bytes: 96 << 20,
             max_open_spans: 200_000,
+            max_open_span_bytes: 64 << 20,
             max_held_events: 50_000,
-            max_tracked_events: 500_000,
+            max_held_bytes: 16 << 20,
+            max_tracked_events: 300_000,
             max_remembered_spans: 200_000,
+            max_traces: 100_000,
             max_span_events: 20,
         }
     }
@@ -79,6 +95,10 @@ pub struct EngineStats {
     pub open_traces: usize,
     pub held_now: usize,
     pub tracked_events: usize,
+    /// What the capped tables hold, in bytes as their caps count them.
+    pub object_bytes: usize,
+    pub open_span_bytes: usize,
+    pub held_bytes: usize,
 }
 
 /// Why the engine ignored an input, or the part of one that would break an invariant. Every

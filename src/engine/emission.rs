@@ -185,7 +185,9 @@ impl Engine {
     /// The open-span table is full: settle the trace due soonest, ready or not.
     /// Repeated until the table is within its cap again.
     pub(super) fn force_oldest_traces(&mut self) {
-        while self.spans.len() > self.cfg.max_open_spans {
+        while self.spans.len() > self.cfg.max_open_spans
+            || self.spans.bytes() > self.cfg.max_open_span_bytes
+        {
             let scheduled = std::iter::from_fn(|| self.deadlines.pop())
                 .find(|Reverse((at, trace))| {
                     self.traces
@@ -210,7 +212,8 @@ impl Engine {
     /// Forgets traces that have been idle, with nothing open, for the recent-span TTL.
     pub(super) fn expire_traces(&mut self) {
         while let Some(&(at, id)) = self.idle_traces.front() {
-            if at > self.now {
+            let over_cap = self.traces.len() > self.cfg.max_traces;
+            if at > self.now && !over_cap {
                 break;
             }
             self.idle_traces.pop_front();
@@ -221,7 +224,7 @@ impl Engine {
                 continue;
             }
             let due = trace.last_activity.saturating_add(self.cfg.recent_ttl);
-            if due > self.now {
+            if due > self.now && !over_cap {
                 self.idle_traces.push_back((due, id));
             } else {
                 let key = trace.key;

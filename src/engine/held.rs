@@ -65,11 +65,21 @@ pub(crate) struct HeldEvents {
     /// Deadlines of events released before them, still in `deadlines`.
     stale: usize,
     next_seq: u64,
+    bytes: usize,
+}
+
+fn entry_bytes(occurrence: &Occurrence) -> usize {
+    std::mem::size_of::<Entry>() + occurrence.event.heap_bytes()
 }
 
 impl HeldEvents {
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// What the held events hold: their events (struct and strings) and their entries.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Whether a held event names `object` as the child it acted on.
@@ -107,6 +117,7 @@ impl HeldEvents {
                 None
             }
         };
+        self.bytes += entry_bytes(&occurrence);
         self.slots[slot as usize] = Some(Entry {
             occurrence,
             waiting_for,
@@ -190,6 +201,7 @@ impl HeldEvents {
         let entry = self.slots[slot as usize].take().expect("held");
         self.free.push(slot);
         self.len -= 1;
+        self.bytes -= entry_bytes(&entry.occurrence);
         entry
     }
 
@@ -270,6 +282,7 @@ mod tests {
             first: at,
             last: at,
             top_level: false,
+            truncated: false,
         };
         Occurrence {
             key: EventKey::of("ns", uid),

@@ -24,6 +24,7 @@ mod emission;
 mod emit;
 mod held;
 pub mod ids;
+pub mod limits;
 pub mod model;
 mod naming;
 mod objects;
@@ -149,7 +150,8 @@ impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         let remembered = cfg.max_remembered_spans;
         Engine {
-            objects: ObjectTable::new(cfg.object_ttl, cfg.max_objects),
+            objects: ObjectTable::new(cfg.object_ttl, cfg.max_objects)
+                .with_byte_cap(cfg.max_object_bytes),
             tracked: TrackedEvents::new(cfg.recent_ttl, cfg.max_tracked_events),
             cfg,
             now: Timestamp::MIN,
@@ -182,6 +184,9 @@ impl Engine {
             open_spans: self.spans.len(),
             open_traces: self.traces.len(),
             held_now: self.held.len(),
+            object_bytes: self.objects.bytes(),
+            open_span_bytes: self.spans.bytes(),
+            held_bytes: self.held.bytes(),
             tracked_events: self.tracked.len(),
             objects_evicted: self.objects.evicted,
             tracked_events_evicted: self.tracked.evicted,
@@ -196,6 +201,8 @@ impl Engine {
 
     /// An object was added or changed (from a watch, a re-list or a recording).
     pub fn upsert_object(&mut self, meta: &ObjectMeta, observed: Timestamp) {
+        let bounded = limits::bounded_meta(meta);
+        let meta = bounded.as_ref().unwrap_or(meta);
         self.advance(observed);
         self.objects.begin_input();
         let knew_generations = self
@@ -235,6 +242,9 @@ impl Engine {
         let seen = observed.unwrap_or(event.last.at);
         self.advance(seen);
         self.stats.events += 1;
+        if limits::bound_event(&mut event) {
+            event.truncated = true;
+        }
         if !in_own_namespace(&event) {
             self.stats.reject(Rejection::CrossNamespaceEvent);
             return;

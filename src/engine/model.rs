@@ -169,6 +169,37 @@ pub struct EventRecord {
     pub last: EventTime,
     /// Annotated `topLevelSpan: "true"`: the root of its object's trace.
     pub top_level: bool,
+    /// A string of it was cut to its byte limit on the way in (see `crate::wire::limits`):
+    /// exported as `eventspan.truncated`.
+    pub truncated: bool,
+}
+
+impl ObjectRef {
+    fn heap_bytes(&self) -> usize {
+        self.kind.len()
+            + self.api_version.len()
+            + self.namespace.len()
+            + self.name.len()
+            + self.uid.len()
+            + self.field_path.len()
+    }
+}
+
+impl EventRecord {
+    /// What the event holds, boxed: the struct and its strings (as the byte caps count it).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<EventRecord>()
+            + self.uid.len()
+            + self.name.len()
+            + self.namespace.len()
+            + self.involved.heap_bytes()
+            + self.related.as_ref().map_or(0, ObjectRef::heap_bytes)
+            + self.reason.len()
+            + self.message.len()
+            + self.action.len()
+            + self.reporting_controller.len()
+            + self.reporting_instance.len()
+    }
 }
 
 /// An attribute value of a finished span.
@@ -414,6 +445,9 @@ impl FinishedSpan {
         }
         if let Some(container) = container_name(&ev.involved.field_path) {
             out.push(("k8s.container.name", AttrRef::Str(container)));
+        }
+        if ev.truncated {
+            out.push(("eventspan.truncated", AttrRef::Bool(true)));
         }
         if self.count > self.first_count {
             out.push((

@@ -192,6 +192,8 @@ pub(crate) struct ObjEntry {
     first_seen: Timestamp,
     /// Its progress, for objects whose status is read (see [`super::model::ObjectState`]).
     pub state: Option<Box<StateSeen>>,
+    /// What the entry holds, as last counted ([`ObjEntry::heap_bytes`]).
+    bytes: u32,
 }
 
 /// What an object's status has said.
@@ -262,6 +264,36 @@ impl ObjEntry {
         }
     }
 
+    /// The entry's own memory: its slot, index entries and the strings only it holds (kinds,
+    /// namespaces and managers are interned and shared, so not counted). What the object byte cap
+    /// counts; strings are bounded by `crate::wire::limits`.
+    fn heap_bytes(&self) -> usize {
+        // Its by_uid and by_name entries with the maps' slack, and its places in the expiry and
+        // live queues: measured with the memory benchmark, so the count matches what is live.
+        const INDEX: usize = 200;
+        let root = self.root.as_ref().map_or(0, |r| {
+            std::mem::size_of::<RootInfo>()
+                + r.labels
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 32)
+                    .sum::<usize>()
+                + r.changes.capacity() * std::mem::size_of::<GenerationChange>()
+        });
+        let state = self.state.as_ref().map_or(0, |st| {
+            std::mem::size_of::<StateSeen>()
+                + st.outcomes
+                    .iter()
+                    .map(|o| std::mem::size_of::<SeenOutcome>() + o.message.len())
+                    .sum::<usize>()
+        });
+        std::mem::size_of::<Slot>()
+            + INDEX
+            + self.name.len()
+            + self.uid.as_ref().map_or(0, |u| u.len())
+            + root
+            + state
+    }
+
     pub fn has_owner(&self) -> bool {
         self.owner.is_some() || self.inferred_owner.is_some()
     }
@@ -272,20 +304,38 @@ struct Slot {
     entry: Option<ObjEntry>,
 }
 
-/// String interning for the few distinct kinds, namespaces and component names.
+/// String interning for the few distinct kinds, namespaces and component names. Input decides
+/// what is interned (any event may name a new kind), so the set is bounded: when full, strings
+/// no entry uses any more are forgotten, and if all are in use a string is shared no longer but
+/// still works (an Arc of its own).
 #[derive(Default)]
 pub(crate) struct Interner {
     set: FxHashSet<Arc<str>>,
 }
 
 impl Interner {
+    /// Far above the distinct kinds, namespaces, managers and node names of a real cluster.
+    pub const CAP: usize = 16_384;
+
     pub fn intern(&mut self, s: &str) -> Arc<str> {
         if let Some(found) = self.set.get(s) {
             return found.clone();
         }
         let arc: Arc<str> = Arc::from(s);
-        self.set.insert(arc.clone());
+        if self.set.len() >= Self::CAP {
+            // Only the set holds these: nothing refers to them.
+            self.set.retain(|a| Arc::strong_count(a) > 1);
+        }
+        // Keep room: a sweep that freed little is not repeated on every new string.
+        if self.set.len() < Self::CAP * 3 / 4 {
+            self.set.insert(arc.clone());
+        }
         arc
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.set.len()
     }
 }
 
@@ -300,6 +350,9 @@ pub(crate) struct ObjectTable {
     live_order: VecDeque<(Timestamp, ObjId)>,
     /// The objects the input being handled has named: never evicted while it is handled.
     working: Vec<ObjId>,
+    /// What the entries hold in all, by [`ObjEntry::heap_bytes`], and its cap.
+    bytes: usize,
+    max_bytes: usize,
     ttl: Duration,
     max_entries: usize,
     pub strings: Interner,
@@ -337,6 +390,8 @@ impl ObjectTable {
             expiry: VecDeque::new(),
             live_order: VecDeque::new(),
             working: Vec::new(),
+            bytes: 0,
+            max_bytes: usize::MAX,
             ttl,
             max_entries,
             strings: Interner::default(),
@@ -347,6 +402,41 @@ impl ObjectTable {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Caps what the entries hold in bytes too (the entry cap alone applies otherwise).
+    pub fn with_byte_cap(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn over_cap(&self) -> bool {
+        self.len >= self.max_entries || self.bytes >= self.max_bytes
+    }
+
+    /// Counts an entry again after it changed, and makes room if the table has grown past its
+    /// byte cap (a few evictions at most: each call's work stays bounded).
+    fn account(&mut self, id: ObjId) {
+        let Some(entry) = self.get_mut(id) else {
+            return;
+        };
+        let now = u32::try_from(entry.heap_bytes()).unwrap_or(u32::MAX);
+        let before = std::mem::replace(&mut entry.bytes, now);
+        self.bytes = self.bytes + now as usize - before as usize;
+        for _ in 0..4 {
+            if self.bytes <= self.max_bytes {
+                break;
+            }
+            let len = self.len;
+            self.evict_one();
+            if self.len == len {
+                break;
+            }
+        }
     }
 
     pub fn get(&self, id: ObjId) -> Option<&ObjEntry> {
@@ -363,8 +453,15 @@ impl ObjectTable {
     }
 
     fn insert(&mut self, entry: ObjEntry, now: Timestamp) -> ObjId {
-        if self.len >= self.max_entries {
+        for _ in 0..4 {
+            if !self.over_cap() {
+                break;
+            }
+            let len = self.len;
             self.evict_one();
+            if self.len == len {
+                break;
+            }
         }
         let live = entry.live;
         let id = match self.free.pop() {
@@ -387,6 +484,7 @@ impl ObjectTable {
         };
         self.len += 1;
         self.working_on(id);
+        self.account(id);
         if !live {
             self.expiry.push_back((now.saturating_add(self.ttl), id));
         }
@@ -406,6 +504,7 @@ impl ObjectTable {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(id.idx);
         self.len -= 1;
+        self.bytes -= entry.bytes as usize;
         if let Some(uid) = &entry.uid {
             let key = uid_key(&entry.namespace, uid);
             if self.by_uid.get(&key) == Some(&id) {
@@ -570,6 +669,7 @@ impl ObjectTable {
             replaced: self.lookup_name(kind, namespace, name),
             first_seen: now,
             state: None,
+            bytes: 0,
         };
         let id = self.insert(entry, now);
         self.by_name.insert(name_key(kind, namespace, name), id);
@@ -749,6 +849,7 @@ impl ObjectTable {
         } else {
             entry.root = None;
         }
+        self.account(id);
         id
     }
 
@@ -821,6 +922,7 @@ impl ObjectTable {
             }
             self.expiry.push_back((due, id));
         }
+        self.account(id);
     }
 
     /// Records what an object's status says; true when that changed what waiting spans can
@@ -866,6 +968,7 @@ impl ObjectTable {
             });
             changed = true;
         }
+        self.account(id);
         changed
     }
 
@@ -1417,6 +1520,27 @@ mod tests {
         t.upsert(&m, at(703), at(703));
         assert_eq!(tp_of(&t, 4), Some(tp(4)));
         assert_eq!(t.change(id, 4).unwrap().started, at(700));
+    }
+
+    #[test]
+    fn the_interner_forgets_what_nothing_uses_and_stays_bounded() {
+        let mut strings = Interner::default();
+        let kept = strings.intern("Deployment");
+        for i in 0..3 * Interner::CAP {
+            let _ = strings.intern(&format!("Kind{i}"));
+        }
+        assert!(strings.len() <= Interner::CAP, "{}", strings.len());
+        assert!(
+            Arc::ptr_eq(&kept, &strings.intern("Deployment")),
+            "in use: still shared"
+        );
+        // All in use: new strings still come back right, unshared.
+        let held: Vec<Arc<str>> = (0..Interner::CAP)
+            .map(|i| strings.intern(&format!("Held{i}")))
+            .collect();
+        assert!(strings.len() <= Interner::CAP);
+        assert_eq!(&*strings.intern("Fresh"), "Fresh");
+        drop(held);
     }
 
     #[test]

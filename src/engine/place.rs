@@ -145,7 +145,7 @@ impl Engine {
                     let child = self.objects.resolve_named(
                         kind,
                         &event.involved.namespace,
-                        m.name,
+                        super::limits::field(m.name),
                         latest_time(occurrence),
                         creates,
                         now,
@@ -161,7 +161,7 @@ impl Engine {
                     }
                 }
                 rules::Effect::Node => {
-                    let node = self.objects.strings.intern(m.name);
+                    let node = self.objects.strings.intern(super::limits::field(m.name));
                     if let Some(obj) = self.objects.get_mut(subject) {
                         obj.node = Some(node);
                     }
@@ -187,7 +187,9 @@ impl Engine {
         occurrence: Occurrence,
         deadline: Timestamp,
     ) {
-        if self.held.len() >= self.cfg.max_held_events {
+        if self.held.len() >= self.cfg.max_held_events
+            || self.held.bytes() >= self.cfg.max_held_bytes
+        {
             self.stats.held_overflow += 1;
             return self.place(occurrence, true);
         }
@@ -496,7 +498,9 @@ impl Engine {
             },
         );
         self.schedule(id, now.saturating_add(self.cfg.horizon));
-        if self.spans.len() > self.cfg.max_open_spans {
+        if self.spans.len() > self.cfg.max_open_spans
+            || self.spans.bytes() > self.cfg.max_open_span_bytes
+        {
             self.force_oldest_traces();
         }
         id
@@ -539,9 +543,11 @@ impl Engine {
                 span.start = span.children_start.map_or(start, |c| c.min(start));
                 span.last = span.last.max(span.start);
                 span.count = count;
+                let bytes = occurrence.event.heap_bytes();
                 span.source = Source::event(occurrence.event);
                 span.subject = subject;
                 span.about = about;
+                self.spans.grew(SpanSlot::of(root_span), bytes);
                 self.touch(root_span);
                 trace
             }
@@ -693,7 +699,9 @@ impl Engine {
             let check = now.saturating_add(self.cfg.window);
             emission::queue_check(&mut self.deadlines, parent.trace, trace, check);
         }
-        if self.spans.len() > self.cfg.max_open_spans {
+        if self.spans.len() > self.cfg.max_open_spans
+            || self.spans.bytes() > self.cfg.max_open_span_bytes
+        {
             self.force_oldest_traces();
         }
         if let Some(child) = about {

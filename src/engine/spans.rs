@@ -182,6 +182,7 @@ pub(crate) struct OpenSpans {
     index: FxHashMap<SpanId, u32>,
     slots: ChunkedVec<Slot>,
     free: Vec<u32>,
+    bytes: usize,
 }
 
 /// Aligned to a cache line, so that the ID and the fields after it sit in the same two lines.
@@ -189,11 +190,38 @@ pub(crate) struct OpenSpans {
 struct Slot {
     id: SpanId,
     span: Option<OpenSpan>,
+    /// What the span holds in all, as counted when it came in (in the slot's padding).
+    bytes: u32,
+}
+
+/// The heap and slot bytes an open span holds: what the open-span byte cap counts. The event is
+/// the bulk (its strings are bounded by `crate::wire::limits`); a root synthesised from a spec
+/// change holds none, and an event made a root later is counted then ([`OpenSpans::grew`]).
+pub(crate) fn span_bytes(span: &OpenSpan) -> usize {
+    let event = match &span.source {
+        Source::Event { event, .. } => event.heap_bytes(),
+        Source::SyntheticRoot => 0,
+    };
+    std::mem::size_of::<Slot>() + event + span.repeats.capacity() * 16
 }
 
 impl OpenSpans {
     pub fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// What the open spans hold, by [`span_bytes`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// An open span now holds `more` bytes than when it came in (a root took an event).
+    pub fn grew(&mut self, at: SpanSlot, more: usize) {
+        if let Some(slot) = self.slot_of(at) {
+            let more = u32::try_from(more).unwrap_or(u32::MAX);
+            self.slots[slot].bytes = self.slots[slot].bytes.saturating_add(more);
+            self.bytes += more as usize;
+        }
     }
 
     pub fn contains_key(&self, id: &SpanId) -> bool {
@@ -232,6 +260,7 @@ impl OpenSpans {
             Some(Slot {
                 id,
                 span: Some(span),
+                ..
             }) if *id == at.id => Some(span),
             _ => self.slots[*self.index.get(&at.id)? as usize].span.as_ref(),
         }
@@ -254,12 +283,22 @@ impl OpenSpans {
                 None => u32::try_from(next).expect("fewer than 2^32 open spans"),
             });
         if slot as usize == self.slots.len() {
-            self.slots.push(Slot { id, span: None });
+            self.slots.push(Slot {
+                id,
+                span: None,
+                bytes: 0,
+            });
         }
+        let bytes = u32::try_from(span_bytes(&span)).unwrap_or(u32::MAX);
         // Written straight into its slot: the span is not moved again.
         let entry = &mut self.slots[slot as usize];
+        if entry.span.is_some() {
+            self.bytes -= entry.bytes as usize;
+        }
         entry.id = id;
         entry.span = Some(span);
+        entry.bytes = bytes;
+        self.bytes += bytes as usize;
         SpanSlot { id, slot }
     }
 
@@ -267,6 +306,7 @@ impl OpenSpans {
         let slot = self.slot_of(at)?;
         self.index.remove(&at.id);
         self.free.push(slot as u32);
+        self.bytes -= self.slots[slot].bytes as usize;
         self.slots[slot].span.take()
     }
 }

@@ -18,9 +18,49 @@ use crate::engine::model::{EventRecord, FinishedSpan, ObjectMeta, TraceRoot};
 use crate::engine::time::Timestamp;
 use crate::engine::{Engine, EngineConfig, EngineStats};
 
-/// The window a session gets: its own when longer than the operator's, else the operator's.
+/// The windows a longer-window engine may have: a session's longer window is rounded up to one
+/// of them, so at most this many extra engines run, whatever windows tenants write (each waits
+/// at most twice what it asked).
+pub const WINDOW_STEPS: [Duration; 4] = [
+    Duration::from_secs(10),
+    Duration::from_secs(20),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+];
+
+/// An extra engine's share of the base engine's caps (entries and bytes): with at most
+/// [`WINDOW_STEPS`] extra engines, all of them together hold at most half the base's worst case.
+pub const EXTRA_ENGINE_SHARE: usize = 8;
+
+/// The window a session gets: the operator's, unless it asks for longer; then the first of
+/// [`WINDOW_STEPS`] that covers it (past the last, what it asked: the limits refuse that).
 pub fn effective_window(base: Duration, asked: Option<Duration>) -> Duration {
-    asked.map_or(base, |w| w.max(base))
+    match asked {
+        Some(w) if w > base => WINDOW_STEPS
+            .into_iter()
+            .find(|step| *step >= w)
+            .unwrap_or(w)
+            .max(base),
+        _ => base,
+    }
+}
+
+/// An extra engine's settings: the base's, its window, and [`EXTRA_ENGINE_SHARE`] of its caps.
+fn extra_config(base: &EngineConfig, window: Duration) -> EngineConfig {
+    let share = |n: usize| (n / EXTRA_ENGINE_SHARE).max(1);
+    EngineConfig {
+        window,
+        max_objects: share(base.max_objects),
+        max_object_bytes: share(base.max_object_bytes),
+        max_open_spans: share(base.max_open_spans),
+        max_open_span_bytes: share(base.max_open_span_bytes),
+        max_held_events: share(base.max_held_events),
+        max_held_bytes: share(base.max_held_bytes),
+        max_tracked_events: share(base.max_tracked_events),
+        max_remembered_spans: share(base.max_remembered_spans),
+        max_traces: share(base.max_traces),
+        ..base.clone()
+    }
 }
 
 /// The namespaces each engine covers, by window: the union of its sessions' namespaces. The
@@ -103,9 +143,10 @@ impl Engines {
             let covered = self.engines.entry(*window).or_insert_with(|| {
                 tracing::info!(window = ?window, "starting an engine for a session window");
                 Covered {
-                    engine: Engine::new(EngineConfig {
-                        window: *window,
-                        ..self.base.clone()
+                    engine: Engine::new(if *window == base {
+                        self.base.clone()
+                    } else {
+                        extra_config(&self.base, *window)
                     }),
                     namespaces: BTreeSet::new(),
                 }
@@ -199,6 +240,9 @@ fn counters(s: &EngineStats) -> EngineStats {
         open_traces: 0,
         held_now: 0,
         tracked_events: 0,
+        object_bytes: 0,
+        open_span_bytes: 0,
+        held_bytes: 0,
         ..s.clone()
     }
 }
@@ -223,6 +267,9 @@ fn add(a: &EngineStats, b: &EngineStats) -> EngineStats {
         open_traces: a.open_traces + b.open_traces,
         held_now: a.held_now + b.held_now,
         tracked_events: a.tracked_events + b.tracked_events,
+        object_bytes: a.object_bytes + b.object_bytes,
+        open_span_bytes: a.open_span_bytes + b.open_span_bytes,
+        held_bytes: a.held_bytes + b.held_bytes,
     }
 }
 
@@ -280,6 +327,19 @@ mod tests {
 
     #[test]
     fn sessions_group_by_effective_window() {
+        assert_eq!(
+            effective_window(BASE, Some(Duration::from_secs(7))),
+            WINDOW_STEPS[0]
+        );
+        assert_eq!(
+            effective_window(BASE, Some(Duration::from_secs(21))),
+            WINDOW_STEPS[2]
+        );
+        let extra = extra_config(&EngineConfig::default(), WINDOW_STEPS[3]);
+        assert_eq!(
+            extra.max_object_bytes * EXTRA_ENGINE_SHARE,
+            EngineConfig::default().max_object_bytes
+        );
         assert_eq!(effective_window(BASE, None), BASE);
         assert_eq!(effective_window(BASE, Some(Duration::from_secs(1))), BASE);
         assert_eq!(

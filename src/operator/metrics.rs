@@ -128,6 +128,30 @@ impl Metrics {
         out.sample("eventspan_sessions", &[], hub.sessions.len());
 
         let e = &hub.engine;
+        out.family(
+            "eventspan_engine_bytes",
+            "gauge",
+            "Bytes the engine's capped tables hold, as their byte caps count them",
+        );
+        for (table, n) in [
+            ("objects", e.object_bytes),
+            ("open_spans", e.open_span_bytes),
+            ("held_events", e.held_bytes),
+        ] {
+            out.sample("eventspan_engine_bytes", &[("table", table)], n);
+        }
+        out.family(
+            "eventspan_input_rejected_total",
+            "counter",
+            "Events, or parts of them, the engine refused as breaking an invariant, by reason",
+        );
+        for reason in crate::engine::Rejection::ALL {
+            out.sample(
+                "eventspan_input_rejected_total",
+                &[("reason", reason.as_str())],
+                e.rejected(reason),
+            );
+        }
         for (name, help, value) in [
             (
                 "eventspan_engine_spans_emitted_total",
@@ -153,6 +177,11 @@ impl Metrics {
                 "eventspan_engine_dropped_total",
                 "Objects and tracked events evicted by the caps, and held events placed early",
                 e.objects_evicted + e.tracked_events_evicted + e.held_overflow,
+            ),
+            (
+                "eventspan_engine_duplicate_spans_total",
+                "Spans not exported because the same span was exported recently",
+                e.duplicate_spans,
             ),
             (
                 "eventspan_engine_spans_forced_total",
@@ -361,6 +390,10 @@ mod tests {
                     refusal("horizontalpodautoscalers.autoscaling", "shop"),
                 ],
                 kinds_rejected: vec![("invalid_name", 3), ("namespace_budget", 9936)],
+                engine: crate::engine::EngineStats {
+                    rejected: [1, 0, 7, 0, 0, 0],
+                    ..Default::default()
+                },
                 ..Default::default()
             },
             true,
@@ -372,6 +405,10 @@ mod tests {
             "# TYPE eventspan_watch_kinds_rejected_total counter\n",
             "eventspan_watch_kinds_rejected_total{reason=\"invalid_name\"} 3\n",
             "eventspan_watch_kinds_rejected_total{reason=\"namespace_budget\"} 9936\n",
+            "# TYPE eventspan_input_rejected_total counter\n",
+            "eventspan_input_rejected_total{reason=\"cross_namespace_event\"} 1\n",
+            "eventspan_input_rejected_total{reason=\"self_reference\"} 7\n",
+            "eventspan_input_rejected_total{reason=\"uid_collision\"} 0\n",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

@@ -279,6 +279,7 @@ impl Builder {
                 precise: c % 2 == 0,
             },
             top_level: reason == "Sync",
+            truncated: false,
         };
         let observed = (c % 6 != 0).then_some(at);
         self.inputs.push(Input::Event(Box::new(event), observed));
@@ -309,6 +310,10 @@ pub fn build(ops: &[Op]) -> Vec<Input> {
     b.inputs
 }
 
+/// How far one input may take a table past its byte cap: an entry of the largest size the wire
+/// limits allow, a few times over.
+const SLACK_BYTES: usize = 16 * 1024;
+
 /// Small caps, so that eviction and forced emission run too.
 pub fn config() -> EngineConfig {
     EngineConfig {
@@ -316,6 +321,10 @@ pub fn config() -> EngineConfig {
         max_open_spans: 60,
         max_held_events: 20,
         max_tracked_events: 50,
+        // Byte caps below what the entry caps allow of large entries: both kinds of cap bite.
+        max_object_bytes: 8 * 1024,
+        max_open_span_bytes: 40 * 1024,
+        max_held_bytes: 20 * 1024,
         ..EngineConfig::default()
     }
 }
@@ -356,6 +365,22 @@ fn within_caps(stats: &EngineStats, cfg: &EngineConfig) -> Result<(), String> {
             "tracked events",
             stats.tracked_events,
             cfg.max_tracked_events,
+        ),
+        // Byte caps may be passed by what one input adds (one entry of at most a few KiB).
+        (
+            "object bytes",
+            stats.object_bytes,
+            cfg.max_object_bytes + SLACK_BYTES,
+        ),
+        (
+            "open span bytes",
+            stats.open_span_bytes,
+            cfg.max_open_span_bytes + SLACK_BYTES,
+        ),
+        (
+            "held bytes",
+            stats.held_bytes,
+            cfg.max_held_bytes + SLACK_BYTES,
         ),
     ]
     .into_iter()

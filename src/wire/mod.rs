@@ -20,6 +20,8 @@ use crate::engine::model::{
 use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
 
+pub use crate::engine::limits;
+
 /// The annotation Flux sets on an event that starts a trace.
 pub const TOP_LEVEL_ANNOTATION: &str = "topLevelSpan";
 
@@ -427,35 +429,66 @@ impl WireObject {
             self.spec.as_deref(),
             self.status.as_deref(),
         );
+        let mut state = state;
+        if let Some(outcome) = state.as_mut().and_then(|s| s.outcome.as_mut()) {
+            limits::cut(&mut outcome.message, limits::MAX_FIELD_BYTES);
+            limits::cut(&mut outcome.reason, limits::MAX_FIELD_BYTES);
+        }
         let spec_changes = m
             .managed_fields
             .unwrap_or_default()
             .into_iter()
             .filter(|f| f.fields_v1.0)
-            .map(|f| SpecChange {
-                time: f.time,
-                manager: f.manager,
-                operation: f.operation,
+            .take(limits::MAX_SPEC_CHANGES)
+            .map(|mut f| {
+                limits::cut_fields([&mut f.manager, &mut f.operation]);
+                SpecChange {
+                    time: f.time,
+                    manager: f.manager,
+                    operation: f.operation,
+                }
             })
             .collect();
+        let labels = m
+            .labels
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, v)| {
+                k.len() <= limits::MAX_LABEL_KEY_BYTES && v.len() <= limits::MAX_LABEL_VALUE_BYTES
+            })
+            .take(limits::MAX_LABELS)
+            .collect();
+        let (mut uid, mut kind, mut api_version, mut namespace, mut name) =
+            (m.uid, self.kind, self.api_version, m.namespace, m.name);
+        limits::cut_fields([
+            &mut uid,
+            &mut kind,
+            &mut api_version,
+            &mut namespace,
+            &mut name,
+        ]);
         Ok(ObjectMeta {
-            uid: m.uid,
-            kind: self.kind,
-            api_version: self.api_version,
-            namespace: m.namespace,
-            name: m.name,
+            uid,
+            kind,
+            api_version,
+            namespace,
+            name,
             generation,
-            labels: m.labels.unwrap_or_default().into_iter().collect(),
+            labels,
             owners: m
                 .owner_references
                 .unwrap_or_default()
                 .into_iter()
-                .map(|o| OwnerRef {
-                    kind: o.kind,
-                    api_version: o.api_version,
-                    name: o.name,
-                    uid: o.uid,
-                    controller: o.controller.unwrap_or(false),
+                .take(limits::MAX_OWNERS)
+                .map(|mut o| {
+                    limits::cut_fields([&mut o.kind, &mut o.api_version, &mut o.name, &mut o.uid]);
+                    OwnerRef {
+                        kind: o.kind,
+                        api_version: o.api_version,
+                        name: o.name,
+                        uid: o.uid,
+                        controller: o.controller.unwrap_or(false),
+                    }
                 })
                 .collect(),
             spec_changes,
@@ -514,7 +547,7 @@ impl WireObject {
         } else {
             m.uid
         };
-        Ok(EventRecord {
+        let mut event = EventRecord {
             uid,
             name: m.name,
             namespace: m.namespace,
@@ -535,7 +568,10 @@ impl WireObject {
             first,
             last,
             top_level: m.annotations.unwrap_or_default().top_level_span,
-        })
+            truncated: false,
+        };
+        event.truncated = limits::bound_event(&mut event);
+        Ok(event)
     }
 }
 
@@ -577,6 +613,39 @@ mod tests {
         );
         assert!(e.top_level);
         assert!(!e.warning);
+    }
+
+    #[test]
+    fn oversized_strings_are_cut_and_marked_and_labels_bounded() {
+        let huge = "é".repeat(100_000);
+        let e = event(&format!(
+            r#"{{"apiVersion":"v1","kind":"Event","metadata":{{"name":"{huge}","namespace":"shop","uid":"e1"}},
+            "involvedObject":{{"kind":"Pod","namespace":"shop","name":"p","uid":"p1"}},
+            "reason":"BackOff","message":"{huge}","lastTimestamp":"2024-05-01T12:00:03Z"}}"#
+        ));
+        assert!(e.truncated);
+        assert!(e.message.len() <= limits::MAX_MESSAGE_BYTES && e.message.starts_with('é'));
+        assert!(e.name.len() <= limits::MAX_FIELD_BYTES);
+        let plain = event(
+            r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"e","namespace":"shop","uid":"e1"},
+            "involvedObject":{"kind":"Pod","namespace":"shop","name":"p","uid":"p1"},
+            "reason":"BackOff","message":"ok","lastTimestamp":"2024-05-01T12:00:03Z"}"#,
+        );
+        assert!(!plain.truncated);
+        let labels: Vec<String> = (0..1000)
+            .map(|i| format!(r#""l{i}":"v""#))
+            .chain([format!(r#""long":"{}""#, "v".repeat(64))])
+            .collect();
+        let json = format!(
+            r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"web","namespace":"shop","uid":"d1","labels":{{{}}}}}}}"#,
+            labels.join(",")
+        );
+        let meta = serde_json::from_str::<WireObject>(&json)
+            .unwrap()
+            .into_object_meta()
+            .unwrap();
+        assert_eq!(meta.labels.len(), limits::MAX_LABELS);
+        assert!(meta.labels.iter().all(|(k, _)| k != "long"));
     }
 
     #[test]
