@@ -9,6 +9,7 @@ mod cluster;
 mod operator;
 mod record;
 mod sessions;
+mod tenants;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
@@ -81,6 +82,10 @@ const CASES: &[Case] = &[
     (
         "traceparent_annotated_rollout_joins_the_pipeline_trace",
         sessions::traceparent_annotated_rollout_joins_the_pipeline_trace,
+    ),
+    (
+        "hostile_tenant_input_is_contained",
+        tenants::hostile_tenant_input_is_contained,
     ),
     // Last: it stops the shared operator.
     (

@@ -123,6 +123,21 @@ impl Operator {
         metric_of(&self.metrics().ok()?, name)
     }
 
+    /// The pid of the operator process this harness spawned, if it is still running: a crash
+    /// (a stack overflow aborts the process) makes this `Err`, and nothing here restarts it.
+    pub fn running_pid(&self) -> Result<u32, String> {
+        let mut child = self.child.lock().unwrap();
+        let child = child.as_mut().ok_or("the operator was stopped")?;
+        match child.try_wait().map_err(|e| e.to_string())? {
+            None => Ok(child.id()),
+            Some(status) => Err(format!("the operator process exited: {status}")),
+        }
+    }
+
+    pub fn healthz(&self) -> Result<String, String> {
+        http_get(&format!("http://127.0.0.1:{}/healthz", self.metrics_port))
+    }
+
     /// Stops the operator with SIGTERM; returns whether it exited cleanly.
     pub fn terminate(&self) -> Result<(), String> {
         let Some(mut child) = self.child.lock().unwrap().take() else {
@@ -231,11 +246,28 @@ pub fn jaeger_trace(c: &Cluster, trace_id: &str) -> Result<Vec<JaegerSpan>, Stri
     let body = http_get(&format!("{}/api/traces/{trace_id}", c.var("JAEGER_QUERY")))?;
     let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
     let trace = &v["data"][0];
-    let spans = trace["spans"]
+    trace["spans"]
         .as_array()
         .ok_or(format!("no trace {trace_id} in Jaeger"))?;
+    Ok(spans_of(trace))
+}
+
+/// Every span of every trace Jaeger holds that has a span of `service` (last hour). A trace
+/// holds the spans of all services with its ID, so callers filter by `JaegerSpan::service`.
+pub fn jaeger_service_spans(c: &Cluster, service: &str) -> Result<Vec<JaegerSpan>, String> {
+    let body = http_get(&format!(
+        "{}/api/traces?service={service}&lookback=1h&limit=1000",
+        c.var("JAEGER_QUERY")
+    ))?;
+    let v: Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+    let traces = v["data"].as_array().ok_or(format!("Jaeger: {body}"))?;
+    Ok(traces.iter().flat_map(spans_of).collect())
+}
+
+fn spans_of(trace: &Value) -> Vec<JaegerSpan> {
+    let spans = trace["spans"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-    Ok(spans
+    spans
         .iter()
         .map(|s| JaegerSpan {
             id: text(&s["spanID"]),
@@ -262,7 +294,7 @@ pub fn jaeger_trace(c: &Cluster, trace_id: &str) -> Result<Vec<JaegerSpan>, Stri
                 })
                 .collect(),
         })
-        .collect())
+        .collect()
 }
 
 /// Creates a Deployment of 2 and waits until it has rolled out.
