@@ -36,11 +36,11 @@ impl Default for WorkloadConfig {
     }
 }
 
-/// SplitMix64: tiny, fast, and the same on every platform.
-struct Rng(u64);
+/// SplitMix64: tiny, fast, and the same on every platform (the fuzz example draws from it too).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -437,22 +437,21 @@ impl Engine {
             return id;
         }
         self.stats.traces_started += 1;
-        if self.exported_roots.contains(&id) {
-            // This change's trace was exported and forgotten: late spans join its exported root,
-            // which is not exported again.
-            self.traces.insert(
-                id,
-                TraceState {
-                    root_object: root,
-                    namespace,
-                    generation,
-                    emitted_root_start: Some(start),
-                    pending: Vec::new(),
-                    scheduled: None,
-                    last_activity: now,
-                    key,
-                },
-            );
+        // This change's trace was exported and then forgotten: late spans join its exported
+        // root, which is not exported again.
+        let exported = self.exported_roots.contains(&id);
+        let state = |pending, emitted_root_start| TraceState {
+            root_object: root,
+            namespace,
+            generation,
+            emitted_root_start,
+            pending,
+            scheduled: None,
+            last_activity: now,
+            key,
+        };
+        if exported {
+            self.traces.insert(id, state(Vec::new(), Some(start)));
             let forget_at = now.saturating_add(self.cfg.recent_ttl);
             self.idle_traces.push_back((forget_at, id));
             return id;
@@ -484,19 +483,7 @@ impl Engine {
                 outcome: None,
             },
         );
-        self.traces.insert(
-            id,
-            TraceState {
-                root_object: root,
-                namespace,
-                generation,
-                emitted_root_start: None,
-                pending: vec![root_slot],
-                scheduled: None,
-                last_activity: now,
-                key,
-            },
-        );
+        self.traces.insert(id, state(vec![root_slot], None));
         self.schedule(id, now.saturating_add(self.cfg.horizon));
         if self.spans.len() > self.cfg.max_open_spans
             || self.spans.bytes() > self.cfg.max_open_span_bytes
