@@ -40,10 +40,10 @@ fn main() -> std::process::ExitCode {
     let (mut cases, mut failures, mut ops_total) = (0u64, 0u64, 0u64);
     println!("fuzz: seed {seed}, {minutes} min, up to {max_ops} ops per case");
     while Instant::now() < until {
-        let len = 1 + rng.next() % max_ops;
+        let len = 1 + rng.next_u64() % max_ops;
         let ops: Vec<generator::Op> = (0..len)
             .map(|_| {
-                let r = rng.next();
+                let r = rng.next_u64();
                 (r as u8, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u16)
             })
             .collect();

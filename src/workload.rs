@@ -40,7 +40,7 @@ impl Default for WorkloadConfig {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -49,7 +49,7 @@ impl Rng {
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
+        if n == 0 { 0 } else { self.next_u64() % n }
     }
 
     fn millis(&mut self, max: Duration) -> Duration {
@@ -169,7 +169,7 @@ impl Gen {
         self.events += 1;
         let uid = e
             .uid
-            .unwrap_or_else(|| format!("ev-{:016x}", self.rng.next()));
+            .unwrap_or_else(|| format!("ev-{:016x}", self.rng.next_u64()));
         let (kind, name, obj_uid) = e.involved;
         let time = EventTime {
             at: if e.precise { at } else { whole_second(at) },
