@@ -85,8 +85,21 @@ pub fn field(name: &str) -> &str {
 
 /// An object's metadata within the limits, if it is not already (a copy only then).
 pub fn bounded_meta(meta: &super::model::ObjectMeta) -> Option<super::model::ObjectMeta> {
+    if within(meta) {
+        return None;
+    }
+    let mut m = meta.clone();
+    bound_meta(&mut m);
+    Some(m)
+}
+
+/// Whether an object's metadata is within the limits already (what [`bound_meta`] would keep).
+fn within(meta: &super::model::ObjectMeta) -> bool {
     let long = |s: &String| s.len() > MAX_FIELD_BYTES;
-    let over = [
+    let label_ok = |(k, v): &(String, String)| {
+        k.len() <= MAX_LABEL_KEY_BYTES && v.len() <= MAX_LABEL_VALUE_BYTES
+    };
+    ![
         &meta.uid,
         &meta.kind,
         &meta.api_version,
@@ -95,31 +108,29 @@ pub fn bounded_meta(meta: &super::model::ObjectMeta) -> Option<super::model::Obj
     ]
     .into_iter()
     .any(long)
-        || meta.labels.len() > MAX_LABELS
-        || meta
-            .labels
-            .iter()
-            .any(|(k, v)| k.len() > MAX_LABEL_KEY_BYTES || v.len() > MAX_LABEL_VALUE_BYTES)
-        || meta.owners.len() > MAX_OWNERS
-        || meta.owners.iter().any(|o| {
+        && meta.labels.len() <= MAX_LABELS
+        && meta.labels.iter().all(label_ok)
+        && meta.owners.len() <= MAX_OWNERS
+        && !meta.owners.iter().any(|o| {
             [&o.kind, &o.api_version, &o.name, &o.uid]
                 .into_iter()
                 .any(long)
         })
-        || meta.spec_changes.len() > MAX_SPEC_CHANGES
-        || meta
+        && meta.spec_changes.len() <= MAX_SPEC_CHANGES
+        && !meta
             .spec_changes
             .iter()
             .any(|c| long(&c.manager) || long(&c.operation))
-        || meta
+        && !meta
             .state
             .as_ref()
             .and_then(|s| s.outcome.as_ref())
-            .is_some_and(|o| long(&o.message) || long(&o.reason));
-    if !over {
-        return None;
-    }
-    let mut m = meta.clone();
+            .is_some_and(|o| long(&o.message) || long(&o.reason))
+}
+
+/// Cuts an object's metadata to the limits, in place: strings cut, labels beyond Kubernetes'
+/// sizes dropped, lists shortened.
+pub fn bound_meta(m: &mut super::model::ObjectMeta) {
     cut_fields([
         &mut m.uid,
         &mut m.kind,
@@ -141,7 +152,6 @@ pub fn bounded_meta(meta: &super::model::ObjectMeta) -> Option<super::model::Obj
     if let Some(o) = m.state.as_mut().and_then(|s| s.outcome.as_mut()) {
         cut_fields([&mut o.message, &mut o.reason]);
     }
-    Some(m)
 }
 
 #[cfg(test)]

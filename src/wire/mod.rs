@@ -429,73 +429,44 @@ impl WireObject {
             self.spec.as_deref(),
             self.status.as_deref(),
         );
-        let mut state = state;
-        if let Some(outcome) = state.as_mut().and_then(|s| s.outcome.as_mut()) {
-            limits::cut(&mut outcome.message, limits::MAX_FIELD_BYTES);
-            limits::cut(&mut outcome.reason, limits::MAX_FIELD_BYTES);
-        }
         let spec_changes = m
             .managed_fields
             .unwrap_or_default()
             .into_iter()
             .filter(|f| f.fields_v1.0)
-            .take(limits::MAX_SPEC_CHANGES)
-            .map(|mut f| {
-                limits::cut_fields([&mut f.manager, &mut f.operation]);
-                SpecChange {
-                    time: f.time,
-                    manager: f.manager,
-                    operation: f.operation,
-                }
+            .map(|f| SpecChange {
+                time: f.time,
+                manager: f.manager,
+                operation: f.operation,
             })
             .collect();
-        let labels = m
-            .labels
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(k, v)| {
-                k.len() <= limits::MAX_LABEL_KEY_BYTES && v.len() <= limits::MAX_LABEL_VALUE_BYTES
-            })
-            .take(limits::MAX_LABELS)
-            .collect();
-        let (mut uid, mut kind, mut api_version, mut namespace, mut name) =
-            (m.uid, self.kind, self.api_version, m.namespace, m.name);
-        limits::cut_fields([
-            &mut uid,
-            &mut kind,
-            &mut api_version,
-            &mut namespace,
-            &mut name,
-        ]);
-        Ok(ObjectMeta {
-            uid,
-            kind,
-            api_version,
-            namespace,
-            name,
+        let mut meta = ObjectMeta {
+            uid: m.uid,
+            kind: self.kind,
+            api_version: self.api_version,
+            namespace: m.namespace,
+            name: m.name,
             generation,
-            labels,
+            labels: m.labels.unwrap_or_default().into_iter().collect(),
             owners: m
                 .owner_references
                 .unwrap_or_default()
                 .into_iter()
-                .take(limits::MAX_OWNERS)
-                .map(|mut o| {
-                    limits::cut_fields([&mut o.kind, &mut o.api_version, &mut o.name, &mut o.uid]);
-                    OwnerRef {
-                        kind: o.kind,
-                        api_version: o.api_version,
-                        name: o.name,
-                        uid: o.uid,
-                        controller: o.controller.unwrap_or(false),
-                    }
+                .map(|o| OwnerRef {
+                    kind: o.kind,
+                    api_version: o.api_version,
+                    name: o.name,
+                    uid: o.uid,
+                    controller: o.controller.unwrap_or(false),
                 })
                 .collect(),
             spec_changes,
             created: m.creation_timestamp,
             state,
             traceparent: m.annotations.and_then(|a| a.traceparent),
-        })
+        };
+        limits::bound_meta(&mut meta);
+        Ok(meta)
     }
 
     pub fn into_event(self) -> Result<EventRecord, WireError> {
