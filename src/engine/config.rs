@@ -74,6 +74,11 @@ pub struct EngineStats {
     pub duplicates: u64,
     /// Spans not exported because the same (trace, span) was exported recently.
     pub duplicate_spans: u64,
+    /// Spans not exported because a predecessor process exported them (see [`super::Checkpoint`]).
+    pub resumed_spans: u64,
+    /// Events that belong to a change of their root older than any this engine knows (a re-list
+    /// or a restart delivers the events of a rollout long done): they join no trace.
+    pub earlier_change: u64,
     /// Repetitions folded into an existing span.
     pub repeats: u64,
     /// Events held because their parent was not known yet.

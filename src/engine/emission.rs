@@ -6,7 +6,8 @@ use std::collections::BinaryHeap;
 use super::ids::{SpanId, TraceId};
 use super::spans::TraceState;
 use super::time::Timestamp;
-use super::{Engine, emit};
+use super::tracked::EventKey;
+use super::{Engine, ExportedOccurrences, ExportedSpan, emit};
 
 /// How much of a trace to emit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,13 +159,24 @@ impl Engine {
             {
                 t.emitted_root_start = Some(finished.start);
             }
-            if !self
-                .exported_spans
-                .insert((finished.trace_id, finished.span_id))
-            {
-                self.stats.duplicate_spans += 1;
+            let pair = (finished.trace_id, finished.span_id);
+            if !self.exported_spans.insert(pair) {
+                if self.resumed_spans.remove(&pair) {
+                    self.stats.resumed_spans += 1;
+                } else {
+                    self.stats.duplicate_spans += 1;
+                }
                 continue;
             }
+            self.log_exported(ExportedSpan {
+                trace: finished.trace_id,
+                span: finished.span_id,
+                event: finished.event.as_ref().map(|e| ExportedOccurrences {
+                    key: EventKey::of(&e.namespace, &e.uid).raw(),
+                    first_count: finished.first_count,
+                    count: finished.count,
+                }),
+            });
             self.stats.spans_emitted += 1;
             self.finished.push(finished);
         }

@@ -5,6 +5,7 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
+use super::ids::TraceId;
 use super::model::EventRecord;
 use super::objects::ObjId;
 use super::rules;
@@ -26,6 +27,9 @@ pub(crate) struct Occurrence {
     /// The objects it concerns, resolved when it arrived: names are reused, and a name must
     /// mean what it meant then.
     pub resolved: Option<Resolved>,
+    /// The trace a predecessor process exported this occurrence's span in (see `checkpoint.rs`):
+    /// it belongs to that trace's change and to no other.
+    pub exported_in: Option<TraceId>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -293,6 +297,7 @@ mod tests {
             last: t(0),
             coarse: false,
             resolved: None,
+            exported_in: None,
         }
     }
 

@@ -18,6 +18,7 @@
 //! subtree has been quiet for the window, or after the flush horizon.
 
 mod attributes;
+mod checkpoint;
 mod chunked;
 mod config;
 mod emission;
@@ -41,6 +42,9 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+pub use checkpoint::{
+    Checkpoint, CheckpointError, ExportedOccurrences, ExportedSpan, MAX_CHECKPOINT_SPANS,
+};
 pub use config::{EngineConfig, EngineStats, MAX_SPAN_DEPTH, Rejection};
 use emission::Flush;
 use held::{HeldEvents, Occurrence};
@@ -75,6 +79,14 @@ pub struct Engine {
     /// The spans exported last (trace, span): one whose event's record was evicted or expired and
     /// that comes again (a re-list, a reused uid) is not exported twice.
     exported_spans: Recent<(TraceId, ids::SpanId)>,
+    /// The spans exported last, oldest first, with the occurrences each covered: the checkpoint
+    /// a successor resumes from.
+    exported_log: VecDeque<ExportedSpan>,
+    /// From a predecessor's checkpoint: which occurrences of an Event its span covered, until the
+    /// Event is seen again.
+    resumed_events: FxHashMap<u128, (TraceId, u32, u32)>,
+    /// From a predecessor's checkpoint: spans it exported that have not come round again yet.
+    resumed_spans: rustc_hash::FxHashSet<(TraceId, ids::SpanId)>,
     held: HeldEvents,
     tracked: TrackedEvents,
     finished: Vec<FinishedSpan>,
@@ -162,6 +174,9 @@ impl Engine {
             idle_traces: VecDeque::new(),
             exported_roots: Recent::new(remembered / 2),
             exported_spans: Recent::new(remembered),
+            exported_log: VecDeque::new(),
+            resumed_events: FxHashMap::default(),
+            resumed_spans: Default::default(),
             held: HeldEvents::default(),
             finished: Vec::new(),
             stats: EngineStats::default(),
@@ -267,8 +282,10 @@ impl Engine {
         } else {
             refine(event.first)
         };
-        let (mut start, mut coarse) = (first.min(last), first_coarse);
+        let from_first = (first.min(last), first_coarse);
+        let (mut start, mut coarse) = from_first;
         let mut first_count = 1;
+        let mut exported_in = None;
         if event.count > 1 {
             // First seen with a count above one: the occurrences before it were not seen (they
             // happened before the watch, or their record expired). This is one occurrence, at
@@ -297,12 +314,29 @@ impl Engine {
                     last,
                     coarse,
                     resolved: None,
+                    exported_in: None,
                 };
                 return self.repeat(track.span, occurrence);
             }
             // A new episode of the same event: its span was exported, or this is a new action.
             first_count = track.count.saturating_add(1).min(event.count.max(1));
             (start, coarse) = (last, last_coarse);
+        } else if let Some((trace, exported_first, exported_count)) =
+            self.resumed_events.remove(&key.raw())
+        {
+            // A predecessor exported this Event's span: the same occurrences make the same span
+            // again (placed for its children and its root, not emitted), and later ones continue
+            // from the next count, as they would have in one uninterrupted process.
+            if event.count <= exported_count {
+                exported_in = Some(trace);
+                first_count = exported_first;
+                if exported_first == 1 {
+                    (start, coarse) = from_first;
+                }
+            } else {
+                first_count = exported_count.saturating_add(1);
+                (start, coarse) = (last, last_coarse);
+            }
         }
         let occurrence = Occurrence {
             event,
@@ -313,8 +347,44 @@ impl Engine {
             last,
             coarse,
             resolved: None,
+            exported_in,
         };
         self.place(occurrence, false);
+    }
+
+    /// What a successor needs to resume without exporting a span twice: the newest
+    /// [`MAX_CHECKPOINT_SPANS`] spans exported, oldest first.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            spans: self.exported_log.iter().copied().collect(),
+        }
+    }
+
+    /// Takes over from a predecessor's checkpoint, before any input: the spans it exported are
+    /// not exported again when the same objects and events come round (a re-list), and an
+    /// Event whose count grew continues from its next occurrence. Carried into this engine's own
+    /// checkpoints, so a second restart still knows them.
+    pub fn resume(&mut self, checkpoint: &Checkpoint) {
+        for &exported in &checkpoint.spans {
+            let pair = (exported.trace, exported.span);
+            self.exported_spans.insert(pair);
+            self.resumed_spans.insert(pair);
+            if exported.span == ids::SpanId::for_root(exported.trace) {
+                self.exported_roots.insert(exported.trace);
+            }
+            if let Some(e) = exported.event {
+                let covered = (exported.trace, e.first_count, e.count);
+                self.resumed_events.insert(e.key, covered);
+            }
+            self.log_exported(exported);
+        }
+    }
+
+    fn log_exported(&mut self, exported: ExportedSpan) {
+        if self.exported_log.len() >= MAX_CHECKPOINT_SPANS {
+            self.exported_log.pop_front();
+        }
+        self.exported_log.push_back(exported);
     }
 
     /// Moves time forward: releases held events and emits spans whose time has come. Time moves

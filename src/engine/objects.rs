@@ -1112,6 +1112,11 @@ impl ObjectTable {
         }
     }
 
+    /// The oldest change of a root this table knows.
+    pub fn first_change(&self, id: ObjId) -> Option<&GenerationChange> {
+        self.get(id)?.root.as_ref()?.changes.first()
+    }
+
     pub fn change(&self, id: ObjId, generation: i64) -> Option<&GenerationChange> {
         self.get(id)?
             .root

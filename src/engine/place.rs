@@ -37,6 +37,10 @@ impl Engine {
             about,
             action,
         } = resolved;
+        if self.before_known_changes(subject, &occurrence) {
+            self.stats.earlier_change += 1;
+            return;
+        }
         if occurrence.event.top_level {
             let root = self.objects.top(subject);
             if let Some(deadline) = self.unsettled_root(root, &occurrence, force) {
@@ -62,7 +66,7 @@ impl Engine {
                 };
             }
             let at = occurrence.start;
-            let parent = match self.creator_span(run, at) {
+            let parent = match self.creator_span(run, at, false) {
                 Some(parent) => parent,
                 None => self.root_of(run, at),
             };
@@ -79,7 +83,8 @@ impl Engine {
         if !force && window_end > now && self.awaits_announcement(subject, kind, reason) {
             return self.hold(subject, about, occurrence, window_end);
         }
-        let creator = self.creator_span(subject, at);
+        let follows = rules::follows(kind, reason).is_some();
+        let creator = self.creator_span(subject, at, follows);
         if let Some(creator) = creator
             && !force
             && self.is_of_older_change(&creator, at)
@@ -109,6 +114,17 @@ impl Engine {
             }
         };
         self.open_span(occurrence, subject, about, parent);
+    }
+
+    /// Whether an event happened before the first change of its root this engine knows of,
+    /// when that change's time is a recorded one (managedFields), not an estimate: it belongs to
+    /// an earlier change, whose trace this engine never saw (a restart, or a re-list long after
+    /// it). A change's trace holds only what happened from the change on.
+    fn before_known_changes(&mut self, subject: ObjId, occurrence: &Occurrence) -> bool {
+        let root = self.objects.top(subject);
+        self.objects.first_change(root).is_some_and(|c| {
+            !c.estimated && latest_time(occurrence).saturating_add(COARSE) < c.time
+        })
     }
 
     /// When a trace for `root` would start now but the root has not been seen through a watch,
@@ -202,15 +218,20 @@ impl Engine {
     }
 
     /// The span of the controller that named `subject` as the child it acted on: the newest that
-    /// started by `at`, or, allowing for second-granularity times, just after it.
-    fn creator_span(&mut self, subject: ObjId, at: Timestamp) -> Option<SpanRef> {
+    /// started by `at`, or, allowing for second-granularity times, just after it. An event that
+    /// follows a controller's action (`Killing` after `Deleted pod: X`) takes the newest within
+    /// that allowance: the kubelet often reports before the controller's event is stamped.
+    fn creator_span(&mut self, subject: ObjId, at: Timestamp, follows: bool) -> Option<SpanRef> {
         let obj = self.objects.get(subject)?;
         let fresh = || obj.acted_on.iter().filter(|r| self.fresh(r));
-        let r = fresh()
-            .rev()
-            .find(|r| r.start <= at)
-            .or_else(|| fresh().find(|r| r.start <= at.saturating_add(COARSE)))
-            .copied()?;
+        let allowance = at.saturating_add(COARSE);
+        let newest_by = |limit: Timestamp| fresh().rev().find(|r| r.start <= limit);
+        let r = if follows {
+            newest_by(allowance)
+        } else {
+            newest_by(at).or_else(|| fresh().find(|r| r.start <= allowance))
+        }
+        .copied()?;
         // A span naming this object from another object's trace (an event's `related` object,
         // say) must not pull it out of its own trace.
         if obj.has_owner()
@@ -566,6 +587,11 @@ impl Engine {
         let now = self.now;
         let action = occurrence.resolved.and_then(|r| r.action);
         let span_id = SpanId::for_event(&occurrence.event.uid, occurrence.first_count);
+        if occurrence.exported_in.is_some_and(|t| t != parent.trace) {
+            // A predecessor exported it in the trace of an earlier change.
+            self.stats.earlier_change += 1;
+            return;
+        }
         if let Some(open) = self.spans.get(&span_id) {
             if open.trace != parent.trace || open.subject != subject {
                 // Another event with the same uid: only a crafted recording has one.

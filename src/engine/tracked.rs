@@ -20,6 +20,11 @@ impl EventKey {
             EventKey(xxh3_128(b))
         })
     }
+
+    /// The hash itself, as a checkpoint stores it.
+    pub fn raw(self) -> u128 {
+        self.0
+    }
 }
 
 #[derive(Clone, Copy, Debug)]

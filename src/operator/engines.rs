@@ -252,6 +252,8 @@ fn add(a: &EngineStats, b: &EngineStats) -> EngineStats {
         events: a.events + b.events,
         duplicates: a.duplicates + b.duplicates,
         duplicate_spans: a.duplicate_spans + b.duplicate_spans,
+        resumed_spans: a.resumed_spans + b.resumed_spans,
+        earlier_change: a.earlier_change + b.earlier_change,
         rejected: std::array::from_fn(|i| a.rejected[i] + b.rejected[i]),
         repeats: a.repeats + b.repeats,
         held: a.held + b.held,
