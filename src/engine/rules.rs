@@ -226,6 +226,9 @@ pub struct Match<'a> {
 
 /// Applies the first matching rule.
 pub fn apply<'a>(involved_kind: &str, reason: &str, message: &'a str) -> Option<Match<'a>> {
+    // After ten similar events on one object within ten minutes the recorder publishes one
+    // Event with this prefix and the newest message, whose count grows with each further one.
+    let message = message.strip_prefix(COMBINED).unwrap_or(message);
     RULES
         .iter()
         .filter(|r| r.reason == reason && r.involved_kind.is_none_or(|k| k == involved_kind))
@@ -237,6 +240,9 @@ pub fn apply<'a>(involved_kind: &str, reason: &str, message: &'a str) -> Option<
             })
         })
 }
+
+/// client-go's EventAggregator prefix (tools/record/events_cache.go).
+const COMBINED: &str = "(combined from similar events): ";
 
 /// Matches `text` against a pattern, returning what `{child}` captured. Literal text matches
 /// regardless of ASCII case: controllers changed the case of their verbs between releases

@@ -1,0 +1,307 @@
+//! Occurrences, not objects: each new count of an Event is placed at its own time in the trace
+//! of the change it belongs to, through the ways Kubernetes reuses and merges Event objects.
+//! Each case is a small recording written here, replayed, and checked span by span.
+
+use eventspan::engine::EngineConfig;
+use eventspan::engine::model::{AttrRef, FinishedSpan};
+use eventspan::engine::time::Timestamp;
+use eventspan::replay;
+use serde_json::{Value, json};
+
+const T0: i64 = 1_795_000_000;
+
+fn at(secs: f64) -> String {
+    let nanos = T0 * 1_000_000_000 + (secs * 1e9).round() as i64;
+    Timestamp::from_unix_nanos(nanos).to_rfc3339_micros()
+}
+
+fn whole(secs: f64) -> String {
+    at(secs.floor()).replace(".000000Z", "Z")
+}
+
+struct Recording(Vec<String>);
+
+impl Recording {
+    fn line(&mut self, object: Value, observed: f64) {
+        let doc = json!({"type": "ADDED", "object": object, "observedAt": at(observed)});
+        self.0.push(doc.to_string());
+    }
+
+    fn root(&mut self, kind: &str, name: &str, generation: i64, changed: f64) {
+        let api = "apps/v1";
+        self.line(
+            json!({"apiVersion": api, "kind": kind, "metadata": {
+                "name": name, "namespace": "shop", "uid": format!("uid-{name}"),
+                "generation": generation, "creationTimestamp": whole(0.0),
+                "managedFields": [{"manager": "kubectl", "operation": "Update",
+                    "time": whole(changed), "fieldsV1": {"f:spec": {"f:template": {}}}}]}}),
+            changed + 0.01,
+        );
+    }
+
+    fn owned(&mut self, kind: &str, name: &str, uid: &str, owner: (&str, &str), created: f64) {
+        let api = if kind == "Pod" { "v1" } else { "apps/v1" };
+        self.line(
+            json!({"apiVersion": api, "kind": kind, "metadata": {
+                "name": name, "namespace": "shop", "uid": uid,
+                "creationTimestamp": whole(created),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner.0, "name": owner.1,
+                    "uid": format!("uid-{}", owner.1), "controller": true}]}}),
+            created + 0.005,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        uid: &str,
+        involved: (&str, &str, &str),
+        reason: &str,
+        message: &str,
+        count: u32,
+        first: f64,
+        last: f64,
+    ) {
+        let api = match involved.0 {
+            "Pod" => "v1",
+            _ => "apps/v1",
+        };
+        self.line(
+            json!({"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": format!("{}.{uid}", involved.1), "namespace": "shop", "uid": uid},
+                "involvedObject": {"kind": involved.0, "namespace": "shop", "name": involved.1,
+                    "uid": involved.2, "apiVersion": api},
+                "reason": reason, "message": message, "type": "Normal", "count": count,
+                "source": {"component": "test-controller"},
+                "firstTimestamp": whole(first), "lastTimestamp": whole(last)}),
+            last + 0.02,
+        );
+    }
+
+    fn replay(&self) -> Vec<FinishedSpan> {
+        let run = replay::replay(&self.0.join("\n"), EngineConfig::default());
+        assert!(run.skipped.is_empty(), "{:?}", run.skipped);
+        run.spans
+    }
+}
+
+fn str_attr(s: &FinishedSpan, key: &str) -> Option<String> {
+    match s.attribute(key) {
+        Some(AttrRef::Str(v)) => Some(v.to_string()),
+        _ => None,
+    }
+}
+
+fn generation_of(s: &FinishedSpan) -> i64 {
+    s.root.generation
+}
+
+fn of_event<'a>(spans: &'a [FinishedSpan], uid: &str) -> Vec<&'a FinishedSpan> {
+    spans
+        .iter()
+        .filter(|s| s.event.as_ref().is_some_and(|e| e.uid == uid))
+        .collect()
+}
+
+fn parent<'a>(spans: &'a [FinishedSpan], s: &FinishedSpan) -> Option<&'a FinishedSpan> {
+    let p = s.parent?;
+    spans
+        .iter()
+        .find(|o| o.span_id == p && o.trace_id == s.trace_id)
+}
+
+/// After ten similar events the recorder publishes one "(combined from similar events): ..."
+/// Event whose count grows with each further one, its message the newest: each count is another
+/// action, on another child, in the trace of its own change.
+#[test]
+fn combined_from_similar_events_are_actions_of_their_own_change() {
+    let mut r = Recording(Vec::new());
+    let rollout = |r: &mut Recording, generation: i64, t: f64, rs: &str, count: u32| {
+        r.root("Deployment", "web", generation, t);
+        r.owned(
+            "ReplicaSet",
+            rs,
+            &format!("uid-{rs}"),
+            ("Deployment", "web"),
+            t + 0.05,
+        );
+        let message =
+            format!("(combined from similar events): Scaled up replica set {rs} from 0 to 2");
+        r.event(
+            "ev-combined",
+            ("Deployment", "web", "uid-web"),
+            "ScalingReplicaSet",
+            &message,
+            count,
+            60.0,
+            t + 0.1,
+        );
+    };
+    rollout(&mut r, 2, 60.0, "web-b", 1);
+    rollout(&mut r, 3, 120.0, "web-c", 2);
+    let spans = r.replay();
+    let combined = of_event(&spans, "ev-combined");
+    assert_eq!(combined.len(), 2, "one span per occurrence: {combined:?}");
+    for (s, (generation, rs)) in combined.iter().zip([(2, "web-b"), (3, "web-c")]) {
+        assert_eq!(generation_of(s), generation, "{}", s.name());
+        assert_eq!(str_attr(s, "eventspan.child.name").as_deref(), Some(rs));
+    }
+}
+
+/// A StatefulSet's controller says "create Pod db-0 in StatefulSet db successful" again at the
+/// second rollout: the same Event object, count 1 → 2, and a new pod under the same name. The
+/// second occurrence is its own span, in the second rollout's trace, parent of the new pod's
+/// events; the old pod's events stay with the first.
+#[test]
+fn a_repeated_legacy_event_is_one_span_per_rollout() {
+    let mut r = Recording(Vec::new());
+    let create = "create Pod db-0 in StatefulSet db successful";
+    r.root("StatefulSet", "db", 1, 0.0);
+    r.owned("Pod", "db-0", "uid-db-0-a", ("StatefulSet", "db"), 1.0);
+    r.event(
+        "ev-create",
+        ("StatefulSet", "db", "uid-db"),
+        "SuccessfulCreate",
+        create,
+        1,
+        1.0,
+        1.0,
+    );
+    let scheduled = "Successfully assigned shop/db-0 to node-1";
+    r.event(
+        "ev-sched-a",
+        ("Pod", "db-0", "uid-db-0-a"),
+        "Scheduled",
+        scheduled,
+        1,
+        1.2,
+        1.2,
+    );
+    r.root("StatefulSet", "db", 2, 60.0);
+    r.event(
+        "ev-delete",
+        ("StatefulSet", "db", "uid-db"),
+        "SuccessfulDelete",
+        "delete Pod db-0 in StatefulSet db successful",
+        1,
+        60.1,
+        60.1,
+    );
+    r.owned("Pod", "db-0", "uid-db-0-b", ("StatefulSet", "db"), 62.0);
+    r.event(
+        "ev-create",
+        ("StatefulSet", "db", "uid-db"),
+        "SuccessfulCreate",
+        create,
+        2,
+        1.0,
+        62.0,
+    );
+    r.event(
+        "ev-sched-b",
+        ("Pod", "db-0", "uid-db-0-b"),
+        "Scheduled",
+        scheduled,
+        1,
+        62.3,
+        62.3,
+    );
+    let spans = r.replay();
+    let creates = of_event(&spans, "ev-create");
+    assert_eq!(creates.len(), 2, "{creates:?}");
+    let (first, second) = (creates[0], creates[1]);
+    assert_eq!((first.first_count, second.first_count), (1, 2));
+    assert_eq!(generation_of(first), 1);
+    assert_eq!(generation_of(second), 2);
+    assert!(
+        second.start >= Timestamp::from_unix_secs(T0 + 62),
+        "at its own time"
+    );
+    let sched_a = of_event(&spans, "ev-sched-a")[0];
+    let sched_b = of_event(&spans, "ev-sched-b")[0];
+    assert_eq!(
+        parent(&spans, sched_a).map(|p| p.span_id),
+        Some(first.span_id)
+    );
+    assert_eq!(
+        parent(&spans, sched_b).map(|p| p.span_id),
+        Some(second.span_id)
+    );
+}
+
+/// First seen with count 50 and a firstTimestamp an hour old (the watch started late): one
+/// occurrence, at its last time, not a span reaching back an hour.
+#[test]
+fn an_event_first_seen_with_a_high_count_is_one_occurrence_at_its_last_time() {
+    let mut r = Recording(Vec::new());
+    r.root("Deployment", "web", 1, 0.0);
+    r.owned(
+        "ReplicaSet",
+        "web-a",
+        "uid-web-a",
+        ("Deployment", "web"),
+        0.1,
+    );
+    r.owned("Pod", "web-a-1", "uid-pod", ("ReplicaSet", "web-a"), 0.2);
+    r.event(
+        "ev-backoff",
+        ("Pod", "web-a-1", "uid-pod"),
+        "BackOff",
+        "Back-off restarting failed container",
+        50,
+        -3600.0,
+        30.0,
+    );
+    let spans = r.replay();
+    let backoff = of_event(&spans, "ev-backoff");
+    assert_eq!(backoff.len(), 1);
+    assert_eq!(backoff[0].first_count, 50);
+    assert!(backoff[0].start >= Timestamp::from_unix_secs(T0 + 30));
+}
+
+/// An events.k8s.io Event with a series: its occurrences after the first are at
+/// `series.lastObservedTime`, never at `eventTime`.
+#[test]
+fn a_series_continues_at_its_last_observed_time() {
+    let mut r = Recording(Vec::new());
+    r.root("Deployment", "web", 1, 0.0);
+    r.owned(
+        "ReplicaSet",
+        "web-a",
+        "uid-web-a",
+        ("Deployment", "web"),
+        0.1,
+    );
+    r.owned("Pod", "web-a-1", "uid-pod", ("ReplicaSet", "web-a"), 0.2);
+    let series = |r: &mut Recording, count: u32, last: f64| {
+        let mut event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "web-a-1.s", "namespace": "shop", "uid": "ev-series"},
+            "regarding": {"kind": "Pod", "name": "web-a-1", "uid": "uid-pod", "apiVersion": "v1",
+                "namespace": "shop"},
+            "reason": "BackOff", "note": "Back-off restarting failed container",
+            "type": "Warning", "eventTime": at(1.0),
+            "reportingController": "kubelet", "reportingInstance": "node-1", "action": "Restart"});
+        if count > 1 {
+            event["series"] = json!({"count": count, "lastObservedTime": at(last)});
+        }
+        r.line(event, last + 0.01);
+    };
+    series(&mut r, 1, 1.0);
+    series(&mut r, 2, 20.0);
+    series(&mut r, 3, 300.0);
+    let spans = r.replay();
+    let occurrences = of_event(&spans, "ev-series");
+    assert!(!occurrences.is_empty());
+    let last = occurrences.iter().map(|s| s.end).max().unwrap();
+    let first = occurrences.iter().map(|s| s.start).min().unwrap();
+    assert_eq!(first, Timestamp::from_unix_nanos((T0 + 1) * 1_000_000_000));
+    assert!(
+        last >= Timestamp::from_unix_secs(T0 + 300),
+        "{occurrences:?}"
+    );
+    let counted: u32 = occurrences
+        .iter()
+        .map(|s| s.count - s.first_count + 1)
+        .sum();
+    assert_eq!(counted, 3, "every occurrence counted once");
+}
