@@ -207,6 +207,7 @@ impl Gen {
             last: time,
             top_level: false,
             truncated: false,
+            derived: false,
         };
         self.push(at, Change::Event(Box::new(event)));
     }

@@ -78,6 +78,21 @@ impl Recording {
         );
     }
 
+    /// An Event stamped at `time` that the watch delivered at `observed`.
+    fn late_event(
+        uid: &str,
+        involved: (&str, &str, &str),
+        message: &str,
+        time: f64,
+        observed: f64,
+    ) -> String {
+        let mut r = Recording(Vec::new());
+        r.event(uid, involved, "SuccessfulCreate", message, 1, time, time);
+        let mut doc: Value = serde_json::from_str(&r.0[0]).expect("own JSON");
+        doc["observedAt"] = json!(at(observed));
+        doc.to_string()
+    }
+
     fn replay(&self) -> Vec<FinishedSpan> {
         let run = replay::replay(&self.0.join("\n"), EngineConfig::default());
         assert!(run.skipped.is_empty(), "{:?}", run.skipped);
@@ -304,4 +319,124 @@ fn a_series_continues_at_its_last_observed_time() {
         .map(|s| s.count - s.first_count + 1)
         .sum();
     assert_eq!(counted, 3, "every occurrence counted once");
+}
+
+/// Under load the controller-manager's events arrive late or never (its client is rate
+/// limited): the pods' own events must still hang under spans about their own pod, never under
+/// a sibling's "Created pod".
+#[test]
+fn late_or_missing_creation_events_never_misparent_a_pod() {
+    let mut r = Recording(Vec::new());
+    r.root("Deployment", "web", 2, 0.0);
+    r.owned(
+        "ReplicaSet",
+        "web-b",
+        "uid-web-b",
+        ("Deployment", "web"),
+        0.05,
+    );
+    r.event(
+        "ev-scale",
+        ("Deployment", "web", "uid-web"),
+        "ScalingReplicaSet",
+        "Scaled up replica set web-b from 0 to 3",
+        1,
+        0.1,
+        0.1,
+    );
+    for (i, pod) in ["web-b-1", "web-b-2", "web-b-3"].iter().enumerate() {
+        let t = 0.2 + i as f64 * 0.1;
+        r.owned(
+            "Pod",
+            pod,
+            &format!("uid-{pod}"),
+            ("ReplicaSet", "web-b"),
+            t,
+        );
+    }
+    r.event(
+        "ev-create-3",
+        ("ReplicaSet", "web-b", "uid-web-b"),
+        "SuccessfulCreate",
+        "Created pod: web-b-3",
+        1,
+        0.4,
+        0.4,
+    );
+    for (i, pod) in ["web-b-1", "web-b-2", "web-b-3"].iter().enumerate() {
+        for (j, reason) in ["Scheduled", "Pulling", "Pulled", "Started"]
+            .iter()
+            .enumerate()
+        {
+            let t = 1.0 + i as f64 * 0.1 + j as f64;
+            let uid = format!("ev-{pod}-{reason}");
+            r.event(
+                &uid,
+                ("Pod", pod, &format!("uid-{pod}")),
+                reason,
+                reason,
+                1,
+                t,
+                t,
+            );
+        }
+    }
+    // "Created pod: web-b-1" is 30 s late; "Created pod: web-b-2" never comes.
+    let late = Recording::late_event(
+        "ev-create-1",
+        ("ReplicaSet", "web-b", "uid-web-b"),
+        "Created pod: web-b-1",
+        0.2,
+        30.0,
+    );
+    r.0.push(late);
+    let spans = r.replay();
+    for s in &spans {
+        let Some(e) = &s.event else { continue };
+        if e.involved.kind != "Pod" {
+            continue;
+        }
+        let mut up = parent(&spans, s);
+        while let Some(p) = up {
+            if let Some(child) = str_attr(p, "eventspan.child.name")
+                && p.event
+                    .as_ref()
+                    .is_some_and(|pe| pe.reason == "SuccessfulCreate")
+            {
+                assert_eq!(
+                    child,
+                    e.involved.name,
+                    "{} of {} under {}",
+                    e.reason,
+                    e.involved.name,
+                    p.name()
+                );
+            }
+            up = parent(&spans, p);
+        }
+    }
+    // Each pod's own events hang under a creation span about that pod: the controller's, or,
+    // when it did not come in time, one derived from the pod and marked so.
+    for pod in ["web-b-1", "web-b-2", "web-b-3"] {
+        let scheduled = of_event(&spans, &format!("ev-{pod}-Scheduled"))[0];
+        let creation = parent(&spans, scheduled).expect("a parent");
+        assert_eq!(
+            str_attr(creation, "eventspan.child.name").as_deref(),
+            Some(pod),
+            "{pod} under {}",
+            creation.name()
+        );
+        let derived = str_attr(creation, "eventspan.derived");
+        assert_eq!(derived.is_some(), pod != "web-b-3", "{pod}: {derived:?}");
+        let scale = parent(&spans, creation).expect("under the scale-up");
+        assert_eq!(scale.name(), "Deployment.ScalingReplicaSet", "{pod}");
+        let second = Timestamp::from_unix_secs(T0)..Timestamp::from_unix_secs(T0 + 1);
+        assert!(
+            second.contains(&creation.start),
+            "{pod}: in its creationTimestamp's second"
+        );
+    }
+    let late = of_event(&spans, "ev-create-1");
+    assert_eq!(late.len(), 1, "the late event is still a span");
+    assert_eq!(generation_of(late[0]), 2, "in its change's trace");
 }

@@ -79,6 +79,8 @@ pub struct EngineStats {
     /// Events that belong to a change of their root older than any this engine knows (a re-list
     /// or a restart delivers the events of a rollout long done): they join no trace.
     pub earlier_change: u64,
+    /// Pod creation spans derived from the pod because its controller's event had not come.
+    pub derived_creations: u64,
     /// Repetitions folded into an existing span.
     pub repeats: u64,
     /// Events held because their parent was not known yet.

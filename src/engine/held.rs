@@ -287,6 +287,7 @@ mod tests {
             last: at,
             top_level: false,
             truncated: false,
+            derived: false,
         };
         Occurrence {
             key: EventKey::of("ns", uid),

@@ -172,6 +172,9 @@ pub struct EventRecord {
     /// A string of it was cut to its byte limit on the way in (see `crate::wire::limits`):
     /// exported as `eventspan.truncated`.
     pub truncated: bool,
+    /// Not reported by Kubernetes: made by the engine from an object's state, for a
+    /// controller's event that never came (see `place.rs`). Exported as `eventspan.derived`.
+    pub derived: bool,
 }
 
 impl ObjectRef {
@@ -448,6 +451,9 @@ impl FinishedSpan {
         }
         if ev.truncated {
             out.push(("eventspan.truncated", AttrRef::Bool(true)));
+        }
+        if ev.derived {
+            out.push(("eventspan.derived", AttrRef::Str("state")));
         }
         if self.count > self.first_count {
             out.push((

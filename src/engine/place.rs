@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use super::held::{Occurrence, Resolved};
 use super::ids::{SpanId, TraceId};
+use super::model::{EventRecord, EventTime, ObjectRef};
 use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
 use super::spans::{Change, OpenSpan, RootKey, Source, SpanSlot, TraceState};
 use super::time::Timestamp;
+use super::tracked::EventKey;
 use super::{COARSE, Engine, MAX_ROOT_LEAD, MAX_SPAN_DEPTH, Rejection, emission};
 
 /// Same-second events without better times keep their arrival order this far apart.
@@ -114,7 +116,10 @@ impl Engine {
                 if !force && self.awaits_creator(subject, at) && window_end > now {
                     return self.hold(subject, about, occurrence, window_end);
                 }
-                match self.owner_span(subject, at) {
+                let derived = self
+                    .derive_creation(subject, at)
+                    .and_then(|()| self.creator_span(subject, at, follows));
+                match derived.or_else(|| self.owner_span(subject, at)) {
                     Some(parent) => parent,
                     None => {
                         let deadline = occurrence.observed.saturating_add(self.cfg.root_settle);
@@ -279,6 +284,102 @@ impl Engine {
     fn sibling_anchor(&self, subject: ObjId) -> Option<SpanRef> {
         let r = self.objects.get(subject)?.anchor?;
         (self.fresh(&r) && r.span.id != SpanId::for_root(r.trace)).then_some(r)
+    }
+
+    /// A pod whose controller's "Created pod: X" never came (Kubernetes drops and delays events
+    /// under load) still gets its creation span, from the pod itself: its owner and
+    /// `creationTimestamp`, placed as the controller's event would have been and marked
+    /// `eventspan.derived`. Only for a pod seen through its watch and created during the change
+    /// its event belongs to. Its ID depends on the pod's uid alone, so a successor derives the
+    /// same span. The controller's event, should it come after all, is a span of its own.
+    fn derive_creation(&mut self, subject: ObjId, at: Timestamp) -> Option<()> {
+        let owner = self.objects.owner_of(subject)?;
+        let root = self.objects.top(subject);
+        let change_start = match self.root_key(root, at).1 {
+            Change::Generation(g) => self.objects.change(root, g).map(|c| c.time),
+            Change::Activity => None,
+        };
+        let pod = self.objects.get(subject)?;
+        let created = pod.created?;
+        let fresh = pod.live && pod.acted_on.is_empty() && &*pod.kind == "Pod";
+        let during_change = change_start.is_some_and(|c| created.saturating_add(COARSE) >= c);
+        if !fresh || !during_change || created > at || at.since(created) > MAX_ROOT_LEAD {
+            return None;
+        }
+        let (pod_name, pod_uid) = (pod.name.to_string(), pod.uid.as_deref()?.to_string());
+        let kind = pod.kind.clone();
+        // The controller's event may have come before the pod's watch event, and then named a
+        // placeholder for the pod: it is the creation, not a reason to derive one.
+        let earliest = created.saturating_sub(COARSE);
+        let o = self.objects.get(owner)?;
+        let creates_this_name = |span: &OpenSpan| {
+            let Source::Event { event, .. } = &span.source else {
+                return false;
+            };
+            rules::apply(&event.involved.kind, &event.reason, &event.message)
+                .is_some_and(|m| m.action == Action::Create && m.name == pod_name)
+        };
+        let named = o.spans_on.iter().copied().find(|r| {
+            r.start >= earliest
+                && self.fresh(r)
+                && self.spans.get_at(r.span).is_some_and(|s| {
+                    creates_this_name(s)
+                        && s.about
+                            .and_then(|about| self.objects.get(about))
+                            .is_some_and(|a| a.kind == kind)
+                })
+        });
+        if let Some(creation) = named {
+            self.acted_on(subject, creation, Some(Action::Create));
+            return Some(());
+        }
+        let o = self.objects.get(owner)?;
+        let message = rules::pod_creation_message(&o.kind, &o.name, &pod_name)?;
+        let involved = ObjectRef {
+            kind: o.kind.to_string(),
+            api_version: o.api_version.to_string(),
+            namespace: o.namespace.to_string(),
+            name: o.name.to_string(),
+            uid: o.uid.as_deref().unwrap_or_default().to_string(),
+            field_path: String::new(),
+        };
+        let time = EventTime {
+            at: created,
+            precise: false,
+        };
+        let event = EventRecord {
+            uid: format!("eventspan-derived-creation/{pod_uid}"),
+            name: String::new(),
+            namespace: involved.namespace.clone(),
+            related: None,
+            reason: "SuccessfulCreate".into(),
+            message,
+            warning: false,
+            action: "Create".into(),
+            reporting_controller: "eventspan".into(),
+            reporting_instance: String::new(),
+            count: 1,
+            first: time,
+            last: time,
+            top_level: false,
+            truncated: false,
+            derived: true,
+            involved,
+        };
+        self.stats.derived_creations += 1;
+        let occurrence = Occurrence {
+            key: EventKey::of(&event.namespace, &event.uid),
+            event: Box::new(event),
+            observed: self.now,
+            first_count: 1,
+            start: created,
+            last: created,
+            coarse: true,
+            resolved: None,
+            exported_in: None,
+        };
+        self.place(occurrence, true);
+        Some(())
     }
 
     /// Whether a controller normally announces creating this object and has not done so yet.

@@ -202,6 +202,32 @@ pub fn creation_announced(kind: &str) -> bool {
     rules_for(kind, Create).next().is_some()
 }
 
+/// What the controller of `owner_kind` says when it creates a pod: the message of the event
+/// that did not come, for a creation derived from the pod itself (see `place.rs`). Rendered
+/// from the rule that reads it back, so the derived event is placed like the real one.
+pub fn pod_creation_message(owner_kind: &str, owner: &str, pod: &str) -> Option<String> {
+    let rule = RULES
+        .iter()
+        .filter(|r| r.reason == "SuccessfulCreate" && r.action == Create && r.effect == POD)
+        .find(|r| r.involved_kind == Some(owner_kind))
+        .or_else(|| {
+            let generic = RULES.iter().find(|r| {
+                r.reason == "SuccessfulCreate" && r.effect == POD && r.involved_kind.is_none()
+            });
+            generic.filter(|_| announces(owner_kind, "Pod", Create))
+        })?;
+    let mut message = String::new();
+    for part in rule.pattern.parts() {
+        match part {
+            Part::Literal(text) => message.push_str(text),
+            Part::Child => message.push_str(pod),
+            Part::Word => message.push_str(owner),
+            Part::Rest => {}
+        }
+    }
+    Some(message)
+}
+
 /// The action an event on an object of `kind` follows, if any.
 pub fn follows(kind: &str, reason: &str) -> Option<Action> {
     AFTERMATH
@@ -347,6 +373,19 @@ fn find_ignore_case(text: &str, needle: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_creation_messages_read_back_as_the_creation_of_the_pod() {
+        for owner in ["ReplicaSet", "StatefulSet", "Job", "DaemonSet"] {
+            let message = pod_creation_message(owner, "db", "db-0").unwrap();
+            let m = apply(owner, "SuccessfulCreate", &message).unwrap();
+            assert_eq!((m.name, m.action), ("db-0", Create), "{owner}: {message}");
+        }
+        assert_eq!(
+            pod_creation_message("StatefulSet", "db", "db-0").as_deref(),
+            Some("create Pod db-0 in StatefulSet db successful")
+        );
+    }
 
     fn child(kind: &str, reason: &str, message: &str) -> Option<(String, Effect)> {
         apply(kind, reason, message).map(|m| (m.name.to_string(), m.effect))

@@ -540,6 +540,7 @@ impl WireObject {
             last,
             top_level: m.annotations.unwrap_or_default().top_level_span,
             truncated: false,
+            derived: false,
         };
         event.truncated = limits::bound_event(&mut event);
         Ok(event)

@@ -280,6 +280,7 @@ impl Builder {
             },
             top_level: reason == "Sync",
             truncated: false,
+            derived: false,
         };
         let observed = (c % 6 != 0).then_some(at);
         self.inputs.push(Input::Event(Box::new(event), observed));
