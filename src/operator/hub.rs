@@ -79,6 +79,18 @@ pub struct SessionSnapshot {
     /// the session's counts never go backwards.
     pub retired: ExporterStats,
     pub namespaces: Vec<String>,
+    /// How the session's namespaces are watched (filled in when the hub publishes).
+    pub watches: SessionWatches,
+}
+
+/// The watches of a session's namespaces, for its `Reconciling`, `Stalled` and `WatchesHealthy`
+/// conditions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionWatches {
+    /// Namespaces whose Event watch has not listed yet: the session is still being brought up.
+    pub listing: Vec<String>,
+    /// Watches in its namespaces given up after persistent refusals (see `watch::retry`).
+    pub refused: Vec<crate::watch::Refusal>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -121,6 +133,7 @@ impl Session {
                 .collect(),
             retired: self.retired.clone(),
             namespaces: self.setup.scope.namespaces.iter().cloned().collect(),
+            watches: SessionWatches::default(),
         }
     }
 
@@ -460,13 +473,42 @@ impl Hub {
         }
     }
 
+    /// How a session's namespaces are watched, given the watches refused for good.
+    fn session_watches(
+        &self,
+        namespaces: &[String],
+        refused: &[crate::watch::Refusal],
+    ) -> SessionWatches {
+        SessionWatches {
+            listing: namespaces
+                .iter()
+                .filter(|ns| !self.watches.listed(ns))
+                .cloned()
+                .collect(),
+            // Cluster-wide watches (a cluster-scoped kind) are not any one session's: they are
+            // in the metric only.
+            refused: refused
+                .iter()
+                .filter(|r| {
+                    matches!(&r.scope, crate::watch::Scope::Namespace(ns) if namespaces.contains(ns))
+                })
+                .cloned()
+                .collect(),
+        }
+    }
+
     fn publish(&self) {
         let counts = &self.watch_counts;
+        let refused = self.watches.refused();
         let snapshot = HubSnapshot {
             sessions: self
                 .sessions
                 .iter()
-                .map(|(k, s)| (k.clone(), s.snapshot()))
+                .map(|(k, s)| {
+                    let mut snapshot = s.snapshot();
+                    snapshot.watches = self.session_watches(&snapshot.namespaces, &refused);
+                    (k.clone(), snapshot)
+                })
                 .collect(),
             engine: self.engines.stats(),
             events_received: self.events_received,
@@ -474,7 +516,7 @@ impl Hub {
             event_watches: counts.events.load(std::sync::atomic::Ordering::Relaxed),
             metadata_watches: counts.metadata.load(std::sync::atomic::Ordering::Relaxed),
             watched_namespaces: self.watches.namespaces().count(),
-            watches_refused: self.watches.refused(),
+            watches_refused: refused,
             kinds_rejected: self.watches.kinds_rejected(),
         };
         self.snapshots.send_replace(Arc::new(snapshot));
