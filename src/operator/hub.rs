@@ -473,30 +473,6 @@ impl Hub {
         }
     }
 
-    /// How a session's namespaces are watched, given the watches refused for good.
-    fn session_watches(
-        &self,
-        namespaces: &[String],
-        refused: &[crate::watch::Refusal],
-    ) -> SessionWatches {
-        SessionWatches {
-            listing: namespaces
-                .iter()
-                .filter(|ns| !self.watches.listed(ns))
-                .cloned()
-                .collect(),
-            // Cluster-wide watches (a cluster-scoped kind) are not any one session's: they are
-            // in the metric only.
-            refused: refused
-                .iter()
-                .filter(|r| {
-                    matches!(&r.scope, crate::watch::Scope::Namespace(ns) if namespaces.contains(ns))
-                })
-                .cloned()
-                .collect(),
-        }
-    }
-
     fn publish(&self) {
         let counts = &self.watch_counts;
         let refused = self.watches.refused();
@@ -506,7 +482,11 @@ impl Hub {
                 .iter()
                 .map(|(k, s)| {
                     let mut snapshot = s.snapshot();
-                    snapshot.watches = self.session_watches(&snapshot.namespaces, &refused);
+                    snapshot.watches = session_watches(
+                        &snapshot.namespaces,
+                        |ns| self.watches.listed(ns),
+                        &refused,
+                    );
                     (k.clone(), snapshot)
                 })
                 .collect(),
@@ -520,5 +500,54 @@ impl Hub {
             kinds_rejected: self.watches.kinds_rejected(),
         };
         self.snapshots.send_replace(Arc::new(snapshot));
+    }
+}
+
+/// How a session's namespaces are watched: those whose Event watch has not listed, and the
+/// watches refused for good in them.
+fn session_watches(
+    namespaces: &[String],
+    listed: impl Fn(&str) -> bool,
+    refused: &[crate::watch::Refusal],
+) -> SessionWatches {
+    SessionWatches {
+        listing: namespaces
+            .iter()
+            .filter(|ns| !listed(ns))
+            .cloned()
+            .collect(),
+        // Cluster-wide watches (a cluster-scoped kind) are not any one session's: they are in
+        // the metric only.
+        refused: refused
+            .iter()
+            .filter(|r| {
+                matches!(&r.scope, crate::watch::Scope::Namespace(ns) if namespaces.contains(ns))
+            })
+            .cloned()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::{Refusal, Scope as WatchScope};
+
+    #[test]
+    fn a_session_gets_the_refusals_and_listings_of_its_own_namespaces() {
+        let refusal = |resource: &str, scope: WatchScope| Refusal {
+            resource: resource.into(),
+            scope,
+            code: 403,
+        };
+        let refused = [
+            refusal("pods", WatchScope::Namespace("shop".into())),
+            refusal("pods", WatchScope::Namespace("payments".into())),
+            refusal("nodes", WatchScope::AllNamespaces),
+        ];
+        let namespaces = ["shop".to_string(), "web".to_string()];
+        let w = session_watches(&namespaces, |ns| ns == "shop", &refused);
+        assert_eq!(w.listing, ["web"]);
+        assert_eq!(w.refused, [refused[0].clone()]);
     }
 }
