@@ -349,6 +349,7 @@ impl ListCutoff {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn watch_events(
     client: Client,
     namespace: String,
