@@ -32,7 +32,28 @@ fn crd_carries_status_printer_columns_and_validation() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Phase", "Spans", "Traces", "Last Trace", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Ready",
+            "Reason",
+            "Phase",
+            "Spans",
+            "Traces",
+            "Last Trace",
+            "Age"
+        ]
+    );
+    // The Ready column is the condition `kubectl wait --for=condition=Ready` waits for.
+    assert_eq!(
+        version["additionalPrinterColumns"][0]["jsonPath"],
+        r#".status.conditions[?(@.type=="Ready")].status"#
+    );
+    // A session without a status yet reads as not observed (kstatus: InProgress, not Current).
+    assert_eq!(
+        version["schema"]["openAPIV3Schema"]["properties"]["status"]["default"],
+        serde_json::json!({"observedGeneration": 0})
+    );
     let conditions =
         &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");

@@ -29,6 +29,8 @@ const NAMESPACE_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     namespaced,
     shortname = "ts",
     status = "TraceSessionStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Spans","type":"integer","jsonPath":".status.spansExported"}"#,
     printcolumn = r#"{"name":"Traces","type":"integer","jsonPath":".status.traces"}"#,
@@ -252,7 +254,8 @@ pub struct TraceSessionStatus {
     pub observed_generation: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// `Ready` and `ExportersHealthy`.
+    /// `Ready`, `Reconciling`, `Stalled` (kstatus' conditions), `ExportersHealthy` and
+    /// `WatchesHealthy`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -311,7 +314,13 @@ pub fn crd_yaml() -> String {
     use kube::CustomResourceExt;
     let mut crd = serde_json::to_value(TraceSession::crd()).expect("the CRD serialises");
     for version in crd["spec"]["versions"].as_array_mut().into_iter().flatten() {
-        strip_defaults(&mut version["schema"]["openAPIV3Schema"]["properties"]["spec"]);
+        let properties = &mut version["schema"]["openAPIV3Schema"]["properties"];
+        strip_defaults(&mut properties["spec"]);
+        // A session the operator has not written a status for yet reads `observedGeneration: 0`
+        // (the API server fills it in on read), which kstatus takes as a generation not yet
+        // observed (InProgress): without it, a session created while the operator is down has
+        // no status, and no status computes to Current.
+        properties["status"]["default"] = serde_json::json!({"observedGeneration": 0});
     }
     serde_saphyr::to_string(&crd).expect("the CRD serialises")
 }

@@ -79,6 +79,18 @@ pub struct SessionSnapshot {
     /// the session's counts never go backwards.
     pub retired: ExporterStats,
     pub namespaces: Vec<String>,
+    /// How the session's namespaces are watched (filled in when the hub publishes).
+    pub watches: SessionWatches,
+}
+
+/// The watches of a session's namespaces, for its `Reconciling`, `Stalled` and `WatchesHealthy`
+/// conditions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionWatches {
+    /// Namespaces whose Event watch has not listed yet: the session is still being brought up.
+    pub listing: Vec<String>,
+    /// Watches in its namespaces given up after persistent refusals (see `watch::retry`).
+    pub refused: Vec<crate::watch::Refusal>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -121,6 +133,7 @@ impl Session {
                 .collect(),
             retired: self.retired.clone(),
             namespaces: self.setup.scope.namespaces.iter().cloned().collect(),
+            watches: SessionWatches::default(),
         }
     }
 
@@ -462,11 +475,20 @@ impl Hub {
 
     fn publish(&self) {
         let counts = &self.watch_counts;
+        let refused = self.watches.refused();
         let snapshot = HubSnapshot {
             sessions: self
                 .sessions
                 .iter()
-                .map(|(k, s)| (k.clone(), s.snapshot()))
+                .map(|(k, s)| {
+                    let mut snapshot = s.snapshot();
+                    snapshot.watches = session_watches(
+                        &snapshot.namespaces,
+                        |ns| self.watches.listed(ns),
+                        &refused,
+                    );
+                    (k.clone(), snapshot)
+                })
                 .collect(),
             engine: self.engines.stats(),
             events_received: self.events_received,
@@ -474,9 +496,58 @@ impl Hub {
             event_watches: counts.events.load(std::sync::atomic::Ordering::Relaxed),
             metadata_watches: counts.metadata.load(std::sync::atomic::Ordering::Relaxed),
             watched_namespaces: self.watches.namespaces().count(),
-            watches_refused: self.watches.refused(),
+            watches_refused: refused,
             kinds_rejected: self.watches.kinds_rejected(),
         };
         self.snapshots.send_replace(Arc::new(snapshot));
+    }
+}
+
+/// How a session's namespaces are watched: those whose Event watch has not listed, and the
+/// watches refused for good in them.
+fn session_watches(
+    namespaces: &[String],
+    listed: impl Fn(&str) -> bool,
+    refused: &[crate::watch::Refusal],
+) -> SessionWatches {
+    SessionWatches {
+        listing: namespaces
+            .iter()
+            .filter(|ns| !listed(ns))
+            .cloned()
+            .collect(),
+        // Cluster-wide watches (a cluster-scoped kind) are not any one session's: they are in
+        // the metric only.
+        refused: refused
+            .iter()
+            .filter(|r| {
+                matches!(&r.scope, crate::watch::Scope::Namespace(ns) if namespaces.contains(ns))
+            })
+            .cloned()
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::{Refusal, Scope as WatchScope};
+
+    #[test]
+    fn a_session_gets_the_refusals_and_listings_of_its_own_namespaces() {
+        let refusal = |resource: &str, scope: WatchScope| Refusal {
+            resource: resource.into(),
+            scope,
+            code: 403,
+        };
+        let refused = [
+            refusal("pods", WatchScope::Namespace("shop".into())),
+            refusal("pods", WatchScope::Namespace("payments".into())),
+            refusal("nodes", WatchScope::AllNamespaces),
+        ];
+        let namespaces = ["shop".to_string(), "web".to_string()];
+        let w = session_watches(&namespaces, |ns| ns == "shop", &refused);
+        assert_eq!(w.listing, ["web"]);
+        assert_eq!(w.refused, [refused[0].clone()]);
     }
 }

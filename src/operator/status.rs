@@ -168,76 +168,10 @@ pub fn compose(
 ) -> TraceSessionStatus {
     let g = verdict.generation;
     let prev = &verdict.previous_conditions;
-    let ready = match &verdict.ready {
-        Ok((reason, message)) => condition(prev, "Ready", "True", reason, message, g, now),
-        Err((reason, message)) => condition(prev, "Ready", "False", reason, message, g, now),
-    };
-    let exporters = runtime.map(|r| r.exporters.as_slice()).unwrap_or_default();
-    let healthy = if exporters.is_empty() {
-        condition(
-            prev,
-            "ExportersHealthy",
-            "Unknown",
-            "NotExporting",
-            "no exporter is running",
-            g,
-            now,
-        )
-    } else {
-        // Exporters run in the spec's order: the index names the field.
-        let refused: Vec<String> = exporters
-            .iter()
-            .enumerate()
-            .filter(|(_, (_, s))| !s.healthy && s.not_permitted)
-            .map(|(i, (name, _))| {
-                format!(
-                    "exporter {name} (spec.exporters[{i}].otlp.endpoint): {}",
-                    crate::export::NOT_PERMITTED
-                )
-            })
-            .collect();
-        // `last_error` is a fixed phrase (never a response body): fit for the tenant to read.
-        let failing: Vec<String> = exporters
-            .iter()
-            .filter(|(_, s)| !s.healthy && !s.not_permitted)
-            .map(|(name, s)| format!("{name}: {}", s.last_error.as_deref().unwrap_or("failing")))
-            .collect();
-        if !refused.is_empty() {
-            condition(
-                prev,
-                "ExportersHealthy",
-                "False",
-                "DestinationNotPermitted",
-                &refused
-                    .into_iter()
-                    .chain(failing)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-                g,
-                now,
-            )
-        } else if failing.is_empty() {
-            condition(
-                prev,
-                "ExportersHealthy",
-                "True",
-                "Exporting",
-                "every exporter delivers",
-                g,
-                now,
-            )
-        } else {
-            condition(
-                prev,
-                "ExportersHealthy",
-                "False",
-                "ExportFailing",
-                &failing.join("; "),
-                g,
-                now,
-            )
-        }
-    };
+    let conditions = super::conditions::decide(verdict.phase, &verdict.ready, runtime)
+        .into_iter()
+        .map(|c| condition(prev, c.type_, c.status, &c.reason, &c.message, g, now))
+        .collect();
     let mut counts = verdict.baseline;
     if let Some(run) = runtime {
         counts.absorb(run);
@@ -248,7 +182,7 @@ pub fn compose(
     TraceSessionStatus {
         observed_generation: Some(g),
         phase: Some(verdict.phase),
-        conditions: vec![ready, healthy],
+        conditions,
         started_at: verdict.started_at.clone(),
         watched_namespaces: runtime.map(|r| r.namespaces.clone()).unwrap_or_default(),
         events_observed: counts.events_observed,
@@ -390,7 +324,18 @@ mod tests {
         let t1 = Time(Jiff::from_second(1_000).unwrap());
         let t2 = Time(Jiff::from_second(2_000).unwrap());
         let mut v = verdict();
-        let first = compose(&v, None, &t1);
+        // Running, listed, its exporter delivering: ready.
+        let running = SessionSnapshot {
+            exporters: vec![(
+                "jaeger".into(),
+                crate::export::ExporterStats {
+                    healthy: true,
+                    ..Default::default()
+                },
+            )],
+            ..Default::default()
+        };
+        let first = compose(&v, Some(&running), &t1);
         let ready = first
             .conditions
             .iter()
@@ -401,7 +346,7 @@ mod tests {
             ("True", &t1)
         );
         v.previous_conditions = first.conditions.clone();
-        let same = compose(&v, None, &t2);
+        let same = compose(&v, Some(&running), &t2);
         assert_eq!(
             same.conditions
                 .iter()
@@ -445,6 +390,7 @@ mod tests {
                 ..Default::default()
             },
             namespaces: vec!["shop".into()],
+            watches: Default::default(),
         };
         let now = Time(Jiff::UNIX_EPOCH);
         let status = compose(&verdict(), Some(&runtime), &now);
@@ -534,6 +480,7 @@ mod tests {
                 ..Default::default()
             },
             namespaces: vec!["shop".into()],
+            watches: Default::default(),
         };
         let mut v = verdict();
         let older = RecentTrace {

@@ -46,6 +46,32 @@ pub struct WatchCounts {
     pub metadata: AtomicI64,
 }
 
+/// The covered namespaces whose Event watch has listed since it started: until it has, a session
+/// there is still being brought up (its status says `Reconciling`), since events before the list
+/// are not seen. A re-list (an expired watch, a new engine) does not take a namespace off: its
+/// sessions were tracing before and carry on.
+#[derive(Default, Debug)]
+pub struct Listed(std::sync::Mutex<BTreeSet<String>>);
+
+impl Listed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // A panic elsewhere while holding it leaves a set still worth reading.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, namespace: &str) {
+        self.lock().insert(namespace.to_string());
+    }
+
+    fn remove(&self, namespace: &str) {
+        self.lock().remove(namespace);
+    }
+
+    pub fn contains(&self, namespace: &str) -> bool {
+        self.lock().contains(namespace)
+    }
+}
+
 /// Decrements a gauge when a watch task ends, however it ends.
 struct Live<'a>(&'a AtomicI64);
 
@@ -76,6 +102,8 @@ pub struct WatchManager {
     warned: BTreeSet<(String, Rejected)>,
     /// Watches given up after persistent refusals.
     refusals: Arc<Refusals>,
+    /// Namespaces whose Event watch has listed.
+    listed: Arc<Listed>,
     /// Cluster-scoped kinds being watched: one watch each, whichever namespace asked first.
     cluster_wide: Arc<Mutex<BTreeSet<(String, String)>>>,
     root: CancellationToken,
@@ -100,6 +128,7 @@ impl WatchManager {
             budget: Budget::default(),
             warned: BTreeSet::new(),
             refusals: Arc::default(),
+            listed: Arc::default(),
             cluster_wide: Arc::default(),
             root: stop,
             max_event_age,
@@ -114,6 +143,11 @@ impl WatchManager {
     /// Watches given up because the API server kept refusing them.
     pub fn refused(&self) -> Vec<Refusal> {
         self.refusals.list()
+    }
+
+    /// Whether the Event watch of a covered namespace has listed since it started.
+    pub fn listed(&self, namespace: &str) -> bool {
+        self.namespaces.contains_key(namespace) && self.listed.contains(namespace)
     }
 
     /// Kinds not watched, by reason (the metric label), since start.
@@ -141,10 +175,13 @@ impl WatchManager {
             self.budget.release(ns);
             self.warned.retain(|(n, _)| n != ns);
             self.refusals.forget_namespace(ns);
+            self.listed.remove(ns);
             tracing::info!(namespace = %ns, "stopped watching");
         }
         for ns in desired {
             if !self.namespaces.contains_key(ns) {
+                // Covered anew: listed only once this watch has (a stopped one may have said so).
+                self.listed.remove(ns);
                 self.start_namespace(ns);
             }
         }
@@ -162,6 +199,7 @@ impl WatchManager {
             self.max_event_age,
             self.counts.clone(),
             self.refusals.clone(),
+            self.listed.clone(),
             token,
         ));
     }
@@ -311,6 +349,7 @@ impl ListCutoff {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn watch_events(
     client: Client,
     namespace: String,
@@ -318,6 +357,7 @@ async fn watch_events(
     max_event_age: Duration,
     counts: Arc<WatchCounts>,
     refusals: Arc<Refusals>,
+    listed: Arc<Listed>,
     stop: CancellationToken,
 ) {
     let _live = Live::new(&counts.events);
@@ -342,6 +382,11 @@ async fn watch_events(
                     }
                     watcher::Event::InitApply(o) => (o, true),
                     watcher::Event::Apply(o) => (o, false),
+                    // A stopped watch must not mark a namespace covered anew as listed.
+                    watcher::Event::InitDone if !stop.is_cancelled() => {
+                        listed.insert(&namespace);
+                        continue;
+                    }
                     watcher::Event::InitDone | watcher::Event::Delete(_) => continue,
                 }
             }
@@ -530,6 +575,42 @@ mod tests {
             "a watch that recovers counts nothing"
         );
         assert_eq!(counts.metadata.load(Ordering::Relaxed), 1);
+        stop.cancel();
+    }
+
+    /// A namespace counts as listed once its Event watch has listed, not when it is asked for:
+    /// until then its sessions are still being brought up (refused twice first, as an API server
+    /// that has just started does), and no longer once it is not covered.
+    #[tokio::test]
+    async fn a_namespace_is_listed_once_its_event_watch_has_listed() {
+        let client = fake_client(|n, request| {
+            let query = request.uri().query().unwrap_or_default();
+            if n < 2 {
+                status(403)
+            } else if query.contains("watch=true") {
+                None
+            } else {
+                reply(
+                    200,
+                    serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "EventList",
+                        "metadata": {"resourceVersion": "7"}, "items": []}),
+                )
+            }
+        });
+        let (input, _inputs) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let mut m = WatchManager::new(client, input, Duration::from_secs(120), stop.clone());
+        let shop: BTreeSet<String> = ["shop".to_string()].into();
+        m.set_namespaces(&shop);
+        assert!(!m.listed("shop"), "asked for, not listed yet");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !m.listed("shop") {
+            assert!(tokio::time::Instant::now() < deadline, "never listed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!m.listed("other"), "never covered");
+        m.set_namespaces(&BTreeSet::new());
+        assert!(!m.listed("shop"), "no longer covered");
         stop.cancel();
     }
 

@@ -6,6 +6,7 @@
 //! `EVENTSPAN_E2E=skip` skips them all, loudly, for quick local iterations; CI never sets it.
 
 mod cluster;
+mod kstatus;
 mod operator;
 mod record;
 mod sessions;
@@ -54,6 +55,10 @@ const CASES: &[Case] = &[
     (
         "gitops_apply_is_idempotent_and_health_is_standard",
         sessions::gitops_apply_is_idempotent_and_health_is_standard,
+    ),
+    (
+        "sessions_compute_to_the_kstatus_they_mean",
+        kstatus::sessions_compute_to_the_kstatus_they_mean,
     ),
     (
         "sessions_share_watches_and_get_their_own_traces",
