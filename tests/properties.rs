@@ -33,8 +33,27 @@ fn check_invariants(spans: &[FinishedSpan]) -> Result<(), TestCaseError> {
         );
         prop_assert!(s.end >= s.start, "span {} ends before it starts", s.span_id);
     }
+    let emitted_at: HashMap<_, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
     let mut roots: HashMap<_, usize> = HashMap::new();
     for s in spans {
+        // README: a parent's end covers the children known when it was emitted; only a child
+        // that arrived after its parent went out (a late event) may end after it.
+        if let Some(parent) = s.parent.and_then(|p| by_id.get(&p))
+            && emitted_at[&s.span_id] < emitted_at[&parent.span_id]
+        {
+            prop_assert!(
+                s.end <= parent.end,
+                "{} ({}) ends after its parent {} ({}), emitted after it",
+                s.span_id,
+                s.name(),
+                parent.span_id,
+                parent.name()
+            );
+        }
         match s.parent {
             None => *roots.entry(s.trace_id).or_default() += 1,
             Some(p) => {
