@@ -293,7 +293,7 @@ impl Engine {
     /// its event belongs to. Its ID depends on the pod's uid alone, so a successor derives the
     /// same span. The controller's event, should it come after all, is a span of its own.
     fn derive_creation(&mut self, subject: ObjId, at: Timestamp) -> Option<()> {
-        let owner = self.objects.owner_of(subject)?;
+        let owner = self.objects.owner_of(subject).filter(|&o| o != subject)?;
         let root = self.objects.top(subject);
         let change_start = match self.root_key(root, at).1 {
             Change::Generation(g) => self.objects.change(root, g).map(|c| c.time),

@@ -202,6 +202,10 @@ pub fn creation_announced(kind: &str) -> bool {
     rules_for(kind, Create).next().is_some()
 }
 
+/// The controllers that create pods through RealPodControl ("Created pod: X"): a creation is
+/// derived only for their pods, never for an arbitrary owner (a pod "owned" by a pod).
+const POD_CONTROLLERS: &[&str] = &["ReplicaSet", "ReplicationController", "Job", "DaemonSet"];
+
 /// What the controller of `owner_kind` says when it creates a pod: the message of the event
 /// that did not come, for a creation derived from the pod itself (see `place.rs`). Rendered
 /// from the rule that reads it back, so the derived event is placed like the real one.
@@ -214,7 +218,7 @@ pub fn pod_creation_message(owner_kind: &str, owner: &str, pod: &str) -> Option<
             let generic = RULES.iter().find(|r| {
                 r.reason == "SuccessfulCreate" && r.effect == POD && r.involved_kind.is_none()
             });
-            generic.filter(|_| announces(owner_kind, "Pod", Create))
+            generic.filter(|_| POD_CONTROLLERS.contains(&owner_kind))
         })?;
     let mut message = String::new();
     for part in rule.pattern.parts() {
@@ -381,6 +385,8 @@ mod tests {
             let m = apply(owner, "SuccessfulCreate", &message).unwrap();
             assert_eq!((m.name, m.action), ("db-0", Create), "{owner}: {message}");
         }
+        assert_eq!(pod_creation_message("Pod", "a", "b"), None);
+        assert_eq!(pod_creation_message("Widget", "a", "b"), None);
         assert_eq!(
             pod_creation_message("StatefulSet", "db", "db-0").as_deref(),
             Some("create Pod db-0 in StatefulSet db successful")

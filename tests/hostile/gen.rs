@@ -196,7 +196,8 @@ impl Builder {
                 operation: "Update".into(),
                 time: (c % 7 != 0).then_some(at),
             }],
-            created: Some(Timestamp::from_unix_secs(T0)),
+            // Created now (a pod whose creation may be derived from its state) or long ago.
+            created: Some(if c % 2 == 0 { at } else { Timestamp::from_unix_secs(T0) }),
             state,
             traceparent: None,
         };
