@@ -7,19 +7,27 @@
 //! them as parents, their roots need their times) but does not emit them, and an event whose
 //! count grew since its span went out continues from the next occurrence.
 //!
+//! It also carries the changes of the traces still open: a successor sees each root object
+//! only at its newest generation, and without them would put a still-open earlier change's
+//! events into the newest one's trace (or, by the change-boundary rule, into none).
+//!
 //! The encoding is a small fixed binary layout written by hand: it is a handful of integers per
 //! span, and the operator stores it in a ConfigMap's `binaryData`, whose size is capped at 1 MiB.
 
 use thiserror::Error;
 
 use super::ids::{SpanId, TraceId};
+use super::time::Timestamp;
 
-/// At most this many spans are carried over: 16,000 × 49 bytes stays under a ConfigMap's 1 MiB.
-pub const MAX_CHECKPOINT_SPANS: usize = 16_000;
+/// At most this many spans are carried over, and this many open changes: 15,000 × 49 bytes
+/// and 4,096 × 33 bytes stay under a ConfigMap's 1 MiB.
+pub const MAX_CHECKPOINT_SPANS: usize = 15_000;
+pub const MAX_CHECKPOINT_CHANGES: usize = 4_096;
 
 const MAGIC: &[u8; 4] = b"ESCP";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const HEADER: usize = 4 + 1 + 4;
+const CHANGE_ENTRY: usize = 16 + 8 + 8 + 1;
 const ROOT_ENTRY: usize = 16 + 8 + 1;
 const EVENT_ENTRY: usize = ROOT_ENTRY + 16 + 4 + 4;
 
@@ -39,10 +47,22 @@ pub struct ExportedOccurrences {
     pub count: u32,
 }
 
-/// The spans an engine exported last, oldest first.
+/// A change of a root object whose trace was open: which generation began when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenChange {
+    /// The root object's namespace and uid, hashed as an Event's are.
+    pub root: u128,
+    pub generation: i64,
+    pub time: Timestamp,
+    /// `time` is an estimate (no managedFields time said when the change happened).
+    pub estimated: bool,
+}
+
+/// The spans an engine exported last, oldest first, and the changes of its open traces.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Checkpoint {
     pub spans: Vec<ExportedSpan>,
+    pub changes: Vec<OpenChange>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -53,7 +73,7 @@ pub enum CheckpointError {
     UnsupportedVersion(u8),
     #[error("checkpoint is truncated at byte {0}")]
     Truncated(usize),
-    #[error("checkpoint holds {0} spans, more than the {MAX_CHECKPOINT_SPANS} allowed")]
+    #[error("checkpoint holds {0} spans or changes, more than allowed")]
     TooLarge(usize),
     #[error("checkpoint has {0} bytes after its last span")]
     TrailingBytes(usize),
@@ -70,7 +90,9 @@ impl Checkpoint {
 
     pub fn encode(&self) -> Vec<u8> {
         let spans = &self.spans[self.spans.len().saturating_sub(MAX_CHECKPOINT_SPANS)..];
-        let mut out = Vec::with_capacity(HEADER + spans.len() * EVENT_ENTRY);
+        let changes = &self.changes[..self.changes.len().min(MAX_CHECKPOINT_CHANGES)];
+        let size = HEADER + spans.len() * EVENT_ENTRY + 4 + changes.len() * CHANGE_ENTRY;
+        let mut out = Vec::with_capacity(size);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.extend_from_slice(&(spans.len() as u32).to_le_bytes());
@@ -86,6 +108,13 @@ impl Checkpoint {
                     out.extend_from_slice(&e.count.to_le_bytes());
                 }
             }
+        }
+        out.extend_from_slice(&(changes.len() as u32).to_le_bytes());
+        for c in changes {
+            out.extend_from_slice(&c.root.to_le_bytes());
+            out.extend_from_slice(&c.generation.to_le_bytes());
+            out.extend_from_slice(&c.time.unix_nanos().to_le_bytes());
+            out.push(u8::from(c.estimated));
         }
         out
     }
@@ -118,10 +147,23 @@ impl Checkpoint {
             };
             spans.push(ExportedSpan { trace, span, event });
         }
+        let n = r.u32()? as usize;
+        if n > MAX_CHECKPOINT_CHANGES {
+            return Err(CheckpointError::TooLarge(n));
+        }
+        let mut changes = Vec::with_capacity(n);
+        for _ in 0..n {
+            changes.push(OpenChange {
+                root: r.u128()?,
+                generation: r.u64()? as i64,
+                time: Timestamp::from_unix_nanos(r.u64()? as i64),
+                estimated: r.take(1)?[0] != 0,
+            });
+        }
         if r.at != bytes.len() {
             return Err(CheckpointError::TrailingBytes(bytes.len() - r.at));
         }
-        Ok(Checkpoint { spans })
+        Ok(Checkpoint { spans, changes })
     }
 }
 
@@ -180,6 +222,12 @@ mod tests {
                     }),
                 },
             ],
+            changes: vec![OpenChange {
+                root: 42 << 64,
+                generation: -3,
+                time: Timestamp::from_unix_nanos(-1),
+                estimated: true,
+            }],
         }
     }
 
@@ -187,7 +235,10 @@ mod tests {
     fn round_trips() {
         let cp = sample();
         let bytes = cp.encode();
-        assert_eq!(bytes.len(), HEADER + ROOT_ENTRY + EVENT_ENTRY);
+        assert_eq!(
+            bytes.len(),
+            HEADER + ROOT_ENTRY + EVENT_ENTRY + 4 + CHANGE_ENTRY
+        );
         assert_eq!(Checkpoint::decode(&bytes), Ok(cp));
     }
 
@@ -230,7 +281,10 @@ mod tests {
                 event: None,
             })
             .collect();
-        let decoded = Checkpoint::decode(&Checkpoint { spans }.encode()).unwrap();
+        let at_most = HEADER + MAX_CHECKPOINT_SPANS * EVENT_ENTRY + 4;
+        assert!(at_most + MAX_CHECKPOINT_CHANGES * CHANGE_ENTRY < 1_000_000);
+        let changes = Vec::new();
+        let decoded = Checkpoint::decode(&Checkpoint { spans, changes }.encode()).unwrap();
         assert_eq!(decoded.len(), MAX_CHECKPOINT_SPANS);
         assert_eq!(decoded.spans[0].span, SpanId(6));
     }

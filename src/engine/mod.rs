@@ -43,7 +43,8 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 pub use checkpoint::{
-    Checkpoint, CheckpointError, ExportedOccurrences, ExportedSpan, MAX_CHECKPOINT_SPANS,
+    Checkpoint, CheckpointError, ExportedOccurrences, ExportedSpan, MAX_CHECKPOINT_CHANGES,
+    MAX_CHECKPOINT_SPANS, OpenChange,
 };
 pub use config::{EngineConfig, EngineStats, MAX_SPAN_DEPTH, Rejection};
 use emission::Flush;
@@ -52,7 +53,7 @@ use ids::TraceId;
 use model::{EventRecord, EventTime, FinishedSpan, ObjectMeta};
 pub use objects::CAP_SLACK as OBJECT_CAP_SLACK;
 use objects::ObjectTable;
-use spans::{OpenSpans, RootKey, TraceState};
+use spans::{Change, OpenSpans, RootKey, TraceState};
 use time::Timestamp;
 use tracked::TrackedEvents;
 
@@ -87,6 +88,9 @@ pub struct Engine {
     resumed_events: FxHashMap<u128, (TraceId, u32, u32)>,
     /// From a predecessor's checkpoint: spans it exported that have not come round again yet.
     resumed_spans: rustc_hash::FxHashSet<(TraceId, ids::SpanId)>,
+    /// From a predecessor's checkpoint: the changes of its open traces, by root, until the root
+    /// is seen (which shows only its newest generation).
+    resumed_changes: FxHashMap<u128, Vec<OpenChange>>,
     held: HeldEvents,
     tracked: TrackedEvents,
     finished: Vec<FinishedSpan>,
@@ -177,6 +181,7 @@ impl Engine {
             exported_log: VecDeque::new(),
             resumed_events: FxHashMap::default(),
             resumed_spans: Default::default(),
+            resumed_changes: FxHashMap::default(),
             held: HeldEvents::default(),
             finished: Vec::new(),
             stats: EngineStats::default(),
@@ -225,6 +230,16 @@ impl Engine {
             .lookup_uid(&meta.namespace, &meta.uid)
             .is_some_and(|id| self.objects.knows_generations(id));
         let id = self.objects.upsert(meta, observed, self.now);
+        if !self.resumed_changes.is_empty()
+            && let Some(changes) = self
+                .resumed_changes
+                .remove(&tracked::EventKey::of(&meta.namespace, &meta.uid).raw())
+        {
+            for c in changes.iter().filter(|c| c.generation < meta.generation) {
+                self.objects
+                    .add_earlier_change(id, c.generation, c.time, c.estimated);
+            }
+        }
         if !knew_generations {
             self.adopt_activity_trace(id);
         }
@@ -355,8 +370,30 @@ impl Engine {
     /// What a successor needs to resume without exporting a span twice: the newest
     /// [`MAX_CHECKPOINT_SPANS`] spans exported, oldest first.
     pub fn checkpoint(&self) -> Checkpoint {
+        let mut changes: Vec<OpenChange> = self
+            .traces
+            .values()
+            .filter(|t| !t.pending.is_empty())
+            .filter_map(|t| {
+                let Change::Generation(generation) = t.key.1 else {
+                    return None;
+                };
+                let uid = self.objects.get(t.root_object)?.uid.clone()?;
+                let change = self.objects.change(t.root_object, generation)?;
+                Some(OpenChange {
+                    root: tracked::EventKey::of(&t.namespace, &uid).raw(),
+                    generation,
+                    time: change.time,
+                    estimated: change.estimated,
+                })
+            })
+            .collect();
+        // The oldest changes first: they are the ones a successor cannot learn from the objects.
+        changes.sort_unstable_by_key(|c| (c.time, c.root, c.generation));
+        changes.truncate(MAX_CHECKPOINT_CHANGES);
         Checkpoint {
             spans: self.exported_log.iter().copied().collect(),
+            changes,
         }
     }
 
@@ -377,6 +414,12 @@ impl Engine {
                 self.resumed_events.insert(e.key, covered);
             }
             self.log_exported(exported);
+        }
+        for change in &checkpoint.changes {
+            self.resumed_changes
+                .entry(change.root)
+                .or_default()
+                .push(*change);
         }
     }
 

@@ -83,6 +83,9 @@ pub(crate) struct SpanRef {
     pub span: SpanSlot,
     pub trace: TraceId,
     pub start: Timestamp,
+    /// When its event happened, before a parent that started later moved `start`: what a later
+    /// event compares with to ask "had the controller acted on this object by then?".
+    pub happened: Timestamp,
     /// When the reference was made, for expiry.
     pub at: Timestamp,
 }
@@ -1110,6 +1113,38 @@ impl ObjectTable {
                 .map_or(entry.generation, |c| c.generation),
             _ => entry.generation,
         }
+    }
+
+    /// A change of a root older than those it shows (from a predecessor's checkpoint): kept in
+    /// generation order, within the history's length.
+    pub fn add_earlier_change(
+        &mut self,
+        id: ObjId,
+        generation: i64,
+        time: Timestamp,
+        estimated: bool,
+    ) {
+        let Some(root) = self.get_mut(id).and_then(|e| e.root.as_mut()) else {
+            return;
+        };
+        if root.changes.iter().any(|c| c.generation == generation)
+            || root.changes.len() >= GENERATION_HISTORY
+        {
+            return;
+        }
+        let at = root.changes.partition_point(|c| c.generation < generation);
+        root.changes.insert(
+            at,
+            GenerationChange {
+                generation,
+                time,
+                estimated,
+                manager: None,
+                operation: None,
+                started: time,
+                traceparent: None,
+            },
+        );
     }
 
     /// The oldest change of a root this table knows.

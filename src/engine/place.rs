@@ -249,8 +249,9 @@ impl Engine {
         let obj = self.objects.get(subject)?;
         let fresh = || obj.acted_on.iter().filter(|r| self.fresh(r));
         let newest_by = |limit: Timestamp| fresh().rev().find(|r| r.start <= limit);
+        let happened_by = |limit: Timestamp| fresh().rev().find(|r| r.happened <= limit);
         let r = match follows {
-            Some(slack) => newest_by(at.saturating_add(slack)),
+            Some(slack) => happened_by(at.saturating_add(slack)),
             None => {
                 newest_by(at).or_else(|| fresh().find(|r| r.start <= at.saturating_add(COARSE)))
             }
@@ -525,6 +526,7 @@ impl Engine {
             span,
             trace,
             start,
+            happened: start,
             at: self.now,
         }
     }
@@ -692,6 +694,7 @@ impl Engine {
                 span: root_span,
                 trace,
                 start,
+                happened: start,
                 at: self.now,
             };
             self.acted_on(child, span, action);
@@ -750,6 +753,7 @@ impl Engine {
                 start = latest.saturating_add(ORDER_NUDGE);
             }
         }
+        let happened = start;
         let parent_slot = parent.span;
         let depth = match self.spans.get_at_mut(parent_slot) {
             Some(p) if p.is_root() => {
@@ -821,6 +825,7 @@ impl Engine {
             span: slot,
             trace: parent.trace,
             start,
+            happened,
             at: now,
         };
         if let Some(obj) = self.objects.get_mut(subject) {

@@ -197,7 +197,11 @@ impl Builder {
                 time: (c % 7 != 0).then_some(at),
             }],
             // Created now (a pod whose creation may be derived from its state) or long ago.
-            created: Some(if c % 2 == 0 { at } else { Timestamp::from_unix_secs(T0) }),
+            created: Some(if c % 2 == 0 {
+                at
+            } else {
+                Timestamp::from_unix_secs(T0)
+            }),
             state,
             traceparent: None,
         };
