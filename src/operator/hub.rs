@@ -101,6 +101,9 @@ pub struct HubSnapshot {
     pub malformed: u64,
     pub event_watches: i64,
     pub metadata_watches: i64,
+    /// Lists watches started again after their resourceVersion expired, since start.
+    pub event_relists: u64,
+    pub metadata_relists: u64,
     pub watched_namespaces: usize,
     /// Watches given up after persistent refusals (see `watch::retry`).
     pub watches_refused: Vec<crate::watch::Refusal>,
@@ -495,6 +498,12 @@ impl Hub {
             malformed: self.malformed,
             event_watches: counts.events.load(std::sync::atomic::Ordering::Relaxed),
             metadata_watches: counts.metadata.load(std::sync::atomic::Ordering::Relaxed),
+            event_relists: counts
+                .event_relists
+                .load(std::sync::atomic::Ordering::Relaxed),
+            metadata_relists: counts
+                .metadata_relists
+                .load(std::sync::atomic::Ordering::Relaxed),
             watched_namespaces: self.watches.namespaces().count(),
             watches_refused: refused,
             kinds_rejected: self.watches.kinds_rejected(),

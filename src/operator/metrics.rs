@@ -89,6 +89,21 @@ impl Metrics {
             hub.metadata_watches,
         );
         out.family(
+            "eventspan_watch_relists_total",
+            "counter",
+            "Lists running watches started again because their resourceVersion expired (410 Gone)",
+        );
+        out.sample(
+            "eventspan_watch_relists_total",
+            &[("resource", "events")],
+            hub.event_relists,
+        );
+        out.sample(
+            "eventspan_watch_relists_total",
+            &[("resource", "metadata")],
+            hub.metadata_relists,
+        );
+        out.family(
             "eventspan_watches_refused",
             "gauge",
             "Watches given up after the API server refused them for 5 minutes",
@@ -384,6 +399,7 @@ mod tests {
         let text = metrics.render(
             &HubSnapshot {
                 event_watches: 2,
+                event_relists: 3,
                 watches_refused: vec![
                     refusal("services", "shop"),
                     refusal("services", "payments"),
@@ -399,6 +415,9 @@ mod tests {
             true,
         );
         for line in [
+            "# TYPE eventspan_watch_relists_total counter\n",
+            "eventspan_watch_relists_total{resource=\"events\"} 3\n",
+            "eventspan_watch_relists_total{resource=\"metadata\"} 0\n",
             "# TYPE eventspan_watches_refused gauge\n",
             "eventspan_watches_refused{resource=\"services\",code=\"403\"} 2\n",
             "eventspan_watches_refused{resource=\"horizontalpodautoscalers.autoscaling\",code=\"403\"} 1\n",

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use kube::Client;
@@ -44,6 +44,33 @@ pub enum Input {
 pub struct WatchCounts {
     pub events: AtomicI64,
     pub metadata: AtomicI64,
+    /// Lists a running watch started again: its resourceVersion had expired (410 Gone, after an
+    /// etcd compaction or an API-server restart), so it re-listed everything. Each re-list is a
+    /// chance to deliver old events twice (see [`ListCutoff`]), hence worth counting.
+    pub event_relists: AtomicU64,
+    pub metadata_relists: AtomicU64,
+}
+
+/// Counts a watch's lists after its first (`watcher::Event::Init` starts each one).
+struct Lists<'a> {
+    relists: &'a AtomicU64,
+    started: bool,
+}
+
+impl<'a> Lists<'a> {
+    fn new(relists: &'a AtomicU64) -> Self {
+        Lists {
+            relists,
+            started: false,
+        }
+    }
+
+    fn started(&mut self) {
+        if self.started {
+            self.relists.fetch_add(1, Ordering::Relaxed);
+        }
+        self.started = true;
+    }
 }
 
 /// The covered namespaces whose Event watch has listed since it started: until it has, a session
@@ -365,6 +392,7 @@ async fn watch_events(
     let scope = Scope::Namespace(namespace.clone());
     let what = format!("events in {namespace}");
     let mut cutoff = ListCutoff::new(max_event_age);
+    let mut lists = Lists::new(&counts.event_relists);
     let mut backoff = Backoff::seeded(Policy::default());
     let mut stream = Box::pin(watch::events(client, &scope));
     loop {
@@ -377,6 +405,7 @@ async fn watch_events(
                 }
                 match event {
                     watcher::Event::Init => {
+                        lists.started();
                         cutoff.list_started(watch::now());
                         continue;
                     }
@@ -436,6 +465,7 @@ async fn watch_metadata(
     let _live = Live::new(&counts.metadata);
     tracing::info!(kind = %resource.kind, ?scope, "watching objects");
     let what = format!("{} in {scope:?}", resource.kind);
+    let mut lists = Lists::new(&counts.metadata_relists);
     let mut backoff = Backoff::seeded(Policy::default());
     let mut stream = watch::objects(client, &resource, namespaced, &scope);
     loop {
@@ -462,7 +492,11 @@ async fn watch_metadata(
                 uid: o.metadata.uid.clone().unwrap_or_default(),
                 at: watch::now(),
             },
-            watcher::Event::Init | watcher::Event::InitDone => continue,
+            watcher::Event::Init => {
+                lists.started();
+                continue;
+            }
+            watcher::Event::InitDone => continue,
         };
         if input.send(message).await.is_err() {
             return;
@@ -611,6 +645,62 @@ mod tests {
         assert!(!m.listed("other"), "never covered");
         m.set_namespaces(&BTreeSet::new());
         assert!(!m.listed("shop"), "no longer covered");
+        stop.cancel();
+    }
+
+    /// Issue 12: a watch resumed from a compacted resourceVersion gets 410 Gone, lists again and
+    /// delivers the object again; the re-list is counted (eventspan_watch_relists_total).
+    #[tokio::test]
+    async fn an_expired_watch_lists_again_and_is_counted() {
+        let client = fake_client(|n, request| {
+            let query = request.uri().query().unwrap_or_default();
+            let watching = query.contains("watch=true");
+            match (n, watching) {
+                (1, true) => {
+                    let gone = serde_json::json!({"type": "ERROR", "object": {"kind": "Status",
+                        "apiVersion": "v1", "status": "Failure", "reason": "Expired",
+                        "message": "too old resource version: 7 (9)", "code": 410}});
+                    let mut reply =
+                        http::Response::new(http_body_util::Full::from(format!("{gone}\n")));
+                    *reply.status_mut() = http::StatusCode::OK;
+                    Some(reply)
+                }
+                (_, true) => None,
+                (_, false) => reply(
+                    200,
+                    serde_json::json!({"apiVersion": "apps/v1", "kind": "DeploymentList",
+                        "metadata": {"resourceVersion": "9"},
+                        "items": [{"metadata": {"name": "web", "namespace": "shop",
+                            "uid": "u-web", "generation": 3, "resourceVersion": "7"}}]}),
+                ),
+            }
+        });
+        let (input, mut inputs) = mpsc::channel(16);
+        let stop = CancellationToken::new();
+        let resource = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "apps",
+            "v1",
+            "Deployment",
+        ));
+        let counts = Arc::new(WatchCounts::default());
+        tokio::spawn(watch_metadata(
+            client,
+            resource,
+            true,
+            Scope::Namespace("shop".into()),
+            input,
+            counts.clone(),
+            Arc::default(),
+            stop.clone(),
+        ));
+        for list in ["first", "second"] {
+            match tokio::time::timeout(Duration::from_secs(10), inputs.recv()).await {
+                Ok(Some(Input::Upsert(meta, _))) => assert_eq!(meta.uid, "u-web"),
+                other => panic!("expected the Deployment from the {list} list, got {other:?}"),
+            }
+        }
+        assert_eq!(counts.metadata_relists.load(Ordering::Relaxed), 1);
+        assert_eq!(counts.event_relists.load(Ordering::Relaxed), 0);
         stop.cancel();
     }
 

@@ -90,16 +90,16 @@ wait_for() {
   done
 }
 
-# stop NAME: TERM, then KILL after 10 s, by the pid this project recorded.
+# stop NAME [SECONDS]: TERM, then KILL after SECONDS (10), by the pid this project recorded.
 stop() {
-  local pidfile=$state_dir/pids/$1.pid
+  local pidfile=$state_dir/pids/$1.pid grace=${2:-10}
   [ -f "$pidfile" ] || return 0
   local pid; pid=$(cat "$pidfile")
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    for _ in $(seq $((grace * 5))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then
-      log "$1 did not stop on TERM; killing it"
+      log "$1 did not stop within ${grace}s of TERM; killing it"
       kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     fi
   fi

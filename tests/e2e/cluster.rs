@@ -105,7 +105,16 @@ impl Cluster {
     }
 
     pub fn jaeger(&self, action: &str) -> Result<(), String> {
-        let status = Command::new(self.repo.join("tests/cluster/jaeger-ctl"))
+        self.ctl("jaeger-ctl", action)
+    }
+
+    /// tests/cluster/apiserver-ctl: `stop`, `start` (same flags and port), `compact` (etcd).
+    pub fn apiserver(&self, action: &str) -> Result<(), String> {
+        self.ctl("apiserver-ctl", action)
+    }
+
+    fn ctl(&self, script: &str, action: &str) -> Result<(), String> {
+        let status = Command::new(self.repo.join("tests/cluster").join(script))
             .args([action, "--state-dir"])
             .arg(&self.state_dir)
             .status()
@@ -113,7 +122,7 @@ impl Cluster {
         status
             .success()
             .then_some(())
-            .ok_or_else(|| format!("jaeger-ctl {action} failed"))
+            .ok_or_else(|| format!("{script} {action} failed"))
     }
 
     pub fn state_dir(&self) -> &Path {

@@ -6,8 +6,10 @@
 //! `EVENTSPAN_E2E=skip` skips them all, loudly, for quick local iterations; CI never sets it.
 
 mod cluster;
+mod faults;
 mod kstatus;
 mod operator;
+mod receiver;
 mod record;
 mod sessions;
 mod tenants;
@@ -91,6 +93,27 @@ const CASES: &[Case] = &[
     (
         "hostile_tenant_input_is_contained",
         tenants::hostile_tenant_input_is_contained,
+    ),
+    // Faults mid-rollout (issue 12): each restores the shared operator and the cluster.
+    (
+        "sigkill_mid_rollout_loses_and_repeats_nothing",
+        faults::sigkill_mid_rollout_loses_and_repeats_nothing,
+    ),
+    (
+        "sigterm_mid_rollout_hands_over",
+        faults::sigterm_mid_rollout_hands_over,
+    ),
+    (
+        "leader_handover_mid_rollout",
+        faults::leader_handover_mid_rollout,
+    ),
+    (
+        "apiserver_outage_mid_rollout",
+        faults::apiserver_outage_mid_rollout,
+    ),
+    (
+        "expired_watch_relists_without_duplicates",
+        faults::expired_watch_relists_without_duplicates,
     ),
     // Last: it stops the shared operator.
     (

@@ -13,6 +13,8 @@ use serde_json::Value;
 use crate::cluster::{Cluster, eventually};
 
 pub const OPERATOR_NS: &str = "eventspan-system";
+/// The identity of the shared operator's replica (leader election).
+const IDENTITY: &str = "replica-a";
 
 pub struct Operator {
     child: Mutex<Option<Child>>,
@@ -98,14 +100,38 @@ impl Operator {
             metrics_port: free_port(),
             kubeconfig,
         };
-        operator.spawn("replica-a", operator.metrics_port)?;
-        eventually(Duration::from_secs(30), || {
-            operator
-                .metric("eventspan_leader")
-                .filter(|v| *v == 1.0)
-                .ok_or("not leading".into())
-        })?;
+        operator.respawn()?;
+        operator.wait_leading(Duration::from_secs(30))?;
         Ok(operator)
+    }
+
+    /// Starts the operator process again (same identity and metrics port) after it was stopped
+    /// or killed; it may have to wait for the Lease. Fault tests use it so that later cases
+    /// find the shared operator as they expect.
+    pub fn respawn(&self) -> Result<(), String> {
+        if self.running_pid().is_ok() {
+            return Err("the operator is still running".into());
+        }
+        self.spawn(IDENTITY, self.metrics_port)
+    }
+
+    /// Waits until this replica holds the Lease.
+    pub fn wait_leading(&self, timeout: Duration) -> Result<(), String> {
+        eventually(timeout, || {
+            self.metric("eventspan_leader")
+                .filter(|v| *v == 1.0)
+                .map(|_| ())
+                .ok_or("not leading".into())
+        })
+    }
+
+    /// SIGKILL: no flush, no Lease release, as when a node dies or the OOM killer strikes.
+    pub fn kill(&self) -> Result<(), String> {
+        let Some(mut child) = self.child.lock().unwrap().take() else {
+            return Err("the operator was not running".into());
+        };
+        child.kill().map_err(|e| e.to_string())?;
+        child.wait().map(|_| ()).map_err(|e| e.to_string())
     }
 
     fn spawn(&self, identity: &str, port: u16) -> Result<(), String> {
