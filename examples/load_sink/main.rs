@@ -260,6 +260,14 @@ fn table(m: &Measures, a: &Analysis) -> String {
             metric("eventspan_spans_dropped_total")
         ),
     );
+    row(
+        "operator: events held for a parent / placed by owner after the window",
+        format!(
+            "{} / {}",
+            metric("eventspan_engine_held_total"),
+            metric("eventspan_engine_held_expired_total")
+        ),
+    );
 
     let mut out = String::from("| figure | value |\n|---|---|\n");
     for (what, value) in rows {
@@ -340,7 +348,8 @@ mod tests {
              cpu operator start 0\ncpu operator end 300\n\
              cpu kube-controller-manager start 0\ncpu kube-controller-manager end 1200\n\
              api eventspan-load-status end 10\napi eventspan-load-list end 5\n\
-             rss 0 10240\nrss 40 20480\npods 10\n",
+             rss 0 10240\nrss 40 20480\npods 10\n\
+             metric eventspan_engine_held_total 7\nmetric eventspan_engine_held_expired_total 3\n",
         )
         .unwrap();
         let t = table(&m, &analysis::analyse(&b.spans, &expected));
@@ -356,6 +365,7 @@ mod tests {
             "(receive − span end): p50 / p99 / max | 5500 ms / 5500 ms / 5500 ms |",
             "(span start)): p50 / p99 / max | 6000 ms / 6000 ms / 6000 ms |",
             "- Deployment web gen 2",
+            "after the window | 7 / 3 |",
         ] {
             assert!(t.contains(want), "{want:?} not in\n{t}");
         }
