@@ -157,6 +157,10 @@ impl<'a> Trace<'a> {
                 children.entry(s.parent.as_str()).or_default().push(s);
             }
         }
+        // In time order, so the faults the report lists first are the same on every run.
+        for list in children.values_mut().chain([&mut roots]) {
+            list.sort_by(|a, b| (a.start_ns, &a.span).cmp(&(b.start_ns, &b.span)));
+        }
         Trace {
             spans,
             children,

@@ -12,6 +12,7 @@
 //! completeness, structure, misparenting, duplicates and event-to-export latency.
 
 mod analysis;
+mod events;
 mod measure;
 mod receiver;
 
@@ -49,6 +50,10 @@ enum Command {
         expected: PathBuf,
         #[arg(long)]
         measures: PathBuf,
+        /// `kubectl get events -o json` at the end: splits latency into the controllers'
+        /// event write delay and the operator's part.
+        #[arg(long)]
+        events: Option<PathBuf>,
     },
 }
 
@@ -69,6 +74,46 @@ enum ReportError {
     Expected(String),
     #[error(transparent)]
     Measures(#[from] measure::ParseError),
+    #[error("{path}: not an Event list: {source}")]
+    Events {
+        path: String,
+        source: serde_json::Error,
+    },
+}
+
+/// What the API server's copy of the Events adds to the table.
+#[derive(Debug, Default)]
+struct EventFigures {
+    /// Seconds from happening to being written, by reporting component.
+    write_delays: std::collections::BTreeMap<String, Vec<f64>>,
+    /// Receive time minus the time the API server had the span's event, ms, sorted.
+    after_write_ms: Vec<f64>,
+    /// Spans whose event was found (events expire after an hour, or may be gone).
+    matched: usize,
+}
+
+impl EventFigures {
+    fn of(
+        events: &std::collections::HashMap<String, events::Written>,
+        spans: &[SpanRecord],
+    ) -> Self {
+        let mut seen = std::collections::HashSet::new();
+        // First receipts only, as the other latencies; the file is in arrival order.
+        let mut after_write_ms: Vec<f64> = spans
+            .iter()
+            .filter(|s| seen.insert((s.trace.as_str(), s.span.as_str())))
+            .filter_map(|s| {
+                let e = events.get(s.attrs.get("k8s.event.name")?)?;
+                Some(s.received_ns as f64 / 1e6 - e.written * 1e3)
+            })
+            .collect();
+        after_write_ms.sort_by(f64::total_cmp);
+        EventFigures {
+            write_delays: events::write_delays(events),
+            matched: after_write_ms.len(),
+            after_write_ms,
+        }
+    }
 }
 
 fn read(path: &PathBuf) -> Result<String, ReportError> {
@@ -78,7 +123,12 @@ fn read(path: &PathBuf) -> Result<String, ReportError> {
     })
 }
 
-fn report(spans: &PathBuf, expected: &PathBuf, measures: &PathBuf) -> Result<String, ReportError> {
+fn report(
+    spans: &PathBuf,
+    expected: &PathBuf,
+    measures: &PathBuf,
+    events: Option<&PathBuf>,
+) -> Result<String, ReportError> {
     let records = read(spans)?
         .lines()
         .enumerate()
@@ -93,7 +143,18 @@ fn report(spans: &PathBuf, expected: &PathBuf, measures: &PathBuf) -> Result<Str
         .collect::<Result<Vec<_>, _>>()?;
     let expected = Expected::parse_all(&read(expected)?).map_err(ReportError::Expected)?;
     let measures = Measures::parse(&read(measures)?)?;
-    Ok(table(&measures, &analysis::analyse(&records, &expected)))
+    let events = match events {
+        Some(path) => {
+            let list = events::parse(&read(path)?).map_err(|source| ReportError::Events {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Some(EventFigures::of(&list, &records))
+        }
+        None => None,
+    };
+    let analysis = analysis::analyse(&records, &expected);
+    Ok(table(&measures, &analysis, events.as_ref()))
 }
 
 const NA: &str = "n/a";
@@ -114,7 +175,7 @@ fn percent(part: usize, whole: usize) -> String {
 }
 
 /// The table: one row per figure, Markdown.
-fn table(m: &Measures, a: &Analysis) -> String {
+fn table(m: &Measures, a: &Analysis, ev: Option<&EventFigures>) -> String {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut row = |what: &str, value: String| rows.push((what.into(), value));
     let params: Vec<String> = m.params.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -198,6 +259,32 @@ fn table(m: &Measures, a: &Analysis) -> String {
                 ms(quantile(lat, 0.99)),
                 ms(lat.last().copied())
             ),
+        );
+    }
+    if let Some(ev) = ev {
+        row(
+            &format!(
+                "export latency once the API server had the event (receive − its write, ±1 s; {} spans): p50 / p99 / max",
+                ev.matched
+            ),
+            format!(
+                "{} / {} / {}",
+                ms(quantile(&ev.after_write_ms, 0.5)),
+                ms(quantile(&ev.after_write_ms, 0.99)),
+                ms(ev.after_write_ms.last().copied())
+            ),
+        );
+        let delays: Vec<String> = ev
+            .write_delays
+            .iter()
+            .map(|(component, d)| {
+                let s = |q| quantile(d, q).map_or(NA.into(), |v| format!("{v:.0}"));
+                format!("{component} {} / {} s", s(0.5), s(0.99))
+            })
+            .collect();
+        row(
+            "controllers' event write delay (creationTimestamp − event time, events seen once): p50 / p99",
+            delays.join("; "),
         );
     }
     row(
@@ -308,7 +395,8 @@ fn main() -> ExitCode {
             spans,
             expected,
             measures,
-        } => report(&spans, &expected, &measures)
+            events,
+        } => report(&spans, &expected, &measures, events.as_ref())
             .map(|t| print!("{t}"))
             .map_err(|e| e.to_string()),
     };
@@ -352,7 +440,7 @@ mod tests {
              metric eventspan_engine_held_total 7\nmetric eventspan_engine_held_expired_total 3\n",
         )
         .unwrap();
-        let t = table(&m, &analysis::analyse(&b.spans, &expected));
+        let t = table(&m, &analysis::analyse(&b.spans, &expected), None);
         for want in [
             "| operator CPU | 3.00 s (5.0% of a core) |",
             "| kube-controller-manager CPU; operator / KCM | 12.00 s; 0.25 |",
@@ -369,5 +457,45 @@ mod tests {
         ] {
             assert!(t.contains(want), "{want:?} not in\n{t}");
         }
+    }
+
+    #[test]
+    fn latency_after_the_write_uses_each_spans_event() {
+        let span = |id: &str, event: &str, received_s: u64| SpanRecord {
+            trace: "t".into(),
+            span: id.into(),
+            received_ns: received_s * 1_000_000_000,
+            attrs: [("k8s.event.name".to_string(), event.to_string())].into(),
+            ..SpanRecord::default()
+        };
+        let written = |at: f64| events::Written {
+            component: "replicaset-controller".into(),
+            happened: 100.0,
+            repeated: false,
+            written: at,
+        };
+        let list = [
+            ("a".to_string(), written(300.0)),
+            ("b".to_string(), written(110.0)),
+        ]
+        .into();
+        // b's span twice (only its first receipt counts), and a span whose event is gone.
+        let spans = [
+            span("1", "a", 306),
+            span("2", "b", 111),
+            span("2", "b", 150),
+            span("3", "gone", 1),
+        ];
+        let f = EventFigures::of(&list, &spans);
+        assert_eq!(f.after_write_ms, vec![1000.0, 6000.0]);
+        assert_eq!(f.matched, 2);
+        assert_eq!(f.write_delays["replicaset-controller"], vec![10.0, 200.0]);
+        let m = Measures::default();
+        let t = table(&m, &Analysis::default(), Some(&f));
+        assert!(
+            t.contains("2 spans): p50 / p99 / max | 1000 ms / 6000 ms / 6000 ms |"),
+            "{t}"
+        );
+        assert!(t.contains("| replicaset-controller 10 / 200 s |"), "{t}");
     }
 }
