@@ -56,6 +56,16 @@ ensure_free() {
   die "port $port for $what is taken by another process"
 }
 
+# nodes_ready N: whether node-1..node-N all exist and are Ready (one list, no waiting).
+nodes_ready() {
+  local want=$1 ready
+  ready=$("$bin_dir/kubectl" get nodes -l type=kwok \
+    -o jsonpath='{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}') || return 1
+  for i in $(seq 1 "$want"); do
+    grep -qx "node-$i=True" <<<"$ready" || return 1
+  done
+}
+
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 # start NAME COMMAND...: runs a component in the background, its log in logs/NAME.log.
