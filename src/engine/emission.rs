@@ -78,7 +78,19 @@ impl Engine {
         if self.spans.get(&root).is_some_and(|s| s.waits_for.is_some()) {
             self.resolve_progress(root);
         }
-        let rollout_over = self.spans.get(&root).is_some_and(|s| s.state_end.is_some());
+        // Once its rollout is over, what still waits for its object's status stops waiting; but
+        // not at once: the status of a pod the rollout counted as ready may be just behind the
+        // root's (after a re-list, the Deployment's status can come before its pods').
+        let now = self.now;
+        let over = self.spans.get(&root).is_some_and(|s| s.state_end.is_some());
+        let trace = self.traces.get_mut(&trace_id).expect("present");
+        if over && trace.rollout_over_seen.is_none() {
+            trace.rollout_over_seen = Some(now);
+        }
+        let release_at = trace
+            .rollout_over_seen
+            .map(|seen| seen.saturating_add(window));
+        let rollout_over = release_at.is_some_and(|at| at <= now);
         for &at in &pending {
             let Some(mut span) = self.spans.get_at(at) else {
                 continue;
@@ -102,6 +114,9 @@ impl Engine {
                 any_ready = ready_at <= self.now;
                 next = Some(next.map_or(ready_at, |n| n.min(ready_at)));
             }
+        }
+        if let Some(at) = release_at.filter(|&at| at > self.now) {
+            next = Some(next.map_or(at, |n| n.min(at)));
         }
         if !any_ready {
             self.emission_order = by_depth;

@@ -594,6 +594,7 @@ impl Engine {
             scheduled: None,
             last_activity: now,
             key,
+            rollout_over_seen: None,
         };
         if exported {
             self.traces.insert(id, state(Vec::new(), Some(start)));

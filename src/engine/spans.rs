@@ -135,6 +135,9 @@ pub(crate) struct TraceState {
     pub last_activity: Timestamp,
     /// The key this trace is found by in the engine's root index.
     pub key: RootKey,
+    /// When the engine first saw the root's status say the rollout is over: what still waits
+    /// for a pod's status is released a window later.
+    pub rollout_over_seen: Option<Timestamp>,
 }
 
 /// How a trace is found from its root object: a spec generation, or, for objects whose
