@@ -78,6 +78,11 @@ struct RunArgs {
     /// Events already older than this when a watch starts are not traced.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     max_event_age: Duration,
+    /// How often, at most, the leader writes the engines' checkpoints (the spans exported last)
+    /// to ConfigMaps in its namespace, so a successor neither re-sends nor loses spans. 0: never
+    /// (a successor then re-sends what was exported within --max-event-age).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    checkpoint_interval: Duration,
     /// Spans each exporter may hold while its endpoint is unreachable.
     #[arg(long, default_value_t = 10_000)]
     exporter_queue: usize,
@@ -253,6 +258,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             allow_plaintext_secret_headers: args.allow_plaintext_secret_headers,
         },
         max_event_age: args.max_event_age,
+        checkpoint_interval: args.checkpoint_interval,
         limits: eventspan::operator::limits::Limits {
             max_window: args.max_session_window,
             max_exporters: args.max_exporters_per_session as usize,

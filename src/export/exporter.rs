@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::policy::DestinationPolicy;
-use super::queue::SpanQueue;
+use super::queue::{SpanQueue, Watermark};
 use super::transport::{ExporterSpec, Request, Transport, TransportError};
 use crate::engine::model::FinishedSpan;
 use crate::otlp::SpanShape;
@@ -221,6 +221,14 @@ impl Exporter {
         })
     }
 
+    /// Each sending task's settle watermark (spans, then logs), for the checkpoint.
+    pub fn watermarks(&self) -> Vec<Watermark> {
+        std::iter::once(&self.spans)
+            .chain(&self.logs)
+            .map(|t| Watermark(t.queue.clone()))
+            .collect()
+    }
+
     /// Queues a span (and, with `logs`, its event's log record); never waits.
     pub fn offer(&self, span: Arc<FinishedSpan>) {
         if let Some(logs) = &self.logs
@@ -251,7 +259,9 @@ impl Exporter {
     }
 
     /// Stops taking spans, sends what is queued (one attempt per batch, within `grace`), and
-    /// ends the task(s). What cannot be sent in time is counted as dropped.
+    /// ends the task(s). What cannot be sent in time is counted as dropped, and settled: nothing
+    /// is sent after this returns (a task still sending is aborted), so a checkpoint written
+    /// afterwards never claims a span that might still go out, nor waits for one that never will.
     pub async fn shutdown(mut self, grace: Duration) -> ExporterStats {
         self.stop.cancel();
         let finishing = async {
@@ -264,7 +274,8 @@ impl Exporter {
             tracing::warn!(exporter = %self.spec.name, "exporter did not finish flushing in time");
         }
         for track in std::iter::once(&self.spans).chain(&self.logs) {
-            let left = track.queue.take(usize::MAX).len() as u64;
+            track.task.abort();
+            let left = track.queue.close() as u64;
             track.counters.dropped.fetch_add(left, Ordering::Relaxed);
         }
         ExporterStats {
@@ -315,14 +326,17 @@ impl Sender {
                     break;
                 }
                 if let Outcome::Stopped(batch) = self.send_with_retries(batch).await {
+                    // Still unsettled: the queue keeps its mark until the last attempt below.
                     unsent = batch;
                     break 'outer;
                 }
+                self.queue.settle();
             }
         }
         // Shutting down: one attempt for what is left; the caller bounds how long this may take.
         if !unsent.is_empty() {
             self.send_once(unsent).await;
+            self.queue.settle();
         }
         loop {
             let batch = self.queue.take(self.settings.batch_size);
@@ -330,6 +344,7 @@ impl Sender {
                 break;
             }
             self.send_once(batch).await;
+            self.queue.settle();
         }
     }
 

@@ -12,4 +12,5 @@ mod transport;
 
 pub use exporter::{Exporter, ExporterSettings, ExporterStats, LATENCY_BUCKETS, LatencyHistogram};
 pub use policy::{DestinationPolicy, NotPermitted};
+pub use queue::Watermark;
 pub use transport::{ExporterSpec, NOT_PERMITTED, Protocol, TransportError};

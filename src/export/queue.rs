@@ -1,4 +1,9 @@
 //! A bounded queue that never blocks the producer: when full, the oldest span goes.
+//!
+//! It also keeps the exporter's settle watermark (see [`Watermark`]): every span pushed gets the
+//! next sequence number, and the queue knows the oldest one not yet settled (still queued, or
+//! in the batch the sender took and has not finished with). Both live under one lock, so a
+//! batch moving from the queue to the sender is never seen half way.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,16 +14,30 @@ use tokio::sync::Notify;
 use crate::engine::model::FinishedSpan;
 
 pub(super) struct SpanQueue {
-    spans: Mutex<VecDeque<Arc<FinishedSpan>>>,
+    inner: Mutex<Inner>,
     capacity: usize,
     pub ready: Notify,
     pub dropped: AtomicU64,
 }
 
+#[derive(Default)]
+struct Inner {
+    /// Queued spans with their sequence numbers, oldest first.
+    spans: VecDeque<(u64, Arc<FinishedSpan>)>,
+    /// The sequence number the next push gets: how many spans were ever pushed.
+    next: u64,
+    /// The first sequence number and the size of what the sender holds, until it settles it.
+    /// Spans dropped from a full queue are newer than that batch: counting them as settled must
+    /// not make the batch look settled too, hence a position and not a count.
+    in_flight: Option<(u64, usize)>,
+    /// Shut down: nothing will be sent any more, everything pushed counts as settled.
+    closed: bool,
+}
+
 impl SpanQueue {
     pub fn new(capacity: usize) -> Self {
         SpanQueue {
-            spans: Mutex::new(VecDeque::new()),
+            inner: Mutex::new(Inner::default()),
             capacity: capacity.max(1),
             ready: Notify::new(),
             dropped: AtomicU64::new(0),
@@ -27,27 +46,93 @@ impl SpanQueue {
 
     pub fn push(&self, span: Arc<FinishedSpan>, batch: usize) {
         let len = {
-            let mut spans = self.spans.lock().expect("queue lock");
-            if spans.len() == self.capacity {
-                spans.pop_front();
+            let mut inner = self.inner.lock().expect("queue lock");
+            if inner.spans.len() == self.capacity {
+                inner.spans.pop_front();
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            spans.push_back(span);
-            spans.len()
+            let seq = inner.next;
+            inner.next += 1;
+            inner.spans.push_back((seq, span));
+            inner.spans.len()
         };
         if len >= batch {
             self.ready.notify_one();
         }
     }
 
+    /// Takes up to `max` of the oldest spans; they stay unsettled until [`SpanQueue::settle`].
     pub fn take(&self, max: usize) -> Vec<Arc<FinishedSpan>> {
-        let mut spans = self.spans.lock().expect("queue lock");
-        let n = spans.len().min(max);
-        spans.drain(..n).collect()
+        let mut inner = self.inner.lock().expect("queue lock");
+        let n = inner.spans.len().min(max);
+        if let Some(&(first, _)) = inner.spans.front()
+            && n > 0
+        {
+            // Keep an older batch's mark if the sender still holds one (while stopping).
+            let held = inner.in_flight.map_or(0, |(_, held)| held);
+            let first = inner.in_flight.map_or(first, |(older, _)| older);
+            inner.in_flight = Some((first, held + n));
+        }
+        inner.spans.drain(..n).map(|(_, s)| s).collect()
+    }
+
+    /// The sender is done with what it took (delivered, or given up on for good).
+    pub fn settle(&self) {
+        self.inner.lock().expect("queue lock").in_flight = None;
+    }
+
+    /// Stops for good: what is still queued or in flight (a sender stopped mid-send) is
+    /// returned as a count, to be counted as dropped, and from now on everything ever pushed
+    /// counts as settled.
+    pub fn close(&self) -> usize {
+        let mut inner = self.inner.lock().expect("queue lock");
+        inner.closed = true;
+        let held = inner.in_flight.take().map_or(0, |(_, held)| held);
+        let left = inner.spans.len();
+        inner.spans.clear();
+        left + held
     }
 
     pub fn len(&self) -> usize {
-        self.spans.lock().expect("queue lock").len()
+        self.inner.lock().expect("queue lock").spans.len()
+    }
+
+    /// How many spans were ever pushed.
+    pub fn offered(&self) -> u64 {
+        self.inner.lock().expect("queue lock").next
+    }
+
+    /// How many of the oldest pushed spans are settled: the sequence number of the oldest one
+    /// still queued or in flight (everything before it was sent, or dropped for good).
+    pub fn settled(&self) -> u64 {
+        let inner = self.inner.lock().expect("queue lock");
+        if inner.closed {
+            return inner.next;
+        }
+        inner
+            .in_flight
+            .map(|(first, _)| first)
+            .or(inner.spans.front().map(|&(seq, _)| seq))
+            .unwrap_or(inner.next)
+    }
+}
+
+/// One sending task's progress, for the checkpoint: a span may enter a written checkpoint only
+/// once every exporter it was offered to has settled it, or a crash right after the write would
+/// lose it (the successor would not emit it again). Spans settle in the order they were pushed,
+/// so "the first N are settled" is one number.
+#[derive(Clone)]
+pub struct Watermark(pub(super) Arc<SpanQueue>);
+
+impl Watermark {
+    /// How many spans were offered so far.
+    pub fn offered(&self) -> u64 {
+        self.0.offered()
+    }
+
+    /// How many of the first offered spans are settled (sent, or dropped for good).
+    pub fn settled(&self) -> u64 {
+        self.0.settled()
     }
 }
 
@@ -56,17 +141,22 @@ mod tests {
     use super::*;
     use crate::replay;
 
-    #[test]
-    fn drops_oldest_when_full_and_counts() {
+    fn spans(n: usize) -> Vec<Arc<FinishedSpan>> {
         let spans = replay::replay(
             include_str!("../../tests/scenarios/job.jsonl"),
             Default::default(),
         )
         .spans;
-        assert!(spans.len() >= 5);
+        assert!(spans.len() >= n);
+        spans.into_iter().take(n).map(Arc::new).collect()
+    }
+
+    #[test]
+    fn drops_oldest_when_full_and_counts() {
+        let spans = spans(5);
         let q = SpanQueue::new(3);
         for s in &spans[..5] {
-            q.push(Arc::new(s.clone()), 100);
+            q.push(s.clone(), 100);
         }
         assert_eq!(q.len(), 3);
         assert_eq!(q.dropped.load(Ordering::Relaxed), 2);
@@ -76,5 +166,47 @@ mod tests {
             "the two oldest were dropped"
         );
         assert_eq!(q.len(), 0);
+    }
+
+    #[test]
+    fn settles_in_order_and_only_when_the_sender_is_done() {
+        let spans = spans(5);
+        let q = SpanQueue::new(2);
+        assert_eq!((q.offered(), q.settled()), (0, 0));
+        q.push(spans[0].clone(), 100);
+        q.push(spans[1].clone(), 100);
+        assert_eq!((q.offered(), q.settled()), (2, 0), "queued is not settled");
+        let batch = q.take(10);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(q.settled(), 0, "taken but not sent yet");
+        // The queue overflows behind the batch in flight: the dropped span is newer than the
+        // batch, which must still count as unsettled.
+        for s in &spans[2..5] {
+            q.push(s.clone(), 100);
+        }
+        assert_eq!(q.dropped.load(Ordering::Relaxed), 1);
+        assert_eq!((q.offered(), q.settled()), (5, 0));
+        q.settle();
+        assert_eq!(q.settled(), 3, "the batch and the dropped span settled");
+        let next = q.take(1);
+        assert_eq!(next[0].span_id, spans[3].span_id);
+        assert_eq!(q.settled(), 3);
+        q.settle();
+        assert_eq!(q.settled(), 4);
+        q.take(1);
+        q.settle();
+        assert_eq!(q.settled(), 5, "all of it");
+    }
+
+    #[test]
+    fn closing_settles_everything() {
+        let spans = spans(3);
+        let q = SpanQueue::new(10);
+        for s in &spans {
+            q.push(s.clone(), 100);
+        }
+        q.take(1);
+        assert_eq!(q.close(), 3, "the two queued and the one in flight");
+        assert_eq!((q.offered(), q.settled(), q.len()), (3, 3, 0));
     }
 }

@@ -9,18 +9,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint::{Schedule, Snapshot};
 use super::engines::{self, Engines};
 use super::matcher::Scope;
 use super::traces::TraceLog;
 use super::watches::{Input, WatchCounts, WatchManager};
+use crate::engine::Checkpoint;
 use crate::engine::model::FinishedSpan;
 use crate::engine::{EngineConfig, EngineStats};
-use crate::export::{Exporter, ExporterSettings, ExporterSpec, ExporterStats};
+use crate::export::{Exporter, ExporterSettings, ExporterSpec, ExporterStats, Watermark};
 use crate::otlp::SpanShape;
 use crate::otlp::shape::TraceStarts;
 use crate::watch::now as wall_clock;
@@ -140,6 +142,10 @@ impl Session {
         }
     }
 
+    fn watermarks(&self) -> impl Iterator<Item = Watermark> + '_ {
+        self.exporters.iter().flat_map(Exporter::watermarks)
+    }
+
     /// Stops the session's exporters (each sends what it holds, within the grace period) and
     /// adds what they did to the retired counts.
     async fn retire_exporters(&mut self) {
@@ -192,6 +198,27 @@ pub struct Hub {
     events_received: u64,
     malformed: u64,
     starts: TraceStarts,
+    checkpoints: Option<Checkpoints>,
+    /// Exporters stopping after a swap or a session's removal: until they settle what they
+    /// hold, a checkpoint must wait for them too.
+    retiring: Vec<Watermark>,
+}
+
+/// The hub's side of checkpointing: when to snapshot, and where settled snapshots go (the
+/// writer task, see `checkpoint.rs`).
+struct Checkpoints {
+    schedule: Schedule<Watermark>,
+    out: watch::Sender<Option<Arc<Snapshot>>>,
+}
+
+/// Checkpointing, for a hub that leads with it on.
+pub struct HubCheckpoints {
+    /// At most this often (and only when something was emitted since).
+    pub interval: Duration,
+    /// A predecessor's checkpoints, by engine window, loaded before the hub takes any input.
+    pub resume: BTreeMap<Duration, Checkpoint>,
+    /// Settled snapshots, for the writer task.
+    pub out: watch::Sender<Option<Arc<Snapshot>>>,
 }
 
 pub struct HubSettings {
@@ -200,6 +227,8 @@ pub struct HubSettings {
     /// Bound of the channel from the watches: a burst beyond it makes watches wait, not grow.
     pub input_capacity: usize,
     pub max_event_age: Duration,
+    /// None: no checkpoints (a successor re-sends what was exported within max_event_age).
+    pub checkpoints: Option<HubCheckpoints>,
 }
 
 impl Hub {
@@ -212,8 +241,18 @@ impl Hub {
         let (command_tx, commands) = mpsc::channel(64);
         let (snapshots, snapshot_rx) = watch::channel(Arc::new(HubSnapshot::default()));
         let watches = WatchManager::new(client, input_tx, settings.max_event_age, stop);
+        let (resume, checkpoints) = match settings.checkpoints {
+            Some(c) => (
+                c.resume,
+                Some(Checkpoints {
+                    schedule: Schedule::new(c.interval),
+                    out: c.out,
+                }),
+            ),
+            None => (BTreeMap::new(), None),
+        };
         let hub = Hub {
-            engines: Engines::new(settings.engine),
+            engines: Engines::resuming(settings.engine, resume),
             sessions: BTreeMap::new(),
             watch_counts: watches.counts.clone(),
             watches,
@@ -224,6 +263,8 @@ impl Hub {
             events_received: 0,
             malformed: 0,
             starts: TraceStarts::default(),
+            checkpoints,
+            retiring: Vec::new(),
         };
         (
             hub,
@@ -234,8 +275,11 @@ impl Hub {
         )
     }
 
-    /// Runs until `stop`; then every open trace is flushed (marked incomplete where unsettled)
-    /// and every exporter sends what it holds.
+    /// Runs until `stop`; then hands over: it takes no more input, routes what has finished,
+    /// lets every exporter send what it holds, and hands a last checkpoint to the writer. Open
+    /// traces are not flushed: a successor re-lists their objects and events, rebuilds them
+    /// with the same IDs and finishes them (flushing them here marked incomplete, with a pending
+    /// root, made the successor export the same spans a second time).
     pub async fn run(mut self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -249,6 +293,7 @@ impl Hub {
                 _ = tick.tick() => {
                     self.engines.advance(wall_clock());
                     self.route();
+                    self.checkpoint(Instant::now());
                     ticks += 1;
                     if ticks.is_multiple_of(4) {
                         self.publish();
@@ -268,11 +313,50 @@ impl Hub {
                 }
             }
         }
-        self.engines.abandon_all();
         self.route();
+        let emitted = self.engines.stats().spans_emitted;
+        let last = match &mut self.checkpoints {
+            Some(c) => {
+                let (engines, sessions, retiring) = (&self.engines, &self.sessions, &self.retiring);
+                c.schedule
+                    .last(emitted, || snapshot(engines, sessions, retiring))
+            }
+            None => None,
+        };
         futures::future::join_all(self.sessions.values_mut().map(Session::retire_exporters)).await;
+        if let (Some(c), Some(last)) = (&self.checkpoints, last) {
+            // Stopped exporters have settled everything (sent, or counted dropped); one of a
+            // removed session, or replaced by an edit, may still be within its grace period.
+            let deadline = Instant::now() + EXPORTER_GRACE;
+            while !last.settled() && Instant::now() < deadline {
+                tokio::time::sleep(TICK).await;
+            }
+            if last.settled() {
+                c.out.send_replace(Some(last.snapshot()));
+            } else {
+                tracing::warn!(
+                    "an exporter still holds spans: no final checkpoint (the successor may send them again)"
+                );
+            }
+        }
         // After the flush, so the last status counts what the flush delivered.
         self.publish();
+    }
+
+    /// Takes a checkpoint snapshot when one is due, and hands a settled one to the writer.
+    fn checkpoint(&mut self, now: Instant) {
+        let Some(c) = &mut self.checkpoints else {
+            return;
+        };
+        self.retiring.retain(|m| m.settled() < m.offered());
+        let emitted = self.engines.stats().spans_emitted;
+        let (engines, sessions, retiring) = (&self.engines, &self.sessions, &self.retiring);
+        if let Some(ready) = c
+            .schedule
+            .tick(now, emitted, || snapshot(engines, sessions, retiring))
+        {
+            c.out.send_replace(Some(ready));
+        }
     }
 
     fn input(&mut self, input: Input) {
@@ -340,6 +424,7 @@ impl Hub {
                 }
                 self.detach(&key);
                 let mut session = self.sessions.remove(&key).expect("present");
+                self.retiring.extend(session.watermarks());
                 self.reconfigure();
                 tokio::spawn(async move {
                     session.retire_exporters().await;
@@ -406,6 +491,7 @@ impl Hub {
             for old in std::mem::replace(&mut session.exporters, fresh) {
                 // Counted now; what the old exporter still delivers in its grace period is not.
                 session.retired.absorb(&old.stats());
+                self.retiring.extend(old.watermarks());
                 tokio::spawn(old.shutdown(EXPORTER_GRACE));
             }
         }
@@ -510,6 +596,26 @@ impl Hub {
         };
         self.snapshots.send_replace(Arc::new(snapshot));
     }
+}
+
+/// What a checkpoint needs: every engine's checkpoint, and every exporter that may still hold
+/// one of their spans (each reads its offered count as the snapshot is taken).
+fn snapshot(
+    engines: &Engines,
+    sessions: &BTreeMap<SessionKey, Session>,
+    retiring: &[Watermark],
+) -> (Snapshot, Vec<Watermark>) {
+    let marks = sessions
+        .values()
+        .flat_map(Session::watermarks)
+        .chain(retiring.iter().cloned())
+        .collect();
+    (
+        Snapshot {
+            engines: engines.checkpoints(),
+        },
+        marks,
+    )
 }
 
 /// How a session's namespaces are watched: those whose Event watch has not listed, and the

@@ -1,8 +1,11 @@
 //! `/metrics` in the Prometheus text format, rendered from the hub's snapshot at scrape time, and
 //! the reconciler's own counters.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::hub::HubSnapshot;
 use crate::export::LATENCY_BUCKETS;
@@ -15,6 +18,64 @@ pub struct Metrics {
     reconcile_ok: AtomicU64,
     reconcile_kube_error: AtomicU64,
     reconcile_finalizer_error: AtomicU64,
+    checkpoint_loads: [AtomicU64; CheckpointLoad::ALL.len()],
+    checkpoint_writes: [AtomicU64; CheckpointWrite::ALL.len()],
+    /// Bytes and spans of the checkpoint last written, per engine window.
+    checkpoint_sizes: Mutex<BTreeMap<Duration, (u64, u64)>>,
+}
+
+/// What loading one checkpoint ConfigMap came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointLoad {
+    Resumed,
+    Missing,
+    Corrupt,
+    Foreign,
+    Error,
+}
+
+impl CheckpointLoad {
+    pub const ALL: [CheckpointLoad; 5] = [
+        CheckpointLoad::Resumed,
+        CheckpointLoad::Missing,
+        CheckpointLoad::Corrupt,
+        CheckpointLoad::Foreign,
+        CheckpointLoad::Error,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CheckpointLoad::Resumed => "resumed",
+            CheckpointLoad::Missing => "missing",
+            CheckpointLoad::Corrupt => "corrupt",
+            CheckpointLoad::Foreign => "foreign",
+            CheckpointLoad::Error => "error",
+        }
+    }
+}
+
+/// What one checkpoint write came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointWrite {
+    Ok,
+    Conflict,
+    Error,
+}
+
+impl CheckpointWrite {
+    pub const ALL: [CheckpointWrite; 3] = [
+        CheckpointWrite::Ok,
+        CheckpointWrite::Conflict,
+        CheckpointWrite::Error,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            CheckpointWrite::Ok => "ok",
+            CheckpointWrite::Conflict => "conflict",
+            CheckpointWrite::Error => "error",
+        }
+    }
 }
 
 impl Metrics {
@@ -25,6 +86,30 @@ impl Metrics {
             Some(_) => &self.reconcile_finalizer_error,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn checkpoint_loaded(&self, result: CheckpointLoad) {
+        let i = CheckpointLoad::ALL.iter().position(|r| *r == result);
+        self.checkpoint_loads[i.expect("listed")].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write of the checkpoint of `window`; on success, `bytes` and `checkpoint` are what
+    /// the ConfigMap now holds.
+    pub fn checkpoint_written(
+        &self,
+        result: CheckpointWrite,
+        window: Duration,
+        bytes: &[u8],
+        checkpoint: &crate::engine::Checkpoint,
+    ) {
+        let i = CheckpointWrite::ALL.iter().position(|r| *r == result);
+        self.checkpoint_writes[i.expect("listed")].fetch_add(1, Ordering::Relaxed);
+        if result == CheckpointWrite::Ok {
+            self.checkpoint_sizes
+                .lock()
+                .expect("metrics lock")
+                .insert(window, (bytes.len() as u64, checkpoint.len() as u64));
+        }
     }
 
     pub fn render(&self, hub: &HubSnapshot, leader: bool) -> String {
@@ -51,6 +136,48 @@ impl Metrics {
                 counter.load(Ordering::Relaxed),
             );
         }
+        out.family(
+            "eventspan_checkpoint_loads_total",
+            "counter",
+            "Checkpoint ConfigMaps read on taking the lead, by result (all but resumed start fresh)",
+        );
+        for (result, counter) in CheckpointLoad::ALL.iter().zip(&self.checkpoint_loads) {
+            out.sample(
+                "eventspan_checkpoint_loads_total",
+                &[("result", result.as_str())],
+                counter.load(Ordering::Relaxed),
+            );
+        }
+        out.family(
+            "eventspan_checkpoint_writes_total",
+            "counter",
+            "Checkpoint ConfigMap writes, by result (a conflict stops writes for the term)",
+        );
+        for (result, counter) in CheckpointWrite::ALL.iter().zip(&self.checkpoint_writes) {
+            out.sample(
+                "eventspan_checkpoint_writes_total",
+                &[("result", result.as_str())],
+                counter.load(Ordering::Relaxed),
+            );
+        }
+        let (bytes, spans) = self
+            .checkpoint_sizes
+            .lock()
+            .expect("metrics lock")
+            .values()
+            .fold((0, 0), |(b, s), (nb, ns)| (b + nb, s + ns));
+        out.family(
+            "eventspan_checkpoint_bytes",
+            "gauge",
+            "Bytes of the checkpoints last written, all engines",
+        );
+        out.sample("eventspan_checkpoint_bytes", &[], bytes);
+        out.family(
+            "eventspan_checkpoint_spans",
+            "gauge",
+            "Spans named by the checkpoints last written, all engines",
+        );
+        out.sample("eventspan_checkpoint_spans", &[], spans);
         out.family(
             "eventspan_events_received_total",
             "counter",
@@ -197,6 +324,21 @@ impl Metrics {
                 "eventspan_engine_duplicate_spans_total",
                 "Spans not exported because the same span was exported recently",
                 e.duplicate_spans,
+            ),
+            (
+                "eventspan_checkpoint_resumed_spans_total",
+                "Spans a predecessor exported, placed again from its checkpoint and not exported",
+                e.resumed_spans,
+            ),
+            (
+                "eventspan_engine_earlier_change_total",
+                "Events from before their root's first change the engine knows, in no trace",
+                e.earlier_change,
+            ),
+            (
+                "eventspan_engine_derived_creations_total",
+                "Pod creation spans derived from the pod because its controller's event had not come",
+                e.derived_creations,
             ),
             (
                 "eventspan_engine_spans_forced_total",

@@ -1,5 +1,6 @@
 //! The operator: TraceSession resources drive shared watchers, the engine and OTLP exporters.
 
+pub mod checkpoint;
 pub mod conditions;
 pub mod crd;
 pub mod engines;

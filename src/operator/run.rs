@@ -1,6 +1,7 @@
 //! `eventspan run`: the operator process. Serves `/metrics`, `/healthz` and `/readyz`; campaigns
 //! for a Lease; while it leads, runs the hub (engine, watches, exporters), the status writer and
-//! the TraceSession controller; on SIGTERM or lost leadership, stops them, flushing open traces.
+//! the TraceSession controller; on SIGTERM or lost leadership, stops them: exporters drain, and
+//! open traces are left to the successor (see `hub.rs` and `checkpoint.rs`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -20,13 +21,18 @@ use kube::{Api, Client};
 use tokio::sync::{Mutex, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoint;
 use super::crd::TraceSession;
-use super::hub::{Hub, HubSettings, HubSnapshot};
+use super::engines::WINDOW_STEPS;
+use super::hub::{Hub, HubCheckpoints, HubSettings, HubSnapshot};
 use super::metrics::Metrics;
 use super::reconcile::{self, Context};
 use super::watches::OWN_CONTROLLER;
 use crate::engine::EngineConfig;
 use crate::export::ExporterSettings;
+
+/// How long a stopping leader waits for its last checkpoint write.
+const CHECKPOINT_WRITE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -44,6 +50,8 @@ pub struct RunOptions {
     pub exporters: ExporterSettings,
     pub exporter_policy: super::session::ExporterPolicy,
     pub max_event_age: Duration,
+    /// How often, at most, checkpoints are written; zero: never (and none are loaded).
+    pub checkpoint_interval: Duration,
     pub limits: super::limits::Limits,
 }
 
@@ -97,7 +105,16 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
 
     if !options.leader_election {
         shared.leader.store(true, Ordering::Relaxed);
-        lead(client, &options, metrics, snapshot_tx, shutdown.clone()).await;
+        let never_deposed = CancellationToken::new();
+        lead(
+            client,
+            &options,
+            metrics,
+            snapshot_tx,
+            shutdown.clone(),
+            never_deposed,
+        )
+        .await;
     } else {
         let lease =
             kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &options.lease_name)
@@ -122,6 +139,11 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
             shared.leader.store(true, Ordering::Relaxed);
             let term = shutdown.child_token();
             let watch_term = term.clone();
+            // Only when the lease is lost (or its task ended: it may be lost): a deposed leader
+            // writes no checkpoint, while one stopping on SIGTERM writes a last one before it
+            // releases the lease.
+            let deposed = CancellationToken::new();
+            let lost_term = deposed.clone();
             let mut lost = leading.clone();
             let until_lost = tokio::spawn(async move {
                 while lost.changed().await.is_ok() {
@@ -130,6 +152,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
                         break;
                     }
                 }
+                lost_term.cancel();
                 watch_term.cancel();
             });
             lead(
@@ -138,6 +161,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
                 metrics.clone(),
                 snapshot_tx.clone(),
                 term,
+                deposed,
             )
             .await;
             until_lost.abort();
@@ -174,13 +198,39 @@ async fn lead(
     metrics: Arc<Metrics>,
     snapshots_out: watch::Sender<Arc<HubSnapshot>>,
     stop: CancellationToken,
+    deposed: CancellationToken,
 ) {
     let hub_stop = CancellationToken::new();
+    // Before the hub exists: its engines resume from these before they take any input.
+    let (checkpoints, checkpoint_writer) = if options.checkpoint_interval.is_zero() {
+        (None, None)
+    } else {
+        let mut store =
+            checkpoint::Store::new(client.clone(), &options.namespace, &options.identity);
+        let windows: BTreeSet<Duration> = std::iter::once(options.engine.window)
+            .chain(WINDOW_STEPS)
+            .collect();
+        let resume = store.load(windows, &metrics).await;
+        let (out, snapshots) = watch::channel(None);
+        let writer = tokio::spawn(checkpoint::write_loop(
+            store,
+            snapshots,
+            deposed,
+            metrics.clone(),
+        ));
+        let checkpoints = HubCheckpoints {
+            interval: options.checkpoint_interval,
+            resume,
+            out,
+        };
+        (Some(checkpoints), Some(writer))
+    };
     let settings = HubSettings {
         engine: options.engine.clone(),
         exporters: options.exporters.clone(),
         input_capacity: 4096,
         max_event_age: options.max_event_age,
+        checkpoints,
     };
     let (hub, handle) = Hub::new(client.clone(), settings, hub_stop.clone());
     let hub_task = tokio::spawn(hub.run(hub_stop.clone()));
@@ -235,9 +285,17 @@ async fn lead(
         .for_each(|_| std::future::ready(()))
         .await;
 
-    // Stopping: flush the engine and the exporters, then a last status write.
+    // Stopping: the hub lets the exporters drain and hands a last checkpoint to the writer,
+    // which ends once that is written (the hub dropped its sender); then a last status write.
     hub_stop.cancel();
     let _ = hub_task.await;
+    if let Some(writer) = checkpoint_writer
+        && tokio::time::timeout(CHECKPOINT_WRITE_GRACE, writer)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the last checkpoint write did not finish in time");
+    }
     tokio::time::sleep(super::status::WRITE_INTERVAL).await;
     status_stop.cancel();
     let _ = status_task.await;

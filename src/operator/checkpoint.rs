@@ -1,0 +1,837 @@
+//! Persists and loads the engines' checkpoints (see `engine/checkpoint.rs`), so that a successor
+//! process (after a restart, a crash or a leader handover) neither exports a span twice nor
+//! loses the spans of a change that was interrupted.
+//!
+//! One ConfigMap per engine window in the operator's own namespace (beside its Lease), named by
+//! [`configmap_name`], holds the encoded checkpoint in `binaryData`, with the writer's identity
+//! and the write time as annotations. The leader loads them when it starts leading, before the
+//! hub takes any input, and writes them at most every `--checkpoint-interval`.
+//!
+//! What may enter a written checkpoint: a span only once every exporter it was offered to has
+//! settled it (delivered, or given up on for good), or a crash right after the write would lose
+//! it: the successor does not emit a span its checkpoint names. The hub therefore takes a
+//! [`Snapshot`] together with each exporter's offered count, and hands it to the writer only once
+//! every exporter's settle watermark has reached that count ([`Schedule`]). The writer is its own
+//! task: an API server call never holds up the hub.
+//!
+//! Writes carry the resourceVersion last read or written, so a deposed leader's late write fails
+//! with a conflict; the writer then stops writing for the rest of its term.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ObjectMeta, PostParams};
+use kube::{Api, Client};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{CheckpointLoad, CheckpointWrite, Metrics};
+use crate::engine::{Checkpoint, CheckpointError};
+use crate::export::Watermark;
+
+/// The `binaryData` key holding the encoded checkpoint.
+pub const DATA_KEY: &str = "checkpoint";
+/// Who wrote the checkpoint (the operator's `--identity`).
+pub const WRITER_ANNOTATION: &str = "eventspan.dev/checkpoint-writer";
+/// When it was written (RFC 3339).
+pub const WRITTEN_AT_ANNOTATION: &str = "eventspan.dev/checkpoint-written-at";
+/// A ConfigMap without this label set to `eventspan` is not ours: never read, never overwritten.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "eventspan");
+const WINDOW_LABEL: &str = "eventspan.dev/checkpoint-window";
+
+/// The ConfigMap of the engine of `window`: `eventspan-checkpoint-5s` (milliseconds when the
+/// window is not whole seconds).
+pub fn configmap_name(window: Duration) -> String {
+    format!("eventspan-checkpoint-{}", window_label(window))
+}
+
+fn window_label(window: Duration) -> String {
+    if window.subsec_millis() == 0 {
+        format!("{}s", window.as_secs())
+    } else {
+        format!("{}ms", window.as_millis())
+    }
+}
+
+/// What the hub hands the writer: each engine's checkpoint, by window.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub engines: Vec<(Duration, Checkpoint)>,
+}
+
+/// An exporter's progress as the schedule reads it (a trait so the schedule is testable alone).
+pub trait Mark {
+    fn offered(&self) -> u64;
+    fn settled(&self) -> u64;
+}
+
+impl Mark for Watermark {
+    fn offered(&self) -> u64 {
+        Watermark::offered(self)
+    }
+    fn settled(&self) -> u64 {
+        Watermark::settled(self)
+    }
+}
+
+/// A snapshot and, per exporter, how many spans had been offered to it when it was taken.
+pub struct Pending<M> {
+    snapshot: Arc<Snapshot>,
+    marks: Vec<(M, u64)>,
+}
+
+impl<M: Mark> Pending<M> {
+    /// Every span the snapshot names has been settled by every exporter it went to.
+    pub fn settled(&self) -> bool {
+        self.marks.iter().all(|(m, at)| m.settled() >= *at)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.clone()
+    }
+}
+
+/// When the hub takes a snapshot and when it hands it over. Pure: the hub calls it on its tick.
+///
+/// At most one snapshot is pending: a newer one is taken only once the pending one was handed
+/// over, so a slow exporter delays checkpoints but never starves them (replacing the pending one
+/// on every interval would, while delivery takes longer than the interval).
+pub struct Schedule<M> {
+    interval: Duration,
+    last_taken: Option<Instant>,
+    /// The engines' emitted-span count when the last snapshot was taken: an idle operator writes
+    /// nothing.
+    emitted_at_last: u64,
+    pending: Option<Pending<M>>,
+}
+
+impl<M: Mark> Schedule<M> {
+    pub fn new(interval: Duration) -> Self {
+        Schedule {
+            interval,
+            last_taken: None,
+            emitted_at_last: 0,
+            pending: None,
+        }
+    }
+
+    /// On each tick: takes a snapshot when one is due (an interval since the last, something
+    /// emitted since, none pending), and returns the pending one once it is settled.
+    /// `take` gives the engines' checkpoints and every exporter that may still hold their spans.
+    pub fn tick(
+        &mut self,
+        now: Instant,
+        emitted: u64,
+        take: impl FnOnce() -> (Snapshot, Vec<M>),
+    ) -> Option<Arc<Snapshot>> {
+        let due = self
+            .last_taken
+            .is_none_or(|t| now.duration_since(t) >= self.interval);
+        if self.pending.is_none() && due && emitted != self.emitted_at_last {
+            self.pending = Some(Self::pending(take));
+            self.last_taken = Some(now);
+            self.emitted_at_last = emitted;
+        }
+        if self.pending.as_ref().is_some_and(Pending::settled) {
+            return self.pending.take().map(|p| p.snapshot);
+        }
+        None
+    }
+
+    /// Stopping: a last snapshot of everything emitted so far, whatever the interval, if
+    /// anything is unwritten. The caller checks it is settled once the exporters have stopped.
+    pub fn last(
+        &mut self,
+        emitted: u64,
+        take: impl FnOnce() -> (Snapshot, Vec<M>),
+    ) -> Option<Pending<M>> {
+        if self.pending.is_none() && emitted == self.emitted_at_last {
+            return None;
+        }
+        self.pending = None;
+        self.emitted_at_last = emitted;
+        Some(Self::pending(take))
+    }
+
+    fn pending(take: impl FnOnce() -> (Snapshot, Vec<M>)) -> Pending<M> {
+        let (snapshot, marks) = take();
+        Pending {
+            snapshot: Arc::new(snapshot),
+            marks: marks
+                .into_iter()
+                .map(|m| {
+                    let at = m.offered();
+                    (m, at)
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error("cannot read ConfigMap {name}: {source}")]
+    Api {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "ConfigMap {name} is not an eventspan checkpoint (no label {}={}); it is left alone and this window is not checkpointed",
+        MANAGED_BY.0,
+        MANAGED_BY.1
+    )]
+    Foreign { name: String },
+    #[error("ConfigMap {name} has no binaryData.{DATA_KEY}")]
+    NoData { name: String },
+    #[error("ConfigMap {name} holds no usable checkpoint: {source}")]
+    Corrupt {
+        name: String,
+        #[source]
+        source: CheckpointError,
+    },
+}
+
+impl LoadError {
+    fn metric(&self) -> CheckpointLoad {
+        match self {
+            LoadError::Api { .. } => CheckpointLoad::Error,
+            LoadError::Foreign { .. } => CheckpointLoad::Foreign,
+            LoadError::NoData { .. } | LoadError::Corrupt { .. } => CheckpointLoad::Corrupt,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error(
+        "ConfigMap {name} changed since this process last read or wrote it (another leader wrote it?): no more checkpoint writes this term"
+    )]
+    Conflict { name: String },
+    #[error("cannot write ConfigMap {name}: {source}")]
+    Api {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What this process knows of one checkpoint ConfigMap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slot {
+    /// Not found, or not read (an error): the first write creates it (a conflict if it exists).
+    Absent,
+    /// Ours, at this resourceVersion: the next write replaces exactly that version.
+    Ours(String),
+    /// Someone else's: never overwritten.
+    Foreign,
+}
+
+/// Reads and writes the checkpoint ConfigMaps of one leadership term.
+pub struct Store {
+    api: Api<ConfigMap>,
+    identity: String,
+    slots: BTreeMap<String, Slot>,
+    /// What was written last per window: an engine with nothing new is not written again.
+    written: BTreeMap<Duration, Vec<u8>>,
+    /// A conflict: another process writes these now.
+    stopped: bool,
+}
+
+impl Store {
+    pub fn new(client: Client, namespace: &str, identity: &str) -> Store {
+        Store {
+            api: Api::namespaced(client, namespace),
+            identity: identity.to_string(),
+            slots: BTreeMap::new(),
+            written: BTreeMap::new(),
+            stopped: false,
+        }
+    }
+
+    /// Loads the checkpoint of every window an engine may have. A missing, corrupt or foreign
+    /// ConfigMap, or one that cannot be read, is logged and counted, and that engine starts
+    /// fresh (at least once: what its predecessor exported within `--max-event-age` may go out
+    /// again).
+    pub async fn load(
+        &mut self,
+        windows: impl IntoIterator<Item = Duration>,
+        metrics: &Metrics,
+    ) -> BTreeMap<Duration, Checkpoint> {
+        let mut loaded = BTreeMap::new();
+        for window in windows {
+            let name = configmap_name(window);
+            match self.load_one(&name).await {
+                Ok(Some(checkpoint)) => {
+                    tracing::info!(configmap = %name, spans = checkpoint.len(), "resuming from a checkpoint");
+                    metrics.checkpoint_loaded(CheckpointLoad::Resumed);
+                    loaded.insert(window, checkpoint);
+                }
+                Ok(None) => {
+                    tracing::info!(configmap = %name, "no checkpoint: this window starts fresh");
+                    metrics.checkpoint_loaded(CheckpointLoad::Missing);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "ignoring a checkpoint: this window starts fresh");
+                    metrics.checkpoint_loaded(error.metric());
+                }
+            }
+        }
+        loaded
+    }
+
+    async fn load_one(&mut self, name: &str) -> Result<Option<Checkpoint>, LoadError> {
+        self.slots.insert(name.to_string(), Slot::Absent);
+        let found = self
+            .api
+            .get_opt(name)
+            .await
+            .map_err(|source| LoadError::Api {
+                name: name.to_string(),
+                source,
+            })?;
+        let Some(cm) = found else {
+            return Ok(None);
+        };
+        let ours = cm
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(MANAGED_BY.0))
+            .is_some_and(|v| v == MANAGED_BY.1);
+        if !ours {
+            self.slots.insert(name.to_string(), Slot::Foreign);
+            return Err(LoadError::Foreign {
+                name: name.to_string(),
+            });
+        }
+        // Ours even if unreadable: the next write replaces it with a good one.
+        let version = cm.metadata.resource_version.clone().unwrap_or_default();
+        self.slots.insert(name.to_string(), Slot::Ours(version));
+        let bytes = cm
+            .binary_data
+            .as_ref()
+            .and_then(|d| d.get(DATA_KEY))
+            .ok_or_else(|| LoadError::NoData {
+                name: name.to_string(),
+            })?;
+        Checkpoint::decode(&bytes.0)
+            .map(Some)
+            .map_err(|source| LoadError::Corrupt {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    /// Whether a conflict stopped this store's writes.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Writes every engine's checkpoint that changed since its last write.
+    pub async fn write_all(&mut self, snapshot: &Snapshot, metrics: &Metrics) {
+        for (window, checkpoint) in &snapshot.engines {
+            if self.stopped {
+                return;
+            }
+            let bytes = checkpoint.encode();
+            if self.written.get(window) == Some(&bytes) {
+                continue;
+            }
+            match self.write(*window, &bytes).await {
+                Ok(true) => {
+                    metrics.checkpoint_written(CheckpointWrite::Ok, *window, &bytes, checkpoint);
+                    self.written.insert(*window, bytes);
+                }
+                Ok(false) => {}
+                Err(error @ WriteError::Conflict { .. }) => {
+                    tracing::warn!(%error, "checkpoint writes stop");
+                    metrics.checkpoint_written(CheckpointWrite::Conflict, *window, &[], checkpoint);
+                    self.stopped = true;
+                }
+                Err(error) => {
+                    // Tried again with the next snapshot.
+                    tracing::warn!(%error, "checkpoint write failed");
+                    metrics.checkpoint_written(CheckpointWrite::Error, *window, &[], checkpoint);
+                }
+            }
+        }
+    }
+
+    /// Writes one checkpoint; `Ok(false)` when the ConfigMap is someone else's.
+    async fn write(&mut self, window: Duration, bytes: &[u8]) -> Result<bool, WriteError> {
+        let name = configmap_name(window);
+        let slot = self.slots.get(&name).cloned().unwrap_or(Slot::Absent);
+        let version = match slot {
+            Slot::Foreign => return Ok(false),
+            Slot::Absent => None,
+            Slot::Ours(v) => Some(v),
+        };
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                resource_version: version.clone(),
+                labels: Some(
+                    [
+                        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+                        (WINDOW_LABEL.to_string(), window_label(window)),
+                    ]
+                    .into(),
+                ),
+                annotations: Some(
+                    [
+                        (WRITER_ANNOTATION.to_string(), self.identity.clone()),
+                        (
+                            WRITTEN_AT_ANNOTATION.to_string(),
+                            k8s_openapi::jiff::Timestamp::now().to_string(),
+                        ),
+                    ]
+                    .into(),
+                ),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some([(DATA_KEY.to_string(), ByteString(bytes.to_vec()))].into()),
+            ..ConfigMap::default()
+        };
+        let params = PostParams {
+            field_manager: Some(MANAGED_BY.1.to_string()),
+            ..PostParams::default()
+        };
+        let result = match &version {
+            // A create of a name that exists is a conflict too: someone wrote it since we looked.
+            None => self.api.create(&params, &cm).await,
+            Some(_) => self.api.replace(&name, &params, &cm).await,
+        };
+        match result {
+            Ok(written) => {
+                let version = written.metadata.resource_version.unwrap_or_default();
+                self.slots.insert(name, Slot::Ours(version));
+                Ok(true)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Err(WriteError::Conflict { name })
+            }
+            Err(source) => Err(WriteError::Api { name, source }),
+        }
+    }
+}
+
+/// The writer task of one leadership term: writes each settled snapshot the hub hands over
+/// (only the newest, if several arrive while a write is under way: it names everything the older
+/// ones did). Ends when the hub drops its sender (after its last snapshot), on a conflict, or at
+/// once when leadership is lost: a deposed leader writes nothing more.
+pub async fn write_loop(
+    mut store: Store,
+    mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    deposed: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = deposed.cancelled() => return,
+            changed = snapshots.changed() => if changed.is_err() { return },
+        }
+        let Some(snapshot) = snapshots.borrow_and_update().clone() else {
+            continue;
+        };
+        tokio::select! {
+            biased;
+            _ = deposed.cancelled() => return,
+            _ = store.write_all(&snapshot, &metrics) => {}
+        }
+        if store.stopped() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+
+    use super::*;
+    use crate::engine::ExportedSpan;
+    use crate::engine::ids::{SpanId, TraceId};
+
+    // ---- the schedule ----
+
+    #[derive(Clone, Default)]
+    struct FakeMark {
+        offered: Arc<AtomicU64>,
+        settled: Arc<AtomicU64>,
+    }
+
+    impl Mark for FakeMark {
+        fn offered(&self) -> u64 {
+            self.offered.load(Ordering::Relaxed)
+        }
+        fn settled(&self) -> u64 {
+            self.settled.load(Ordering::Relaxed)
+        }
+    }
+
+    fn checkpoint(spans: u64) -> Checkpoint {
+        Checkpoint {
+            spans: (1..=spans)
+                .map(|i| ExportedSpan {
+                    trace: TraceId(1),
+                    span: SpanId(i),
+                    event: None,
+                })
+                .collect(),
+            changes: Vec::new(),
+        }
+    }
+
+    fn snapshot(spans: u64) -> Snapshot {
+        Snapshot {
+            engines: vec![(Duration::from_secs(5), checkpoint(spans))],
+        }
+    }
+
+    #[test]
+    fn a_snapshot_waits_for_every_exporter_to_settle() {
+        let (a, b) = (FakeMark::default(), FakeMark::default());
+        let mut schedule = Schedule::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        let marks = || vec![a.clone(), b.clone()];
+        // Nothing emitted yet: nothing taken.
+        assert!(schedule.tick(t0, 0, || panic!("not due")).is_none());
+        // Three spans offered to both; a delivered them, b has two.
+        a.offered.store(3, Ordering::Relaxed);
+        b.offered.store(3, Ordering::Relaxed);
+        a.settled.store(3, Ordering::Relaxed);
+        b.settled.store(2, Ordering::Relaxed);
+        assert!(schedule.tick(t0, 3, || (snapshot(3), marks())).is_none());
+        // More offered after the snapshot: they do not hold it back, but b's third span does.
+        b.offered.store(10, Ordering::Relaxed);
+        let t1 = t0 + Duration::from_secs(6);
+        assert!(
+            schedule.tick(t1, 10, || panic!("one is pending")).is_none(),
+            "b has not settled the snapshot's spans"
+        );
+        b.settled.store(3, Ordering::Relaxed);
+        assert_eq!(
+            schedule.tick(t1, 10, || panic!("one is pending")),
+            Some(Arc::new(snapshot(3)))
+        );
+        // An interval after the first was taken: the next one, settled at once.
+        b.settled.store(10, Ordering::Relaxed);
+        assert_eq!(
+            schedule.tick(t1, 10, || (snapshot(10), marks())),
+            Some(Arc::new(snapshot(10)))
+        );
+        // The one after is due only an interval after that.
+        let t2 = t1 + Duration::from_secs(1);
+        assert!(schedule.tick(t2, 12, || panic!("not due yet")).is_none());
+        let t3 = t1 + Duration::from_secs(5);
+        assert!(schedule.tick(t3, 12, || (snapshot(12), marks())).is_some());
+    }
+
+    #[test]
+    fn idle_writes_nothing_and_stopping_takes_a_last_one() {
+        let a = FakeMark::default();
+        let mut schedule = Schedule::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert!(
+            schedule
+                .tick(t0, 4, || (snapshot(4), vec![a.clone()]))
+                .is_some()
+        );
+        let later = t0 + Duration::from_secs(60);
+        assert!(
+            schedule.tick(later, 4, || panic!("nothing new")).is_none(),
+            "idle"
+        );
+        assert!(schedule.last(4, || panic!("nothing new")).is_none());
+        // Emitted since, within the interval: the last snapshot takes it anyway.
+        a.offered.store(2, Ordering::Relaxed);
+        let last = schedule
+            .last(6, || (snapshot(6), vec![a.clone()]))
+            .expect("unwritten spans");
+        assert!(!last.settled());
+        a.settled.store(2, Ordering::Relaxed);
+        assert!(last.settled());
+        assert_eq!(last.snapshot(), Arc::new(snapshot(6)));
+    }
+
+    // ---- the store, against a mock API server ----
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mock() -> (Client, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "eventspan-system"), handle)
+    }
+
+    fn respond(send: tower_test::mock::SendResponse<Response<Body>>, code: u16, body: String) {
+        send.send_response(
+            Response::builder()
+                .status(StatusCode::from_u16(code).unwrap())
+                .body(Body::from(body.into_bytes()))
+                .unwrap(),
+        );
+    }
+
+    fn status(code: u16, reason: &str) -> String {
+        serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "reason": reason, "code": code, "message": reason,
+        })
+        .to_string()
+    }
+
+    fn configmap(name: &str, version: &str, labels: bool, data: Option<Vec<u8>>) -> String {
+        let mut cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("eventspan-system".into()),
+                resource_version: Some(version.into()),
+                ..ObjectMeta::default()
+            },
+            binary_data: data.map(|d| [(DATA_KEY.to_string(), ByteString(d))].into()),
+            ..ConfigMap::default()
+        };
+        if labels {
+            cm.metadata.labels = Some([(MANAGED_BY.0.into(), MANAGED_BY.1.into())].into());
+        }
+        serde_json::to_string(&cm).unwrap()
+    }
+
+    async fn body_of(request: Request<Body>) -> ConfigMap {
+        use http_body_util::BodyExt;
+        let bytes = request.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    const FIVE: Duration = Duration::from_secs(5);
+    const TEN: Duration = Duration::from_secs(10);
+    const TWENTY: Duration = Duration::from_secs(20);
+    const THIRTY: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn loads_what_is_good_and_ignores_the_rest() {
+        let (client, mut handle) = mock();
+        let good = checkpoint(3);
+        let server = tokio::spawn(async move {
+            let answers = [
+                (
+                    200,
+                    configmap(
+                        "eventspan-checkpoint-5s",
+                        "7",
+                        true,
+                        Some(checkpoint(3).encode()),
+                    ),
+                ),
+                (404, status(404, "NotFound")),
+                (
+                    200,
+                    configmap(
+                        "eventspan-checkpoint-20s",
+                        "8",
+                        true,
+                        Some(b"garbage".to_vec()),
+                    ),
+                ),
+                (
+                    200,
+                    configmap(
+                        "eventspan-checkpoint-30s",
+                        "9",
+                        false,
+                        Some(checkpoint(1).encode()),
+                    ),
+                ),
+                (403, status(403, "Forbidden")),
+            ];
+            let mut paths = Vec::new();
+            for (code, body) in answers {
+                let (request, send) = handle.next_request().await.expect("a request");
+                assert_eq!(request.method(), Method::GET);
+                paths.push(request.uri().path().to_string());
+                respond(send, code, body);
+            }
+            paths
+        });
+        let metrics = Metrics::default();
+        let mut store = Store::new(client, "eventspan-system", "replica-a");
+        let sixty = Duration::from_secs(60);
+        let loaded = store
+            .load([FIVE, TEN, TWENTY, THIRTY, sixty], &metrics)
+            .await;
+        assert_eq!(loaded, [(FIVE, good)].into());
+        assert_eq!(
+            server.await.unwrap()[0],
+            "/api/v1/namespaces/eventspan-system/configmaps/eventspan-checkpoint-5s"
+        );
+        assert_eq!(
+            store.slots,
+            [
+                ("eventspan-checkpoint-5s".into(), Slot::Ours("7".into())),
+                ("eventspan-checkpoint-10s".into(), Slot::Absent),
+                ("eventspan-checkpoint-20s".into(), Slot::Ours("8".into())),
+                ("eventspan-checkpoint-30s".into(), Slot::Foreign),
+                ("eventspan-checkpoint-60s".into(), Slot::Absent),
+            ]
+            .into()
+        );
+        let text = metrics.render(&Default::default(), true);
+        for result in ["resumed", "missing", "corrupt", "foreign", "error"] {
+            let line = format!("eventspan_checkpoint_loads_total{{result=\"{result}\"}} 1\n");
+            assert!(text.contains(&line), "{line} missing from\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_create_then_replace_the_version_read_and_skip_foreign() {
+        let (client, mut handle) = mock();
+        let server = tokio::spawn(async move {
+            // Load: 5s missing, 10s foreign.
+            let (_, send) = handle.next_request().await.unwrap();
+            respond(send, 404, status(404, "NotFound"));
+            let (_, send) = handle.next_request().await.unwrap();
+            respond(
+                send,
+                200,
+                configmap("eventspan-checkpoint-10s", "3", false, None),
+            );
+            // First write: a create (POST) of 5s.
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::POST);
+            assert_eq!(
+                request.uri().path(),
+                "/api/v1/namespaces/eventspan-system/configmaps"
+            );
+            let cm = body_of(request).await;
+            assert_eq!(cm.metadata.resource_version, None);
+            let annotations = cm.metadata.annotations.clone().unwrap();
+            assert_eq!(annotations[WRITER_ANNOTATION], "replica-a");
+            assert!(annotations.contains_key(WRITTEN_AT_ANNOTATION));
+            let data = &cm.binary_data.as_ref().unwrap()[DATA_KEY].0;
+            assert_eq!(Checkpoint::decode(data), Ok(checkpoint(2)));
+            respond(
+                send,
+                201,
+                configmap("eventspan-checkpoint-5s", "11", true, None),
+            );
+            // Second write: a replace (PUT) of exactly the version created.
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::PUT);
+            let cm = body_of(request).await;
+            assert_eq!(cm.metadata.resource_version.as_deref(), Some("11"));
+            respond(
+                send,
+                200,
+                configmap("eventspan-checkpoint-5s", "12", true, None),
+            );
+            // Nothing for the foreign 10s one, nor for an unchanged 5s one.
+            handle.next_request().await.is_none()
+        });
+        let metrics = Metrics::default();
+        let mut store = Store::new(client, "eventspan-system", "replica-a");
+        assert!(store.load([FIVE, TEN], &metrics).await.is_empty());
+        let both = |spans| Snapshot {
+            engines: vec![(FIVE, checkpoint(spans)), (TEN, checkpoint(spans))],
+        };
+        store.write_all(&both(2), &metrics).await;
+        store.write_all(&both(3), &metrics).await;
+        store.write_all(&both(3), &metrics).await;
+        assert!(!store.stopped());
+        assert_eq!(
+            store.slots["eventspan-checkpoint-5s"],
+            Slot::Ours("12".into())
+        );
+        drop(store);
+        assert!(server.await.unwrap(), "no request beyond those");
+        let text = metrics.render(&Default::default(), true);
+        assert!(
+            text.contains("eventspan_checkpoint_writes_total{result=\"ok\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("eventspan_checkpoint_spans 3\n"), "{text}");
+        let bytes = checkpoint(3).encode().len();
+        assert!(
+            text.contains(&format!("eventspan_checkpoint_bytes {bytes}\n")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conflict_stops_writing() {
+        let (client, mut handle) = mock();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            respond(
+                send,
+                200,
+                configmap(
+                    "eventspan-checkpoint-5s",
+                    "4",
+                    true,
+                    Some(checkpoint(1).encode()),
+                ),
+            );
+            // Another leader wrote it since: the replace of version 4 conflicts.
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::PUT);
+            respond(send, 409, status(409, "Conflict"));
+            handle.next_request().await.is_none()
+        });
+        let metrics = Metrics::default();
+        let mut store = Store::new(client, "eventspan-system", "replica-a");
+        assert_eq!(store.load([FIVE], &metrics).await[&FIVE], checkpoint(1));
+        let (tx, rx) = watch::channel(None);
+        let writer = tokio::spawn(write_loop(
+            store,
+            rx,
+            CancellationToken::new(),
+            Arc::new(Metrics::default()),
+        ));
+        tx.send_replace(Some(Arc::new(snapshot(2))));
+        // The writer ends by itself after the conflict, though the hub still sends.
+        let ended = tokio::time::timeout(Duration::from_secs(5), writer).await;
+        assert!(ended.is_ok(), "the writer stopped");
+        tx.send_replace(Some(Arc::new(snapshot(3))));
+        assert!(server.await.unwrap(), "no write after the conflict");
+    }
+
+    #[tokio::test]
+    async fn a_deposed_writer_writes_nothing_more() {
+        let (client, mut handle) = mock();
+        let store = Store::new(client, "eventspan-system", "replica-a");
+        let (tx, rx) = watch::channel(None);
+        let deposed = CancellationToken::new();
+        let writer = tokio::spawn(write_loop(
+            store,
+            rx,
+            deposed.clone(),
+            Arc::new(Metrics::default()),
+        ));
+        deposed.cancel();
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the writer stopped")
+            .unwrap();
+        tx.send_replace(Some(Arc::new(snapshot(3))));
+        drop(tx);
+        assert!(handle.next_request().await.is_none());
+    }
+
+    #[test]
+    fn names_follow_the_window() {
+        assert_eq!(configmap_name(FIVE), "eventspan-checkpoint-5s");
+        assert_eq!(
+            configmap_name(Duration::from_millis(2500)),
+            "eventspan-checkpoint-2500ms"
+        );
+    }
+}
