@@ -70,6 +70,7 @@ fn pod(i: usize) -> ObjectMeta {
         }],
         created: Some(Timestamp::from_unix_secs(1_795_000_000)),
         traceparent: None,
+        template: None,
         // Pods are watched with their status: a Ready pod, as most are.
         state: Some(ObjectState {
             observed_generation: 1,

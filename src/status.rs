@@ -33,6 +33,9 @@ pub struct WireSpec {
     pub paused: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_strategy: Option<WireStrategy>,
+    /// The pod template, reduced to what a change summary compares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<crate::wire::template::WireTemplate>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq)]

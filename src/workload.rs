@@ -161,6 +161,7 @@ impl Gen {
             state: None,
             created: Some(whole_second(at)),
             traceparent: None,
+            template: None,
         };
         self.push(at, Change::Upsert(Box::new(meta)));
     }

@@ -381,15 +381,20 @@ fn late_or_missing_creation_events_never_misparent_a_pod() {
             );
         }
     }
-    // "Created pod: web-b-1" is 30 s late; "Created pod: web-b-2" never comes.
-    let late = Recording::late_event(
-        "ev-create-1",
-        ("ReplicaSet", "web-b", "uid-web-b"),
-        "Created pod: web-b-1",
-        0.2,
-        30.0,
-    );
-    r.0.push(late);
+    // "Created pod: web-b-2" is 7 s late, while the creation derived for web-b-2 is still open;
+    // "Created pod: web-b-1" is 30 s late, long after the one derived for it was exported.
+    for (uid, pod, time, observed) in [
+        ("ev-create-2", "web-b-2", 0.3, 7.0),
+        ("ev-create-1", "web-b-1", 0.2, 30.0),
+    ] {
+        r.0.push(Recording::late_event(
+            uid,
+            ("ReplicaSet", "web-b", "uid-web-b"),
+            &format!("Created pod: {pod}"),
+            time,
+            observed,
+        ));
+    }
     let spans = r.replay();
     for s in &spans {
         let Some(e) = &s.event else { continue };
@@ -427,7 +432,7 @@ fn late_or_missing_creation_events_never_misparent_a_pod() {
             creation.name()
         );
         let derived = str_attr(creation, "eventspan.derived");
-        assert_eq!(derived.is_some(), pod != "web-b-3", "{pod}: {derived:?}");
+        assert_eq!(derived.is_some(), pod == "web-b-1", "{pod}: {derived:?}");
         let scale = parent(&spans, creation).expect("under the scale-up");
         assert_eq!(scale.name(), "Deployment.ScalingReplicaSet", "{pod}");
         let second = Timestamp::from_unix_secs(T0)..Timestamp::from_unix_secs(T0 + 1);
@@ -436,7 +441,36 @@ fn late_or_missing_creation_events_never_misparent_a_pod() {
             "{pod}: in its creationTimestamp's second"
         );
     }
-    let late = of_event(&spans, "ev-create-1");
-    assert_eq!(late.len(), 1, "the late event is still a span");
-    assert_eq!(generation_of(late[0]), 2, "in its change's trace");
+    // One creation span per pod, whenever the controller's event came.
+    for pod in ["web-b-1", "web-b-2", "web-b-3"] {
+        let creations: Vec<_> = spans
+            .iter()
+            .filter(|s| {
+                s.event
+                    .as_ref()
+                    .is_some_and(|e| e.reason == "SuccessfulCreate")
+                    && str_attr(s, "eventspan.child.name").as_deref() == Some(pod)
+            })
+            .collect();
+        assert_eq!(
+            creations.len(),
+            1,
+            "{pod}: {} creation spans",
+            creations.len()
+        );
+        assert_eq!(
+            generation_of(creations[0]),
+            2,
+            "{pod}: in its change's trace"
+        );
+    }
+    // The open derived span took the late event over; the exported one stands for it.
+    let adopted = of_event(&spans, "ev-create-2");
+    assert_eq!(
+        adopted.len(),
+        1,
+        "the event that came while its stand-in was open"
+    );
+    assert_eq!(adopted[0].component().name, "test-controller");
+    assert!(of_event(&spans, "ev-create-1").is_empty());
 }

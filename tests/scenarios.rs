@@ -389,3 +389,64 @@ fn a_failed_rollout_does_not_wait_for_its_stuck_pod() {
         "released by the rollout's end, not cut off"
     );
 }
+
+/// Issue 16: the rollout's root says what the change changed (names and images, never values),
+/// and each pod's creation span where the pod's time went, phase by phase.
+#[test]
+fn a_rollout_says_what_changed_and_where_each_pods_time_went() {
+    use eventspan::engine::model::AttrRef;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+    let input = std::fs::read_to_string(dir.join("deployment-rollout.jsonl")).unwrap();
+    let spans = replay::replay(&input, EngineConfig::default()).spans;
+    let roots: Vec<_> = spans.iter().filter(|s| s.parent.is_none()).collect();
+    let root_of = |generation| {
+        roots
+            .iter()
+            .find(|s| s.root.generation == generation)
+            .expect("a root per generation")
+    };
+    // The first generation this process saw has nothing to compare with.
+    assert_eq!(root_of(1).attribute("eventspan.change.summary"), None);
+    let second = root_of(2);
+    assert_eq!(
+        second.attribute("eventspan.change.summary"),
+        Some(AttrRef::Str("image web: nginx:1.27 → nginx:1.28"))
+    );
+    assert_eq!(
+        second.attribute("eventspan.change.kind"),
+        Some(AttrRef::Str("template"))
+    );
+    assert!(
+        !format!("{second:?}").contains("\"live\""),
+        "an env value never reaches a span"
+    );
+    let creations: Vec<_> = spans
+        .iter()
+        .filter(|s| {
+            s.event
+                .as_ref()
+                .is_some_and(|e| e.reason == "SuccessfulCreate")
+        })
+        .collect();
+    assert_eq!(creations.len(), 4);
+    for c in creations {
+        // Pulling at +293 ms, Pulled at +1512 ms (and likewise for each pod): 1,219 ms.
+        assert_eq!(
+            c.attribute("eventspan.phase.pull.ms"),
+            Some(AttrRef::Int(1219)),
+            "{}",
+            c.message()
+        );
+        assert_eq!(
+            c.attribute("eventspan.phase.pull.kind"),
+            Some(AttrRef::Str("infra"))
+        );
+        // Pulled → Created → Started: 41 + 150 ms.
+        assert_eq!(
+            c.attribute("eventspan.phase.start.ms"),
+            Some(AttrRef::Int(191))
+        );
+        // No pod status in this recording: readiness is not made up.
+        assert_eq!(c.attribute("eventspan.phase.ready.ms"), None);
+    }
+}

@@ -9,8 +9,11 @@ use std::sync::Arc;
 
 use super::attributes::{AttributeCache, push_object};
 use super::ids::SpanId;
-use super::model::{Attributes, FinishedSpan, OutcomeKind, SynthesizedRoot, TraceRoot};
+use super::model::{
+    Attributes, EventRecord, FinishedSpan, OutcomeKind, SynthesizedRoot, TraceRoot,
+};
 use super::objects::ObjectTable;
+use super::rules;
 use super::spans::{OpenSpan, Source, TraceState};
 
 /// The Arc-shared description of a trace's root object, attached to each of its spans.
@@ -38,6 +41,12 @@ pub(crate) struct EmitContext<'a> {
     pub attributes: &'a mut AttributeCache,
     pub trace: &'a TraceState,
     pub root: &'a Arc<TraceRoot>,
+}
+
+/// Whether the event says its controller created the child it names ("Created pod: X").
+fn creates(event: &EventRecord) -> bool {
+    rules::apply(&event.involved.kind, &event.reason, &event.message)
+        .is_some_and(|m| m.action == rules::Action::Create)
 }
 
 pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> FinishedSpan {
@@ -75,6 +84,16 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
             if let Some(m) = &manager {
                 attrs.push(("eventspan.root.manager", m.into()));
             }
+            if let Some(summary) = change.as_ref().and_then(|c| c.summary.as_deref()) {
+                attrs.push(("eventspan.change.kind", summary.kind.as_str().into()));
+                if !summary.text.is_empty() {
+                    attrs.push(("eventspan.change.summary", (&*summary.text).into()));
+                }
+                if let Some((from, to)) = summary.replicas {
+                    attrs.push(("eventspan.change.replicas.from", from.into()));
+                    attrs.push(("eventspan.change.replicas.to", to.into()));
+                }
+            }
             let name = format!(
                 "{}.{}",
                 cx.root.kind,
@@ -99,6 +118,17 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
                 push_object(obj, &mut seen, &mut attrs);
                 attrs.push(("eventspan.child.kind", (&obj.kind).into()));
                 attrs.push(("eventspan.child.name", (&obj.name).into()));
+            }
+            if let Some(pod) = span.about
+                && creates(&event)
+                && let Some(phases) = cx.objects.take_phases(pod)
+            {
+                let ready = span
+                    .outcome
+                    .as_ref()
+                    .filter(|o| o.kind == OutcomeKind::Done && o.reason == "Ready")
+                    .and(span.state_end);
+                phases.push_attributes(span.start, ready, &mut attrs);
             }
             (None, warning, Some(event))
         }

@@ -18,6 +18,7 @@
 //! subtree has been quiet for the window, or after the flush horizon.
 
 mod attributes;
+pub mod change;
 mod checkpoint;
 mod chunked;
 mod config;
@@ -29,6 +30,7 @@ pub mod limits;
 pub mod model;
 mod naming;
 mod objects;
+mod phases;
 mod place;
 mod progress;
 pub mod rules;

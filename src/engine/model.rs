@@ -32,6 +32,9 @@ pub struct ObjectMeta {
     /// A valid W3C `traceparent` from the annotation `eventspan.dev/traceparent`: the trace of
     /// the pipeline that applied this version of the object.
     pub traceparent: Option<TraceParent>,
+    /// Replicas and pod template, for a change summary (kinds with a pod template whose spec is
+    /// read: Deployment, StatefulSet, DaemonSet).
+    pub template: Option<Box<super::change::TemplateDigest>>,
 }
 
 /// An object's progress, read from its status: enough to end spans when a rollout completes or
@@ -350,7 +353,7 @@ pub struct FinishedSpan {
 }
 
 /// `spec.containers{nginx}` → `nginx`.
-fn container_name(field_path: &str) -> Option<&str> {
+pub(crate) fn container_name(field_path: &str) -> Option<&str> {
     let rest = field_path.strip_prefix("spec.")?;
     let open = rest.find('{')?;
     matches!(

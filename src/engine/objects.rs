@@ -15,9 +15,13 @@ use std::time::Duration;
 use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_128;
 
+use super::change::{ChangeSummary, TemplateDigest, summarize};
 use super::chunked::ChunkedVec;
 use super::ids::TraceId;
-use super::model::{ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange, TraceParent};
+use super::model::{
+    EventRecord, ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange, TraceParent,
+};
+use super::phases::PodTimeline;
 use super::spans::SpanSlot;
 use super::time::Timestamp;
 
@@ -144,6 +148,8 @@ pub(crate) struct GenerationChange {
     /// The `traceparent` the change was applied with, when the object carried a fresh one
     /// (boxed: most changes have none).
     pub traceparent: Option<Box<TraceParent>>,
+    /// What it changed against the previous generation, when that one's template was seen.
+    pub summary: Option<Box<ChangeSummary>>,
 }
 
 /// What only a possible trace root needs: kept off pods and other owned objects.
@@ -155,6 +161,8 @@ pub(crate) struct RootInfo {
     /// The `traceparent` annotation as last seen. The annotation stays on the object after the
     /// pipeline that set it is done, so only a value that differs from it belongs to a change.
     pub seen_traceparent: Option<Box<TraceParent>>,
+    /// The newest generation's replicas and template, to summarise the next change against.
+    pub template: Option<(i64, Box<TemplateDigest>)>,
 }
 
 #[derive(Debug)]
@@ -195,6 +203,10 @@ pub(crate) struct ObjEntry {
     first_seen: Timestamp,
     /// Its progress, for objects whose status is read (see [`super::model::ObjectState`]).
     pub state: Option<Box<StateSeen>>,
+    /// A pod's way to Ready as its events told it, until its creation span reports it.
+    phases: Option<Box<PodTimeline>>,
+    /// The creation span has reported the phases: later events are not noted.
+    phases_reported: bool,
     /// What the entry holds, as last counted ([`ObjEntry::heap_bytes`]).
     bytes: u32,
 }
@@ -281,6 +293,12 @@ impl ObjEntry {
                     .map(|(k, v)| k.len() + v.len() + 32)
                     .sum::<usize>()
                 + r.changes.capacity() * std::mem::size_of::<GenerationChange>()
+                + r.changes
+                    .iter()
+                    .filter_map(|c| c.summary.as_ref())
+                    .map(|s| std::mem::size_of::<ChangeSummary>() + s.text.len())
+                    .sum::<usize>()
+                + r.template.as_ref().map_or(0, |(_, t)| t.heap_bytes())
         });
         let state = self.state.as_ref().map_or(0, |st| {
             std::mem::size_of::<StateSeen>()
@@ -295,6 +313,7 @@ impl ObjEntry {
             + self.uid.as_ref().map_or(0, |u| u.len())
             + root
             + state
+            + self.phases.as_ref().map_or(0, |p| p.heap_bytes())
     }
 
     pub fn has_owner(&self) -> bool {
@@ -672,11 +691,38 @@ impl ObjectTable {
             replaced: self.lookup_name(kind, namespace, name),
             first_seen: now,
             state: None,
+            phases: None,
+            phases_reported: false,
             bytes: 0,
         };
         let id = self.insert(entry, now);
         self.by_name.insert(name_key(kind, namespace, name), id);
         id
+    }
+
+    /// Notes an event on a pod for the phases its creation span reports (see `phases.rs`).
+    pub fn note_pod_event(&mut self, id: ObjId, event: &EventRecord, at: Timestamp) {
+        let Some(entry) = self.get_mut(id) else {
+            return;
+        };
+        if &*entry.kind != "Pod" || entry.phases_reported {
+            return;
+        }
+        let container = super::model::container_name(&event.involved.field_path);
+        entry
+            .phases
+            .get_or_insert_default()
+            .note(&event.reason, &event.message, container, at);
+        self.account(id);
+    }
+
+    /// A pod's timeline, once, for its creation span: later events on it are not noted.
+    pub fn take_phases(&mut self, id: ObjId) -> Option<Box<PodTimeline>> {
+        let entry = self.get_mut(id)?;
+        entry.phases_reported = true;
+        let phases = entry.phases.take();
+        self.account(id);
+        phases
     }
 
     /// A new input (an object, an event, a held event's placement) is being handled: what the
@@ -809,6 +855,7 @@ impl ObjectTable {
                     operation: Some(self.strings.intern(&c.operation)),
                     started: time.unwrap_or(untimed_change),
                     traceparent: None,
+                    summary: None,
                 }
             })
         };
@@ -849,6 +896,9 @@ impl ObjectTable {
                 root.seen_traceparent = meta.traceparent.map(Box::new);
             }
             record_change(root, meta.generation, change, untimed_change, fresh);
+            if let Some(digest) = &meta.template {
+                summarize_change(root, meta.generation, digest);
+            }
         } else {
             entry.root = None;
         }
@@ -1143,6 +1193,7 @@ impl ObjectTable {
                 operation: None,
                 started: time,
                 traceparent: None,
+                summary: None,
             },
         );
     }
@@ -1183,6 +1234,29 @@ fn pick_change(
     }
 }
 
+/// Summarises the change that made `generation` against the previous generation's template,
+/// once, and keeps the newest template for the next.
+fn summarize_change(root: &mut RootInfo, generation: i64, digest: &TemplateDigest) {
+    let summary = match &root.template {
+        Some((seen, before)) if *seen < generation => Some(summarize(before, digest)),
+        _ => None,
+    };
+    if let Some(summary) = summary
+        && let Some(change) = root
+            .changes
+            .last_mut()
+            .filter(|c| c.generation == generation && c.summary.is_none())
+    {
+        change.summary = Some(Box::new(summary));
+    }
+    let newer = root.template.as_ref().is_none_or(|(seen, kept)| {
+        *seen < generation || (*seen == generation && **kept != *digest)
+    });
+    if newer {
+        root.template = Some((generation, Box::new(digest.clone())));
+    }
+}
+
 /// Records the change that made `generation`, or refines the estimated time of a generation
 /// seen again (the earliest observation is the best bound, whatever order updates arrive in).
 ///
@@ -1218,6 +1292,7 @@ fn record_change(
                 operation: None,
                 started: untimed,
                 traceparent: None,
+                summary: None,
             });
             change.traceparent = traceparent.map(Box::new);
             root.changes.push(change);

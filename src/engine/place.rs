@@ -29,6 +29,12 @@ fn latest_time(occurrence: &Occurrence) -> Timestamp {
 /// the action may be stamped (measured: a kubelet's `Killing` 0.4 ms before `Deleted pod: X`).
 const REPORTED_BEFORE_ACTION: Duration = Duration::from_millis(100);
 
+/// The uid of the event a creation span derived for a pod is made from: its span ID depends on
+/// the pod alone.
+fn derived_creation_uid(pod_uid: &str) -> String {
+    format!("eventspan-derived-creation/{pod_uid}")
+}
+
 impl Engine {
     pub(super) fn place(&mut self, mut occurrence: Occurrence, force: bool) {
         let now = self.now;
@@ -46,6 +52,12 @@ impl Engine {
         if self.before_known_changes(subject, &occurrence) {
             self.stats.earlier_change += 1;
             return;
+        }
+        if action == Some(Action::Create)
+            && !occurrence.event.derived
+            && let Some(derived) = about.and_then(|child| self.derived_creation_of(child))
+        {
+            return self.supersede_derived(derived, occurrence);
         }
         if occurrence.event.top_level {
             let root = self.objects.top(subject);
@@ -331,6 +343,11 @@ impl Engine {
                 })
         });
         if let Some(creation) = named {
+            // The placeholder was this pod: the span is about the pod itself from now on (its
+            // uid in the attributes, its phases from its events).
+            if let Some(span) = self.spans.get_at_mut(creation.span) {
+                span.about = Some(subject);
+            }
             self.acted_on(subject, creation, Some(Action::Create));
             return Some(());
         }
@@ -349,7 +366,7 @@ impl Engine {
             precise: false,
         };
         let event = EventRecord {
-            uid: format!("eventspan-derived-creation/{pod_uid}"),
+            uid: derived_creation_uid(&pod_uid),
             name: String::new(),
             namespace: involved.namespace.clone(),
             related: None,
@@ -381,6 +398,30 @@ impl Engine {
         };
         self.place(occurrence, true);
         Some(())
+    }
+
+    /// The creation span derived for a pod (see [`Self::derive_creation`]), open or exported.
+    fn derived_creation_of(&self, pod: ObjId) -> Option<SpanRef> {
+        let obj = self.objects.get(pod)?;
+        let id = SpanId::for_event(&derived_creation_uid(obj.uid.as_deref()?), 1);
+        obj.acted_on.iter().copied().find(|r| r.span.id == id)
+    }
+
+    /// The controller's own "Created pod: X" came after a creation span was derived for X. The
+    /// derived span stands for that very occurrence, so there is no second span: an open one
+    /// takes the event over (its reporter, message and time, no `eventspan.derived`); an
+    /// exported one is left as it was. Later sightings of the event fold into it.
+    fn supersede_derived(&mut self, derived: SpanRef, occurrence: Occurrence) {
+        self.stats.late_creations += 1;
+        let (count, last) = (occurrence.event.count.max(1), occurrence.last);
+        self.tracked
+            .record(occurrence.key, derived.span.id, count, last, self.now);
+        let Some(span) = self.spans.get_at_mut(derived.span) else {
+            return;
+        };
+        // Its start stays: the pod's creationTimestamp, which its children were placed against.
+        span.source = Source::event(occurrence.event);
+        self.touch(derived.span.id);
     }
 
     /// Whether a controller normally announces creating this object and has not done so yet.
@@ -755,6 +796,8 @@ impl Engine {
             }
         }
         let happened = start;
+        self.objects
+            .note_pod_event(subject, &occurrence.event, happened);
         let parent_slot = parent.span;
         let depth = match self.spans.get_at_mut(parent_slot) {
             Some(p) if p.is_root() => {
@@ -986,6 +1029,7 @@ impl Engine {
             return;
         }
         self.stats.repeats += 1;
+        let subject = span.subject;
         span.repeat_interval = occurrence.last.since(span.last);
         span.last = span.last.max(occurrence.last);
         span.count = count;
@@ -993,6 +1037,8 @@ impl Engine {
             span.repeats.push((occurrence.last, count));
         }
         let (last, trace) = (span.last, span.trace);
+        self.objects
+            .note_pod_event(subject, &occurrence.event, occurrence.last);
         self.tracked
             .record(occurrence.key, span_id, count, last, self.now);
         if let Some(t) = self.traces.get_mut(&trace) {

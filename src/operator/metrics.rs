@@ -341,6 +341,11 @@ impl Metrics {
                 e.derived_creations,
             ),
             (
+                "eventspan_engine_late_creations_total",
+                "Controllers' pod creation events that came after a creation span was derived for the pod (no second span)",
+                e.late_creations,
+            ),
+            (
                 "eventspan_engine_spans_forced_total",
                 "Spans emitted early because the open-span table was full",
                 e.spans_forced,

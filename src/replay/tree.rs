@@ -67,6 +67,13 @@ fn render_trace(out: &mut String, trace_id: TraceId, spans: &[&FinishedSpan]) {
     if let Some(tp) = &root.traceparent {
         let _ = writeln!(out, "  applied under traceparent {tp}");
     }
+    let summary = spans
+        .iter()
+        .find(|s| s.parent.is_none())
+        .and_then(|s| s.attribute("eventspan.change.summary"));
+    if let Some(AttrRef::Str(summary)) = summary {
+        let _ = writeln!(out, "  changed: {summary}");
+    }
     let tops = children.get(&None).cloned().unwrap_or_default();
     for s in &tops {
         render_span(out, s, start, &children, "", None);
@@ -118,6 +125,11 @@ fn render_span(
         Some(true) => format!("{indent}   "),
         Some(false) => format!("{indent}│  "),
     };
+    // Where a created pod's time went (see engine/phases.rs), on a line of its own under it.
+    if let Some(AttrRef::Str(phases)) = s.attribute("eventspan.phases") {
+        let bar = if kids.is_empty() { "   " } else { "│  " };
+        let _ = writeln!(out, "{:>9} {:>8}  {child_indent}{bar}⏱ {phases}", "", "");
+    }
     for (i, child) in kids.iter().enumerate() {
         render_span(
             out,

@@ -5,6 +5,8 @@
 //! the engine uses are kept. Large fields it does not need (annotations other than its own,
 //! managedFields' field sets, most of spec and status) are skipped while parsing, never copied.
 
+pub mod template;
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -28,6 +30,10 @@ pub const TOP_LEVEL_ANNOTATION: &str = "topLevelSpan";
 /// The annotation a pipeline sets on the object it applies: its W3C `traceparent`, so the
 /// rollout's trace joins (or links to) the pipeline's trace.
 pub const TRACEPARENT_ANNOTATION: &str = "eventspan.dev/traceparent";
+
+/// The annotation KEP-5915 proposes for the same purpose; read too, and outranked by ours when
+/// an object carries both (ours is the one set for eventspan on purpose).
+pub const KEP_TRACEPARENT_ANNOTATION: &str = "tracing.k8s.io/traceparent";
 
 /// `eventspan.dev/traceparent` values that were not a valid W3C traceparent (ignored).
 static INVALID_TRACEPARENTS: AtomicU64 = AtomicU64::new(0);
@@ -116,7 +122,8 @@ where
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeptAnnotations {
     pub top_level_span: bool,
-    /// A valid `eventspan.dev/traceparent`; an invalid one is counted and ignored.
+    /// A valid `eventspan.dev/traceparent` (else a valid `tracing.k8s.io/traceparent`); an
+    /// invalid one is counted and ignored.
     pub traceparent: Option<TraceParent>,
 }
 
@@ -133,21 +140,28 @@ impl<'de> Deserialize<'de> for KeptAnnotations {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KeptAnnotations, A::Error> {
                 let mut kept = KeptAnnotations::default();
+                let mut kep_traceparent = None;
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     if key == TOP_LEVEL_ANNOTATION {
                         let value: Cow<'de, str> = map.next_value()?;
                         kept.top_level_span = value == "true";
-                    } else if key == TRACEPARENT_ANNOTATION {
+                    } else if key == TRACEPARENT_ANNOTATION || key == KEP_TRACEPARENT_ANNOTATION {
                         let value: Cow<'de, str> = map.next_value()?;
-                        kept.traceparent = parse_traceparent(value.trim());
-                        if kept.traceparent.is_none() {
+                        let parsed = parse_traceparent(value.trim());
+                        if parsed.is_none() {
                             INVALID_TRACEPARENTS.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(value = %value, "ignored an invalid {TRACEPARENT_ANNOTATION}");
+                            tracing::debug!(value = %value, annotation = %key, "ignored an invalid traceparent");
+                        }
+                        if key == TRACEPARENT_ANNOTATION {
+                            kept.traceparent = parsed;
+                        } else {
+                            kep_traceparent = parsed;
                         }
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
+                kept.traceparent = kept.traceparent.or(kep_traceparent);
                 Ok(kept)
             }
         }
@@ -464,6 +478,10 @@ impl WireObject {
             created: m.creation_timestamp,
             state,
             traceparent: m.annotations.and_then(|a| a.traceparent),
+            template: self.spec.as_deref().and_then(|s| {
+                let t = s.template.as_ref()?;
+                Some(Box::new(t.digest(s.replicas)))
+            }),
         };
         limits::bound_meta(&mut meta);
         Ok(meta)
@@ -751,6 +769,28 @@ mod tests {
         assert_eq!(m.traceparent, None, "an invalid value is ignored");
         assert_eq!(m.uid, "d1", "and the object is kept");
         assert!(invalid_traceparents() > before, "and counted");
+    }
+
+    #[test]
+    fn the_keps_traceparent_annotation_is_read_and_ours_outranks_it() {
+        let ours = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let keps = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let object = |annotations: &str| {
+            let json = format!(
+                r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"web","namespace":"shop","uid":"d1",
+                "annotations":{{{annotations}}}}}}}"#
+            );
+            match changes(&json).remove(0).unwrap().change {
+                Change::Upsert(m) => m.traceparent,
+                other => panic!("{other:?}"),
+            }
+        };
+        let kep = format!(r#""tracing.k8s.io/traceparent":"{keps}""#);
+        assert_eq!(object(&kep), parse_traceparent(keps));
+        let both = format!(r#"{kep},"eventspan.dev/traceparent":"{ours}""#);
+        assert_eq!(object(&both), parse_traceparent(ours));
+        let both_reversed = format!(r#""eventspan.dev/traceparent":"{ours}",{kep}"#);
+        assert_eq!(object(&both_reversed), parse_traceparent(ours));
     }
 
     #[test]

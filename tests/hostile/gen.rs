@@ -19,6 +19,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use eventspan::engine::change::{ContainerDigest, TemplateDigest};
 use eventspan::engine::model::{
     AttrRef, EventRecord, EventTime, FinishedSpan, ObjectMeta, ObjectRef, ObjectState, Outcome,
     OutcomeKind, OwnerRef, SpecChange,
@@ -204,6 +205,22 @@ impl Builder {
             }),
             state,
             traceparent: None,
+            // A template naming the tenant's secret, so a change summary that leaked into
+            // another tenant's trace would show it.
+            template: (c % 3 == 0).then(|| {
+                Box::new(TemplateDigest {
+                    replicas: Some(i64::from(c % 5)),
+                    containers: (0..c % 4)
+                        .map(|i| ContainerDigest {
+                            name: format!("c{i}").into(),
+                            image: format!("{}:{}", secret_name(namespace, slot), c % 2).into(),
+                            env: vec![(format!("E{}", c % 3).into(), u64::from(c))],
+                            resources: u64::from(c % 2),
+                        })
+                        .collect(),
+                    annotations: Vec::new(),
+                })
+            }),
         };
         self.inputs.push(Input::Upsert(Box::new(meta), at));
     }
