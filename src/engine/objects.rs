@@ -705,7 +705,14 @@ impl ObjectTable {
         let Some(entry) = self.get_mut(id) else {
             return;
         };
-        if &*entry.kind != "Pod" || entry.phases_reported {
+        let recent = entry
+            .created
+            .is_none_or(|created| at.since(created) <= super::phases::PHASES_WITHIN);
+        if &*entry.kind != "Pod"
+            || entry.phases_reported
+            || !recent
+            || !super::phases::is_phase_event(&event.reason)
+        {
             return;
         }
         let container = super::model::container_name(&event.involved.field_path);

@@ -63,6 +63,24 @@ pub(crate) struct Phase {
     pub infra: bool,
 }
 
+/// The reasons [`PodTimeline::note`] reads: others leave no timeline behind.
+pub(crate) fn is_phase_event(reason: &str) -> bool {
+    matches!(
+        reason,
+        "Scheduled"
+            | "FailedScheduling"
+            | "TriggeredScaleUp"
+            | "Nominated"
+            | "Pulling"
+            | "Pulled"
+            | "Started"
+    )
+}
+
+/// How long after its creation a pod's events still count towards its phases: a pod that has
+/// been running for longer (say one listed at start-up) reports none, and keeps no timeline.
+pub(crate) const PHASES_WITHIN: Duration = Duration::from_secs(30 * 60);
+
 impl PodTimeline {
     /// Notes an event on the pod: `container` from its field path, `at` when it happened.
     /// Events that say nothing about the phases are ignored. Times keep the earliest (or, for
