@@ -15,13 +15,17 @@
 //! task: an API server call never holds up the hub.
 //!
 //! Writes carry the resourceVersion last read or written, so a deposed leader's late write fails
-//! with a conflict; the writer then stops writing for the rest of its term.
+//! with a conflict. On a conflict the writer asks the Lease who leads: a writer that no longer
+//! holds it stops writing for the rest of its term; the leader (whose write conflicted with a
+//! deposed leader's late one) reads the ConfigMap's new version and replaces it with its own
+//! checkpoint at the next snapshot, so its term is not left without checkpoints.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
@@ -209,7 +213,7 @@ impl LoadError {
 #[derive(Debug, Error)]
 pub enum WriteError {
     #[error(
-        "ConfigMap {name} changed since this process last read or wrote it (another leader wrote it?): no more checkpoint writes this term"
+        "ConfigMap {name} changed since this process last read or wrote it (another leader wrote it?)"
     )]
     Conflict { name: String },
     #[error("cannot write ConfigMap {name}: {source}")]
@@ -234,6 +238,9 @@ enum Slot {
 /// Reads and writes the checkpoint ConfigMaps of one leadership term.
 pub struct Store {
     api: Api<ConfigMap>,
+    leases: Api<Lease>,
+    /// The Lease that says who leads, when there is leader election.
+    lease: Option<String>,
     identity: String,
     slots: BTreeMap<String, Slot>,
     /// What was written last per window: an engine with nothing new is not written again.
@@ -245,11 +252,38 @@ pub struct Store {
 impl Store {
     pub fn new(client: Client, namespace: &str, identity: &str) -> Store {
         Store {
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            leases: Api::namespaced(client, namespace),
+            lease: None,
             identity: identity.to_string(),
             slots: BTreeMap::new(),
             written: BTreeMap::new(),
             stopped: false,
+        }
+    }
+
+    /// The Lease (in the same namespace) that says who leads: a conflicting write is only the
+    /// end of this store's writes when another process holds it.
+    pub fn with_lease(mut self, lease: &str) -> Store {
+        self.lease = Some(lease.to_string());
+        self
+    }
+
+    /// Whether the Lease names this process as its holder; `false` without a Lease or when it
+    /// cannot be read (stopping is the safe side).
+    async fn still_leads(&self) -> bool {
+        let Some(name) = &self.lease else {
+            return false;
+        };
+        match self.leases.get_opt(name).await {
+            Ok(Some(lease)) => {
+                lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(&*self.identity)
+            }
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(%error, lease = %name, "cannot read the Lease after a checkpoint conflict");
+                false
+            }
         }
     }
 
@@ -349,9 +383,20 @@ impl Store {
                 }
                 Ok(false) => {}
                 Err(error @ WriteError::Conflict { .. }) => {
-                    tracing::warn!(%error, "checkpoint writes stop");
                     metrics.checkpoint_written(CheckpointWrite::Conflict, *window, &[], checkpoint);
-                    self.stopped = true;
+                    if self.still_leads().await {
+                        // A deposed leader's late write: this process leads, and its checkpoint
+                        // replaces that one at the next snapshot.
+                        tracing::warn!(%error, "another process wrote a checkpoint while this one leads: taking it back");
+                        let name = configmap_name(*window);
+                        if let Err(error) = self.load_one(&name).await {
+                            tracing::warn!(%error, "cannot read the checkpoint back");
+                        }
+                        self.written.remove(window);
+                    } else {
+                        tracing::warn!(%error, "checkpoint writes stop: another process leads");
+                        self.stopped = true;
+                    }
                 }
                 Err(error) => {
                     // Tried again with the next snapshot.
@@ -765,8 +810,15 @@ mod tests {
         );
     }
 
+    fn lease(holder: &str) -> String {
+        serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "eventspan-leader", "namespace": "eventspan-system"},
+            "spec": {"holderIdentity": holder}})
+        .to_string()
+    }
+
     #[tokio::test]
-    async fn a_conflict_stops_writing() {
+    async fn a_conflict_stops_writing_once_another_process_leads() {
         let (client, mut handle) = mock();
         let server = tokio::spawn(async move {
             let (_, send) = handle.next_request().await.unwrap();
@@ -784,10 +836,18 @@ mod tests {
             let (request, send) = handle.next_request().await.unwrap();
             assert_eq!(request.method(), Method::PUT);
             respond(send, 409, status(409, "Conflict"));
+            // And it holds the Lease now.
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(
+                request.uri().path(),
+                "/apis/coordination.k8s.io/v1/namespaces/eventspan-system/leases/eventspan-leader"
+            );
+            respond(send, 200, lease("replica-b"));
             handle.next_request().await.is_none()
         });
         let metrics = Metrics::default();
-        let mut store = Store::new(client, "eventspan-system", "replica-a");
+        let mut store =
+            Store::new(client, "eventspan-system", "replica-a").with_lease("eventspan-leader");
         assert_eq!(store.load([FIVE], &metrics).await[&FIVE], checkpoint(1));
         let (tx, rx) = watch::channel(None);
         let writer = tokio::spawn(write_loop(
@@ -802,6 +862,74 @@ mod tests {
         assert!(ended.is_ok(), "the writer stopped");
         tx.send_replace(Some(Arc::new(snapshot(3))));
         assert!(server.await.unwrap(), "no write after the conflict");
+    }
+
+    /// A deposed leader's late write came after this leader loaded the checkpoint: this leader,
+    /// which still holds the Lease, reads the new version and replaces it with its own.
+    #[tokio::test]
+    async fn the_leader_takes_its_checkpoint_back_after_a_deposed_leaders_write() {
+        let (client, mut handle) = mock();
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.unwrap();
+            respond(
+                send,
+                200,
+                configmap(
+                    "eventspan-checkpoint-5s",
+                    "4",
+                    true,
+                    Some(checkpoint(1).encode()),
+                ),
+            );
+            let (_, send) = handle.next_request().await.unwrap();
+            respond(send, 409, status(409, "Conflict"));
+            let (_, send) = handle.next_request().await.unwrap();
+            respond(send, 200, lease("replica-a"));
+            // Read back: the deposed leader's version 6.
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::GET);
+            respond(
+                send,
+                200,
+                configmap(
+                    "eventspan-checkpoint-5s",
+                    "6",
+                    true,
+                    Some(checkpoint(2).encode()),
+                ),
+            );
+            // The next snapshot replaces exactly that version, with this leader's checkpoint.
+            let (request, send) = handle.next_request().await.unwrap();
+            assert_eq!(request.method(), Method::PUT);
+            let cm = body_of(request).await;
+            assert_eq!(cm.metadata.resource_version.as_deref(), Some("6"));
+            let data = &cm.binary_data.as_ref().unwrap()[DATA_KEY].0;
+            assert_eq!(Checkpoint::decode(data), Ok(checkpoint(3)));
+            respond(
+                send,
+                200,
+                configmap("eventspan-checkpoint-5s", "7", true, None),
+            );
+            handle.next_request().await.is_none()
+        });
+        let metrics = Metrics::default();
+        let mut store =
+            Store::new(client, "eventspan-system", "replica-a").with_lease("eventspan-leader");
+        store.load([FIVE], &metrics).await;
+        store.write_all(&snapshot(3), &metrics).await;
+        assert!(!store.stopped(), "the leader keeps writing");
+        store.write_all(&snapshot(3), &metrics).await;
+        assert_eq!(
+            store.slots["eventspan-checkpoint-5s"],
+            Slot::Ours("7".into())
+        );
+        drop(store);
+        assert!(server.await.unwrap(), "no request beyond those");
+        let text = metrics.render(&Default::default(), true);
+        assert!(
+            text.contains("eventspan_checkpoint_writes_total{result=\"conflict\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

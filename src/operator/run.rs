@@ -206,7 +206,8 @@ async fn lead(
         (None, None)
     } else {
         let mut store =
-            checkpoint::Store::new(client.clone(), &options.namespace, &options.identity);
+            checkpoint::Store::new(client.clone(), &options.namespace, &options.identity)
+                .with_lease(&options.lease_name);
         let windows: BTreeSet<Duration> = std::iter::once(options.engine.window)
             .chain(WINDOW_STEPS)
             .collect();
