@@ -206,6 +206,7 @@ impl Gen {
             first: time,
             last: time,
             top_level: false,
+            revision: String::new(),
             truncated: false,
             derived: false,
         };
