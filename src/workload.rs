@@ -207,6 +207,7 @@ impl Gen {
             first: time,
             last: time,
             top_level: false,
+            revision: String::new(),
             truncated: false,
             derived: false,
         };

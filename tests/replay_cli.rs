@@ -170,3 +170,55 @@ fn a_bad_destination_entry_stops_the_operator_before_it_starts() {
     let err = text(&out.stderr);
     assert!(err.contains("\"*.corp*.example\""), "{err}");
 }
+
+/// The real Flux recording: every span of a Flux controller's event carries the commit it
+/// reconciled (`vcs.ref.head.revision`) and the branch (`vcs.ref.head.name`); no other span does.
+#[test]
+fn flux_events_carry_the_git_revision() {
+    let out = eventspan(
+        &["replay", "--output", "otlp-json", "-"],
+        Some(&scenario("recorded/flux/flux.jsonl")),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut revisions = std::collections::BTreeMap::<String, usize>::new();
+    for line in text(&out.stdout).lines() {
+        let request: serde_json::Value = serde_json::from_str(line).unwrap();
+        let spans = request["resourceSpans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|rs| rs["scopeSpans"].as_array().unwrap())
+            .flat_map(|ss| ss["spans"].as_array().unwrap());
+        for span in spans {
+            let attr = |key: &str| {
+                span["attributes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["key"] == key)
+                    .and_then(|a| a["value"]["stringValue"].as_str())
+                    .map(str::to_string)
+            };
+            let flux = matches!(
+                span["name"].as_str().unwrap().split('.').next(),
+                Some("GitRepository" | "Kustomization")
+            ) && attr("k8s.event.reason").is_some_and(|r| r != "GitOperationSucceeded");
+            match attr("vcs.ref.head.revision") {
+                Some(revision) => {
+                    assert!(flux, "{span}");
+                    assert_eq!(attr("vcs.ref.head.name").as_deref(), Some("main"));
+                    *revisions.entry(revision).or_default() += 1;
+                }
+                None => assert!(!flux, "no revision on {span}"),
+            }
+        }
+    }
+    // Two commits: each stored by source-controller and applied by kustomize-controller
+    // (applied, health checked, reconciled).
+    let want: std::collections::BTreeMap<String, usize> = [
+        ("0bc35622f0a4fdb59b9285f5113d738bb7a8170d".to_string(), 4),
+        ("17dc35ed57f2d32cf93e1fbcb6baf1ab2a4f60e6".to_string(), 4),
+    ]
+    .into();
+    assert_eq!(revisions, want);
+}

@@ -286,6 +286,7 @@ mod tests {
             first: at,
             last: at,
             top_level: false,
+            revision: String::new(),
             truncated: false,
             derived: false,
         };

@@ -57,6 +57,7 @@ pub fn bound_event(e: &mut super::model::EventRecord) -> bool {
         &mut e.action,
         &mut e.reporting_controller,
         &mut e.reporting_instance,
+        &mut e.revision,
     ]);
     for r in std::iter::once(&mut e.involved).chain(e.related.as_mut()) {
         cut_any |= cut_fields([

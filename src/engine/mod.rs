@@ -37,6 +37,7 @@ pub mod rules;
 mod spans;
 pub mod time;
 mod tracked;
+pub mod vcs;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

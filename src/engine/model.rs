@@ -172,6 +172,10 @@ pub struct EventRecord {
     pub last: EventTime,
     /// Annotated `topLevelSpan: "true"`: the root of its object's trace.
     pub top_level: bool,
+    /// The Git revision a Flux controller annotated the event with
+    /// (`kustomize.toolkit.fluxcd.io/revision: main@sha1:...`); empty when none. Exported as
+    /// `vcs.ref.head.revision` and `vcs.ref.head.name` (see `vcs.rs`).
+    pub revision: String,
     /// A string of it was cut to its byte limit on the way in (see `crate::wire::limits`):
     /// exported as `eventspan.truncated`.
     pub truncated: bool,
@@ -205,6 +209,7 @@ impl EventRecord {
             + self.action.len()
             + self.reporting_controller.len()
             + self.reporting_instance.len()
+            + self.revision.len()
     }
 }
 
@@ -449,6 +454,7 @@ impl FinishedSpan {
                 out.push((key, AttrRef::Str(value)));
             }
         }
+        out.extend(super::vcs::attributes(&ev.revision));
         if let Some(container) = container_name(&ev.involved.field_path) {
             out.push(("k8s.container.name", AttrRef::Str(container)));
         }

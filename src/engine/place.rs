@@ -380,6 +380,7 @@ impl Engine {
             first: time,
             last: time,
             top_level: false,
+            revision: String::new(),
             truncated: false,
             derived: true,
             involved,

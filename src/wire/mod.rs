@@ -122,6 +122,8 @@ where
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KeptAnnotations {
     pub top_level_span: bool,
+    /// A Flux controller's `<group>.toolkit.fluxcd.io/revision` (on its events).
+    pub revision: Option<String>,
     /// A valid `eventspan.dev/traceparent` (else a valid `tracing.k8s.io/traceparent`); an
     /// invalid one is counted and ignored.
     pub traceparent: Option<TraceParent>,
@@ -145,6 +147,8 @@ impl<'de> Deserialize<'de> for KeptAnnotations {
                     if key == TOP_LEVEL_ANNOTATION {
                         let value: Cow<'de, str> = map.next_value()?;
                         kept.top_level_span = value == "true";
+                    } else if crate::engine::vcs::is_revision_annotation(&key) {
+                        kept.revision = Some(map.next_value::<String>()?);
                     } else if key == TRACEPARENT_ANNOTATION || key == KEP_TRACEPARENT_ANNOTATION {
                         let value: Cow<'de, str> = map.next_value()?;
                         let parsed = parse_traceparent(value.trim());
@@ -536,6 +540,7 @@ impl WireObject {
         } else {
             m.uid
         };
+        let annotations = m.annotations.unwrap_or_default();
         let mut event = EventRecord {
             uid,
             name: m.name,
@@ -556,7 +561,8 @@ impl WireObject {
                 .unwrap_or(1),
             first,
             last,
-            top_level: m.annotations.unwrap_or_default().top_level_span,
+            top_level: annotations.top_level_span,
+            revision: annotations.revision.unwrap_or_default(),
             truncated: false,
             derived: false,
         };
@@ -603,6 +609,31 @@ mod tests {
         );
         assert!(e.top_level);
         assert!(!e.warning);
+    }
+
+    /// A real kustomize-controller v1.9.6 event (tests/scenarios/recorded/flux): the revision it
+    /// reconciled is kept, other annotations are not.
+    #[test]
+    fn flux_revision_annotation_is_kept() {
+        let e = event(
+            r#"{"apiVersion":"v1","kind":"Event",
+            "metadata":{"name":"app.18ed53e82a5da907","namespace":"rec-flux","uid":"e9","annotations":{"kustomize.toolkit.fluxcd.io/revision":"main@sha1:17dc35ed57f2d32cf93e1fbcb6baf1ab2a4f60e6","kustomize.toolkit.fluxcd.io/commit_status":"update"}},
+            "involvedObject":{"kind":"Kustomization","namespace":"rec-flux","name":"app","uid":"k1","apiVersion":"kustomize.toolkit.fluxcd.io/v1"},
+            "reason":"Progressing","message":"Deployment/rec-flux/web configured","type":"Normal",
+            "source":{"component":"kustomize-controller"},"count":1,
+            "firstTimestamp":"2026-12-02T04:01:23Z","lastTimestamp":"2026-12-02T04:01:23Z"}"#,
+        );
+        assert_eq!(
+            e.revision,
+            "main@sha1:17dc35ed57f2d32cf93e1fbcb6baf1ab2a4f60e6"
+        );
+        assert!(!e.top_level);
+        let plain = event(
+            r#"{"apiVersion":"v1","kind":"Event","metadata":{"name":"x","namespace":"n","uid":"e2"},
+            "involvedObject":{"kind":"Pod","namespace":"n","name":"p"},"reason":"Pulled","message":"m",
+            "firstTimestamp":"2026-12-02T04:01:23Z","lastTimestamp":"2026-12-02T04:01:23Z"}"#,
+        );
+        assert_eq!(plain.revision, "");
     }
 
     #[test]

@@ -108,6 +108,11 @@ impl Cluster {
         self.ctl("jaeger-ctl", action)
     }
 
+    /// tests/cluster/flux-ctl: `start` (Flux's controllers and a Git server), `stop`.
+    pub fn flux(&self, action: &str) -> Result<(), String> {
+        self.ctl("flux-ctl", action)
+    }
+
     /// tests/cluster/apiserver-ctl: `stop`, `start` (same flags and port), `compact` (etcd).
     pub fn apiserver(&self, action: &str) -> Result<(), String> {
         self.ctl("apiserver-ctl", action)

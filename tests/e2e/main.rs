@@ -7,6 +7,7 @@
 
 mod cluster;
 mod faults;
+mod flux;
 mod kstatus;
 mod operator;
 mod receiver;
@@ -93,6 +94,11 @@ const CASES: &[Case] = &[
     (
         "hostile_tenant_input_is_contained",
         tenants::hostile_tenant_input_is_contained,
+    ),
+    // Flux (issue 15): each starts Flux's controllers and stops them again.
+    (
+        "kustomization_waits_for_the_session_it_applies",
+        flux::kustomization_waits_for_the_session_it_applies,
     ),
     // Faults mid-rollout (issue 12): each restores the shared operator and the cluster.
     (

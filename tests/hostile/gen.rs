@@ -301,6 +301,7 @@ impl Builder {
                 precise: c % 2 == 0,
             },
             top_level: reason == "Sync",
+            revision: String::new(),
             truncated: false,
             derived: false,
         };

@@ -1,0 +1,3 @@
+module eventspan.dev/tests/cluster/flux/gitserve
+
+go 1.26.0
