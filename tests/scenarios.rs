@@ -389,3 +389,67 @@ fn a_failed_rollout_does_not_wait_for_its_stuck_pod() {
         "released by the rollout's end, not cut off"
     );
 }
+
+/// The OTLP/JSON lines of a replay written as traces settle (as the CLI writes them).
+fn streamed_lines(input: &str) -> String {
+    let mut writer = replay::StreamedOtlpJson::new(Vec::new());
+    replay::run(
+        input.as_bytes(),
+        EngineConfig::default(),
+        |engine, spans| writer.settled(engine, spans),
+        |bad| panic!("skipped {bad:?}"),
+    )
+    .unwrap();
+    String::from_utf8(writer.finish().unwrap()).unwrap()
+}
+
+/// Each span of OTLP/JSON lines with its resource, sorted: what a receiver ends up with.
+fn spans_received(lines: &str) -> Vec<(String, String)> {
+    let mut spans = Vec::new();
+    for line in lines.lines() {
+        let request: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in request["resourceSpans"].as_array().unwrap() {
+            for span in rs["scopeSpans"][0]["spans"].as_array().unwrap() {
+                spans.push((rs["resource"].to_string(), span.to_string()));
+            }
+        }
+    }
+    spans.sort();
+    spans
+}
+
+/// The CLI writes a trace when it has no open span left, not at the end: a receiver gets the
+/// same spans with the same resources. Only a span that joins a trace already written (an
+/// event that came late) is sent in a request of its own, as a live session sends it.
+#[test]
+fn streamed_otlp_json_delivers_the_spans_of_the_whole_replay() {
+    let workload = eventspan::workload::generate(&eventspan::workload::WorkloadConfig {
+        deployments: 40,
+        pods_per_deployment: 4,
+        ..Default::default()
+    });
+    let inputs = scenario_files()
+        .into_iter()
+        .map(|f| {
+            (
+                f.display().to_string(),
+                std::fs::read_to_string(&f).unwrap(),
+            )
+        })
+        .chain([(
+            "workload".to_string(),
+            eventspan::workload::to_json_lines(&workload),
+        )]);
+    let mut split = Vec::new();
+    for (name, input) in inputs {
+        let whole = replay::otlp_json_lines(&replay::replay(&input, EngineConfig::default()).spans);
+        let streamed = streamed_lines(&input);
+        assert!(!whole.is_empty(), "{name}: no traces");
+        assert_eq!(spans_received(&streamed), spans_received(&whole), "{name}");
+        if streamed.lines().count() != whole.lines().count() {
+            split.push(name.rsplit('/').next().unwrap().to_string());
+        }
+    }
+    // The one scenario with an event a minute after its trace settled.
+    assert_eq!(split, ["unschedulable.jsonl"]);
+}

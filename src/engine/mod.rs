@@ -214,6 +214,14 @@ impl Engine {
         }
     }
 
+    /// Whether a trace has spans not emitted yet: a trace without any may still get more (an
+    /// event that comes late joins its exported root), but none of those it had are still open.
+    pub fn has_open_spans(&self, trace: TraceId) -> bool {
+        self.traces
+            .get(&trace)
+            .is_some_and(|t| !t.pending.is_empty())
+    }
+
     /// Spans finished since the last call, in the order they settled.
     pub fn drain_finished(&mut self) -> std::vec::Drain<'_, FinishedSpan> {
         self.finished.drain(..)
