@@ -58,11 +58,16 @@ fn replay_end_to_end(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("otlp_json_200x10", |b| {
         b.iter(|| {
-            // Written out as the CLI writes to stdout, a trace at a time.
-            let result = replay::replay(&input, EngineConfig::default());
-            let mut out = ByteCount(0);
-            replay::write_otlp_json_lines(&result.spans, &mut out).unwrap();
-            out.0
+            // As the CLI runs: the input read as a stream, each trace written once it settled.
+            let mut writer = replay::StreamedOtlpJson::new(ByteCount(0));
+            replay::run(
+                input.as_bytes(),
+                EngineConfig::default(),
+                |engine, spans| writer.settled(engine, spans),
+                |bad| panic!("skipped {bad:?}"),
+            )
+            .unwrap();
+            writer.finish().unwrap().0
         })
     });
     group.finish();
