@@ -391,8 +391,8 @@ fn a_failed_rollout_does_not_wait_for_its_stuck_pod() {
 }
 
 /// The OTLP/JSON lines of a replay written as traces settle (as the CLI writes them).
-fn streamed_lines(input: &str) -> String {
-    let mut writer = replay::StreamedOtlpJson::new(Vec::new());
+fn streamed_lines(input: &str, max_kept: usize) -> String {
+    let mut writer = replay::StreamedOtlpJson::new(Vec::new()).with_max_kept(max_kept);
     replay::run(
         input.as_bytes(),
         EngineConfig::default(),
@@ -443,7 +443,7 @@ fn streamed_otlp_json_delivers_the_spans_of_the_whole_replay() {
     let mut split = Vec::new();
     for (name, input) in inputs {
         let whole = replay::otlp_json_lines(&replay::replay(&input, EngineConfig::default()).spans);
-        let streamed = streamed_lines(&input);
+        let streamed = streamed_lines(&input, replay::MAX_KEPT_SPANS);
         assert!(!whole.is_empty(), "{name}: no traces");
         assert_eq!(spans_received(&streamed), spans_received(&whole), "{name}");
         if streamed.lines().count() != whole.lines().count() {
@@ -452,4 +452,24 @@ fn streamed_otlp_json_delivers_the_spans_of_the_whole_replay() {
     }
     // The one scenario with an event a minute after its trace settled.
     assert_eq!(split, ["unschedulable.jsonl"]);
+}
+
+/// Past its bound on kept spans, the writer sends the traces kept longest as far as they are:
+/// more requests, the same spans.
+#[test]
+fn streamed_otlp_json_past_its_bound_sends_partial_traces_and_loses_nothing() {
+    let workload = eventspan::workload::generate(&eventspan::workload::WorkloadConfig {
+        deployments: 40,
+        pods_per_deployment: 4,
+        ..Default::default()
+    });
+    let input = eventspan::workload::to_json_lines(&workload);
+    let whole = replay::otlp_json_lines(&replay::replay(&input, EngineConfig::default()).spans);
+    let bounded = streamed_lines(&input, 50);
+    assert_eq!(spans_received(&bounded), spans_received(&whole));
+    assert!(
+        bounded.lines().count() > whole.lines().count(),
+        "{} requests",
+        bounded.lines().count()
+    );
 }

@@ -157,17 +157,26 @@ fn write_trace_line(
     out.write_all(line.as_bytes())
 }
 
+/// Finished spans [`StreamedOtlpJson`] keeps for traces that still have open spans, at most (about
+/// 1 KiB each): past it the traces kept longest are written as they are.
+pub const MAX_KEPT_SPANS: usize = 50_000;
+
 /// OTLP/JSON lines written as a replay goes (see [`run`]): a trace's spans are kept until none
 /// of its spans is open any more, then written as one request, spans in start order. Traces come
 /// in the order they settled; a span that joins a trace after that (an event that comes late
 /// for a rollout already exported) is written in a later request of the same trace, as a live
-/// session exports it. Memory is bounded by the engine's open spans, not by the recording.
+/// session exports it. At most [`MAX_KEPT_SPANS`] finished spans are kept: past it, the traces kept
+/// longest are written as far as they are. Memory is bounded by that and the engine's own bounds,
+/// not by the recording.
 pub struct StreamedOtlpJson<W> {
     out: W,
     /// Spans of traces that still have open spans.
     traces: FxHashMap<TraceId, Vec<FinishedSpan>>,
     /// How many traces were kept after the last look at all of them.
     swept: usize,
+    /// Spans kept in `traces`, and how many may be.
+    kept: usize,
+    max_kept: usize,
     touched: Vec<TraceId>,
     line: String,
 }
@@ -178,9 +187,17 @@ impl<W: std::io::Write> StreamedOtlpJson<W> {
             out,
             traces: FxHashMap::default(),
             swept: 0,
+            kept: 0,
+            max_kept: MAX_KEPT_SPANS,
             touched: Vec::new(),
             line: String::new(),
         }
+    }
+
+    /// Keeps at most `max` finished spans instead of [`MAX_KEPT_SPANS`].
+    pub fn with_max_kept(mut self, max: usize) -> Self {
+        self.max_kept = max;
+        self
     }
 
     /// Takes spans the engine emitted, and writes each trace of theirs that has none open.
@@ -195,6 +212,7 @@ impl<W: std::io::Write> StreamedOtlpJson<W> {
                 self.touched.push(span.trace_id);
             }
             self.traces.entry(span.trace_id).or_default().push(span);
+            self.kept += 1;
         }
         // A trace whose last open spans were dropped (not exported twice) settles without a
         // span in the batch: whenever the kept traces have doubled, every one is looked at.
@@ -211,6 +229,36 @@ impl<W: std::io::Write> StreamedOtlpJson<W> {
         self.write(&mut ready)?;
         if sweep {
             self.swept = self.traces.len();
+        }
+        if self.kept > self.max_kept {
+            // Too many spans wait for their traces' last open spans (a rollout's root waits for
+            // its status up to `max_state_wait`): the traces kept longest are written as they
+            // are, down to half the bound; what they get later comes in later requests.
+            let mut oldest: Vec<(Timestamp, TraceId)> = self
+                .traces
+                .iter()
+                .map(|(id, spans)| {
+                    (
+                        spans
+                            .iter()
+                            .map(|s| s.start)
+                            .min()
+                            .unwrap_or(Timestamp::MIN),
+                        *id,
+                    )
+                })
+                .collect();
+            oldest.sort_unstable();
+            ready.clear();
+            let mut left = self.kept;
+            for (_, id) in oldest {
+                if left <= self.max_kept / 2 {
+                    break;
+                }
+                left -= self.traces[&id].len();
+                ready.push(id);
+            }
+            self.write(&mut ready)?;
         }
         self.touched = ready;
         Ok(())
@@ -230,6 +278,7 @@ impl<W: std::io::Write> StreamedOtlpJson<W> {
             .drain(..)
             .filter_map(|t| self.traces.remove(&t).map(|spans| (t, spans)))
             .collect();
+        self.kept -= ready.iter().map(|(_, spans)| spans.len()).sum::<usize>();
         for (_, spans) in &mut ready {
             spans.sort_by_key(|s| (s.start, s.span_id));
         }
