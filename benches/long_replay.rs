@@ -46,6 +46,8 @@ fn recording(deployments: usize, dir: &Path) -> (PathBuf, u64) {
 /// usage from the kernel when it exits.
 fn replay(eventspan: &Path, path: &Path, events: u64) -> Run {
     let started = Instant::now();
+    // Reaped by wait4 below, which std's Child does not know about.
+    #[allow(clippy::zombie_processes)]
     let mut child = Command::new(eventspan)
         .args(["replay", "--output", "otlp-json"])
         .arg(path)

@@ -400,7 +400,7 @@ impl<R: Read> Source<R> {
         let text = &self.buf[self.start..self.start + len];
         let result = serde_json::from_slice::<T>(text).map_err(|e| {
             let first_line = self.line;
-            let message = if e.is_eof() {
+            if e.is_eof() {
                 match end {
                     End::NextValue(_) => format!(
                         "unterminated JSON value (the next starts at line {})",
@@ -420,8 +420,7 @@ impl<R: Read> Source<R> {
                 } else {
                     format!("{message} (at line {at})")
                 }
-            };
-            message
+            }
         });
         self.consume(len);
         // After a string open at the end of its line, the next line need not start a value.
