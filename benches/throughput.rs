@@ -59,15 +59,12 @@ fn replay_end_to_end(c: &mut Criterion) {
     group.bench_function("otlp_json_200x10", |b| {
         b.iter(|| {
             // As the CLI runs: the input read as a stream, each trace written once it settled.
-            let mut writer = replay::StreamedOtlpJson::new(ByteCount(0));
-            replay::run(
-                input.as_bytes(),
-                EngineConfig::default(),
-                |engine, spans| writer.settled(engine, spans),
-                |bad| panic!("skipped {bad:?}"),
-            )
-            .unwrap();
-            writer.finish().unwrap().0
+            let writer = replay::StreamedOtlpJson::new(ByteCount(0));
+            let skipped = |bad| panic!("skipped {bad:?}");
+            replay::stream_otlp_json(input.as_bytes(), EngineConfig::default(), writer, skipped)
+                .unwrap()
+                .1
+                .0
         })
     });
     group.finish();

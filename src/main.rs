@@ -396,46 +396,31 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
                 skip,
             )
             .map(|stats| (stats, spans))
-            .map_err(ReplayError::Read)
+            .map_err(replay::StreamError::Read)
             .and_then(|(stats, spans)| {
                 let mut stdout = stdout;
                 stdout
                     .write_all(replay::tree::render(&spans).as_bytes())
                     .and_then(|()| stdout.flush())
-                    .map_err(ReplayError::Write)?;
+                    .map_err(replay::StreamError::Write)?;
                 Ok(stats)
             })
         }
         Output::OtlpJson => {
-            let mut writer = replay::StreamedOtlpJson::new(stdout);
-            let mut write_error = None;
-            let stats = replay::run(
-                input,
-                cfg,
-                |engine, settled| {
-                    writer.settled(engine, settled).inspect_err(|e| {
-                        write_error = Some(e.kind());
-                    })
-                },
-                skip,
-            );
-            match (stats, write_error) {
-                (Err(e), Some(_)) => Err(ReplayError::Write(e)),
-                (Err(e), None) => Err(ReplayError::Read(e)),
-                (Ok(stats), _) => writer.finish().map(|_| stats).map_err(ReplayError::Write),
-            }
+            replay::stream_otlp_json(input, cfg, replay::StreamedOtlpJson::new(stdout), skip)
+                .map(|(stats, _)| stats)
         }
     };
     let stats = match result {
         Ok(stats) => stats,
-        Err(ReplayError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(replay::StreamError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             return ExitCode::SUCCESS;
         }
-        Err(ReplayError::Write(e)) => {
+        Err(replay::StreamError::Write(e)) => {
             eprintln!("eventspan replay: cannot write output: {e}");
             return ExitCode::from(2);
         }
-        Err(ReplayError::Read(e)) => {
+        Err(replay::StreamError::Read(e)) => {
             eprintln!("eventspan replay: cannot read {name}: {e}");
             return ExitCode::from(2);
         }
@@ -461,10 +446,4 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         }
         ExitCode::from(1)
     }
-}
-
-/// Why a replay stopped before its end.
-enum ReplayError {
-    Read(std::io::Error),
-    Write(std::io::Error),
 }

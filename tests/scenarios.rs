@@ -392,15 +392,12 @@ fn a_failed_rollout_does_not_wait_for_its_stuck_pod() {
 
 /// The OTLP/JSON lines of a replay written as traces settle (as the CLI writes them).
 fn streamed_lines(input: &str, max_kept: usize) -> String {
-    let mut writer = replay::StreamedOtlpJson::new(Vec::new()).with_max_kept(max_kept);
-    replay::run(
-        input.as_bytes(),
-        EngineConfig::default(),
-        |engine, spans| writer.settled(engine, spans),
-        |bad| panic!("skipped {bad:?}"),
-    )
-    .unwrap();
-    String::from_utf8(writer.finish().unwrap()).unwrap()
+    let writer = replay::StreamedOtlpJson::new(Vec::new()).with_max_kept(max_kept);
+    let skipped = |bad| panic!("skipped {bad:?}");
+    let (_, out) =
+        replay::stream_otlp_json(input.as_bytes(), EngineConfig::default(), writer, skipped)
+            .unwrap();
+    String::from_utf8(out).unwrap()
 }
 
 /// Each span of OTLP/JSON lines with its resource, sorted: what a receiver ends up with.

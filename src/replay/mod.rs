@@ -157,6 +157,45 @@ fn write_trace_line(
     out.write_all(line.as_bytes())
 }
 
+/// Why a streamed replay stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("cannot read input: {0}")]
+    Read(std::io::Error),
+    #[error("cannot write output: {0}")]
+    Write(std::io::Error),
+}
+
+/// Replays a recording as a stream into `writer` (see [`run`] and [`StreamedOtlpJson`]),
+/// returning the engine's counters and the output.
+pub fn stream_otlp_json<W: std::io::Write>(
+    input: impl Read,
+    cfg: EngineConfig,
+    mut writer: StreamedOtlpJson<W>,
+    skipped: impl FnMut(BadInput),
+) -> Result<(EngineStats, W), StreamError> {
+    let mut write_failed = false;
+    let stats = run(
+        input,
+        cfg,
+        |engine, settled| {
+            writer
+                .settled(engine, settled)
+                .inspect_err(|_| write_failed = true)
+        },
+        skipped,
+    )
+    .map_err(|e| {
+        if write_failed {
+            StreamError::Write(e)
+        } else {
+            StreamError::Read(e)
+        }
+    })?;
+    let out = writer.finish().map_err(StreamError::Write)?;
+    Ok((stats, out))
+}
+
 /// Finished spans [`StreamedOtlpJson`] keeps for traces that still have open spans, at most (about
 /// 1 KiB each): past it the traces kept longest are written as they are.
 pub const MAX_KEPT_SPANS: usize = 50_000;
