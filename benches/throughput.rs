@@ -58,11 +58,13 @@ fn replay_end_to_end(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("otlp_json_200x10", |b| {
         b.iter(|| {
-            // Written out as the CLI writes to stdout, a trace at a time.
-            let result = replay::replay(&input, EngineConfig::default());
-            let mut out = ByteCount(0);
-            replay::write_otlp_json_lines(&result.spans, &mut out).unwrap();
-            out.0
+            // As the CLI runs: the input read as a stream, each trace written once it settled.
+            let writer = replay::StreamedOtlpJson::new(ByteCount(0));
+            let skipped = |bad| panic!("skipped {bad:?}");
+            replay::stream_otlp_json(input.as_bytes(), EngineConfig::default(), writer, skipped)
+                .unwrap()
+                .1
+                .0
         })
     });
     group.finish();

@@ -350,48 +350,85 @@ async fn run_record(args: RecordArgs) -> ExitCode {
 }
 
 fn run_replay(args: ReplayArgs) -> ExitCode {
-    let mut input = String::new();
-    let read = match args.path.as_deref() {
-        None => std::io::stdin().read_to_string(&mut input),
-        Some(p) if p.as_os_str() == "-" => std::io::stdin().read_to_string(&mut input),
-        Some(p) => std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut input)),
+    let name = args
+        .path
+        .as_deref()
+        .filter(|p| p.as_os_str() != "-")
+        .map_or("standard input".into(), |p| p.display().to_string());
+    let input: Box<dyn Read> = match args.path.as_deref() {
+        None => Box::new(std::io::stdin().lock()),
+        Some(p) if p.as_os_str() == "-" => Box::new(std::io::stdin().lock()),
+        Some(p) => match std::fs::File::open(p) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("eventspan replay: cannot read {name}: {e}");
+                return ExitCode::from(2);
+            }
+        },
     };
-    if let Err(e) = read {
-        let name = args
-            .path
-            .as_deref()
-            .map_or("standard input".into(), |p| p.display().to_string());
-        eprintln!("eventspan replay: cannot read {name}: {e}");
-        return ExitCode::from(2);
-    }
     let cfg = EngineConfig {
         window: args.window,
         horizon: args.horizon,
         ..EngineConfig::default()
     };
-    let result = replay::replay(&input, cfg);
-    let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
-    let written = match args.output {
-        Output::Tree => stdout.write_all(replay::tree::render(&result.spans).as_bytes()),
-        Output::OtlpJson => replay::write_otlp_json_lines(&result.spans, &mut stdout),
-    }
-    .and_then(|()| stdout.flush());
-    if let Err(e) = written
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        eprintln!("eventspan replay: cannot write output: {e}");
-        return ExitCode::from(2);
-    }
-    for bad in &result.skipped {
+    // Skipped input is reported as it is met, so none of it is kept.
+    let mut skipped = 0usize;
+    let skip = |bad: replay::input::BadInput| {
+        skipped += 1;
         eprintln!(
             "eventspan replay: line {}: skipped: {}",
             bad.line, bad.reason
         );
-    }
+    };
+    let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+    // The tree is for reading: it holds every span, to print traces in start order. OTLP/JSON
+    // is written as traces settle, so its memory does not grow with the recording.
+    let result = match args.output {
+        Output::Tree => {
+            let mut spans = Vec::new();
+            replay::run(
+                input,
+                cfg,
+                |_, settled| {
+                    spans.append(settled);
+                    Ok(())
+                },
+                skip,
+            )
+            .map(|stats| (stats, spans))
+            .map_err(replay::StreamError::Read)
+            .and_then(|(stats, spans)| {
+                let mut stdout = stdout;
+                stdout
+                    .write_all(replay::tree::render(&spans).as_bytes())
+                    .and_then(|()| stdout.flush())
+                    .map_err(replay::StreamError::Write)?;
+                Ok(stats)
+            })
+        }
+        Output::OtlpJson => {
+            replay::stream_otlp_json(input, cfg, replay::StreamedOtlpJson::new(stdout), skip)
+                .map(|(stats, _)| stats)
+        }
+    };
+    let stats = match result {
+        Ok(stats) => stats,
+        Err(replay::StreamError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return ExitCode::SUCCESS;
+        }
+        Err(replay::StreamError::Write(e)) => {
+            eprintln!("eventspan replay: cannot write output: {e}");
+            return ExitCode::from(2);
+        }
+        Err(replay::StreamError::Read(e)) => {
+            eprintln!("eventspan replay: cannot read {name}: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let refused: Vec<String> = eventspan::engine::Rejection::ALL
         .iter()
         .filter_map(|&r| {
-            let n = result.stats.rejected(r);
+            let n = stats.rejected(r);
             (n > 0).then(|| format!("{} {n}", r.as_str()))
         })
         .collect();
@@ -401,14 +438,11 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             refused.join(", ")
         );
     }
-    if result.skipped.is_empty() && refused.is_empty() {
+    if skipped == 0 && refused.is_empty() {
         ExitCode::SUCCESS
     } else {
-        if !result.skipped.is_empty() {
-            eprintln!(
-                "eventspan replay: {} input value(s) skipped",
-                result.skipped.len()
-            );
+        if skipped > 0 {
+            eprintln!("eventspan replay: {skipped} input value(s) skipped");
         }
         ExitCode::from(1)
     }

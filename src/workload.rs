@@ -417,7 +417,13 @@ pub fn generate(cfg: &WorkloadConfig) -> Workload {
 
 /// The workload as `eventspan replay` reads it: JSON watch events, one per line.
 pub fn to_json_lines(workload: &Workload) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    write_json_lines(workload, &mut out).expect("writing to memory");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+/// Writes [`to_json_lines`] a line at a time (a long recording to a file).
+pub fn write_json_lines(workload: &Workload, mut out: impl std::io::Write) -> std::io::Result<()> {
     for observed in &workload.changes {
         let (kind, object) = match &observed.change {
             Change::Upsert(m) => ("ADDED", object_json(m)),
@@ -429,10 +435,10 @@ pub fn to_json_lines(workload: &Workload) -> String {
             Change::Ignore => continue,
         };
         let line = json!({"type": kind, "object": object, "observedAt": observed.observed_at});
-        out.push_str(&line.to_string());
-        out.push('\n');
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
     }
-    out
+    Ok(())
 }
 
 fn object_json(m: &ObjectMeta) -> Value {

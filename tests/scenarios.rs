@@ -450,3 +450,84 @@ fn a_rollout_says_what_changed_and_where_each_pods_time_went() {
         assert_eq!(c.attribute("eventspan.phase.ready.ms"), None);
     }
 }
+
+/// The OTLP/JSON lines of a replay written as traces settle (as the CLI writes them).
+fn streamed_lines(input: &str, max_kept: usize) -> String {
+    let writer = replay::StreamedOtlpJson::new(Vec::new()).with_max_kept(max_kept);
+    let skipped = |bad| panic!("skipped {bad:?}");
+    let (_, out) =
+        replay::stream_otlp_json(input.as_bytes(), EngineConfig::default(), writer, skipped)
+            .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// Each span of OTLP/JSON lines with its resource, sorted: what a receiver ends up with.
+fn spans_received(lines: &str) -> Vec<(String, String)> {
+    let mut spans = Vec::new();
+    for line in lines.lines() {
+        let request: serde_json::Value = serde_json::from_str(line).unwrap();
+        for rs in request["resourceSpans"].as_array().unwrap() {
+            for span in rs["scopeSpans"][0]["spans"].as_array().unwrap() {
+                spans.push((rs["resource"].to_string(), span.to_string()));
+            }
+        }
+    }
+    spans.sort();
+    spans
+}
+
+/// The CLI writes a trace when it has no open span left, not at the end: a receiver gets the
+/// same spans with the same resources. Only a span that joins a trace already written (an
+/// event that came late) is sent in a request of its own, as a live session sends it.
+#[test]
+fn streamed_otlp_json_delivers_the_spans_of_the_whole_replay() {
+    let workload = eventspan::workload::generate(&eventspan::workload::WorkloadConfig {
+        deployments: 40,
+        pods_per_deployment: 4,
+        ..Default::default()
+    });
+    let inputs = scenario_files()
+        .into_iter()
+        .map(|f| {
+            (
+                f.display().to_string(),
+                std::fs::read_to_string(&f).unwrap(),
+            )
+        })
+        .chain([(
+            "workload".to_string(),
+            eventspan::workload::to_json_lines(&workload),
+        )]);
+    let mut split = Vec::new();
+    for (name, input) in inputs {
+        let whole = replay::otlp_json_lines(&replay::replay(&input, EngineConfig::default()).spans);
+        let streamed = streamed_lines(&input, replay::MAX_KEPT_SPANS);
+        assert!(!whole.is_empty(), "{name}: no traces");
+        assert_eq!(spans_received(&streamed), spans_received(&whole), "{name}");
+        if streamed.lines().count() != whole.lines().count() {
+            split.push(name.rsplit('/').next().unwrap().to_string());
+        }
+    }
+    // The one scenario with an event a minute after its trace settled.
+    assert_eq!(split, ["unschedulable.jsonl"]);
+}
+
+/// Past its bound on kept spans, the writer sends the traces kept longest as far as they are:
+/// more requests, the same spans.
+#[test]
+fn streamed_otlp_json_past_its_bound_sends_partial_traces_and_loses_nothing() {
+    let workload = eventspan::workload::generate(&eventspan::workload::WorkloadConfig {
+        deployments: 40,
+        pods_per_deployment: 4,
+        ..Default::default()
+    });
+    let input = eventspan::workload::to_json_lines(&workload);
+    let whole = replay::otlp_json_lines(&replay::replay(&input, EngineConfig::default()).spans);
+    let bounded = streamed_lines(&input, 50);
+    assert_eq!(spans_received(&bounded), spans_received(&whole));
+    assert!(
+        bounded.lines().count() > whole.lines().count(),
+        "{} requests",
+        bounded.lines().count()
+    );
+}

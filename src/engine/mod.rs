@@ -217,6 +217,14 @@ impl Engine {
         }
     }
 
+    /// Whether a trace has spans not emitted yet: a trace without any may still get more (an
+    /// event that comes late joins its exported root), but none of those it had are still open.
+    pub fn has_open_spans(&self, trace: TraceId) -> bool {
+        self.traces
+            .get(&trace)
+            .is_some_and(|t| !t.pending.is_empty())
+    }
+
     /// Spans finished since the last call, in the order they settled.
     pub fn drain_finished(&mut self) -> std::vec::Drain<'_, FinishedSpan> {
         self.finished.drain(..)
@@ -566,5 +574,37 @@ mod tests {
             Some(model::AttrRef::Bool(true))
         );
         assert_eq!(engine.stats().open_spans, 0);
+    }
+    #[test]
+    fn a_trace_has_no_open_spans_once_its_root_is_emitted() {
+        let input = include_str!("../../tests/scenarios/deployment-rollout.jsonl");
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut changes = Vec::new();
+        let web = "d0000000-0000-4000-8000-00000000web1";
+        let traces = [TraceId::for_change(web, 1), TraceId::for_change(web, 2)];
+        let (mut open_seen, mut roots) = (false, 0);
+        for line in input.lines() {
+            serde_json::from_str::<WireObject>(line)
+                .unwrap()
+                .into_changes(&mut changes);
+            for change in changes.drain(..) {
+                crate::replay::feed(&mut engine, change.unwrap());
+            }
+            open_seen |= traces.iter().any(|t| engine.has_open_spans(*t));
+            let spans: Vec<FinishedSpan> = engine.drain_finished().collect();
+            for s in spans.iter().filter(|s| s.parent.is_none()) {
+                roots += 1;
+                assert!(!engine.has_open_spans(s.trace_id), "root emitted last");
+            }
+        }
+        assert!(open_seen, "a trace with open spans");
+        engine.finish();
+        let last: Vec<FinishedSpan> = engine.drain_finished().collect();
+        for s in &last {
+            roots += usize::from(s.parent.is_none());
+            assert!(!engine.has_open_spans(s.trace_id));
+        }
+        assert_eq!(roots, 2, "two generations");
+        assert!(!engine.has_open_spans(TraceId(1)), "an unknown trace");
     }
 }
