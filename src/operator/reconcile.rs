@@ -187,7 +187,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             setup,
             started_at,
             ttl_left,
-        }) => match ctx.hub.upsert(key.clone(), setup.clone()).await {
+        }) => match ctx.hub.upsert(key.clone(), (*setup).clone()).await {
             Ok(()) => {
                 if !previously_active {
                     let message = format!(
@@ -301,7 +301,8 @@ enum Decision {
     Suspended,
     Completed,
     Run {
-        setup: SessionSetup,
+        // Boxed: the setup outweighs the other variants many times.
+        setup: Box<SessionSetup>,
         started_at: Time,
         ttl_left: Option<Duration>,
     },
@@ -359,14 +360,14 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
         root_kinds.push(served);
     }
     Ok(Decision::Run {
-        setup: SessionSetup {
+        setup: Box::new(SessionSetup {
             scope: config.scope,
             exporters,
             window: config.window,
             max_recent_traces: config.max_recent_traces,
             root_kinds,
             shape: config.shape,
-        },
+        }),
         started_at,
         ttl_left,
     })

@@ -6,6 +6,7 @@
 //! `EVENTSPAN_E2E=skip` skips them all, loudly, for quick local iterations; CI never sets it.
 
 mod cluster;
+mod collector;
 mod faults;
 mod kstatus;
 mod operator;
@@ -93,6 +94,10 @@ const CASES: &[Case] = &[
     (
         "hostile_tenant_input_is_contained",
         tenants::hostile_tenant_input_is_contained,
+    ),
+    (
+        "rollout_reaches_jaeger_and_files_through_the_collector",
+        collector::rollout_reaches_jaeger_and_files_through_the_collector,
     ),
     // Faults mid-rollout (issue 12): each restores the shared operator and the cluster.
     (
