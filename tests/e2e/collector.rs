@@ -164,26 +164,33 @@ fn through_the_collector(w: &World, ns: &str) -> Result<(), String> {
     ))?;
     wait_ready(w, &ns, "via-collector")?;
     rollout(c, &ns, "web", "app: web")?;
-    let (trace_id, span_count) = eventually(SECONDS_60, || {
+    let trace_id = eventually(SECONDS_60, || {
         let s = status(c, &ns, "via-collector")?;
-        let trace = s["recentTraces"]
+        s["recentTraces"]
             .as_array()
             .and_then(|t| t.iter().find(|t| t["root"]["kind"] == "Deployment"))
-            .ok_or(format!("no Deployment trace yet: {s}"))?;
-        Ok((
-            trace["traceId"].as_str().unwrap_or_default().to_string(),
-            trace["spanCount"].as_i64().unwrap_or_default() as usize,
-        ))
+            .and_then(|t| t["traceId"].as_str())
+            .map(str::to_string)
+            .ok_or(format!("no Deployment trace yet: {s}"))
     })?;
 
-    // Jaeger: the whole trace (its root arrives last), through the collector.
+    // Jaeger: the whole trace through the collector, once the root (emitted last) is there and
+    // the status counts as many spans. Each span arrives once per exporter, and this Jaeger
+    // lists every copy: distinct IDs are counted.
     let in_jaeger = eventually(SECONDS_60, || {
+        let s = status(c, &ns, "via-collector")?;
+        let span_count = s["recentTraces"]
+            .as_array()
+            .and_then(|t| t.iter().find(|t| t["traceId"] == trace_id.as_str()))
+            .and_then(|t| t["spanCount"].as_i64())
+            .ok_or(format!("{trace_id} left the status: {s}"))?;
         let spans = jaeger_trace(c, &trace_id)?;
-        (spans.len() == span_count && spans.iter().any(|s| s.parent.is_none()))
+        let distinct: BTreeSet<&str> = spans.iter().map(|s| s.id.as_str()).collect();
+        (distinct.len() as i64 == span_count && spans.iter().any(|s| s.parent.is_none()))
             .then_some(spans.clone())
             .ok_or(format!(
-                "Jaeger has {} of the {span_count} spans of {trace_id}",
-                spans.len()
+                "Jaeger has {} distinct spans of {trace_id}, the status counts {span_count}",
+                distinct.len()
             ))
     })?;
     let processes = jaeger_process_tags(c, &trace_id)?;
