@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use eventspan::engine::EngineConfig;
 use eventspan::export::policy::Entry;
+use eventspan::otlp::cluster_name::ClusterName;
 
 /// The engine and replay allocate many small, short-lived strings and spans, which mimalloc
 /// serves faster than the system allocator; the benches use it too, so their figures are the
@@ -127,6 +128,12 @@ struct RunArgs {
     /// Exporters one session may have; at most 8, the schema's bound.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
     max_exporters_per_session: u32,
+    /// The cluster's name, as the Resource attribute `k8s.cluster.name` of every span and log
+    /// record of every session: what keeps traces from many clusters apart in one backend.
+    /// 1 to 100 ASCII letters, digits, '-', '_' and '.', beginning and ending with a letter or
+    /// digit. Default: none (the attribute is not set).
+    #[arg(long, env = "EVENTSPAN_CLUSTER_NAME")]
+    cluster_name: Option<ClusterName>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -259,6 +266,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         },
         max_event_age: args.max_event_age,
         checkpoint_interval: args.checkpoint_interval,
+        cluster_name: args.cluster_name,
         limits: eventspan::operator::limits::Limits {
             max_window: args.max_session_window,
             max_exporters: args.max_exporters_per_session as usize,

@@ -533,6 +533,7 @@ async fn grpc_sends_logs_whose_ids_are_the_shaped_spans() {
         trace_ids: TraceIdFormat::AwsXRay,
         parent_trace: ParentTraceMode::Link,
         service: ServiceNaming::Fixed("rollouts".into()),
+        ..Default::default()
     };
     let exporter = Exporter::start(
         ExporterSpec {

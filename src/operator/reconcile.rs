@@ -25,6 +25,7 @@ use super::session::{
 use super::status::{CarriedTraces, Counts, Verdict, Verdicts};
 use crate::export::{ExporterSpec, Protocol};
 use crate::operator::crd;
+use crate::otlp::cluster_name::ClusterName;
 
 /// Sessions are re-checked this often (Secrets may have been created or rotated).
 const RECHECK: Duration = Duration::from_secs(300);
@@ -55,6 +56,8 @@ pub struct Context {
     pub admin_namespaces: BTreeSet<String>,
     pub exporter_policy: ExporterPolicy,
     pub limits: Limits,
+    /// The operator's `--cluster-name`, put on every session's Resources.
+    pub cluster_name: Option<ClusterName>,
     /// Every TraceSession, as the controller's reflector sees them: a namespace's sessions are
     /// ranked against each other for `--max-sessions-per-namespace`.
     pub sessions: Store<TraceSession>,
@@ -184,7 +187,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             setup,
             started_at,
             ttl_left,
-        }) => match ctx.hub.upsert(key.clone(), setup.clone()).await {
+        }) => match ctx.hub.upsert(key.clone(), (*setup).clone()).await {
             Ok(()) => {
                 if !previously_active {
                     let message = format!(
@@ -298,7 +301,8 @@ enum Decision {
     Suspended,
     Completed,
     Run {
-        setup: SessionSetup,
+        // Boxed: the setup outweighs the other variants many times.
+        setup: Box<SessionSetup>,
         started_at: Time,
         ttl_left: Option<Duration>,
     },
@@ -306,7 +310,8 @@ enum Decision {
 
 async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
     let ns = ts.namespace().unwrap_or_default();
-    let config: SessionConfig = session::validate(&ts.spec, &ns, &ctx.admin_namespaces)?;
+    let mut config: SessionConfig = session::validate(&ts.spec, &ns, &ctx.admin_namespaces)?;
+    config.shape.cluster = ctx.cluster_name.clone();
     session::check_exporters(&config, &ctx.exporter_policy)?;
     if config.suspend {
         return Ok(Decision::Suspended);
@@ -355,14 +360,14 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
         root_kinds.push(served);
     }
     Ok(Decision::Run {
-        setup: SessionSetup {
+        setup: Box::new(SessionSetup {
             scope: config.scope,
             exporters,
             window: config.window,
             max_recent_traces: config.max_recent_traces,
             root_kinds,
             shape: config.shape,
-        },
+        }),
         started_at,
         ttl_left,
     })

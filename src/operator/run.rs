@@ -30,6 +30,7 @@ use super::reconcile::{self, Context};
 use super::watches::OWN_CONTROLLER;
 use crate::engine::EngineConfig;
 use crate::export::ExporterSettings;
+use crate::otlp::cluster_name::ClusterName;
 
 /// How long a stopping leader waits for its last checkpoint write.
 const CHECKPOINT_WRITE_GRACE: Duration = Duration::from_secs(10);
@@ -52,6 +53,8 @@ pub struct RunOptions {
     pub max_event_age: Duration,
     /// How often, at most, checkpoints are written; zero: never (and none are loaded).
     pub checkpoint_interval: Duration,
+    /// `k8s.cluster.name` on every Resource every session exports.
+    pub cluster_name: Option<ClusterName>,
     pub limits: super::limits::Limits,
 }
 
@@ -268,6 +271,7 @@ async fn lead(
         admin_namespaces: options.admin_namespaces.clone(),
         exporter_policy: options.exporter_policy.clone(),
         limits: options.limits.clone(),
+        cluster_name: options.cluster_name.clone(),
         sessions: reader.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,

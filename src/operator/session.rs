@@ -323,6 +323,8 @@ fn shape(spec: &TraceSessionSpec) -> Result<SpanShape, Invalid> {
             TraceparentMode::Link => ParentTraceMode::Link,
             TraceparentMode::Ignore => ParentTraceMode::Ignore,
         },
+        // Not the session's to choose: the reconciler sets the operator's --cluster-name.
+        cluster: None,
     })
 }
 
@@ -396,6 +398,7 @@ mod tests {
                 service: ServiceNaming::Fixed("k8s-rollouts".into()),
                 trace_ids: TraceIdFormat::AwsXRay,
                 parent_trace: ParentTraceMode::Parent,
+                cluster: None,
             }
         );
         assert!(c.exporters[0].logs);
@@ -419,6 +422,7 @@ mod tests {
                 service: ServiceNaming::Fixed("k8s-rollouts".into()),
                 trace_ids: TraceIdFormat::AwsXRay,
                 parent_trace: ParentTraceMode::Link,
+                cluster: None,
             }
         );
         assert!(c.exporters[0].logs);

@@ -248,7 +248,8 @@ mod tests {
         );
     }
 
-    /// The same with every shaping option: X-Ray IDs, a remote parent or link, a fixed service.
+    /// The same with every shaping option: X-Ray IDs, a remote parent or link, a fixed service,
+    /// a cluster name.
     #[test]
     fn matches_the_protobuf_request_when_shaped() {
         use super::super::shape::{ParentTraceMode, ServiceNaming, TraceIdFormat};
@@ -278,6 +279,7 @@ mod tests {
                 service: ServiceNaming::Fixed("rollouts".into()),
                 trace_ids: TraceIdFormat::AwsXRay,
                 parent_trace,
+                cluster: Some("prod-eu-1".parse().unwrap()),
             };
             let mut out = String::new();
             write_request(&mut out, &spans, &shape);

@@ -9,6 +9,7 @@
 //! longer set span IDs or end times, and carries one Resource per exporter, while a trace here
 //! spans many components with IDs that must stay deterministic.
 
+pub mod cluster_name;
 pub mod json;
 pub mod shape;
 
@@ -291,5 +292,36 @@ mod tests {
             );
         }
         assert!(warnings > 0, "the crash loop's BackOff is a warning");
+    }
+
+    #[test]
+    fn spans_and_records_name_the_cluster_on_their_resources() {
+        let spans = crate::replay::replay(
+            include_str!("../../tests/scenarios/crashloop.jsonl"),
+            Default::default(),
+        )
+        .spans;
+        let shape = SpanShape {
+            cluster: Some("prod-eu-1".parse().unwrap()),
+            ..Default::default()
+        };
+        let named = |r: &Option<Resource>| {
+            r.as_ref().is_some_and(|r| {
+                r.attributes.iter().any(|a| {
+                    a.key == cluster_name::K8S_CLUSTER_NAME
+                        && a.value.as_ref().and_then(|v| v.value.clone())
+                            == Some(Value::StringValue("prod-eu-1".into()))
+                })
+            })
+        };
+        let traces = export_request(&spans, &shape);
+        let logs = logs_request(&spans, &shape, Timestamp::from_unix_secs(1_800_000_000));
+        assert!(
+            traces.resource_spans.len() > 1,
+            "one Resource per component"
+        );
+        assert!(traces.resource_spans.iter().all(|r| named(&r.resource)));
+        assert!(!logs.resource_logs.is_empty());
+        assert!(logs.resource_logs.iter().all(|r| named(&r.resource)));
     }
 }

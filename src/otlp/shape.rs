@@ -1,5 +1,6 @@
 //! Per-session shaping of spans as they leave: trace IDs, the remote parent or link of a trace
-//! applied with a `traceparent`, and how the reporting component becomes the OTel Resource.
+//! applied with a `traceparent`, and how the reporting component (and the cluster) become the
+//! OTel Resource.
 //!
 //! The engine is shared by all sessions and keeps its deterministic IDs; a session's options are
 //! a pure function of a finished span applied where its spans leave (the status's trace IDs and
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use crate::engine::ids::{SpanId, TraceId};
 use crate::engine::model::{AttrRef, Component, FinishedSpan, TraceParent};
 use crate::engine::time::Timestamp;
+use crate::otlp::cluster_name::{ClusterName, K8S_CLUSTER_NAME};
 
 /// OTLP span flags: W3C "sampled", plus "whether the parent is remote is known".
 pub const FLAGS_SAMPLED_LOCAL: u32 = 0x0000_0101;
@@ -65,6 +67,8 @@ pub struct SpanShape {
     pub service: ServiceNaming,
     pub trace_ids: TraceIdFormat,
     pub parent_trace: ParentTraceMode,
+    /// `k8s.cluster.name` on every Resource: the operator's `--cluster-name`, not a session's.
+    pub cluster: Option<ClusterName>,
 }
 
 /// The X-Ray form of a trace ID: epoch seconds of `started`, then the ID's low 12 bytes.
@@ -146,7 +150,7 @@ impl SpanShape {
         &'a self,
         resource: Option<Component<'a>>,
     ) -> Vec<(&'static str, AttrRef<'a>)> {
-        match (&self.service, resource) {
+        let mut attributes = match (&self.service, resource) {
             (ServiceNaming::Fixed(name), _) => vec![("service.name", AttrRef::Str(name))],
             (ServiceNaming::PerComponent, Some(c)) => {
                 let mut attributes = vec![("service.name", AttrRef::Str(c.name))];
@@ -156,7 +160,11 @@ impl SpanShape {
                 attributes
             }
             (ServiceNaming::PerComponent, None) => Vec::new(),
+        };
+        if let Some(cluster) = &self.cluster {
+            attributes.push((K8S_CLUSTER_NAME, AttrRef::Str(cluster.as_str())));
         }
+        attributes
     }
 
     /// Every attribute of the span as exported: the span's own, and with a fixed service name
@@ -409,5 +417,36 @@ mod tests {
                 .iter()
                 .any(|(k, _)| *k == REPORTING_CONTROLLER)
         );
+    }
+
+    #[test]
+    fn the_cluster_name_is_on_every_resource() {
+        let cluster: ClusterName = "prod-eu-1".parse().unwrap();
+        let spans = rollout();
+        for service in [
+            ServiceNaming::PerComponent,
+            ServiceNaming::Fixed("k8s".into()),
+        ] {
+            let shape = SpanShape {
+                service,
+                cluster: Some(cluster.clone()),
+                ..Default::default()
+            };
+            for s in &spans {
+                let attributes = shape.resource_attributes(shape.resource_of(s));
+                assert_eq!(
+                    attributes.last(),
+                    Some(&(K8S_CLUSTER_NAME, AttrRef::Str("prod-eu-1")))
+                );
+                assert_eq!(attributes[0].0, "service.name", "{attributes:?}");
+            }
+        }
+        let unnamed = SpanShape::default();
+        assert!(spans.iter().all(|s| {
+            !unnamed
+                .resource_attributes(unnamed.resource_of(s))
+                .iter()
+                .any(|(k, _)| *k == K8S_CLUSTER_NAME)
+        }));
     }
 }

@@ -6,6 +6,7 @@
 //! `EVENTSPAN_E2E=skip` skips them all, loudly, for quick local iterations; CI never sets it.
 
 mod cluster;
+mod collector;
 mod faults;
 mod flux;
 mod kstatus;
@@ -99,6 +100,10 @@ const CASES: &[Case] = &[
     (
         "kustomization_waits_for_the_session_it_applies",
         flux::kustomization_waits_for_the_session_it_applies,
+    ),
+    (
+        "rollout_reaches_jaeger_and_files_through_the_collector",
+        collector::rollout_reaches_jaeger_and_files_through_the_collector,
     ),
     // Faults mid-rollout (issue 12): each restores the shared operator and the cluster.
     (

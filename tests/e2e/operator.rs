@@ -13,6 +13,8 @@ use serde_json::Value;
 use crate::cluster::{Cluster, eventually};
 
 pub const OPERATOR_NS: &str = "eventspan-system";
+/// The `--cluster-name` of every operator the tests run: `k8s.cluster.name` on every Resource.
+pub const CLUSTER_NAME: &str = "e2e-local";
 /// The identity of the shared operator's replica (leader election).
 const IDENTITY: &str = "replica-a";
 
@@ -196,6 +198,7 @@ pub fn spawn_operator(
             "--exporter-max-backoff",
             "2s",
         ])
+        .args(["--cluster-name", CLUSTER_NAME])
         .env("KUBECONFIG", kubeconfig)
         .env("RUST_LOG", "warn,eventspan=info")
         .stdout(Stdio::null())

@@ -167,11 +167,11 @@ fn receive(spans: &Spans, headers: &HeaderMap, body: &[u8]) -> axum::response::R
         .into_response()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
+pub fn attributes(kvs: &[KeyValue]) -> BTreeMap<String, String> {
     kvs.iter()
         .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
         .collect()

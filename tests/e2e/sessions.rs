@@ -19,7 +19,7 @@ fn as_i64(v: &Value) -> i64 {
     v.as_i64().unwrap_or(0)
 }
 
-fn wait_ready(w: &World, ns: &str, name: &str) -> Result<(), String> {
+pub fn wait_ready(w: &World, ns: &str, name: &str) -> Result<(), String> {
     w.cluster
         .kubectl(&[
             "-n",
@@ -267,8 +267,8 @@ fn durations_follow_the_status(
 
 /// Issue 5: a pipeline applies a Deployment annotated with its traceparent; the rollout's trace
 /// becomes part of the pipeline's trace: the status and Jaeger have it under the pipeline's
-/// trace ID, its root span a child of the pipeline's span. (Log export is checked only by the
-/// in-process receivers of tests/exporter.rs: Jaeger has no logs API.)
+/// trace ID, its root span a child of the pipeline's span. (Jaeger has no logs API: log export
+/// is checked end to end through the collector, collector.rs, and in tests/exporter.rs.)
 pub fn traceparent_annotated_rollout_joins_the_pipeline_trace(w: &World) -> Result<(), String> {
     let c = &w.cluster;
     w.operator()?;
