@@ -7,6 +7,7 @@
 
 mod cluster;
 mod faults;
+mod helm;
 mod kstatus;
 mod operator;
 mod receiver;
@@ -93,6 +94,18 @@ const CASES: &[Case] = &[
     (
         "hostile_tenant_input_is_contained",
         tenants::hostile_tenant_input_is_contained,
+    ),
+    (
+        "helm_chart_lints_and_renders_the_kustomize_base",
+        helm::helm_chart_lints_and_renders_the_kustomize_base,
+    ),
+    (
+        "helm_template_passes_a_server_side_dry_run",
+        helm::helm_template_passes_a_server_side_dry_run,
+    ),
+    (
+        "helm_install_waits_and_uninstall_removes_all_but_the_crd",
+        helm::helm_install_waits_and_uninstall_removes_all_but_the_crd,
     ),
     // Faults mid-rollout (issue 12): each restores the shared operator and the cluster.
     (
