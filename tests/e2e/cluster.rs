@@ -15,6 +15,19 @@ fn run(cmd: &mut Command) -> Result<Output, String> {
     cmd.output().map_err(|e| format!("{cmd:?}: {e}"))
 }
 
+/// A finished command's stdout, or an error naming it with its stderr.
+pub fn stdout_or_stderr(program: &str, args: &[&str], out: &Output) -> Result<String, String> {
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
 impl Cluster {
     /// Builds the cluster binaries (fast when Go's cache is warm) and starts a cluster of its
     /// own, with Jaeger, in target/cluster/e2e.
@@ -83,15 +96,7 @@ impl Cluster {
         } else {
             run(&mut cmd)?
         };
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        stdout_or_stderr("kubectl", args, &out)
     }
 
     pub fn apply(&self, yaml: &str) -> Result<String, String> {

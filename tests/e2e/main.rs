@@ -9,6 +9,7 @@ mod cluster;
 mod collector;
 mod faults;
 mod flux;
+mod helm;
 mod kstatus;
 mod operator;
 mod receiver;
@@ -104,6 +105,18 @@ const CASES: &[Case] = &[
     (
         "rollout_reaches_jaeger_and_files_through_the_collector",
         collector::rollout_reaches_jaeger_and_files_through_the_collector,
+    ),
+    (
+        "helm_chart_lints_and_renders_the_kustomize_base",
+        helm::helm_chart_lints_and_renders_the_kustomize_base,
+    ),
+    (
+        "helm_template_passes_a_server_side_dry_run",
+        helm::helm_template_passes_a_server_side_dry_run,
+    ),
+    (
+        "helm_install_waits_and_uninstall_removes_all_but_the_crd",
+        helm::helm_install_waits_and_uninstall_removes_all_but_the_crd,
     ),
     // Faults mid-rollout (issue 12): each restores the shared operator and the cluster.
     (
