@@ -817,32 +817,37 @@ mod tests {
         .to_string()
     }
 
+    /// Serves a load of version 4 of the 5s checkpoint, a replace of it that conflicts (another
+    /// process wrote since), and the Lease read that follows, naming `holder`.
+    async fn conflict_after_load(handle: &mut Handle, holder: &str) {
+        let (_, send) = handle.next_request().await.unwrap();
+        respond(
+            send,
+            200,
+            configmap(
+                "eventspan-checkpoint-5s",
+                "4",
+                true,
+                Some(checkpoint(1).encode()),
+            ),
+        );
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(request.method(), Method::PUT);
+        respond(send, 409, status(409, "Conflict"));
+        let (request, send) = handle.next_request().await.unwrap();
+        assert_eq!(
+            request.uri().path(),
+            "/apis/coordination.k8s.io/v1/namespaces/eventspan-system/leases/eventspan-leader"
+        );
+        respond(send, 200, lease(holder));
+    }
+
     #[tokio::test]
     async fn a_conflict_stops_writing_once_another_process_leads() {
         let (client, mut handle) = mock();
         let server = tokio::spawn(async move {
-            let (_, send) = handle.next_request().await.unwrap();
-            respond(
-                send,
-                200,
-                configmap(
-                    "eventspan-checkpoint-5s",
-                    "4",
-                    true,
-                    Some(checkpoint(1).encode()),
-                ),
-            );
-            // Another leader wrote it since: the replace of version 4 conflicts.
-            let (request, send) = handle.next_request().await.unwrap();
-            assert_eq!(request.method(), Method::PUT);
-            respond(send, 409, status(409, "Conflict"));
-            // And it holds the Lease now.
-            let (request, send) = handle.next_request().await.unwrap();
-            assert_eq!(
-                request.uri().path(),
-                "/apis/coordination.k8s.io/v1/namespaces/eventspan-system/leases/eventspan-leader"
-            );
-            respond(send, 200, lease("replica-b"));
+            // And another process holds the Lease now.
+            conflict_after_load(&mut handle, "replica-b").await;
             handle.next_request().await.is_none()
         });
         let metrics = Metrics::default();
@@ -870,21 +875,7 @@ mod tests {
     async fn the_leader_takes_its_checkpoint_back_after_a_deposed_leaders_write() {
         let (client, mut handle) = mock();
         let server = tokio::spawn(async move {
-            let (_, send) = handle.next_request().await.unwrap();
-            respond(
-                send,
-                200,
-                configmap(
-                    "eventspan-checkpoint-5s",
-                    "4",
-                    true,
-                    Some(checkpoint(1).encode()),
-                ),
-            );
-            let (_, send) = handle.next_request().await.unwrap();
-            respond(send, 409, status(409, "Conflict"));
-            let (_, send) = handle.next_request().await.unwrap();
-            respond(send, 200, lease("replica-a"));
+            conflict_after_load(&mut handle, "replica-a").await;
             // Read back: the deposed leader's version 6.
             let (request, send) = handle.next_request().await.unwrap();
             assert_eq!(request.method(), Method::GET);
