@@ -6,12 +6,15 @@
 //! every 72 ms: about 508,000 and 254,000 events); `-- --eventspan PATH` measures another build
 //! of the binary the same way. Figures are in README's performance section.
 
+#[path = "../tests/workload/gen.rs"]
+mod workload;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use eventspan::workload::{self, WorkloadConfig};
+use workload::WorkloadConfig;
 
 /// The bars for the long recording (issue 14).
 const MAX_PEAK_RSS: u64 = 300 << 20;

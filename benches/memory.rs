@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench memory`
 
+#[path = "../tests/workload/gen.rs"]
+mod workload;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
@@ -12,7 +15,7 @@ use eventspan::engine::model::{
 use eventspan::engine::time::Timestamp;
 use eventspan::engine::{Engine, EngineConfig};
 use eventspan::replay;
-use eventspan::workload::{self, WorkloadConfig};
+use workload::WorkloadConfig;
 
 struct Counting;
 

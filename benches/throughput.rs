@@ -4,6 +4,9 @@
 //! `cargo bench --bench throughput`; figures in events per second are in README's performance
 //! section.
 
+#[path = "../tests/workload/gen.rs"]
+mod workload;
+
 /// The allocator the eventspan binary uses, so the figures are the binary's.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -11,7 +14,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use eventspan::engine::{Engine, EngineConfig};
 use eventspan::replay;
-use eventspan::workload::{self, WorkloadConfig};
+use workload::WorkloadConfig;
 
 fn workload() -> (WorkloadConfig, workload::Workload) {
     let cfg = WorkloadConfig {

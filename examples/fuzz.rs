@@ -9,6 +9,9 @@
 //! it: the test suite replays every file there) and the run goes on; the exit status is 1 if any
 //! case failed. A case that does not finish within a minute counts as a hang.
 
+#[path = "../tests/workload/gen.rs"]
+mod workload;
+
 #[path = "../tests/hostile/gen.rs"]
 mod generator;
 
@@ -16,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use eventspan::workload::Rng;
+use workload::Rng;
 
 const HANG: Duration = Duration::from_secs(60);
 

@@ -14,4 +14,3 @@ pub mod replay;
 pub mod status;
 pub mod watch;
 pub mod wire;
-pub mod workload;

@@ -1,6 +1,9 @@
 //! Properties of the engine on random workloads: random sizes, timing jitter (which reorders
 //! deliveries), crash loops, dropped objects and events, and engine settings.
 
+#[path = "workload/gen.rs"]
+mod workload;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -8,8 +11,8 @@ use eventspan::engine::model::FinishedSpan;
 use eventspan::engine::{Engine, EngineConfig};
 use eventspan::replay;
 use eventspan::wire::{Change, Observed};
-use eventspan::workload::{self, WorkloadConfig};
 use proptest::prelude::*;
+use workload::WorkloadConfig;
 
 fn run(changes: &[Observed], cfg: &EngineConfig) -> Vec<FinishedSpan> {
     let mut engine = Engine::new(cfg.clone());
@@ -174,4 +177,21 @@ proptest! {
         }
         prop_assert_eq!(seen, event_uids);
     }
+}
+
+/// The synthetic workload the properties run on is the same on every run, and as large as asked.
+#[test]
+fn the_workload_is_deterministic_and_sized() {
+    let cfg = WorkloadConfig {
+        deployments: 3,
+        pods_per_deployment: 2,
+        ..Default::default()
+    };
+    let a = workload::generate(&cfg);
+    let b = workload::generate(&cfg);
+    assert_eq!(a.changes, b.changes);
+    // Per deployment: 1 + m·6 (first rollout) + m·(1 + 6 + 1 + 2) (update), before crash loops.
+    assert!(a.events >= 3 * (1 + 2 * 6 + 2 * 10));
+    let lines = workload::to_json_lines(&a);
+    assert_eq!(lines.lines().count(), a.changes.len());
 }

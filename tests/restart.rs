@@ -3,6 +3,9 @@
 //! then the rest of the stream. Together the two processes export what one uninterrupted
 //! process would have: every span once, under the same parent, in the same trace.
 
+#[path = "workload/gen.rs"]
+mod workload;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -12,8 +15,8 @@ use eventspan::engine::time::Timestamp;
 use eventspan::engine::{Checkpoint, Engine, EngineConfig};
 use eventspan::replay;
 use eventspan::wire::{Change, Observed};
-use eventspan::workload::{self, WorkloadConfig};
 use proptest::prelude::*;
+use workload::WorkloadConfig;
 
 /// Each exported span by (trace, span): its parent, and what the span is about (its name and
 /// the child its controller acted on), to tell parents that are the same action apart from

@@ -4,6 +4,9 @@
 //!
 //! `EVENTSPAN_BLESS=1 cargo test --test scenarios` rewrites the golden files; review the diff.
 
+#[path = "workload/gen.rs"]
+mod workload;
+
 use std::path::{Path, PathBuf};
 
 use eventspan::engine::EngineConfig;
@@ -481,7 +484,7 @@ fn spans_received(lines: &str) -> Vec<(String, String)> {
 /// event that came late) is sent in a request of its own, as a live session sends it.
 #[test]
 fn streamed_otlp_json_delivers_the_spans_of_the_whole_replay() {
-    let workload = eventspan::workload::generate(&eventspan::workload::WorkloadConfig {
+    let workload = workload::generate(&workload::WorkloadConfig {
         deployments: 40,
         pods_per_deployment: 4,
         ..Default::default()
@@ -494,10 +497,7 @@ fn streamed_otlp_json_delivers_the_spans_of_the_whole_replay() {
                 std::fs::read_to_string(&f).unwrap(),
             )
         })
-        .chain([(
-            "workload".to_string(),
-            eventspan::workload::to_json_lines(&workload),
-        )]);
+        .chain([("workload".to_string(), workload::to_json_lines(&workload))]);
     let mut split = Vec::new();
     for (name, input) in inputs {
         let whole = replay::otlp_json_lines(&replay::replay(&input, EngineConfig::default()).spans);
@@ -516,12 +516,12 @@ fn streamed_otlp_json_delivers_the_spans_of_the_whole_replay() {
 /// more requests, the same spans.
 #[test]
 fn streamed_otlp_json_past_its_bound_sends_partial_traces_and_loses_nothing() {
-    let workload = eventspan::workload::generate(&eventspan::workload::WorkloadConfig {
+    let workload = workload::generate(&workload::WorkloadConfig {
         deployments: 40,
         pods_per_deployment: 4,
         ..Default::default()
     });
-    let input = eventspan::workload::to_json_lines(&workload);
+    let input = workload::to_json_lines(&workload);
     let whole = replay::otlp_json_lines(&replay::replay(&input, EngineConfig::default()).spans);
     let bounded = streamed_lines(&input, 50);
     assert_eq!(spans_received(&bounded), spans_received(&whole));

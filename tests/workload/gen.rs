@@ -1,14 +1,20 @@
 //! A synthetic, deterministic workload: Deployments created and then rolled out, with the event
 //! mix a real cluster produces (controller, scheduler and kubelet events, some crash loops),
-//! timing jitter and watch-delivery reordering. It feeds the benchmarks and the property tests.
+//! timing jitter and watch-delivery reordering. It feeds the benchmarks, the property and
+//! scenario tests and the restart tests, which include this file as a module (`#[path]`): it is
+//! test input, not part of the library a user links.
+// Each target that includes it uses only part of it.
+#![allow(dead_code)]
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::engine::model::{EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange};
-use crate::engine::time::Timestamp;
-use crate::wire::{Change, Observed};
+use eventspan::engine::model::{
+    EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange,
+};
+use eventspan::engine::time::Timestamp;
+use eventspan::wire::{Change, Observed};
 
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {
@@ -467,26 +473,5 @@ fn event_json(e: &EventRecord) -> Value {
         json!({"apiVersion": "v1", "kind": "Event", "metadata": meta, "involvedObject": involved, "reason": e.reason,
             "message": e.message, "type": kind, "count": e.count, "firstTimestamp": e.first.at, "lastTimestamp": e.last.at,
             "source": {"component": e.reporting_controller, "host": e.reporting_instance}})
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deterministic_and_sized() {
-        let cfg = WorkloadConfig {
-            deployments: 3,
-            pods_per_deployment: 2,
-            ..Default::default()
-        };
-        let a = generate(&cfg);
-        let b = generate(&cfg);
-        assert_eq!(a.changes, b.changes);
-        // Per deployment: 1 + m·6 (first rollout) + m·(1 + 6 + 1 + 2) (update), before crash loops.
-        assert!(a.events >= 3 * (1 + 2 * 6 + 2 * 10));
-        let lines = to_json_lines(&a);
-        assert_eq!(lines.lines().count(), a.changes.len());
     }
 }
