@@ -1,8 +1,29 @@
 //! eventspan turns Kubernetes Events into OpenTelemetry traces.
 //!
-//! The correlation [`engine`] is pure and synchronous; everything else is a thin shell around
-//! it: [`wire`] decodes Kubernetes JSON, [`replay`] drives the engine from a recording, and
-//! [`otlp`] encodes its spans.
+//! Data flows one way:
+//!
+//! ```text
+//! operator:  API server ─▶ watch (objects, events) ─▶ engine (pure) ─▶ operator hub ─▶ export (OTLP), status
+//! replay:    recording  ─▶ wire (decode)            ─▶ engine (pure) ─▶ replay (tree, OTLP/JSON)
+//! record:    API server ─▶ watch                    ─▶ record (JSON lines)
+//! ```
+//!
+//! The modules, one job each:
+//! - [`wire`]: Kubernetes JSON and YAML (watch events, objects, Lists) decoded into the engine's
+//!   inputs, leniently.
+//! - [`engine`]: the correlation core, synchronous and deterministic, clock injected: objects and
+//!   events in, finished spans out.
+//! - [`status`]: whether an object's status says its change is rolled out, failed or Ready, as
+//!   `kubectl rollout status` reads it.
+//! - [`watch`]: which API serves a kind, metadata watches, objects reduced to what is kept.
+//! - [`otlp`]: finished spans (and events as log records) encoded as OTLP, one Resource per
+//!   reporting component.
+//! - [`export`]: a bounded queue and a sending task per OTLP exporter, with retries and backoff.
+//! - [`operator`]: TraceSession resources drive shared watches, the engines, the exporters and
+//!   the sessions' status; leader election and checkpoints.
+//! - [`replay`]: `eventspan replay`, a recording in, traces out, no cluster.
+//! - [`record`]: `eventspan record`, a live stream captured in the format replay reads.
+//! - [`duration`]: Go-style durations (`5s`, `1m30s`) as Kubernetes users write them.
 
 pub mod duration;
 pub mod engine;
