@@ -138,6 +138,19 @@ impl Cluster {
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }
+
+    /// The last `lines` lines of a cluster component's log (`kwok`, `kube-controller-manager`,
+    /// ...), for a failure message to show what the component was doing.
+    pub fn log_tail(&self, component: &str, lines: usize) -> String {
+        let path = self.state_dir.join("logs").join(format!("{component}.log"));
+        match std::fs::read_to_string(&path) {
+            Ok(log) => {
+                let all: Vec<&str> = log.lines().collect();
+                all[all.len().saturating_sub(lines)..].join("\n")
+            }
+            Err(e) => format!("{}: {e}", path.display()),
+        }
+    }
 }
 
 impl Drop for Cluster {

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::World;
 use crate::cluster::{Cluster, eventually};
 use crate::operator::{
-    free_port, http_get, metric_of, restart, rolled_out, spawn_operator, terminate,
+    free_port, http_get, metric_of, restart, rolled_out, rolled_out_within, spawn_operator,
+    terminate,
 };
 use crate::receiver::{ReceivedSpan, Receiver};
 
@@ -521,7 +522,10 @@ impl Setup {
         let hit = Instant::now();
         let note = fault()?;
         let recovered = Instant::now();
-        rolled_out(c, &self.ns, DISTURBED)?;
+        // The fault hit the controllers too (an API-server restart breaks every client's watch,
+        // and the first seconds after it answer 403): they resume within their own backoff,
+        // so the rollout gets more than the usual minute to finish.
+        rolled_out_within(c, &self.ns, DISTURBED, ROLLOUT_AFTER_FAULT)?;
         let done = recovered.elapsed();
         let spans = settle(
             &self.rx,
@@ -555,6 +559,9 @@ impl Setup {
         Ok(figures)
     }
 }
+
+/// How long a rollout the fault interrupted may take to finish once the fault is over.
+const ROLLOUT_AFTER_FAULT: Duration = Duration::from_secs(180);
 
 /// `updated/ready of 4` as the Deployment's status says, to show the fault hit mid-rollout.
 fn rollout_progress(c: &Cluster, ns: &str) -> Result<String, String> {

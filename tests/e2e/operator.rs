@@ -343,7 +343,45 @@ pub fn restart(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
 
 /// Waits until a Deployment has rolled out (`kubectl rollout status`, at most 60 s).
 pub fn rolled_out(c: &Cluster, ns: &str, name: &str) -> Result<(), String> {
+    rolled_out_within(c, ns, name, Duration::from_secs(60))
+}
+
+/// Waits until a Deployment has rolled out, at most `timeout`. A rollout that does not finish
+/// is the cluster's doing, not the operator's, so the error says where it stood (the
+/// Deployment, its ReplicaSets and pods, the namespace's latest events) and what the
+/// components that drive it last logged.
+pub fn rolled_out_within(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     let deployment = format!("deployment/{name}");
-    c.kubectl(&["-n", ns, "rollout", "status", &deployment, "--timeout=60s"])?;
-    Ok(())
+    let timeout = format!("--timeout={}s", timeout.as_secs());
+    let Err(stuck) = c.kubectl(&["-n", ns, "rollout", "status", &deployment, &timeout]) else {
+        return Ok(());
+    };
+    let state = |args: &[&str]| c.kubectl(args).unwrap_or_else(|e| e);
+    let mut explained = format!(
+        "{stuck}\n--- where it stood\n{}\n{}\n--- latest events\n{}",
+        state(&["-n", ns, "get", "deployment,replicaset,pod", "-o", "wide"]),
+        state(&[
+            "-n",
+            ns,
+            "get",
+            &deployment,
+            "-o",
+            "jsonpath={range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{\"\\n\"}{end}",
+        ]),
+        state(&["-n", ns, "get", "events", "--sort-by=.lastTimestamp"])
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    for component in ["kube-controller-manager", "kube-scheduler", "kwok"] {
+        explained += &format!("\n--- {component} log\n{}", c.log_tail(component, 15));
+    }
+    Err(explained)
 }
