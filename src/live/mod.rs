@@ -94,7 +94,7 @@ pub async fn watch(
 
     let watches_stop = stop.child_token();
     let (tx, mut rx) = mpsc::channel(PENDING_INPUTS);
-    let (recorder, pump) = start_watches(client, &namespace, watches_stop.clone(), tx)?;
+    let watches = start_watches(client, &namespace, watches_stop.clone(), tx)?;
     let title = format!("{}/{} in {namespace}", target.workload.noun(), target.name);
     let deadline = options.timeout.map(|t| Instant::now() + t);
     let mut tick = tokio::time::interval(FRAME);
@@ -145,8 +145,8 @@ pub async fn watch(
     // Unwinds the recorder: its watches stop, the pipe closes, the pump sees it and ends.
     watches_stop.cancel();
     drop(rx);
-    let _ = recorder.await;
-    let _ = tokio::task::spawn_blocking(move || pump.join()).await;
+    let _ = watches.recorder.await;
+    let _ = tokio::task::spawn_blocking(move || watches.pump.join()).await;
     let ending = result?;
     // The final tree, from everything that came, with the verdict it gives.
     let spans = current(&follow, &inputs);
@@ -271,20 +271,20 @@ async fn read_target(
     }
 }
 
-/// `eventspan record` of the namespace into a pipe, and a thread that reads the pipe back as a
-/// recording and sends each input on.
+/// `eventspan record` of the namespace into a pipe, and the thread that reads it back.
+struct Watches {
+    recorder:
+        tokio::task::JoinHandle<Result<crate::record::RecordStats, crate::record::RecordError>>,
+    pump: std::thread::JoinHandle<()>,
+}
+
+/// Starts [`Watches`]: the pump sends each input of the recording on.
 fn start_watches(
     client: Client,
     namespace: &str,
     stop: CancellationToken,
     inputs: mpsc::Sender<Observed>,
-) -> Result<
-    (
-        tokio::task::JoinHandle<Result<crate::record::RecordStats, crate::record::RecordError>>,
-        std::thread::JoinHandle<()>,
-    ),
-    LiveError,
-> {
+) -> Result<Watches, LiveError> {
     let (reader, writer) = std::io::pipe().map_err(LiveError::Pipe)?;
     let scopes = vec![Scope::Namespace(namespace.to_string())];
     let recorder = tokio::spawn(crate::record::record(
@@ -297,7 +297,7 @@ fn start_watches(
         .name("watch-pipe".into())
         .spawn(move || pump(reader, inputs))
         .map_err(LiveError::Pipe)?;
-    Ok((recorder, pump))
+    Ok(Watches { recorder, pump })
 }
 
 /// Ends when the pipe closes (the recorder stopped) or the view no longer listens.
