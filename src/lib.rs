@@ -28,6 +28,7 @@
 pub mod duration;
 pub mod engine;
 pub mod export;
+pub mod live;
 pub mod operator;
 pub mod otlp;
 pub mod record;

@@ -43,6 +43,14 @@ enum Command {
     /// Capture a live stream of events, and the objects they involve and their owners, as lines
     /// `eventspan replay` reads. Uses the kubeconfig (KUBECONFIG) or in-cluster credentials.
     Record(RecordArgs),
+    /// Follow the next (or current) rollout of a Deployment, StatefulSet or DaemonSet as a trace
+    /// tree, redrawn as it grows, with the kubeconfig's credentials (no operator needed).
+    ///
+    /// Exits as `kubectl rollout status` does: 0 when rolled out, 1 when the rollout failed
+    /// (progress deadline exceeded), the timeout ran out or the object was deleted. Without a
+    /// terminal it prints the final tree once. Installed as `kubectl-eventspan` on the PATH, it
+    /// runs as `kubectl eventspan watch ...`.
+    Watch(WatchArgs),
     /// Print the TraceSession CustomResourceDefinition (YAML), as crds/ holds it.
     Crd,
     /// Run the operator: TraceSessions drive shared watchers, the engine and OTLP exporters.
@@ -159,6 +167,24 @@ struct RecordArgs {
 }
 
 #[derive(clap::Args)]
+struct WatchArgs {
+    /// TYPE/NAME: deployment/web, statefulset/db, daemonset/agent (or deploy, sts, ds).
+    target: eventspan::live::follow::Target,
+    /// Default: the namespace of the kubeconfig's context.
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// How long to wait before giving up (exit 1); 0 waits for ever.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// The kubeconfig to use instead of KUBECONFIG or ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use instead of its current one.
+    #[arg(long)]
+    context: Option<String>,
+}
+
+#[derive(clap::Args)]
 struct ReplayArgs {
     /// The recording; `-` or nothing reads standard input.
     path: Option<PathBuf>,
@@ -204,20 +230,25 @@ fn main() -> ExitCode {
             print!("{}", eventspan::operator::crd::crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::Watch(args) => {
+            // Warnings only: the view owns the terminal.
+            init_logging(LogFormat::Text, "warn");
+            runtime().block_on(run_watch(args))
+        }
         Command::Record(args) => {
-            init_logging(LogFormat::Text);
+            init_logging(LogFormat::Text, "info");
             runtime().block_on(run_record(args))
         }
         Command::Run(args) => {
-            init_logging(args.log_format);
+            init_logging(args.log_format, "info");
             runtime().block_on(run_operator(*args))
         }
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -352,6 +383,39 @@ async fn run_record(args: RecordArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("eventspan record: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_watch(args: WatchArgs) -> ExitCode {
+    use std::io::IsTerminal;
+    let target = args.target.clone();
+    let options = eventspan::live::Options {
+        target: args.target,
+        namespace: args.namespace,
+        timeout: (!args.timeout.is_zero()).then_some(args.timeout),
+        kubeconfig: args.kubeconfig,
+        context: args.context,
+    };
+    let mut stdout = std::io::stdout();
+    let tty = stdout.is_terminal();
+    match eventspan::live::watch(options, &mut stdout, tty, stop_token(None)).await {
+        Ok(ending) => {
+            // As kubectl: the success line on stdout, a failure on stderr.
+            if ending.exit_code() == 0 {
+                println!("{}", ending.message(&target));
+            } else {
+                eprintln!("{}", ending.message(&target));
+            }
+            ExitCode::from(ending.exit_code())
+        }
+        Err(e @ eventspan::live::LiveError::NotFound { .. }) => {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("eventspan watch: {e}");
             ExitCode::from(2)
         }
     }

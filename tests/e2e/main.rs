@@ -11,6 +11,7 @@ mod faults;
 mod flux;
 mod helm;
 mod kstatus;
+mod live;
 mod operator;
 mod receiver;
 mod record;
@@ -138,6 +139,10 @@ const CASES: &[Case] = &[
     (
         "expired_watch_relists_without_duplicates",
         faults::expired_watch_relists_without_duplicates,
+    ),
+    (
+        "watch_shows_rollouts_live_and_exits_as_rollout_status",
+        live::watch_shows_rollouts_live_and_exits_as_rollout_status,
     ),
     // Last: it stops the shared operator.
     (
