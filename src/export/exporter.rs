@@ -2,6 +2,7 @@
 //! `logs`, a second queue and task that send the same spans' events as OTLP log records, so a
 //! failing logs endpoint never holds up the spans (nor the other way round).
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,7 +67,7 @@ pub struct ExporterStats {
     /// shows it to the tenant): never a response body or an address.
     pub last_error: Option<String>,
     /// Latency of successful span exports.
-    pub latency: LatencyHistogram,
+    pub latency: Histogram<ExportLatency>,
     /// Log records delivered (exporters with `logs` only).
     pub logs_exported: u64,
     /// Log records dropped: full queue, retries exhausted, refused, or rejected by the receiver.
@@ -74,18 +75,56 @@ pub struct ExporterStats {
     pub logs_queued: u64,
 }
 
-/// Upper bounds (seconds) of the export latency histogram's buckets, as Prometheus' defaults.
-pub const LATENCY_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// The upper bounds (seconds) of a histogram's buckets, named by a type so that a histogram's
+/// bounds cannot be mixed up with another's.
+pub trait Buckets {
+    const BOUNDS: &'static [f64];
+}
 
-/// Export latencies: how many fell at or under each of [`LATENCY_BUCKETS`] (cumulative, as
-/// Prometheus reads them), their count and their sum.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LatencyHistogram {
-    pub cumulative: [u64; LATENCY_BUCKETS.len()],
+/// Export requests: Prometheus' default buckets, 5 ms to 10 s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportLatency;
+
+impl Buckets for ExportLatency {
+    const BOUNDS: &'static [f64] = &[
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+}
+
+/// Durations: how many fell at or under each of `B::BOUNDS` (cumulative, as Prometheus reads
+/// them), their count and their sum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram<B> {
+    pub cumulative: Vec<u64>,
     pub count: u64,
     pub sum_micros: u64,
+    buckets: PhantomData<B>,
+}
+
+impl<B: Buckets> Default for Histogram<B> {
+    fn default() -> Self {
+        Histogram {
+            cumulative: vec![0; B::BOUNDS.len()],
+            count: 0,
+            sum_micros: 0,
+            buckets: PhantomData,
+        }
+    }
+}
+
+impl<B: Buckets> Histogram<B> {
+    pub fn observe(&mut self, d: Duration) {
+        let seconds = d.as_secs_f64();
+        for (bound, n) in B::BOUNDS.iter().zip(self.cumulative.iter_mut()) {
+            if seconds <= *bound {
+                *n += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_micros = self
+            .sum_micros
+            .saturating_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
 }
 
 impl ExporterStats {
@@ -111,20 +150,13 @@ struct Counters {
     unhealthy: AtomicBool,
     not_permitted: AtomicBool,
     last_error: Mutex<Option<String>>,
-    latency: Mutex<LatencyHistogram>,
+    latency: Mutex<Histogram<ExportLatency>>,
 }
 
 impl Counters {
-    fn observe_latency(&self, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        let mut h = self.latency.lock().expect("stats lock");
-        for (bound, n) in LATENCY_BUCKETS.iter().zip(h.cumulative.iter_mut()) {
-            if seconds <= *bound {
-                *n += 1;
-            }
-        }
-        h.count += 1;
-        h.sum_micros += u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    /// A span export the receiver acknowledged: how long the request took.
+    fn acknowledged(&self, request: Duration) {
+        self.latency.lock().expect("stats lock").observe(request);
     }
 }
 
@@ -371,7 +403,7 @@ impl Sender {
                 c.unhealthy.store(false, Ordering::Relaxed);
                 c.not_permitted.store(false, Ordering::Relaxed);
                 if self.signal == Signal::Traces {
-                    c.observe_latency(started.elapsed());
+                    c.acknowledged(started.elapsed());
                 }
             }
             Err(e) => {

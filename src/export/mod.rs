@@ -10,7 +10,7 @@ mod queue;
 mod tls;
 mod transport;
 
-pub use exporter::{Exporter, ExporterSettings, ExporterStats, LATENCY_BUCKETS, LatencyHistogram};
+pub use exporter::{Buckets, ExportLatency, Exporter, ExporterSettings, ExporterStats, Histogram};
 pub use policy::{DestinationPolicy, NotPermitted};
 pub use queue::Watermark;
 pub use transport::{ExporterSpec, NOT_PERMITTED, Protocol, TransportError};

@@ -729,7 +729,7 @@ mod tests {
             ]
             .into()
         );
-        let text = metrics.render(&Default::default(), true);
+        let text = metrics.encode();
         for result in ["resumed", "missing", "corrupt", "foreign", "error"] {
             let line = format!("eventspan_checkpoint_loads_total{{result=\"{result}\"}} 1\n");
             assert!(text.contains(&line), "{line} missing from\n{text}");
@@ -797,7 +797,7 @@ mod tests {
         );
         drop(store);
         assert!(server.await.unwrap(), "no request beyond those");
-        let text = metrics.render(&Default::default(), true);
+        let text = metrics.encode();
         assert!(
             text.contains("eventspan_checkpoint_writes_total{result=\"ok\"} 2\n"),
             "{text}"
@@ -916,7 +916,7 @@ mod tests {
         );
         drop(store);
         assert!(server.await.unwrap(), "no request beyond those");
-        let text = metrics.render(&Default::default(), true);
+        let text = metrics.encode();
         assert!(
             text.contains("eventspan_checkpoint_writes_total{result=\"conflict\"} 1\n"),
             "{text}"

@@ -6,26 +6,25 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::routing::get;
 use futures::StreamExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, reflector};
 use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint;
 use super::crd::TraceSession;
 use super::engines::WINDOW_STEPS;
 use super::hub::{Hub, HubCheckpoints, HubSettings, HubSnapshot};
-use super::metrics::Metrics;
+use super::metrics::{self, Metrics};
 use super::reconcile::{self, Context};
 use super::watches::OWN_CONTROLLER;
 use crate::engine::EngineConfig;
@@ -71,22 +70,11 @@ pub enum RunError {
     Lease(String),
 }
 
-struct Shared {
-    metrics: Arc<Metrics>,
-    snapshot: Mutex<watch::Receiver<Arc<HubSnapshot>>>,
-    leader: AtomicBool,
-}
-
 /// Runs until `shutdown` is cancelled.
 pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Credentials)?;
-    let metrics = Arc::new(Metrics::default());
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(HubSnapshot::default()));
-    let shared = Arc::new(Shared {
-        metrics: metrics.clone(),
-        snapshot: Mutex::new(snapshot_rx),
-        leader: AtomicBool::new(false),
-    });
+    let metrics = Arc::new(Metrics::new(snapshot_rx));
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|source| RunError::Listen {
@@ -98,7 +86,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .with_state(shared.clone());
+        .with_state(metrics.clone());
     let server_stop = shutdown.clone();
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
@@ -107,7 +95,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
     });
 
     if !options.leader_election {
-        shared.leader.store(true, Ordering::Relaxed);
+        metrics.set_leader(true);
         let never_deposed = CancellationToken::new();
         lead(
             client,
@@ -139,7 +127,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
                 continue;
             }
             tracing::info!("leading: starting sessions");
-            shared.leader.store(true, Ordering::Relaxed);
+            metrics.set_leader(true);
             let term = shutdown.child_token();
             let watch_term = term.clone();
             // Only when the lease is lost (or its task ended: it may be lost): a deposed leader
@@ -168,7 +156,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
             )
             .await;
             until_lost.abort();
-            shared.leader.store(false, Ordering::Relaxed);
+            metrics.set_leader(false);
         }
         drop(leading);
         if let Ok(Ok(manager)) = lease_task.await {
@@ -181,16 +169,12 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
 }
 
 async fn render_metrics(
-    State(shared): State<Arc<Shared>>,
-) -> (StatusCode, [(&'static str, &'static str); 1], String) {
-    let snapshot = shared.snapshot.lock().await.borrow().clone();
-    let text = shared
-        .metrics
-        .render(&snapshot, shared.leader.load(Ordering::Relaxed));
+    State(metrics): State<Arc<Metrics>>,
+) -> (StatusCode, [(header::HeaderName, &'static str); 1], String) {
     (
         StatusCode::OK,
-        [("content-type", "text/plain; version=0.0.4")],
-        text,
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics.encode(),
     )
 }
 

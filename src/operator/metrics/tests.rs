@@ -1,0 +1,315 @@
+//! The exposition: the series served before the client crate, their labels, histograms.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::super::hub::{SessionKey, SessionSnapshot};
+use super::*;
+
+/// The exposition of `metrics` over a hub that published `snapshot`.
+fn scrape(snapshot: HubSnapshot, prepare: impl FnOnce(&Metrics)) -> String {
+    let (_publish, snapshots) = watch::channel(Arc::new(snapshot));
+    let metrics = Metrics::new(snapshots);
+    prepare(&metrics);
+    metrics.encode()
+}
+
+/// Sample names, each with the label-name lists its samples carry.
+type Samples = BTreeMap<String, BTreeSet<Vec<String>>>;
+
+/// The samples, and each family's type.
+fn parse(text: &str) -> (Samples, BTreeMap<String, String>) {
+    let (mut samples, mut types) = (BTreeMap::<_, BTreeSet<_>>::new(), BTreeMap::new());
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = t.split_once(' ').expect("TYPE name kind");
+            types.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let end = line.find([' ', '{']).expect("a value");
+        let mut labels = Vec::new();
+        if line[end..].starts_with('{') {
+            let close = line.find('}').expect("closed labels");
+            for pair in line[end + 1..close].split("\",") {
+                labels.push(pair.split_once('=').expect("name=value").0.to_string());
+            }
+        }
+        samples
+            .entry(line[..end].to_string())
+            .or_default()
+            .insert(labels);
+    }
+    (samples, types)
+}
+
+fn session(exporter: &str, stats: crate::export::ExporterStats) -> (SessionKey, SessionSnapshot) {
+    (
+        SessionKey {
+            namespace: "shop".into(),
+            name: "rollouts".into(),
+        },
+        SessionSnapshot {
+            exporters: vec![(exporter.into(), stats)],
+            ..Default::default()
+        },
+    )
+}
+
+fn refusal(resource: &str, ns: &str) -> crate::watch::Refusal {
+    crate::watch::Refusal {
+        resource: resource.into(),
+        scope: crate::watch::Scope::Namespace(ns.into()),
+        code: 403,
+    }
+}
+
+/// Every series the hand-written exposition served (before the client crate), by sample
+/// name, family type and label names: dashboards and alerts written against it keep working.
+const SERVED: &[(&str, &str, &[&str])] = &[
+    ("eventspan_leader", "gauge", &[]),
+    ("eventspan_reconcile_total", "counter", &["result"]),
+    ("eventspan_checkpoint_loads_total", "counter", &["result"]),
+    ("eventspan_checkpoint_writes_total", "counter", &["result"]),
+    ("eventspan_checkpoint_bytes", "gauge", &[]),
+    ("eventspan_checkpoint_spans", "gauge", &[]),
+    ("eventspan_events_received_total", "counter", &[]),
+    ("eventspan_events_malformed_total", "counter", &[]),
+    ("eventspan_traceparent_invalid_total", "counter", &[]),
+    ("eventspan_watches", "gauge", &["resource"]),
+    ("eventspan_watch_relists_total", "counter", &["resource"]),
+    ("eventspan_watches_refused", "gauge", &["resource", "code"]),
+    (
+        "eventspan_watch_kinds_rejected_total",
+        "counter",
+        &["reason"],
+    ),
+    ("eventspan_watched_namespaces", "gauge", &[]),
+    ("eventspan_sessions", "gauge", &[]),
+    ("eventspan_engine_bytes", "gauge", &["table"]),
+    ("eventspan_input_rejected_total", "counter", &["reason"]),
+    ("eventspan_engine_spans_emitted_total", "counter", &[]),
+    ("eventspan_engine_duplicates_total", "counter", &[]),
+    ("eventspan_engine_held_total", "counter", &[]),
+    ("eventspan_engine_held_expired_total", "counter", &[]),
+    ("eventspan_engine_dropped_total", "counter", &[]),
+    ("eventspan_engine_duplicate_spans_total", "counter", &[]),
+    ("eventspan_checkpoint_resumed_spans_total", "counter", &[]),
+    ("eventspan_engine_earlier_change_total", "counter", &[]),
+    ("eventspan_engine_derived_creations_total", "counter", &[]),
+    ("eventspan_engine_late_creations_total", "counter", &[]),
+    ("eventspan_engine_spans_forced_total", "counter", &[]),
+    ("eventspan_engine_objects", "gauge", &[]),
+    ("eventspan_engine_open_spans", "gauge", &[]),
+    ("eventspan_engine_open_traces", "gauge", &[]),
+    ("eventspan_engine_held_events", "gauge", &[]),
+    ("eventspan_engine_tracked_events", "gauge", &[]),
+    (
+        "eventspan_spans_exported_total",
+        "counter",
+        &["session", "exporter"],
+    ),
+    (
+        "eventspan_spans_dropped_total",
+        "counter",
+        &["session", "exporter"],
+    ),
+    (
+        "eventspan_spans_rejected_total",
+        "counter",
+        &["session", "exporter"],
+    ),
+    (
+        "eventspan_export_errors_total",
+        "counter",
+        &["session", "exporter"],
+    ),
+    (
+        "eventspan_export_refused_total",
+        "counter",
+        &["session", "exporter"],
+    ),
+    ("eventspan_export_queue", "gauge", &["session", "exporter"]),
+    (
+        "eventspan_logs_exported_total",
+        "counter",
+        &["session", "exporter"],
+    ),
+    (
+        "eventspan_logs_dropped_total",
+        "counter",
+        &["session", "exporter"],
+    ),
+    ("eventspan_logs_queue", "gauge", &["session", "exporter"]),
+    (
+        "eventspan_export_latency_seconds_bucket",
+        "histogram",
+        &["le", "session", "exporter"],
+    ),
+    (
+        "eventspan_export_latency_seconds_sum",
+        "histogram",
+        &["session", "exporter"],
+    ),
+    (
+        "eventspan_export_latency_seconds_count",
+        "histogram",
+        &["session", "exporter"],
+    ),
+    ("eventspan_session_traces_total", "counter", &["session"]),
+];
+
+/// The family a sample belongs to, as OpenMetrics names it in `# TYPE`.
+fn family_of(sample: &str, kind: &str) -> String {
+    let suffixes: &[&str] = match kind {
+        "counter" => &["_total"],
+        "histogram" => &["_bucket", "_sum", "_count"],
+        _ => &[],
+    };
+    suffixes
+        .iter()
+        .find_map(|s| sample.strip_suffix(s))
+        .unwrap_or(sample)
+        .to_string()
+}
+
+#[test]
+fn every_series_served_before_is_served_with_its_names_and_labels() {
+    let snapshot = HubSnapshot {
+        sessions: [session("jaeger", Default::default())].into(),
+        watches_refused: vec![refusal("services", "shop")],
+        kinds_rejected: vec![("invalid_name", 3)],
+        ..Default::default()
+    };
+    let text = scrape(snapshot, |_| {});
+    let (samples, types) = parse(&text);
+    for (name, kind, labels) in SERVED {
+        let labels: Vec<String> = labels.iter().map(ToString::to_string).collect();
+        assert!(
+            samples.get(*name).is_some_and(|l| l.contains(&labels)),
+            "{name}{labels:?} missing from:\n{text}"
+        );
+        let family = family_of(name, kind);
+        assert_eq!(
+            types.get(&family).map(String::as_str),
+            Some(*kind),
+            "{family}"
+        );
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+}
+
+#[test]
+fn renders_families_and_escapes_labels() {
+    let snapshot = HubSnapshot {
+        sessions: [session("a\"b\\c", Default::default())].into(),
+        event_watches: 2,
+        event_relists: 3,
+        watches_refused: vec![
+            refusal("services", "shop"),
+            refusal("services", "payments"),
+            refusal("horizontalpodautoscalers.autoscaling", "shop"),
+        ],
+        kinds_rejected: vec![("invalid_name", 3), ("namespace_budget", 9936)],
+        engine: crate::engine::EngineStats {
+            rejected: [1, 0, 7, 0, 0, 0],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let text = scrape(snapshot, |m| {
+        m.set_leader(true);
+        m.reconciled(None);
+        m.reconciled(Some("kube"));
+    });
+    for line in [
+        "# TYPE eventspan_watch_relists counter\n",
+        "eventspan_watch_relists_total{resource=\"events\"} 3\n",
+        "eventspan_watch_relists_total{resource=\"metadata\"} 0\n",
+        "# TYPE eventspan_watches_refused gauge\n",
+        "eventspan_watches_refused{resource=\"services\",code=\"403\"} 2\n",
+        "eventspan_watches_refused{resource=\"horizontalpodautoscalers.autoscaling\",code=\"403\"} 1\n",
+        "# TYPE eventspan_watch_kinds_rejected counter\n",
+        "eventspan_watch_kinds_rejected_total{reason=\"invalid_name\"} 3\n",
+        "eventspan_watch_kinds_rejected_total{reason=\"namespace_budget\"} 9936\n",
+        "# TYPE eventspan_input_rejected counter\n",
+        "eventspan_input_rejected_total{reason=\"cross_namespace_event\"} 1\n",
+        "eventspan_input_rejected_total{reason=\"self_reference\"} 7\n",
+        "eventspan_input_rejected_total{reason=\"uid_collision\"} 0\n",
+        "# TYPE eventspan_watches gauge\n",
+        "eventspan_watches{resource=\"events\"} 2\n",
+        "eventspan_reconcile_total{result=\"ok\"} 1\n",
+        "eventspan_reconcile_total{result=\"kube_error\"} 1\n",
+        "eventspan_reconcile_total{result=\"finalizer_error\"} 0\n",
+        "eventspan_leader 1\n",
+        "eventspan_spans_exported_total{session=\"shop/rollouts\",exporter=\"a\\\"b\\\\c\"} 0\n",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn export_latency_is_a_histogram() {
+    let mut latency = crate::export::Histogram::default();
+    for ms in [100, 100, 1050] {
+        latency.observe(Duration::from_millis(ms));
+    }
+    let stats = crate::export::ExporterStats {
+        latency,
+        logs_exported: 41,
+        logs_dropped: 2,
+        logs_queued: 5,
+        refused: 3,
+        ..Default::default()
+    };
+    let snapshot = HubSnapshot {
+        sessions: [session("jaeger", stats)].into(),
+        ..Default::default()
+    };
+    let text = scrape(snapshot, |_| {});
+    let labels = "session=\"shop/rollouts\",exporter=\"jaeger\"";
+    assert!(text.contains("# TYPE eventspan_export_latency_seconds histogram\n"));
+    for line in [
+        format!("eventspan_export_latency_seconds_bucket{{le=\"0.05\",{labels}}} 0\n"),
+        format!("eventspan_export_latency_seconds_bucket{{le=\"0.1\",{labels}}} 2\n"),
+        format!("eventspan_export_latency_seconds_bucket{{le=\"1.0\",{labels}}} 2\n"),
+        format!("eventspan_export_latency_seconds_bucket{{le=\"2.5\",{labels}}} 3\n"),
+        format!("eventspan_export_latency_seconds_bucket{{le=\"+Inf\",{labels}}} 3\n"),
+        format!("eventspan_export_latency_seconds_sum{{{labels}}} 1.25\n"),
+        format!("eventspan_export_latency_seconds_count{{{labels}}} 3\n"),
+        format!("eventspan_logs_exported_total{{{labels}}} 41\n"),
+        format!("eventspan_logs_dropped_total{{{labels}}} 2\n"),
+        format!("eventspan_logs_queue{{{labels}}} 5\n"),
+        format!("eventspan_export_refused_total{{{labels}}} 3\n"),
+        "# TYPE eventspan_traceparent_invalid counter\n".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn checkpoint_sizes_sum_the_windows_last_written() {
+    let checkpoint = crate::engine::Checkpoint::default();
+    let text = scrape(HubSnapshot::default(), |m| {
+        let five = Duration::from_secs(5);
+        m.checkpoint_written(CheckpointWrite::Ok, five, &[0; 10], &checkpoint);
+        m.checkpoint_written(CheckpointWrite::Ok, five, &[0; 7], &checkpoint);
+        m.checkpoint_written(
+            CheckpointWrite::Ok,
+            Duration::from_secs(10),
+            &[0; 4],
+            &checkpoint,
+        );
+        m.checkpoint_written(CheckpointWrite::Error, five, &[], &checkpoint);
+    });
+    for line in [
+        "eventspan_checkpoint_bytes 11\n",
+        "eventspan_checkpoint_writes_total{result=\"ok\"} 3\n",
+        "eventspan_checkpoint_writes_total{result=\"error\"} 1\n",
+        "eventspan_checkpoint_writes_total{result=\"conflict\"} 0\n",
+        "eventspan_leader 0\n",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}
