@@ -22,6 +22,7 @@
 //! - [`operator`]: TraceSession resources drive shared watches, the engines, the exporters and
 //!   the sessions' status; leader election and checkpoints.
 //! - [`replay`]: `eventspan replay`, a recording in, traces out, no cluster.
+//! - [`live`]: `eventspan watch`, one rollout's trace tree redrawn live from the cluster.
 //! - [`record`]: `eventspan record`, a live stream captured in the format replay reads.
 //! - [`duration`]: Go-style durations (`5s`, `1m30s`) as Kubernetes users write them.
 
