@@ -22,7 +22,9 @@ use super::watches::{Input, WatchCounts, WatchManager};
 use crate::engine::Checkpoint;
 use crate::engine::model::FinishedSpan;
 use crate::engine::{EngineConfig, EngineStats};
-use crate::export::{Exporter, ExporterSettings, ExporterSpec, ExporterStats, Watermark};
+use crate::export::{
+    Exporter, ExporterSettings, ExporterSpec, ExporterStats, TransportError, Watermark,
+};
 use crate::otlp::SpanShape;
 use crate::otlp::shape::TraceStarts;
 use crate::watch::now as wall_clock;
@@ -58,11 +60,28 @@ pub struct SessionSetup {
     pub shape: SpanShape,
 }
 
+/// The hub is no longer running (the operator is stopping, or the hub's task ended): a command
+/// sent to it was not carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the hub stopped")]
+pub struct HubStopped;
+
+/// Why the hub did not start or change a session.
+#[derive(Debug, thiserror::Error)]
+pub enum UpsertError {
+    /// One of the session's exporters could not start (its own settings: a CA bundle, a
+    /// header); the session carries on as it was.
+    #[error("exporter {name}: {error}")]
+    Exporter { name: String, error: TransportError },
+    #[error(transparent)]
+    Stopped(#[from] HubStopped),
+}
+
 pub enum Command {
     Upsert {
         key: SessionKey,
         setup: SessionSetup,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), UpsertError>>,
     },
     /// Flushes the session's open traces to it, stops its exporters (after they send what they
     /// hold) and forgets it; answers with what it had done, if it was running.
@@ -166,23 +185,23 @@ pub struct HubHandle {
 }
 
 impl HubHandle {
-    pub async fn upsert(&self, key: SessionKey, setup: SessionSetup) -> Result<(), String> {
+    pub async fn upsert(&self, key: SessionKey, setup: SessionSetup) -> Result<(), UpsertError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Upsert { key, setup, reply })
             .await
-            .map_err(|_| "the hub stopped".to_string())?;
-        answer.await.map_err(|_| "the hub stopped".to_string())?
+            .map_err(|_| HubStopped)?;
+        answer.await.map_err(|_| HubStopped)?
     }
 
     /// Stops a session; returns what it had done, if it was running.
-    pub async fn remove(&self, key: SessionKey) -> Option<SessionSnapshot> {
+    pub async fn remove(&self, key: SessionKey) -> Result<Option<SessionSnapshot>, HubStopped> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Remove { key, reply })
             .await
-            .ok()?;
-        answer.await.ok().flatten()
+            .map_err(|_| HubStopped)?;
+        answer.await.map_err(|_| HubStopped)
     }
 }
 
@@ -461,7 +480,7 @@ impl Hub {
 
     /// Starts or changes a session. Exporters restart only when their specs changed; if new
     /// ones cannot start, the session carries on as it was and the error is returned.
-    fn upsert(&mut self, key: SessionKey, setup: SessionSetup) -> Result<(), String> {
+    fn upsert(&mut self, key: SessionKey, setup: SessionSetup) -> Result<(), UpsertError> {
         let unchanged = self
             .sessions
             .get(&key)
@@ -504,7 +523,7 @@ impl Hub {
 
     /// Starts all of a session's exporters, or none: if one cannot start, those already started
     /// are stopped (an exporter's task runs until it is shut down).
-    fn start_exporters(&self, setup: &SessionSetup) -> Result<Vec<Exporter>, String> {
+    fn start_exporters(&self, setup: &SessionSetup) -> Result<Vec<Exporter>, UpsertError> {
         let mut started = Vec::with_capacity(setup.exporters.len());
         for spec in &setup.exporters {
             match Exporter::start(spec.clone(), self.exporter_settings.clone()) {
@@ -513,7 +532,10 @@ impl Hub {
                     for exporter in started {
                         tokio::spawn(exporter.shutdown(Duration::ZERO));
                     }
-                    return Err(format!("exporter {}: {e}", spec.name));
+                    return Err(UpsertError::Exporter {
+                        name: spec.name.clone(),
+                        error: e,
+                    });
                 }
             }
         }

@@ -17,7 +17,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
 use super::crd::{FINALIZER, Phase, TraceSession};
-use super::hub::{HubHandle, SessionKey, SessionSetup, SessionSnapshot};
+use super::hub::{HubHandle, HubStopped, SessionKey, SessionSetup, SessionSnapshot, UpsertError};
 use super::limits::{self, Limits};
 use super::session::{
     self, DEFAULT_RECENT_TRACES, ExporterConfig, ExporterPolicy, Invalid, SessionConfig,
@@ -38,6 +38,10 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    /// The hub is not running (the operator is stopping): the session's state is left as it
+    /// was, and the reconcile is retried.
+    #[error(transparent)]
+    HubStopped(#[from] HubStopped),
 }
 
 impl Error {
@@ -45,6 +49,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
+            Error::HubStopped(_) => "hub_stopped",
         }
     }
 }
@@ -95,7 +100,7 @@ fn key_of(ts: &TraceSession) -> SessionKey {
 
 async fn cleanup(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(ts);
-    ctx.hub.remove(key.clone()).await;
+    ctx.hub.remove(key.clone()).await?;
     ctx.verdicts.lock().expect("verdicts lock").remove(&key);
     publish(
         ctx,
@@ -140,7 +145,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             return Err(Error::Kube(error));
         }
         Err(Refusal::Invalid(invalid)) => {
-            stopped_run = ctx.hub.remove(key.clone()).await;
+            stopped_run = ctx.hub.remove(key.clone()).await?;
             let message = invalid.to_string();
             if status.conditions.iter().all(|c| c.message != message) {
                 publish(ctx, ts, EventType::Warning, invalid.reason, &message).await;
@@ -153,7 +158,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             )
         }
         Ok(Decision::Suspended) => {
-            stopped_run = ctx.hub.remove(key.clone()).await;
+            stopped_run = ctx.hub.remove(key.clone()).await?;
             (
                 Phase::Suspended,
                 Ok((
@@ -165,7 +170,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             )
         }
         Ok(Decision::Completed) => {
-            stopped_run = ctx.hub.remove(key.clone()).await;
+            stopped_run = ctx.hub.remove(key.clone()).await?;
             if status.phase != Some(Phase::Completed) {
                 publish(
                     ctx,
@@ -215,8 +220,9 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
                     Some(requeue),
                 )
             }
-            Err(message) => {
-                let message = format!("spec.exporters: {message}");
+            Err(UpsertError::Stopped(stopped)) => return Err(stopped.into()),
+            Err(exporter @ UpsertError::Exporter { .. }) => {
+                let message = format!("spec.exporters: {exporter}");
                 (
                     Phase::Failed,
                     Err(("InvalidExporter".into(), message)),
