@@ -16,13 +16,28 @@ enum Requirement {
     DoesNotExist(String),
 }
 
+/// What is wrong with a label selector: the entry (`matchExpressions[0].operator`, relative to
+/// the selector) and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SelectorError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SelectorError {
+    fn new(field: String, message: String) -> Self {
+        SelectorError { field, message }
+    }
+}
+
 /// A validated label selector that matches without allocating.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabelMatcher(Vec<Requirement>);
 
 impl LabelMatcher {
     /// Checks a `LabelSelector` the way the API server would, naming the offending entry.
-    pub fn new(selector: &LabelSelector) -> Result<Self, String> {
+    pub fn new(selector: &LabelSelector) -> Result<Self, SelectorError> {
         let mut requirements = Vec::new();
         for (key, value) in selector.match_labels.iter().flatten() {
             requirements.push(Requirement::In(
@@ -34,19 +49,22 @@ impl LabelMatcher {
             let values: BTreeSet<String> = expr.values.iter().flatten().cloned().collect();
             let key = expr.key.clone();
             if key.is_empty() {
-                return Err(format!("matchExpressions[{i}].key: must not be empty"));
+                return Err(SelectorError::new(
+                    format!("matchExpressions[{i}].key"),
+                    "must not be empty".into(),
+                ));
             }
             let requirement = match expr.operator.as_str() {
                 "In" | "NotIn" if values.is_empty() => {
-                    return Err(format!(
-                        "matchExpressions[{i}].values: operator {} needs values",
-                        expr.operator
+                    return Err(SelectorError::new(
+                        format!("matchExpressions[{i}].values"),
+                        format!("operator {} needs values", expr.operator),
                     ));
                 }
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(format!(
-                        "matchExpressions[{i}].values: operator {} takes no values",
-                        expr.operator
+                    return Err(SelectorError::new(
+                        format!("matchExpressions[{i}].values"),
+                        format!("operator {} takes no values", expr.operator),
                     ));
                 }
                 "In" => Requirement::In(key, values),
@@ -54,8 +72,9 @@ impl LabelMatcher {
                 "Exists" => Requirement::Exists(key),
                 "DoesNotExist" => Requirement::DoesNotExist(key),
                 other => {
-                    return Err(format!(
-                        "matchExpressions[{i}].operator: {other:?} is not one of In, NotIn, Exists, DoesNotExist"
+                    return Err(SelectorError::new(
+                        format!("matchExpressions[{i}].operator"),
+                        format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
                     ));
                 }
             };
@@ -183,16 +202,19 @@ mod tests {
         assert!(
             bad(expr("a", "Equals", &["x"]))
                 .unwrap_err()
+                .to_string()
                 .contains("operator: \"Equals\"")
         );
         assert!(
             bad(expr("a", "In", &[]))
                 .unwrap_err()
+                .to_string()
                 .contains("needs values")
         );
         assert!(
             bad(expr("a", "Exists", &["x"]))
                 .unwrap_err()
+                .to_string()
                 .contains("takes no values")
         );
     }

@@ -67,7 +67,7 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error("leader election: {0}")]
-    Lease(String),
+    Lease(#[source] kube_lease_manager::LeaseManagerError),
 }
 
 /// Runs until `shutdown` is cancelled.
@@ -115,7 +115,7 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
                 .with_grace(5)
                 .build()
                 .await
-                .map_err(|e| RunError::Lease(e.to_string()))?;
+                .map_err(RunError::Lease)?;
         let (mut leading, lease_task) = lease.watch().await;
         tracing::info!(lease = %options.lease_name, identity = %options.identity, "campaigning for leadership");
         loop {

@@ -152,7 +152,7 @@ pub fn validate(
     let selector = match &spec.selector {
         None => LabelMatcher::default(),
         Some(s) => LabelMatcher::new(s)
-            .map_err(|m| Invalid::spec(format!("spec.selector.{}", field_of(&m)), rest_of(&m)))?,
+            .map_err(|e| Invalid::spec(format!("spec.selector.{}", e.field), e.message))?,
     };
     let root_kinds = if spec.root_kinds.is_empty() {
         default_root_kinds()
@@ -232,7 +232,7 @@ pub fn validate(
             .map(|t| {
                 check_trace_url_template(t)
                     .map(|()| t.to_string())
-                    .map_err(|m| Invalid::spec("spec.traceUrlTemplate", m))
+                    .map_err(|e| Invalid::spec("spec.traceUrlTemplate", e.to_string()))
             })
             .transpose()?,
         shape: shape(spec)?,
@@ -242,21 +242,34 @@ pub fn validate(
 /// A trace link must be an http(s) URL with `{traceId}` in it: the status shows it to whoever
 /// reads the session, and a `javascript:` or `file:` link there would be a trap. The CRD's CEL
 /// rules say the same; this holds where an older CRD is installed.
-pub fn check_trace_url_template(template: &str) -> Result<(), String> {
+pub fn check_trace_url_template(template: &str) -> Result<(), BadTraceUrl> {
     if !template.contains("{traceId}") {
-        return Err("must contain {traceId}".into());
+        return Err(BadTraceUrl::NoTraceId);
     }
     let sample = template.replace("{traceId}", "4bf92f3577b34da6a3ce929d0e0e4736");
     let uri: http::Uri = sample
         .parse()
-        .map_err(|_| format!("{template:?} is not a URL"))?;
+        .map_err(|_| BadTraceUrl::NotAUrl(template.into()))?;
     if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return Err(format!("{template:?}: the scheme must be http or https"));
+        return Err(BadTraceUrl::Scheme(template.into()));
     }
     if uri.authority().is_none_or(|a| a.host().is_empty()) {
-        return Err(format!("{template:?}: no host"));
+        return Err(BadTraceUrl::NoHost(template.into()));
     }
     Ok(())
+}
+
+/// Why a `traceUrlTemplate` is refused (each but the first names the template).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadTraceUrl {
+    #[error("must contain {{traceId}}")]
+    NoTraceId,
+    #[error("{0:?} is not a URL")]
+    NotAUrl(String),
+    #[error("{0:?}: the scheme must be http or https")]
+    Scheme(String),
+    #[error("{0:?}: no host")]
+    NoHost(String),
 }
 
 /// What the operator's flags allow exporters: where they may connect, and whether headers from
@@ -326,18 +339,6 @@ fn shape(spec: &TraceSessionSpec) -> Result<SpanShape, Invalid> {
         // Not the session's to choose: the reconciler sets the operator's --cluster-name.
         cluster: None,
     })
-}
-
-/// `matchExpressions[0].operator: ...` → (`matchExpressions[0].operator`, `...`).
-fn field_of(message: &str) -> &str {
-    message.split_once(": ").map_or("", |(f, _)| f)
-}
-
-fn rest_of(message: &str) -> String {
-    message
-        .split_once(": ")
-        .map_or(message, |(_, m)| m)
-        .to_string()
 }
 
 #[cfg(test)]

@@ -36,7 +36,24 @@ pub enum Input {
         at: Timestamp,
     },
     /// A watched value that could not be decoded (counted and skipped).
-    Malformed(String),
+    Malformed(Malformed),
+}
+
+/// A watched value that could not be decoded: what it was (`event in shop`, `Deployment`) and
+/// why.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {error}")]
+pub struct Malformed {
+    pub what: String,
+    pub error: DecodeError,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Wire(#[from] crate::wire::WireError),
 }
 
 /// Live watch counts, for metrics.
@@ -435,15 +452,18 @@ async fn watch_events(
             Next::Stopped => return,
         };
         let decoded = serde_json::from_value::<WireObject>(watch::event_json(&object))
-            .map_err(|e| e.to_string())
-            .and_then(|w| w.into_event().map_err(|e| e.to_string()));
+            .map_err(DecodeError::from)
+            .and_then(|w| w.into_event().map_err(DecodeError::from));
         let message = match decoded {
             Ok(event) if event.reporting_controller == OWN_CONTROLLER => continue,
             // Listed events from before this (re)list's cut-off are history: replaying them
             // after every restart or re-list would export old traces again.
             Ok(event) if !cutoff.keeps(listed, event.last.at) => continue,
             Ok(event) => Input::Event(Box::new(event), watch::now()),
-            Err(reason) => Input::Malformed(format!("event in {namespace}: {reason}")),
+            Err(error) => Input::Malformed(Malformed {
+                what: format!("event in {namespace}"),
+                error,
+            }),
         };
         if input.send(message).await.is_err() {
             return;
@@ -507,11 +527,14 @@ async fn watch_metadata(
 fn decode(resource: &ApiResource, object: &Watched) -> Input {
     let value = watch::slim_object(resource, object);
     match serde_json::from_value::<WireObject>(value)
-        .map_err(|e| e.to_string())
-        .and_then(|w| w.into_object_meta().map_err(|e| e.to_string()))
+        .map_err(DecodeError::from)
+        .and_then(|w| w.into_object_meta().map_err(DecodeError::from))
     {
         Ok(meta) => Input::Upsert(Box::new(meta), watch::now()),
-        Err(reason) => Input::Malformed(format!("{}: {reason}", resource.kind)),
+        Err(error) => Input::Malformed(Malformed {
+            what: resource.kind.clone(),
+            error,
+        }),
     }
 }
 
