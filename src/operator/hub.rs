@@ -6,6 +6,10 @@
 //! sessions see the same IDs whichever engine serves them). Sessions are added, changed and removed by commands from the reconciler. Everything it
 //! knows is published as a snapshot for the status writer and the metrics.
 
+mod exporters;
+#[cfg(test)]
+mod tests;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
@@ -18,16 +22,16 @@ use super::checkpoint::{Schedule, Snapshot};
 use super::engines::{self, Engines};
 use super::matcher::Scope;
 use super::traces::TraceLog;
-use super::watches::{Input, WatchCounts, WatchManager};
+use super::watches::{Input, WatchControl, WatchManager};
 use crate::engine::Checkpoint;
 use crate::engine::model::FinishedSpan;
+use crate::engine::time::Timestamp;
 use crate::engine::{EngineConfig, EngineStats};
-use crate::export::{
-    Exporter, ExporterSettings, ExporterSpec, ExporterStats, TransportError, Watermark,
-};
+use crate::export::{ExporterSettings, ExporterSpec, ExporterStats, TransportError, Watermark};
 use crate::otlp::SpanShape;
 use crate::otlp::shape::TraceStarts;
 use crate::watch::now as wall_clock;
+pub(super) use exporters::{ExporterFactory, OtlpExporters, SessionExporter};
 
 /// How long departing exporters get to send what they hold.
 const EXPORTER_GRACE: Duration = Duration::from_secs(5);
@@ -134,7 +138,7 @@ pub struct HubSnapshot {
 
 struct Session {
     setup: SessionSetup,
-    exporters: Vec<Exporter>,
+    exporters: Vec<Box<dyn SessionExporter>>,
     retired: ExporterStats,
     events_observed: u64,
     log: TraceLog,
@@ -153,7 +157,7 @@ impl Session {
             exporters: self
                 .exporters
                 .iter()
-                .map(|e| (e.spec.name.clone(), e.stats()))
+                .map(|e| (e.name().to_string(), e.stats()))
                 .collect(),
             retired: self.retired.clone(),
             namespaces: self.setup.scope.namespaces.iter().cloned().collect(),
@@ -162,7 +166,7 @@ impl Session {
     }
 
     fn watermarks(&self) -> impl Iterator<Item = Watermark> + '_ {
-        self.exporters.iter().flat_map(Exporter::watermarks)
+        self.exporters.iter().flat_map(|e| e.watermarks())
     }
 
     /// Stops the session's exporters (each sends what it holds, within the grace period) and
@@ -208,12 +212,11 @@ impl HubHandle {
 pub struct Hub {
     engines: Engines,
     sessions: BTreeMap<SessionKey, Session>,
-    watches: WatchManager,
+    watches: Box<dyn WatchControl>,
     inputs: mpsc::Receiver<Input>,
     commands: mpsc::Receiver<Command>,
     snapshots: watch::Sender<Arc<HubSnapshot>>,
-    exporter_settings: ExporterSettings,
-    watch_counts: Arc<WatchCounts>,
+    exporters: Box<dyn ExporterFactory>,
     events_received: u64,
     malformed: u64,
     starts: TraceStarts,
@@ -250,6 +253,15 @@ pub struct HubSettings {
     pub checkpoints: Option<HubCheckpoints>,
 }
 
+/// What the hub steers and where its inputs and exporters come from: [`Hub::new`] connects it
+/// to the cluster and to OTLP, tests to doubles.
+pub(super) struct Connections {
+    pub watches: Box<dyn WatchControl>,
+    /// What the watches deliver.
+    pub inputs: mpsc::Receiver<Input>,
+    pub exporters: Box<dyn ExporterFactory>,
+}
+
 impl Hub {
     pub fn new(
         client: kube::Client,
@@ -257,10 +269,24 @@ impl Hub {
         stop: CancellationToken,
     ) -> (Hub, HubHandle) {
         let (input_tx, inputs) = mpsc::channel(settings.input_capacity);
+        let watches = WatchManager::new(client, input_tx, settings.max_event_age, stop);
+        let connections = Connections {
+            watches: Box::new(watches),
+            inputs,
+            exporters: Box::new(OtlpExporters(settings.exporters)),
+        };
+        Hub::connected(settings.engine, settings.checkpoints, connections)
+    }
+
+    /// A hub of `engine`'s settings (resuming from `checkpoints`, if any) over `connections`.
+    pub(super) fn connected(
+        engine: EngineConfig,
+        checkpoints: Option<HubCheckpoints>,
+        connections: Connections,
+    ) -> (Hub, HubHandle) {
         let (command_tx, commands) = mpsc::channel(64);
         let (snapshots, snapshot_rx) = watch::channel(Arc::new(HubSnapshot::default()));
-        let watches = WatchManager::new(client, input_tx, settings.max_event_age, stop);
-        let (resume, checkpoints) = match settings.checkpoints {
+        let (resume, checkpoints) = match checkpoints {
             Some(c) => (
                 c.resume,
                 Some(Checkpoints {
@@ -271,14 +297,13 @@ impl Hub {
             None => (BTreeMap::new(), None),
         };
         let hub = Hub {
-            engines: Engines::resuming(settings.engine, resume),
+            engines: Engines::resuming(engine, resume),
             sessions: BTreeMap::new(),
-            watch_counts: watches.counts.clone(),
-            watches,
-            inputs,
+            watches: connections.watches,
+            inputs: connections.inputs,
             commands,
             snapshots,
-            exporter_settings: settings.exporters,
+            exporters: connections.exporters,
             events_received: 0,
             malformed: 0,
             starts: TraceStarts::default(),
@@ -310,8 +335,7 @@ impl Hub {
                 biased;
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {
-                    self.engines.advance(wall_clock());
-                    self.route();
+                    self.advance(wall_clock());
                     self.checkpoint(Instant::now());
                     ticks += 1;
                     if ticks.is_multiple_of(4) {
@@ -360,6 +384,12 @@ impl Hub {
         }
         // After the flush, so the last status counts what the flush delivered.
         self.publish();
+    }
+
+    /// Moves the engines' clock to `now` and routes what that finished.
+    fn advance(&mut self, now: Timestamp) {
+        self.engines.advance(now);
+        self.route();
     }
 
     /// Takes a checkpoint snapshot when one is due, and hands a settled one to the writer.
@@ -523,10 +553,13 @@ impl Hub {
 
     /// Starts all of a session's exporters, or none: if one cannot start, those already started
     /// are stopped (an exporter's task runs until it is shut down).
-    fn start_exporters(&self, setup: &SessionSetup) -> Result<Vec<Exporter>, UpsertError> {
+    fn start_exporters(
+        &self,
+        setup: &SessionSetup,
+    ) -> Result<Vec<Box<dyn SessionExporter>>, UpsertError> {
         let mut started = Vec::with_capacity(setup.exporters.len());
         for spec in &setup.exporters {
-            match Exporter::start(spec.clone(), self.exporter_settings.clone()) {
+            match self.exporters.start(spec) {
                 Ok(exporter) => started.push(exporter),
                 Err(e) => {
                     for exporter in started {
@@ -552,7 +585,7 @@ impl Hub {
             .collect();
         // Engines release what they no longer cover themselves (configure), whether or not
         // another engine still watches the namespace.
-        let watched: BTreeSet<String> = self.watches.namespaces().cloned().collect();
+        let watched = self.watches.namespaces();
         self.watches.set_namespaces(&namespaces);
         let kinds: BTreeSet<(String, String, String)> = self
             .sessions
@@ -585,7 +618,7 @@ impl Hub {
     }
 
     fn publish(&self) {
-        let counts = &self.watch_counts;
+        let counts = self.watches.counts();
         let refused = self.watches.refused();
         let snapshot = HubSnapshot {
             sessions: self
@@ -612,7 +645,7 @@ impl Hub {
             metadata_relists: counts
                 .metadata_relists
                 .load(std::sync::atomic::Ordering::Relaxed),
-            watched_namespaces: self.watches.namespaces().count(),
+            watched_namespaces: self.watches.namespaces().len(),
             watches_refused: refused,
             kinds_rejected: self.watches.kinds_rejected(),
         };
@@ -662,29 +695,5 @@ fn session_watches(
             })
             .cloned()
             .collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::watch::{Refusal, Scope as WatchScope};
-
-    #[test]
-    fn a_session_gets_the_refusals_and_listings_of_its_own_namespaces() {
-        let refusal = |resource: &str, scope: WatchScope| Refusal {
-            resource: resource.into(),
-            scope,
-            code: 403,
-        };
-        let refused = [
-            refusal("pods", WatchScope::Namespace("shop".into())),
-            refusal("pods", WatchScope::Namespace("payments".into())),
-            refusal("nodes", WatchScope::AllNamespaces),
-        ];
-        let namespaces = ["shop".to_string(), "web".to_string()];
-        let w = session_watches(&namespaces, |ns| ns == "shop", &refused);
-        assert_eq!(w.listing, ["web"]);
-        assert_eq!(w.refused, [refused[0].clone()]);
     }
 }

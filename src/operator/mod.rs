@@ -12,5 +12,7 @@ pub mod reconcile;
 pub mod run;
 pub mod session;
 pub mod status;
+#[cfg(test)]
+mod testing;
 pub mod traces;
 pub mod watches;

@@ -131,6 +131,37 @@ impl Drop for Live<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+/// What the hub asks of the watches: which namespaces to cover and which kinds to follow in
+/// them, and how the watches are doing. [`WatchManager`] is the one that watches; the hub's
+/// tests pass a double.
+pub trait WatchControl: Send {
+    /// Starts watching namespaces newly covered, stops those no session covers any more.
+    fn set_namespaces(&mut self, desired: &BTreeSet<String>);
+
+    /// Makes sure objects of a kind are watched in a covered namespace (once); never waits.
+    fn ensure_kind(&mut self, api_version: &str, kind: &str, namespace: &str);
+
+    /// Restarts a covered namespace's watches, so that their initial lists are delivered again
+    /// (for an engine that newly covers a namespace other engines already watch).
+    fn relist_namespace(&mut self, namespace: &str);
+
+    /// The covered namespaces.
+    fn namespaces(&self) -> BTreeSet<String>;
+
+    /// Whether the Event watch of a covered namespace has listed since it started.
+    fn listed(&self, namespace: &str) -> bool;
+
+    /// Watches given up because the API server kept refusing them.
+    fn refused(&self) -> Vec<Refusal>;
+
+    /// Kinds not watched, by reason (the metric label), since start.
+    fn kinds_rejected(&self) -> Vec<(&'static str, u64)>;
+
+    /// Live watch counts, for metrics.
+    fn counts(&self) -> &WatchCounts;
+}
+
 pub struct WatchManager {
     client: Client,
     input: mpsc::Sender<Input>,
@@ -153,7 +184,7 @@ pub struct WatchManager {
     root: CancellationToken,
     /// Events older than this at a watch's (re)list are history, not news: they are skipped.
     max_event_age: Duration,
-    pub counts: Arc<WatchCounts>,
+    counts: Arc<WatchCounts>,
 }
 
 impl WatchManager {
@@ -180,31 +211,48 @@ impl WatchManager {
         }
     }
 
-    pub fn namespaces(&self) -> impl Iterator<Item = &String> {
-        self.namespaces.keys()
+    fn start_namespace(&mut self, ns: &str) {
+        let token = self.root.child_token();
+        self.namespaces.insert(ns.to_string(), token.clone());
+        tracing::info!(namespace = %ns, "watching events");
+        tokio::spawn(watch_events(
+            self.client.clone(),
+            ns.to_string(),
+            self.input.clone(),
+            self.max_event_age,
+            self.counts.clone(),
+            self.refusals.clone(),
+            self.listed.clone(),
+            token,
+        ));
+    }
+}
+
+impl WatchControl for WatchManager {
+    fn namespaces(&self) -> BTreeSet<String> {
+        self.namespaces.keys().cloned().collect()
     }
 
-    /// Watches given up because the API server kept refusing them.
-    pub fn refused(&self) -> Vec<Refusal> {
+    fn refused(&self) -> Vec<Refusal> {
         self.refusals.list()
     }
 
-    /// Whether the Event watch of a covered namespace has listed since it started.
-    pub fn listed(&self, namespace: &str) -> bool {
+    fn listed(&self, namespace: &str) -> bool {
         self.namespaces.contains_key(namespace) && self.listed.contains(namespace)
     }
 
-    /// Kinds not watched, by reason (the metric label), since start.
-    pub fn kinds_rejected(&self) -> Vec<(&'static str, u64)> {
+    fn kinds_rejected(&self) -> Vec<(&'static str, u64)> {
         self.budget
             .rejected()
             .map(|(r, n)| (r.reason(), n))
             .collect()
     }
 
-    /// Starts watching namespaces newly covered, stops those no session covers any more.
-    /// Returns the namespaces that were dropped.
-    pub fn set_namespaces(&mut self, desired: &BTreeSet<String>) -> Vec<String> {
+    fn counts(&self) -> &WatchCounts {
+        &self.counts
+    }
+
+    fn set_namespaces(&mut self, desired: &BTreeSet<String>) {
         let gone: Vec<String> = self
             .namespaces
             .keys()
@@ -229,23 +277,6 @@ impl WatchManager {
                 self.start_namespace(ns);
             }
         }
-        gone
-    }
-
-    fn start_namespace(&mut self, ns: &str) {
-        let token = self.root.child_token();
-        self.namespaces.insert(ns.to_string(), token.clone());
-        tracing::info!(namespace = %ns, "watching events");
-        tokio::spawn(watch_events(
-            self.client.clone(),
-            ns.to_string(),
-            self.input.clone(),
-            self.max_event_age,
-            self.counts.clone(),
-            self.refusals.clone(),
-            self.listed.clone(),
-            token,
-        ));
     }
 
     /// Restarts a covered namespace's watches, its Event watch and those of every kind
@@ -253,7 +284,7 @@ impl WatchManager {
     /// covers a namespace other engines already watch. What they deliver is what a restart of
     /// the operator would (events younger than `--max-event-age`, every object); engines that
     /// had them already skip the repeats. Cluster-scoped kinds keep their one watch.
-    pub fn relist_namespace(&mut self, ns: &str) {
+    fn relist_namespace(&mut self, ns: &str) {
         let Some(token) = self.namespaces.remove(ns) else {
             return;
         };
@@ -276,7 +307,7 @@ impl WatchManager {
     /// the watch task, so this never waits). A cluster-scoped kind (Node) gets one watch in all.
     /// A kind that is malformed, or beyond the namespace's or the operator's budget, is counted
     /// and ignored.
-    pub fn ensure_kind(&mut self, api_version: &str, kind: &str, namespace: &str) {
+    fn ensure_kind(&mut self, api_version: &str, kind: &str, namespace: &str) {
         let Some(ns_token) = self.namespaces.get(namespace) else {
             return;
         };
