@@ -492,3 +492,6 @@ async fn publish(ctx: &Context, ts: &TraceSession, type_: EventType, reason: &st
         tracing::debug!(%error, "could not publish an event");
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -230,3 +230,76 @@ pub fn last_time(inputs: &[Input]) -> Timestamp {
         .max()
         .expect("a recording with inputs")
 }
+
+/// One request the fake API server got: method, path, query and JSON body (`Null` if empty).
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: http::Method,
+    pub path: String,
+    pub query: String,
+    pub body: serde_json::Value,
+}
+
+/// Every request the fake API server got, in order.
+#[derive(Clone, Default)]
+pub struct Requests(Arc<Mutex<Vec<Request>>>);
+
+impl Requests {
+    pub fn all(&self) -> Vec<Request> {
+        self.0.lock().expect("requests").clone()
+    }
+
+    /// Waits (a few seconds at most) until a request `which` recognises has come, and returns it.
+    pub async fn wait_for(&self, which: impl Fn(&Request) -> bool) -> Request {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(found) = self.all().into_iter().find(|r| which(r)) {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no such request; got {:#?}",
+                self.all()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// A client whose API server is `answer` (a status code and a JSON body for each request),
+/// over `tower_test`'s mock service (as kube-rs's controller-rs tests its reconciler); every
+/// request is kept, for the test to check.
+pub fn api_server(
+    answer: impl Fn(&Request) -> (u16, serde_json::Value) + Send + 'static,
+) -> (kube::Client, Requests) {
+    use kube::client::Body;
+
+    let (service, mut handle) =
+        tower_test::mock::pair::<http::Request<Body>, http::Response<Body>>();
+    let requests = Requests::default();
+    let kept = requests.clone();
+    tokio::spawn(async move {
+        while let Some((request, respond)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.expect("a request body");
+            let request = Request {
+                method: parts.method,
+                path: parts.uri.path().to_string(),
+                query: parts.uri.query().unwrap_or_default().to_string(),
+                body: if bytes.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).expect("a JSON request body")
+                },
+            };
+            let (code, reply) = answer(&request);
+            kept.0.lock().expect("requests").push(request);
+            let response = http::Response::builder()
+                .status(code)
+                .body(Body::from(reply.to_string().into_bytes()))
+                .expect("a response");
+            respond.send_response(response);
+        }
+    });
+    (kube::Client::new(service, "default"), requests)
+}
