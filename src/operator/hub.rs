@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span};
 
 use super::checkpoint::{Schedule, Snapshot};
 use super::engines::{self, Engines};
@@ -224,6 +226,8 @@ pub struct Hub {
     /// Exporters stopping after a swap or a session's removal: until they settle what they
     /// hold, a checkpoint must wait for them too.
     retiring: Vec<Watermark>,
+    /// The tasks stopping them: the hub waits for them before it ends.
+    stopping: JoinSet<()>,
 }
 
 /// The hub's side of checkpointing: when to snapshot, and where settled snapshots go (the
@@ -309,6 +313,7 @@ impl Hub {
             starts: TraceStarts::default(),
             checkpoints,
             retiring: Vec::new(),
+            stopping: JoinSet::new(),
         };
         (
             hub,
@@ -337,6 +342,7 @@ impl Hub {
                 _ = tick.tick() => {
                     self.advance(wall_clock());
                     self.checkpoint(Instant::now());
+                    self.reap();
                     ticks += 1;
                     if ticks.is_multiple_of(4) {
                         self.publish();
@@ -366,7 +372,13 @@ impl Hub {
             }
             None => None,
         };
-        futures::future::join_all(self.sessions.values_mut().map(Session::retire_exporters)).await;
+        // The sessions' exporters and those already stopping (a removed session's, a replaced
+        // one) flush side by side, each within its grace period.
+        let stopping = &mut self.stopping;
+        tokio::join!(
+            futures::future::join_all(self.sessions.values_mut().map(Session::retire_exporters)),
+            async { while stopping.join_next().await.is_some() {} },
+        );
         if let (Some(c), Some(last)) = (&self.checkpoints, last) {
             // Stopped exporters have settled everything (sent, or counted dropped); one of a
             // removed session, or replaced by an edit, may still be within its grace period.
@@ -384,6 +396,15 @@ impl Hub {
         }
         // After the flush, so the last status counts what the flush delivered.
         self.publish();
+    }
+
+    /// Forgets the stopping tasks that have ended.
+    fn reap(&mut self) {
+        while let Some(ended) = self.stopping.try_join_next() {
+            if let Err(error) = ended {
+                tracing::error!(%error, "an exporter's stopping task failed");
+            }
+        }
     }
 
     /// Moves the engines' clock to `now` and routes what that finished.
@@ -475,10 +496,14 @@ impl Hub {
                 let mut session = self.sessions.remove(&key).expect("present");
                 self.retiring.extend(session.watermarks());
                 self.reconfigure();
-                tokio::spawn(async move {
-                    session.retire_exporters().await;
-                    let _ = reply.send(Some(session.snapshot()));
-                });
+                let span = info_span!("remove_session", session = %key);
+                self.stopping.spawn(
+                    async move {
+                        session.retire_exporters().await;
+                        let _ = reply.send(Some(session.snapshot()));
+                    }
+                    .instrument(span),
+                );
                 tracing::info!(session = %key, "session removed");
             }
         }
@@ -518,7 +543,7 @@ impl Hub {
         let fresh = if unchanged {
             None
         } else {
-            Some(self.start_exporters(&setup)?)
+            Some(self.start_exporters(&key, &setup)?)
         };
         let base = self.engines.base_window();
         if self
@@ -541,7 +566,9 @@ impl Hub {
                 // Counted now; what the old exporter still delivers in its grace period is not.
                 session.retired.absorb(&old.stats());
                 self.retiring.extend(old.watermarks());
-                tokio::spawn(old.shutdown(EXPORTER_GRACE));
+                let span = info_span!("retire_exporter", session = %key, exporter = old.name());
+                self.stopping
+                    .spawn(discard(old.shutdown(EXPORTER_GRACE)).instrument(span));
             }
         }
         session.setup = setup;
@@ -554,7 +581,8 @@ impl Hub {
     /// Starts all of a session's exporters, or none: if one cannot start, those already started
     /// are stopped (an exporter's task runs until it is shut down).
     fn start_exporters(
-        &self,
+        &mut self,
+        key: &SessionKey,
         setup: &SessionSetup,
     ) -> Result<Vec<Box<dyn SessionExporter>>, UpsertError> {
         let mut started = Vec::with_capacity(setup.exporters.len());
@@ -563,7 +591,9 @@ impl Hub {
                 Ok(exporter) => started.push(exporter),
                 Err(e) => {
                     for exporter in started {
-                        tokio::spawn(exporter.shutdown(Duration::ZERO));
+                        let span = info_span!("retire_exporter", session = %key, exporter = exporter.name());
+                        self.stopping
+                            .spawn(discard(exporter.shutdown(Duration::ZERO)).instrument(span));
                     }
                     return Err(UpsertError::Exporter {
                         name: spec.name.clone(),
@@ -651,6 +681,11 @@ impl Hub {
         };
         self.snapshots.send_replace(Arc::new(snapshot));
     }
+}
+
+/// A stopping exporter's task: what it did is already counted (or no longer wanted).
+async fn discard(stopping: impl Future<Output = ExporterStats>) {
+    stopping.await;
 }
 
 /// What a checkpoint needs: every engine's checkpoint, and every exporter that may still hold

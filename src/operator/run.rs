@@ -19,6 +19,7 @@ use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span};
 
 use super::checkpoint;
 use super::crd::TraceSession;
@@ -88,11 +89,14 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
         .route("/readyz", get(|| async { "ok" }))
         .with_state(metrics.clone());
     let server_stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(server_stop.cancelled_owned())
-            .await;
-    });
+    let server = tokio::spawn(
+        async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(server_stop.cancelled_owned())
+                .await;
+        }
+        .instrument(info_span!("metrics_server")),
+    );
 
     if !options.leader_election {
         metrics.set_leader(true);
@@ -136,16 +140,19 @@ pub async fn run(options: RunOptions, shutdown: CancellationToken) -> Result<(),
             let deposed = CancellationToken::new();
             let lost_term = deposed.clone();
             let mut lost = leading.clone();
-            let until_lost = tokio::spawn(async move {
-                while lost.changed().await.is_ok() {
-                    if !*lost.borrow() {
-                        tracing::warn!("leadership lost: stopping sessions");
-                        break;
+            let until_lost = tokio::spawn(
+                async move {
+                    while lost.changed().await.is_ok() {
+                        if !*lost.borrow() {
+                            tracing::warn!("leadership lost: stopping sessions");
+                            break;
+                        }
                     }
+                    lost_term.cancel();
+                    watch_term.cancel();
                 }
-                lost_term.cancel();
-                watch_term.cancel();
-            });
+                .instrument(info_span!("leadership")),
+            );
             lead(
                 client.clone(),
                 &options,
@@ -200,12 +207,10 @@ async fn lead(
             .collect();
         let resume = store.load(windows, &metrics).await;
         let (out, snapshots) = watch::channel(None);
-        let writer = tokio::spawn(checkpoint::write_loop(
-            store,
-            snapshots,
-            deposed,
-            metrics.clone(),
-        ));
+        let writer = tokio::spawn(
+            checkpoint::write_loop(store, snapshots, deposed, metrics.clone())
+                .instrument(info_span!("checkpoint_writer")),
+        );
         let checkpoints = HubCheckpoints {
             interval: options.checkpoint_interval,
             resume,
@@ -221,26 +226,32 @@ async fn lead(
         checkpoints,
     };
     let (hub, handle) = Hub::new(client.clone(), settings, hub_stop.clone());
-    let hub_task = tokio::spawn(hub.run(hub_stop.clone()));
+    let hub_task = tokio::spawn(hub.run(hub_stop.clone()).instrument(info_span!("hub")));
 
     // The metrics endpoint reads the hub's snapshots through the process-wide channel, up to the
     // hub's last one (after its flush); then a replica that no longer leads shows no sessions.
     let mut snapshots = handle.snapshots.clone();
-    let forward = tokio::spawn(async move {
-        while snapshots.changed().await.is_ok() {
-            snapshots_out.send_replace(snapshots.borrow_and_update().clone());
+    let forward = tokio::spawn(
+        async move {
+            while snapshots.changed().await.is_ok() {
+                snapshots_out.send_replace(snapshots.borrow_and_update().clone());
+            }
+            snapshots_out.send_replace(Arc::new(HubSnapshot::default()));
         }
-        snapshots_out.send_replace(Arc::new(HubSnapshot::default()));
-    });
+        .instrument(info_span!("metrics_snapshots")),
+    );
 
     let verdicts = super::status::Verdicts::default();
     let status_stop = CancellationToken::new();
-    let status_task = tokio::spawn(super::status::run(
-        client.clone(),
-        verdicts.clone(),
-        handle.snapshots.clone(),
-        status_stop.clone(),
-    ));
+    let status_task = tokio::spawn(
+        super::status::run(
+            client.clone(),
+            verdicts.clone(),
+            handle.snapshots.clone(),
+            status_stop.clone(),
+        )
+        .instrument(info_span!("status_writer")),
+    );
 
     let reporter = Reporter {
         controller: OWN_CONTROLLER.into(),

@@ -12,7 +12,9 @@ use kube::Client;
 use kube::api::ApiResource;
 use kube::runtime::watcher;
 use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span};
 
 use crate::engine::model::{EventRecord, ObjectMeta};
 use crate::engine::time::Timestamp;
@@ -185,6 +187,9 @@ pub struct WatchManager {
     /// Events older than this at a watch's (re)list are history, not news: they are skipped.
     max_event_age: Duration,
     counts: Arc<WatchCounts>,
+    /// Every watch task: they end with their tokens, and cannot outlive the manager (dropping a
+    /// JoinSet aborts what it holds).
+    tasks: JoinSet<()>,
 }
 
 impl WatchManager {
@@ -208,14 +213,25 @@ impl WatchManager {
             root: stop,
             max_event_age,
             counts: Arc::default(),
+            tasks: JoinSet::new(),
         }
+    }
+
+    /// Runs a watch task, tracked; forgets those that have ended.
+    fn spawn(&mut self, task: impl Future<Output = ()> + Send + 'static, span: tracing::Span) {
+        while let Some(ended) = self.tasks.try_join_next() {
+            if let Err(error) = ended {
+                tracing::error!(%error, "a watch task failed");
+            }
+        }
+        self.tasks.spawn(task.instrument(span));
     }
 
     fn start_namespace(&mut self, ns: &str) {
         let token = self.root.child_token();
         self.namespaces.insert(ns.to_string(), token.clone());
         tracing::info!(namespace = %ns, "watching events");
-        tokio::spawn(watch_events(
+        let watch = watch_events(
             self.client.clone(),
             ns.to_string(),
             self.input.clone(),
@@ -224,7 +240,8 @@ impl WatchManager {
             self.refusals.clone(),
             self.listed.clone(),
             token,
-        ));
+        );
+        self.spawn(watch, info_span!("watch_events", namespace = %ns));
     }
 }
 
@@ -343,8 +360,9 @@ impl WatchControl for WatchManager {
             self.root.clone(),
             self.cluster_wide.clone(),
         );
+        let span = info_span!("watch_objects", %namespace, %api_version, %kind);
         let (namespace, kind) = (namespace.to_string(), kind.to_string());
-        tokio::spawn(async move {
+        let watch = async move {
             let mut backoff = Backoff::seeded(Policy::default());
             let resolved =
                 resolve_with_retry(&resolver, &api_version, &kind, &mut backoff, &ns_token).await;
@@ -390,7 +408,8 @@ impl WatchControl for WatchManager {
             )
             .await;
             cluster_wide.lock().await.remove(&key);
-        });
+        };
+        self.spawn(watch, span);
     }
 }
 
