@@ -313,3 +313,35 @@ fn checkpoint_sizes_sum_the_windows_last_written() {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
 }
+
+#[test]
+fn event_to_export_is_a_histogram_per_exporter() {
+    let mut event_to_export = crate::export::Histogram::default();
+    for ms in [800, 6_000, 6_500, 45_000] {
+        event_to_export.observe(Duration::from_millis(ms));
+    }
+    let stats = crate::export::ExporterStats {
+        event_to_export,
+        ..Default::default()
+    };
+    let snapshot = HubSnapshot {
+        sessions: [session("jaeger", stats)].into(),
+        ..Default::default()
+    };
+    let text = scrape(snapshot, |_| {});
+    let labels = "session=\"shop/rollouts\",exporter=\"jaeger\"";
+    assert!(text.contains("# TYPE eventspan_event_to_export_seconds histogram\n"));
+    for line in [
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"0.5\",{labels}}} 0\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"1.0\",{labels}}} 1\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"5.0\",{labels}}} 1\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"7.5\",{labels}}} 3\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"30.0\",{labels}}} 3\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"60.0\",{labels}}} 4\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"+Inf\",{labels}}} 4\n"),
+        format!("eventspan_event_to_export_seconds_sum{{{labels}}} 58.3\n"),
+        format!("eventspan_event_to_export_seconds_count{{{labels}}} 4\n"),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+}
