@@ -465,3 +465,96 @@ fn spans_sent_before_their_end_was_known_measure_nothing() {
         assert!(!text.contains(sample), "{sample} in:\n{text}");
     }
 }
+
+/// Every PromQL query of a Grafana dashboard: panel targets' `expr`, template variables'
+/// `query` (a string, or an object with one); a data source variable's `query` is a plugin
+/// type, not PromQL.
+fn dashboard_queries(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(fields) if fields.get("type") == Some(&"datasource".into()) => {}
+        serde_json::Value::Object(fields) => {
+            for (key, v) in fields {
+                match (key.as_str(), v) {
+                    ("expr" | "query", serde_json::Value::String(q)) => out.push(q.clone()),
+                    _ => dashboard_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The metric names a query uses: every identifier starting `eventspan_` (label values are
+/// quoted, and no label of ours starts so).
+fn metric_names(query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("eventspan_") {
+        let before = rest[..at].chars().next_back();
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            names.push(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn every_metric_the_dashboard_queries_is_one_metrics_serves() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/eventspan.json"))
+            .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 8, "{queries:?}");
+    // A scrape with a session, an exporter and a finished rollout: every family has samples.
+    let snapshot = HubSnapshot {
+        sessions: [session("jaeger", Default::default())].into(),
+        ..Default::default()
+    };
+    let text = scrape(snapshot, |m| {
+        for span in rollout_spans() {
+            m.spans()
+                .finished(&span, span.trace_id, crate::engine::time::Timestamp::MIN);
+        }
+    });
+    let (served, _) = parse(&text);
+    let mut used = BTreeSet::new();
+    for query in &queries {
+        let names = metric_names(query);
+        assert!(!names.is_empty(), "no eventspan metric in {query}");
+        used.extend(names);
+    }
+    for name in &used {
+        assert!(
+            served.contains_key(name),
+            "the dashboard queries {name}, which /metrics does not serve:\n{text}"
+        );
+    }
+    for family in [
+        "eventspan_rollout_duration_seconds_bucket",
+        "eventspan_pod_ready_seconds_bucket",
+        "eventspan_pod_phase_seconds_bucket",
+        "eventspan_event_to_export_seconds_bucket",
+    ] {
+        assert!(
+            used.contains(family),
+            "the dashboard does not chart {family}"
+        );
+    }
+}
+
+#[test]
+fn metric_names_are_read_from_promql() {
+    assert_eq!(
+        metric_names(
+            "sum by (le) (rate(eventspan_a_bucket{kind=~\"$kind\"}[5m])) / scalar(eventspan_b:c) + not_eventspan_x"
+        ),
+        ["eventspan_a_bucket", "eventspan_b:c"]
+    );
+}
