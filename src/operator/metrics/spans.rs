@@ -23,17 +23,17 @@ use crate::engine::model::{AttrValue, FinishedSpan, OutcomeKind};
 use crate::engine::time::Timestamp;
 
 /// Rollouts: seconds to an hour (a Deployment's default progress deadline is 10 minutes).
-pub(super) const ROLLOUT_BOUNDS: &[f64] = &[
+const ROLLOUT_BOUNDS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
 ];
 
 /// A pod's creation to Ready: sub-second with a cached image, minutes behind a new node.
-pub(super) const POD_READY_BOUNDS: &[f64] = &[
+const POD_READY_BOUNDS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 /// One phase: 0 for an image already present, minutes for a node to come up.
-pub(super) const PHASE_BOUNDS: &[f64] = &[
+const PHASE_BOUNDS: &[f64] = &[
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
