@@ -93,17 +93,17 @@ impl SpanMetrics {
     pub(super) fn register(&self, registry: &mut Registry) {
         registry.register(
             "eventspan_rollout_duration_seconds",
-            "Seconds from a change of a root object to its outcome (its root span), by root kind and outcome.",
+            "Seconds from a change of a root object to its outcome (its root span), by root kind and outcome",
             self.rollouts.clone(),
         );
         registry.register(
             "eventspan_pod_ready_seconds",
-            "Seconds from a pod's creation to its Ready condition (its creation span), by root kind.",
+            "Seconds from a pod's creation to its Ready condition (its creation span), by root kind",
             self.pods_ready.clone(),
         );
         registry.register(
             "eventspan_pod_phase_seconds",
-            "Seconds of each phase of a pod's way to Ready, by phase and kind (infra or workload).",
+            "Seconds of each phase of a pod's way to Ready, by phase and kind (infra or workload)",
             self.phases.clone(),
         );
     }
