@@ -387,6 +387,13 @@ fn a_finished_rollout_is_observed_with_its_trace_id_as_exemplar() {
     let trace = "d2fab1818b621ee1d21102d20b6ac4ec";
     let at = format!("{OBSERVED_AT}.0");
     assert!(text.contains("# TYPE eventspan_rollout_duration_seconds histogram\n"));
+    assert!(text.contains(
+        "# HELP eventspan_rollout_duration_seconds Seconds from a change of a root object to its outcome (its root span), by root kind and outcome.\n"
+    ));
+    assert!(
+        !text.contains("..\n"),
+        "a HELP ends in two periods:\n{text}"
+    );
     let rollout = "eventspan_rollout_duration_seconds_bucket";
     let labels = "kind=\"Deployment\",outcome=\"done\"}";
     assert_eq!(
