@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::checkpoint::{Schedule, Snapshot};
 use super::engines::{self, Engines};
 use super::matcher::Scope;
+use super::metrics::SpanMetrics;
 use super::traces::TraceLog;
 use super::watches::{Input, WatchCounts, WatchManager};
 use crate::engine::Checkpoint;
@@ -202,6 +203,7 @@ pub struct Hub {
     /// Exporters stopping after a swap or a session's removal: until they settle what they
     /// hold, a checkpoint must wait for them too.
     retiring: Vec<Watermark>,
+    span_metrics: SpanMetrics,
 }
 
 /// The hub's side of checkpointing: when to snapshot, and where settled snapshots go (the
@@ -229,6 +231,8 @@ pub struct HubSettings {
     pub max_event_age: Duration,
     /// None: no checkpoints (a successor re-sends what was exported within max_event_age).
     pub checkpoints: Option<HubCheckpoints>,
+    /// The histograms of the spans routed to sessions (`/metrics`).
+    pub span_metrics: SpanMetrics,
 }
 
 impl Hub {
@@ -265,6 +269,7 @@ impl Hub {
             starts: TraceStarts::default(),
             checkpoints,
             retiring: Vec::new(),
+            span_metrics: settings.span_metrics,
         };
         (
             hub,
@@ -394,20 +399,28 @@ impl Hub {
     }
 
     /// Hands finished spans to every session of the engine that finished them whose scope
-    /// matches their trace.
+    /// matches their trace; the span histograms observe each span a session took, under the
+    /// trace ID the first of them exports it with.
     fn route(&mut self) {
         let base = self.engines.base_window();
-        let (sessions, starts) = (&mut self.sessions, &mut self.starts);
+        let (sessions, starts, metrics) =
+            (&mut self.sessions, &mut self.starts, &self.span_metrics);
+        let now = wall_clock();
         self.engines.drain_finished(|window, span| {
             let span: Arc<FinishedSpan> = Arc::new(starts.fill(span));
+            let mut exported_as = None;
             for s in sessions.values_mut() {
                 if s.window(base) == window && s.setup.scope.matches(&span.root) {
+                    exported_as.get_or_insert_with(|| s.setup.shape.trace_id(&span));
                     s.log
                         .record(&span, s.setup.max_recent_traces, &s.setup.shape);
                     for e in &s.exporters {
                         e.offer(span.clone());
                     }
                 }
+            }
+            if let Some(trace_id) = exported_as {
+                metrics.finished(&span, trace_id, now);
             }
         });
     }
