@@ -13,8 +13,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{MethodRouter, post};
 use eventspan::engine::model::FinishedSpan;
+use eventspan::engine::time::Timestamp;
 use eventspan::export::{
-    DestinationPolicy, Exporter, ExporterSettings, ExporterSpec, NOT_PERMITTED, Protocol,
+    Buckets, DestinationPolicy, EventToExport, Exporter, ExporterSettings, ExporterSpec,
+    NOT_PERMITTED, Protocol,
 };
 use eventspan::otlp::SpanShape;
 use eventspan::otlp::shape::{ParentTraceMode, ServiceNaming, TraceIdFormat};
@@ -205,6 +207,58 @@ async fn throttling_is_retried_honouring_retry_after() {
         "{stats:?}"
     );
     assert!(stats.healthy, "healthy again after the success");
+}
+
+/// The injected wall clock of the event-to-export test: ten seconds after the scenario's last
+/// event (2026-11-24T10:00:33Z, its second rollout) and 38 s after its first rollout ended.
+fn acknowledged_at() -> Timestamp {
+    Timestamp::parse_rfc3339("2026-11-24T10:00:43Z").unwrap()
+}
+
+#[tokio::test]
+async fn each_acknowledged_span_is_timed_from_its_end_by_the_injected_clock() {
+    let receiver = HttpReceiver::default();
+    let addr = receiver.clone().serve().await;
+    let settings = ExporterSettings {
+        clock: acknowledged_at,
+        ..fast()
+    };
+    let exporter = Exporter::start(
+        spec(Protocol::HttpProtobuf, format!("http://{addr}/v1/traces")),
+        settings,
+    )
+    .unwrap();
+    let spans = spans();
+    for s in &spans {
+        exporter.offer(s.clone());
+    }
+    eventually("all spans received", || {
+        receiver.spans.load(Ordering::SeqCst) == spans.len()
+    })
+    .await;
+    let stats = exporter.shutdown(Duration::from_secs(2)).await;
+    let delays = &stats.event_to_export;
+    assert_eq!(delays.count, spans.len() as u64);
+    // The first rollout's spans ended by 10:00:02 (over 30 s before the clock), the second's
+    // from 10:00:30 on (within 15 s of it).
+    let second = spans
+        .iter()
+        .filter(|s| s.end >= Timestamp::parse_rfc3339("2026-11-24T10:00:30Z").unwrap())
+        .count() as u64;
+    assert!(second > 0 && second < spans.len() as u64, "{second}");
+    let at = |bound: f64| {
+        let i = EventToExport::BOUNDS
+            .iter()
+            .position(|b| *b == bound)
+            .unwrap();
+        delays.cumulative[i]
+    };
+    assert_eq!(
+        (at(7.5), at(15.0), at(30.0), at(60.0)),
+        (0, second, second, spans.len() as u64)
+    );
+    let sum: Duration = spans.iter().map(|s| acknowledged_at().since(s.end)).sum();
+    assert_eq!(delays.sum_micros, sum.as_micros() as u64);
 }
 
 #[tokio::test]

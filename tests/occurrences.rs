@@ -474,3 +474,162 @@ fn late_or_missing_creation_events_never_misparent_a_pod() {
     assert_eq!(adopted[0].component().name, "test-controller");
     assert!(of_event(&spans, "ev-create-1").is_empty());
 }
+
+/// A rollout's second change deletes the first change's pod, and the controllers' events about
+/// it ("Scaled down replica set", "Deleted pod: X") come half a minute late, after the kubelet's
+/// `Killing`: everything about the deletion happened during the second change and belongs to
+/// its trace, never to the first change's trace (sent long before).
+#[test]
+fn late_deletion_events_stay_in_the_change_they_happened_in() {
+    let mut r = Recording(Vec::new());
+    let rs = |r: &mut Recording, name: &str, at: f64| {
+        r.owned(
+            "ReplicaSet",
+            name,
+            &format!("uid-{name}"),
+            ("Deployment", "web"),
+            at,
+        )
+    };
+    let pod_events = |r: &mut Recording, pod: &str, from: f64| {
+        for (j, reason) in ["Scheduled", "Pulling", "Pulled", "Started"]
+            .iter()
+            .enumerate()
+        {
+            let t = from + j as f64;
+            let uid = format!("ev-{pod}-{reason}");
+            r.event(
+                &uid,
+                ("Pod", pod, &format!("uid-{pod}")),
+                reason,
+                reason,
+                1,
+                t,
+                t,
+            );
+        }
+    };
+    r.root("Deployment", "web", 1, 0.0);
+    rs(&mut r, "web-a", 0.05);
+    r.event(
+        "ev-up-a",
+        ("Deployment", "web", "uid-web"),
+        "ScalingReplicaSet",
+        "Scaled up replica set web-a from 0 to 1",
+        1,
+        0.1,
+        0.1,
+    );
+    r.owned(
+        "Pod",
+        "web-a-1",
+        "uid-web-a-1",
+        ("ReplicaSet", "web-a"),
+        0.2,
+    );
+    r.event(
+        "ev-create-a-1",
+        ("ReplicaSet", "web-a", "uid-web-a"),
+        "SuccessfulCreate",
+        "Created pod: web-a-1",
+        1,
+        0.2,
+        0.2,
+    );
+    pod_events(&mut r, "web-a-1", 1.0);
+    // The second change, a minute later.
+    r.root("Deployment", "web", 2, 60.0);
+    rs(&mut r, "web-b", 60.05);
+    r.event(
+        "ev-up-b",
+        ("Deployment", "web", "uid-web"),
+        "ScalingReplicaSet",
+        "Scaled up replica set web-b from 0 to 1",
+        1,
+        60.1,
+        60.1,
+    );
+    r.owned(
+        "Pod",
+        "web-b-1",
+        "uid-web-b-1",
+        ("ReplicaSet", "web-b"),
+        60.2,
+    );
+    r.event(
+        "ev-create-b-1",
+        ("ReplicaSet", "web-b", "uid-web-b"),
+        "SuccessfulCreate",
+        "Created pod: web-b-1",
+        1,
+        60.2,
+        60.2,
+    );
+    pod_events(&mut r, "web-b-1", 61.0);
+    r.event(
+        "ev-kill-a-1",
+        ("Pod", "web-a-1", "uid-web-a-1"),
+        "Killing",
+        "Stopping container app",
+        1,
+        65.0,
+        65.0,
+    );
+    let mut late = |uid: &str,
+                    involved: (&str, &str, &str),
+                    reason: &str,
+                    message: &str,
+                    time: f64,
+                    observed: f64| {
+        let mut one = Recording(Vec::new());
+        one.event(uid, involved, reason, message, 1, time, time);
+        let mut doc: Value = serde_json::from_str(&one.0[0]).expect("own JSON");
+        doc["observedAt"] = json!(at(observed));
+        r.0.push(doc.to_string());
+    };
+    late(
+        "ev-down-a",
+        ("Deployment", "web", "uid-web"),
+        "ScalingReplicaSet",
+        "Scaled down replica set web-a from 1 to 0",
+        65.0,
+        90.0,
+    );
+    late(
+        "ev-delete-a-1",
+        ("ReplicaSet", "web-a", "uid-web-a"),
+        "SuccessfulDelete",
+        "Deleted pod: web-a-1",
+        65.0,
+        95.0,
+    );
+    let spans = r.replay();
+    for uid in ["ev-kill-a-1", "ev-down-a", "ev-delete-a-1"] {
+        let found = of_event(&spans, uid);
+        assert_eq!(found.len(), 1, "{uid}: one span");
+        assert_eq!(
+            generation_of(found[0]),
+            2,
+            "{uid} in the trace of the change it happened in"
+        );
+    }
+    let first = of_event(&spans, "ev-up-a")[0].trace_id;
+    let second = of_event(&spans, "ev-up-b")[0].trace_id;
+    assert_ne!(first, second);
+    for s in spans.iter().filter(|s| s.trace_id == first) {
+        assert!(
+            s.start < Timestamp::from_unix_secs(T0 + 60),
+            "{} (at {:?}) in the first change's trace",
+            s.name(),
+            s.start
+        );
+    }
+    // The late deletion still hangs under the late scale-down that caused it.
+    let delete = of_event(&spans, "ev-delete-a-1")[0];
+    assert_eq!(
+        parent(&spans, delete)
+            .and_then(|p| p.event.as_ref())
+            .map(|e| e.uid.as_str()),
+        Some("ev-down-a")
+    );
+}

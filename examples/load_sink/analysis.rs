@@ -4,7 +4,7 @@
 //! Everything is computed from the spans as received (every receipt is recorded, duplicates too),
 //! so a span the operator sent twice counts once in the trees and once in `duplicates`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,11 @@ pub struct Analysis {
     /// (the first few, for the report).
     pub missing: Vec<String>,
     pub not_full: Vec<String>,
+    /// What the rollouts without the full structure lack, tallied over all of them: each pod
+    /// event missing under its creation span is told by where it went instead (see
+    /// [`Whereabouts`]), so a report says whether Kubernetes never published it or eventspan
+    /// placed it elsewhere.
+    pub shortfalls: BTreeMap<String, usize>,
     /// Traces whose root matches no expected rollout.
     pub other_traces: usize,
     /// Pod event spans whose nearest pod-naming ancestor names another pod.
@@ -177,8 +182,15 @@ impl<'a> Trace<'a> {
     /// Why this trace lacks the full structure for `expected`, or `None` if it has it: one root;
     /// under it (for a Deployment, under a `ScalingReplicaSet` under it) at least `pods`
     /// creation spans of distinct pods, each with that pod's own `POD_REASONS` as children.
-    fn structure_fault(&self, expected: &Expected) -> Option<String> {
+    /// What it lacks goes into `shortfalls`, each missing pod event told by `whereabouts`.
+    fn structure_fault(
+        &self,
+        expected: &Expected,
+        whereabouts: &Whereabouts,
+        shortfalls: &mut Vec<String>,
+    ) -> Option<String> {
         let [root] = self.roots[..] else {
+            shortfalls.push("more than one root".into());
             return Some(format!("{} roots", self.roots.len()));
         };
         let layers: Vec<&SpanRecord> = if expected.kind == "Deployment" {
@@ -191,7 +203,9 @@ impl<'a> Trace<'a> {
             vec![root]
         };
         let mut complete_pods = std::collections::BTreeSet::new();
+        let mut created_pods = std::collections::BTreeSet::new();
         let mut first_fault = None;
+        let mut lacking = Vec::new();
         for creation in layers
             .iter()
             .flat_map(|l| self.children_of(l))
@@ -200,6 +214,7 @@ impl<'a> Trace<'a> {
             let Some(pod) = creation.acted_on_pod() else {
                 continue;
             };
+            created_pods.insert(pod);
             let missing: Vec<&str> = POD_REASONS
                 .iter()
                 .filter(|r| {
@@ -212,13 +227,28 @@ impl<'a> Trace<'a> {
                 .collect();
             if missing.is_empty() {
                 complete_pods.insert(pod);
-            } else if first_fault.is_none() {
-                first_fault = Some(format!("pod {pod} lacks {}", missing.join(",")));
+            } else {
+                if first_fault.is_none() {
+                    first_fault = Some(format!("pod {pod} lacks {}", missing.join(",")));
+                }
+                for reason in missing {
+                    lacking.push(format!(
+                        "{reason}: {}",
+                        whereabouts.of(pod, reason, &creation.trace)
+                    ));
+                }
             }
         }
         if complete_pods.len() >= expected.pods {
             return None;
         }
+        if layers.is_empty() {
+            shortfalls.push("no ScalingReplicaSet under the root".into());
+        }
+        for _ in created_pods.len()..expected.pods {
+            shortfalls.push("a pod without a creation span under the root's layer".into());
+        }
+        shortfalls.extend(lacking);
         Some(first_fault.unwrap_or_else(|| {
             format!(
                 "{} of {} pods have a creation span{}",
@@ -249,7 +279,50 @@ impl<'a> Trace<'a> {
     }
 }
 
-pub fn analyse(records: &[SpanRecord], expected: &[Expected]) -> Analysis {
+/// Where each pod's events went: the traces holding a span of (pod, reason), and whether the
+/// API server published such an Event at all (when the run's Event list is given).
+pub struct Whereabouts<'a> {
+    traces: HashMap<(&'a str, &'a str), HashSet<&'a str>>,
+    published: Option<&'a HashSet<(String, String)>>,
+}
+
+impl<'a> Whereabouts<'a> {
+    fn new(records: &'a [SpanRecord], published: Option<&'a HashSet<(String, String)>>) -> Self {
+        let mut traces: HashMap<(&str, &str), HashSet<&str>> = HashMap::new();
+        for r in records {
+            if let (Some(pod), Some(reason)) = (r.pod(), r.reason()) {
+                traces
+                    .entry((pod, reason))
+                    .or_default()
+                    .insert(r.trace.as_str());
+            }
+        }
+        Whereabouts { traces, published }
+    }
+
+    /// Where `pod`'s `reason` event went, missing under its creation span in `trace`.
+    fn of(&self, pod: &str, reason: &str, trace: &str) -> &'static str {
+        match self.traces.get(&(pod, reason)) {
+            Some(t) if t.contains(trace) => "under another span of the trace",
+            Some(_) => "in another trace",
+            None => match self.published {
+                None => "not received",
+                Some(p) if p.contains(&(pod.to_string(), reason.to_string())) => {
+                    "published, not received"
+                }
+                Some(_) => "never published by the cluster",
+            },
+        }
+    }
+}
+
+/// `published`: the (pod, reason) pairs of the run's Events, when known.
+pub fn analyse(
+    records: &[SpanRecord],
+    expected: &[Expected],
+    published: Option<&HashSet<(String, String)>>,
+) -> Analysis {
+    let whereabouts = Whereabouts::new(records, published);
     let mut a = Analysis {
         receipts: records.len(),
         expected: expected.len(),
@@ -314,7 +387,11 @@ pub fn analyse(records: &[SpanRecord], expected: &[Expected]) -> Analysis {
             continue;
         }
         a.spans_per_rollout.push(trace.spans.len());
-        let fault = trace.structure_fault(e);
+        let mut shortfalls = Vec::new();
+        let fault = trace.structure_fault(e, &whereabouts, &mut shortfalls);
+        for what in shortfalls {
+            *a.shortfalls.entry(what).or_insert(0) += 1;
+        }
         if let Some(why) = &fault
             && a.not_full.len() < EXAMPLES
         {
@@ -460,7 +537,7 @@ pub mod tests {
         let mut b = Builder::new();
         b.rollout("t1", "web", 1, &["web-a", "web-b"]);
         b.rollout("t2", "web", 2, &["web-c", "web-d"]);
-        let a = analyse(&b.spans, &[expect("web", 1, 2), expect("web", 2, 2)]);
+        let a = analyse(&b.spans, &[expect("web", 1, 2), expect("web", 2, 2)], None);
         assert_eq!((a.traced, a.full_structure, a.misparented), (2, 2, 0));
         assert_eq!((a.traces, a.other_traces, a.orphans), (2, 0, 0));
         assert_eq!(a.spans_per_rollout, vec![14, 14]);
@@ -491,13 +568,62 @@ pub mod tests {
         // And a span of web-a under web-b's event span: misparented by the pod it hangs under.
         let b_event = b.spans.last().unwrap().span.clone();
         b.pod_event("t1", &b_event, "web-a", "Killing");
-        let a = analyse(&b.spans, &[expect("web", 1, 2)]);
+        let a = analyse(&b.spans, &[expect("web", 1, 2)], None);
         assert_eq!(a.misparented, 2, "{:?}", a.misparented_examples);
         assert_eq!((a.traced, a.full_structure), (1, 0));
         assert!(
             a.not_full[0].contains("web-b lacks Started"),
             "{:?}",
             a.not_full
+        );
+    }
+
+    #[test]
+    fn shortfalls_tell_where_each_missing_pod_event_went() {
+        let mut b = Builder::new();
+        b.rollout("t1", "web", 1, &["web-a"]);
+        // web-b: created, its Scheduled under the root of this trace, its Pulling in another
+        // trace, its Pulled published but never received, and its Created and Started never
+        // published at all.
+        let root = b.spans[0].span.clone();
+        let scaling = b.spans[1].span.clone();
+        b.span(
+            "t1",
+            &scaling,
+            "ReplicaSet.SuccessfulCreate",
+            &[
+                ("k8s.event.reason", "SuccessfulCreate"),
+                ("eventspan.child.kind", "Pod"),
+                ("eventspan.child.name", "web-b"),
+            ],
+        );
+        b.pod_event("t1", &root, "web-b", "Scheduled");
+        b.pod_event("t9", "", "web-b", "Pulling");
+        let published: HashSet<(String, String)> = [("web-b".to_string(), "Pulled".to_string())]
+            .into_iter()
+            .collect();
+        // A third pod the rollout made has no creation span at all.
+        let a = analyse(&b.spans, &[expect("web", 1, 3)], Some(&published));
+        assert_eq!((a.traced, a.full_structure), (1, 0));
+        let want: BTreeMap<String, usize> = [
+            ("Scheduled: under another span of the trace", 1),
+            ("Pulling: in another trace", 1),
+            ("Pulled: published, not received", 1),
+            ("Created: never published by the cluster", 1),
+            ("Started: never published by the cluster", 1),
+            ("a pod without a creation span under the root's layer", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(a.shortfalls, want);
+        // A full rollout has no shortfalls.
+        let mut full = Builder::new();
+        full.rollout("t1", "web", 1, &["web-a"]);
+        assert!(
+            analyse(&full.spans, &[expect("web", 1, 1)], None)
+                .shortfalls
+                .is_empty()
         );
     }
 
@@ -514,7 +640,7 @@ pub mod tests {
         b.pod_event("t1", "ffffffffffffffff", "web-z", "Pulled");
         let root = b.spans[0].span.clone();
         b.pod_event("t1", &root, "web-y", "Pulled");
-        let a = analyse(&b.spans, &[expect("web", 1, 1), expect("web", 2, 1)]);
+        let a = analyse(&b.spans, &[expect("web", 1, 1), expect("web", 2, 1)], None);
         assert_eq!(a.duplicates, 1);
         assert_eq!(a.receipts, a.unique_spans + 1);
         assert_eq!((a.orphans, a.unanchored_pod_spans), (1, 2));
@@ -548,7 +674,7 @@ pub mod tests {
         for reason in POD_REASONS {
             b.pod_event("t2", &creation, "api-a", reason);
         }
-        let a = analyse(&b.spans, &[expect("web", 1, 2), expect("api", 1, 1)]);
+        let a = analyse(&b.spans, &[expect("web", 1, 2), expect("api", 1, 1)], None);
         assert_eq!((a.traced, a.full_structure), (2, 0), "{:?}", a.not_full);
         let mut why = a.not_full.clone();
         why.sort();
@@ -565,7 +691,7 @@ pub mod tests {
     fn latency_is_receive_minus_end_and_quantiles_use_nearest_rank() {
         let mut b = Builder::new();
         b.rollout("t1", "web", 1, &["web-a"]);
-        let a = analyse(&b.spans, &[]);
+        let a = analyse(&b.spans, &[], None);
         assert_eq!(a.latency_end_ms.first(), Some(&5500.0));
         assert_eq!(a.latency_start_ms.first(), Some(&6000.0));
         assert_eq!(a.other_traces, 1);

@@ -4,7 +4,7 @@
 //! cannot be exported before its event exists, so this splits the latency into the cluster's
 //! part and the operator's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::Event;
 
@@ -65,6 +65,22 @@ pub fn parse(json: &str) -> Result<HashMap<String, Written>, serde_json::Error> 
         .collect())
 }
 
+/// The (pod, reason) of every Event about a pod in an Event list's JSON: what the cluster
+/// published, to tell an event it never published from one eventspan lost.
+pub fn pod_reasons(json: &str) -> Result<HashSet<(String, String)>, serde_json::Error> {
+    #[derive(serde::Deserialize)]
+    struct Items {
+        items: Vec<Event>,
+    }
+    let list: Items = serde_json::from_str(json)?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.kind.as_deref() == Some("Pod"))
+        .filter_map(|e| Some((e.involved_object.name?, e.reason?)))
+        .collect())
+}
+
 /// Seconds from happening to being written, by reporting component, sorted; events seen once
 /// only (a repeat's update time is not kept).
 pub fn write_delays(events: &HashMap<String, Written>) -> BTreeMap<String, Vec<f64>> {
@@ -107,5 +123,14 @@ mod tests {
         assert_eq!(delays["replicaset-controller"], vec![275.0]);
         assert!(!delays.contains_key("kwok_controller"));
         assert!(parse("{").is_err());
+        let pods = pod_reasons(
+            r#"{"items":[{"metadata":{},"involvedObject":{"kind":"Pod","name":"web-a"},"reason":"Pulled"},
+                         {"metadata":{},"involvedObject":{"kind":"ReplicaSet","name":"web"},"reason":"SuccessfulCreate"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            pods.into_iter().collect::<Vec<_>>(),
+            vec![("web-a".to_string(), "Pulled".to_string())]
+        );
     }
 }

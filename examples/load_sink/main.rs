@@ -143,17 +143,20 @@ fn report(
         .collect::<Result<Vec<_>, _>>()?;
     let expected = Expected::parse_all(&read(expected)?).map_err(ReportError::Expected)?;
     let measures = Measures::parse(&read(measures)?)?;
-    let events = match events {
+    let (events, published) = match events {
         Some(path) => {
-            let list = events::parse(&read(path)?).map_err(|source| ReportError::Events {
+            let text = read(path)?;
+            let bad = |source| ReportError::Events {
                 path: path.display().to_string(),
                 source,
-            })?;
-            Some(EventFigures::of(&list, &records))
+            };
+            let list = events::parse(&text).map_err(bad)?;
+            let published = events::pod_reasons(&text).map_err(bad)?;
+            (Some(EventFigures::of(&list, &records)), Some(published))
         }
-        None => None,
+        None => (None, None),
     };
-    let analysis = analysis::analyse(&records, &expected);
+    let analysis = analysis::analyse(&records, &expected, published.as_ref());
     Ok(table(&measures, &analysis, events.as_ref()))
 }
 
@@ -360,6 +363,16 @@ fn table(m: &Measures, a: &Analysis, ev: Option<&EventFigures>) -> String {
     for (what, value) in rows {
         let _ = writeln!(out, "| {what} | {value} |");
     }
+    if !a.shortfalls.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWhat the rollouts without the full structure lack (each pod event missing under its \
+             creation span, by where it went):"
+        );
+        for (what, n) in &a.shortfalls {
+            let _ = writeln!(out, "- {what}: {n}");
+        }
+    }
     let lists = [
         ("expected rollouts without a trace", &a.missing),
         ("rollouts without the full structure", &a.not_full),
@@ -440,7 +453,7 @@ mod tests {
              metric eventspan_engine_held_total 7\nmetric eventspan_engine_held_expired_total 3\n",
         )
         .unwrap();
-        let t = table(&m, &analysis::analyse(&b.spans, &expected), None);
+        let t = table(&m, &analysis::analyse(&b.spans, &expected, None), None);
         for want in [
             "| operator CPU | 3.00 s (5.0% of a core) |",
             "| kube-controller-manager CPU; operator / KCM | 12.00 s; 0.25 |",

@@ -108,16 +108,20 @@ impl Engine {
                 REPORTED_BEFORE_ACTION
             }
         });
-        let creator = self.creator_span(subject, at, follows);
-        if let Some(creator) = creator
-            && !force
-            && self.is_of_older_change(&creator, at)
+        let mut creator = self.creator_span(subject, at, follows);
+        if let Some(older) = creator
+            && self.is_of_older_change(&older, at)
         {
             // Its controller may be about to announce acting on it for the current change.
             let deadline = occurrence.observed.saturating_add(self.cfg.root_settle);
-            if deadline > now {
+            if !force && deadline > now {
                 return self.hold(subject, about, occurrence, deadline);
             }
+            // It happened during a newer change: it belongs to that change's trace, never under
+            // the older change's span (a late "Deleted pod: X", or the `Killing` after it, would
+            // otherwise land in the previous rollout's trace, sent long ago). When the action's
+            // announcement comes, it adopts the event (see `adopt_later_events`).
+            creator = None;
         }
         let sibling = self
             .sibling_anchor(subject)
@@ -908,8 +912,10 @@ impl Engine {
 
     /// Controllers publish events asynchronously, so "Created pod: X" on a ReplicaSet can arrive
     /// just before the "Scaled up replica set" that caused it, and be placed under an older
-    /// scale-up. When `actor` arrives, it takes over the open spans on `child` that started after
-    /// it but hang under an older actor span about `child`.
+    /// scale-up; or arrive long after the events that follow it ("Deleted pod: X" after X's
+    /// `Killing`, under load), which were then placed by their owner chain. When `actor` arrives,
+    /// it takes over the open spans on `child` that started after it but hang under an older
+    /// actor span about `child`, or under a span neither on nor about `child`.
     fn adopt_later_events(&mut self, child: ObjId, actor: SpanRef) {
         let Some(actor_depth) = self.spans.get_at(actor.span).map(|s| s.depth) else {
             return;
@@ -923,23 +929,27 @@ impl Engine {
             .filter(|r| r.trace == actor.trace && r.start < actor.start)
             .map(|r| r.span)
             .collect();
-        if older_actors.is_empty() {
-            return;
-        }
-        let later: Vec<SpanSlot> = obj
+        // Or, when no actor about `child` was in this trace, under its owner's span or the root
+        // (the owner-chain fallback): a parent neither on nor about `child`. Only for an owned
+        // object: a top-level one's own events belong under the root.
+        let owned = obj.has_owner();
+        let placed_by_owner = |parent: SpanSlot| {
+            owned
+                && parent != actor.span
+                && self
+                    .spans
+                    .get_at(parent)
+                    .is_some_and(|p| p.subject != child && p.about != Some(child))
+        };
+        let moves: Vec<(SpanSlot, SpanSlot)> = obj
             .spans_on
             .iter()
             .filter(|r| r.trace == actor.trace && r.start >= actor.start)
-            .map(|r| r.span)
+            .filter_map(|r| Some((r.span, self.spans.get_at(r.span)?.parent?)))
+            .filter(|&(_, old)| older_actors.contains(&old) || placed_by_owner(old))
             .collect();
         let anchor = obj.anchor;
-        for span in later {
-            let Some(old) = self.spans.get_at(span).and_then(|s| s.parent) else {
-                continue;
-            };
-            if !older_actors.contains(&old) {
-                continue;
-            }
+        for (span, old) in moves {
             if self.is_ancestor_or_self(span, actor.span) {
                 // The actor hangs below the span it would adopt: a loop, never a tree.
                 self.stats.reject(Rejection::Cycle);

@@ -14,6 +14,7 @@ use super::policy::DestinationPolicy;
 use super::queue::{SpanQueue, Watermark};
 use super::transport::{ExporterSpec, Request, Transport, TransportError};
 use crate::engine::model::FinishedSpan;
+use crate::engine::time::Timestamp;
 use crate::otlp::SpanShape;
 
 /// How exporters queue, batch and retry.
@@ -30,6 +31,8 @@ pub struct ExporterSettings {
     pub max_retry: Duration,
     /// Where exporters may connect (the operator's `--exporter-allow`/`--exporter-deny`).
     pub destinations: Arc<DestinationPolicy>,
+    /// The wall clock: when a receiver acknowledged spans (tests pass a fixed one).
+    pub clock: fn() -> Timestamp,
 }
 
 impl Default for ExporterSettings {
@@ -42,6 +45,7 @@ impl Default for ExporterSettings {
             max_backoff: Duration::from_secs(30),
             max_retry: Duration::from_secs(300),
             destinations: Arc::new(DestinationPolicy::default()),
+            clock: crate::watch::now,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct ExporterStats {
     pub last_error: Option<String>,
     /// Latency of successful span exports.
     pub latency: Histogram<ExportLatency>,
+    /// Per span acknowledged by the receiver: from the span's end to the acknowledgement.
+    pub event_to_export: Histogram<EventToExport>,
     /// Log records delivered (exporters with `logs` only).
     pub logs_exported: u64,
     /// Log records dropped: full queue, retries exhausted, refused, or rejected by the receiver.
@@ -88,6 +94,17 @@ pub struct ExportLatency;
 impl Buckets for ExportLatency {
     const BOUNDS: &'static [f64] = &[
         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+}
+
+/// A span's end to its acknowledgement: the correlation window (5 s by default), batching
+/// (up to the flush interval, 1 s) and retries, so seconds to minutes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventToExport;
+
+impl Buckets for EventToExport {
+    const BOUNDS: &'static [f64] = &[
+        0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0,
     ];
 }
 
@@ -151,12 +168,22 @@ struct Counters {
     not_permitted: AtomicBool,
     last_error: Mutex<Option<String>>,
     latency: Mutex<Histogram<ExportLatency>>,
+    event_to_export: Mutex<Histogram<EventToExport>>,
 }
 
 impl Counters {
-    /// A span export the receiver acknowledged: how long the request took.
-    fn acknowledged(&self, request: Duration) {
+    /// A span export the receiver acknowledged at `at`: how long the request took, and how
+    /// long after its end each span of the batch reached the receiver. A span's end, not its
+    /// start: the engine cannot emit a span before its end (a pod's creation span ends when the
+    /// pod is Ready, a root when its rollout completes), so only the end measures the delay
+    /// eventspan adds; a clock behind the API server's counts as zero. Spans a partial success
+    /// rejected are included, as OTLP does not say which they were.
+    fn acknowledged(&self, request: Duration, batch: &[Arc<FinishedSpan>], at: Timestamp) {
         self.latency.lock().expect("stats lock").observe(request);
+        let mut delays = self.event_to_export.lock().expect("stats lock");
+        for span in batch {
+            delays.observe(at.since(span.end));
+        }
     }
 }
 
@@ -212,6 +239,7 @@ impl Track {
                 && c.not_permitted.load(Ordering::Relaxed),
             last_error: c.last_error.lock().expect("stats lock").clone(),
             latency: c.latency.lock().expect("stats lock").clone(),
+            event_to_export: c.event_to_export.lock().expect("stats lock").clone(),
             ..Default::default()
         }
     }
@@ -387,7 +415,7 @@ impl Sender {
             Signal::Logs => Request::Logs(crate::otlp::logs_request(
                 spans,
                 &self.shape,
-                crate::watch::now(),
+                (self.settings.clock)(),
             )),
         };
         let started = Instant::now();
@@ -403,7 +431,7 @@ impl Sender {
                 c.unhealthy.store(false, Ordering::Relaxed);
                 c.not_permitted.store(false, Ordering::Relaxed);
                 if self.signal == Signal::Traces {
-                    c.acknowledged(started.elapsed());
+                    c.acknowledged(started.elapsed(), batch, (self.settings.clock)());
                 }
             }
             Err(e) => {

@@ -10,7 +10,9 @@ mod queue;
 mod tls;
 mod transport;
 
-pub use exporter::{Buckets, ExportLatency, Exporter, ExporterSettings, ExporterStats, Histogram};
+pub use exporter::{
+    Buckets, EventToExport, ExportLatency, Exporter, ExporterSettings, ExporterStats, Histogram,
+};
 pub use policy::{DestinationPolicy, NotPermitted};
 pub use queue::Watermark;
 pub use transport::{ExporterSpec, NOT_PERMITTED, Protocol, TransportError};

@@ -23,6 +23,7 @@ use tracing::{Instrument, info_span};
 use super::checkpoint::{Schedule, Snapshot};
 use super::engines::{self, Engines};
 use super::matcher::Scope;
+use super::metrics::SpanMetrics;
 use super::traces::TraceLog;
 use super::watches::{Input, WatchControl, WatchManager};
 use crate::engine::Checkpoint;
@@ -228,6 +229,7 @@ pub struct Hub {
     retiring: Vec<Watermark>,
     /// The tasks stopping them: the hub waits for them before it ends.
     stopping: JoinSet<()>,
+    span_metrics: SpanMetrics,
 }
 
 /// The hub's side of checkpointing: when to snapshot, and where settled snapshots go (the
@@ -255,6 +257,8 @@ pub struct HubSettings {
     pub max_event_age: Duration,
     /// None: no checkpoints (a successor re-sends what was exported within max_event_age).
     pub checkpoints: Option<HubCheckpoints>,
+    /// The histograms of the spans routed to sessions (`/metrics`).
+    pub span_metrics: SpanMetrics,
 }
 
 /// What the hub steers and where its inputs and exporters come from: [`Hub::new`] connects it
@@ -264,6 +268,8 @@ pub(super) struct Connections {
     /// What the watches deliver.
     pub inputs: mpsc::Receiver<Input>,
     pub exporters: Box<dyn ExporterFactory>,
+    /// Where the spans routed to sessions are observed (`/metrics`).
+    pub span_metrics: SpanMetrics,
 }
 
 impl Hub {
@@ -278,6 +284,7 @@ impl Hub {
             watches: Box::new(watches),
             inputs,
             exporters: Box::new(OtlpExporters(settings.exporters)),
+            span_metrics: settings.span_metrics,
         };
         Hub::connected(settings.engine, settings.checkpoints, connections)
     }
@@ -314,6 +321,7 @@ impl Hub {
             checkpoints,
             retiring: Vec::new(),
             stopping: JoinSet::new(),
+            span_metrics: connections.span_metrics,
         };
         (
             hub,
@@ -464,20 +472,28 @@ impl Hub {
     }
 
     /// Hands finished spans to every session of the engine that finished them whose scope
-    /// matches their trace.
+    /// matches their trace; the span histograms observe each span a session took, under the
+    /// trace ID the first of them exports it with.
     fn route(&mut self) {
         let base = self.engines.base_window();
-        let (sessions, starts) = (&mut self.sessions, &mut self.starts);
+        let (sessions, starts, metrics) =
+            (&mut self.sessions, &mut self.starts, &self.span_metrics);
+        let now = wall_clock();
         self.engines.drain_finished(|window, span| {
             let span: Arc<FinishedSpan> = Arc::new(starts.fill(span));
+            let mut exported_as = None;
             for s in sessions.values_mut() {
                 if s.window(base) == window && s.setup.scope.matches(&span.root) {
+                    exported_as.get_or_insert_with(|| s.setup.shape.trace_id(&span));
                     s.log
                         .record(&span, s.setup.max_recent_traces, &s.setup.shape);
                     for e in &s.exporters {
                         e.offer(span.clone());
                     }
                 }
+            }
+            if let Some(trace_id) = exported_as {
+                metrics.finished(&span, trace_id, now);
             }
         });
     }

@@ -224,6 +224,7 @@ async fn lead(
         input_capacity: 4096,
         max_event_age: options.max_event_age,
         checkpoints,
+        span_metrics: metrics.spans(),
     };
     let (hub, handle) = Hub::new(client.clone(), settings, hub_stop.clone());
     let hub_task = tokio::spawn(hub.run(hub_stop.clone()).instrument(info_span!("hub")));

@@ -58,6 +58,7 @@ mod doubles {
                 watches: Box::new(watches.clone()),
                 inputs,
                 exporters: Box::new(exporters.clone()),
+                span_metrics: crate::operator::metrics::Metrics::default().spans(),
             };
             let (hub, handle) = Hub::connected(EngineConfig::default(), None, connections);
             Harness {

@@ -288,6 +288,11 @@ fn sessions(hub: &HubSnapshot, out: &mut Families) -> fmt::Result {
         "Duration of successful exports.",
         exporters().map(|(labels, stats)| (labels, &stats.latency)),
     )?;
+    out.histogram(
+        "eventspan_event_to_export_seconds",
+        "Seconds from a span's end (its newest event, or its object's state) to the receiver acknowledging it.",
+        exporters().map(|(labels, stats)| (labels, &stats.event_to_export)),
+    )?;
     out.counter(
         "eventspan_session_traces",
         "Traces a session has seen.",

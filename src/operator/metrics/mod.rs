@@ -1,7 +1,8 @@
 //! `/metrics`, in the OpenMetrics text format (Prometheus scrapes it as it scrapes its own
 //! clients), encoded by the Prometheus project's client crate: what the reconciler and the
-//! checkpoint code count themselves is registered here; what the hub counts is read from its
-//! last snapshot at scrape time (`hub.rs`).
+//! checkpoint code count themselves is registered here; the histograms of finished spans, with
+//! their trace IDs as exemplars, are observed by the hub as it routes spans (`spans.rs`); what
+//! the hub counts is read from its last snapshot at scrape time (`hub.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,9 @@ use super::hub::HubSnapshot;
 
 mod families;
 mod hub;
+mod spans;
+
+pub use spans::SpanMetrics;
 
 /// What `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -37,6 +41,7 @@ pub struct Metrics {
     checkpoint_spans: Gauge,
     /// Bytes and spans of the checkpoint last written, per engine window: the gauges sum them.
     checkpoint_sizes: Mutex<BTreeMap<Duration, (u64, u64)>>,
+    spans: SpanMetrics,
 }
 
 /// A family whose every label value is listed up front, so each series is there (at zero)
@@ -126,6 +131,7 @@ impl Metrics {
             checkpoint_bytes: Gauge::default(),
             checkpoint_spans: Gauge::default(),
             checkpoint_sizes: Mutex::default(),
+            spans: SpanMetrics::new(),
         };
         let mut registry = Registry::default();
         registry.register(
@@ -158,11 +164,17 @@ impl Metrics {
             "Spans named by the checkpoints last written, all engines",
             metrics.checkpoint_spans.clone(),
         );
+        metrics.spans.register(&mut registry);
         registry.register_collector(Box::new(hub::HubCollector { snapshots }));
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// The span histograms, for the hub to observe the spans it routes.
+    pub fn spans(&self) -> SpanMetrics {
+        self.spans.clone()
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -313,3 +313,255 @@ fn checkpoint_sizes_sum_the_windows_last_written() {
         assert!(text.contains(line), "{line} missing from:\n{text}");
     }
 }
+
+#[test]
+fn event_to_export_is_a_histogram_per_exporter() {
+    let mut event_to_export = crate::export::Histogram::default();
+    for ms in [800, 6_000, 6_500, 45_000] {
+        event_to_export.observe(Duration::from_millis(ms));
+    }
+    let stats = crate::export::ExporterStats {
+        event_to_export,
+        ..Default::default()
+    };
+    let snapshot = HubSnapshot {
+        sessions: [session("jaeger", stats)].into(),
+        ..Default::default()
+    };
+    let text = scrape(snapshot, |_| {});
+    let labels = "session=\"shop/rollouts\",exporter=\"jaeger\"";
+    assert!(text.contains("# TYPE eventspan_event_to_export_seconds histogram\n"));
+    for line in [
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"0.5\",{labels}}} 0\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"1.0\",{labels}}} 1\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"5.0\",{labels}}} 1\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"7.5\",{labels}}} 3\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"30.0\",{labels}}} 3\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"60.0\",{labels}}} 4\n"),
+        format!("eventspan_event_to_export_seconds_bucket{{le=\"+Inf\",{labels}}} 4\n"),
+        format!("eventspan_event_to_export_seconds_sum{{{labels}}} 58.3\n"),
+        format!("eventspan_event_to_export_seconds_count{{{labels}}} 4\n"),
+    ] {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
+    }
+}
+
+/// A rollout of two pods, each Ready after its image pull (`rollout-durations.tree`): the root
+/// took 3.25 s, the pods 2.61 s and 3.009 s.
+fn rollout_spans() -> Vec<crate::engine::model::FinishedSpan> {
+    crate::replay::replay(
+        include_str!("../../../tests/scenarios/rollout-durations.jsonl"),
+        Default::default(),
+    )
+    .spans
+}
+
+/// When the hub observed the spans: an exemplar is dated by it.
+const OBSERVED_AT: i64 = 1_795_000_000;
+
+/// The exposition after `spans` were routed to a session exporting them under their own IDs.
+fn scrape_spans(spans: &[crate::engine::model::FinishedSpan]) -> String {
+    scrape(HubSnapshot::default(), |m| {
+        let histograms = m.spans();
+        for span in spans {
+            histograms.finished(
+                span,
+                span.trace_id,
+                crate::engine::time::Timestamp::from_unix_secs(OBSERVED_AT),
+            );
+        }
+    })
+}
+
+/// The line of `sample` whose labels start with `labels`, without its value.
+fn sample_line<'t>(text: &'t str, sample: &str, labels: &str) -> &'t str {
+    let prefix = format!("{sample}{{{labels}");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}
+
+#[test]
+fn a_finished_rollout_is_observed_with_its_trace_id_as_exemplar() {
+    let text = scrape_spans(&rollout_spans());
+    let trace = "d2fab1818b621ee1d21102d20b6ac4ec";
+    let at = format!("{OBSERVED_AT}.0");
+    assert!(text.contains("# TYPE eventspan_rollout_duration_seconds histogram\n"));
+    assert!(text.contains(
+        "# HELP eventspan_rollout_duration_seconds Seconds from a change of a root object to its outcome (its root span), by root kind and outcome.\n"
+    ));
+    assert!(
+        !text.contains("..\n"),
+        "a HELP ends in two periods:\n{text}"
+    );
+    let rollout = "eventspan_rollout_duration_seconds_bucket";
+    let labels = "kind=\"Deployment\",outcome=\"done\"}";
+    assert_eq!(
+        sample_line(&text, rollout, "le=\"2.5\","),
+        format!("{rollout}{{le=\"2.5\",{labels} 0")
+    );
+    assert_eq!(
+        sample_line(&text, rollout, "le=\"5.0\","),
+        format!("{rollout}{{le=\"5.0\",{labels} 1 # {{trace_id=\"{trace}\"}} 3.25 {at}")
+    );
+    assert!(text.contains(&format!(
+        "eventspan_rollout_duration_seconds_count{{{labels} 1\n"
+    )));
+    assert!(text.contains(&format!(
+        "eventspan_rollout_duration_seconds_sum{{{labels} 3.25\n"
+    )));
+
+    let ready = "eventspan_pod_ready_seconds_bucket";
+    assert_eq!(
+        sample_line(&text, ready, "le=\"2.5\","),
+        format!("{ready}{{le=\"2.5\",kind=\"Deployment\"}} 0")
+    );
+    // Both pods in one bucket: its exemplar is the one observed last.
+    assert_eq!(
+        sample_line(&text, ready, "le=\"5.0\","),
+        format!(
+            "{ready}{{le=\"5.0\",kind=\"Deployment\"}} 2 # {{trace_id=\"{trace}\"}} 3.009 {at}"
+        )
+    );
+    assert!(text.contains("eventspan_pod_ready_seconds_sum{kind=\"Deployment\"} 5.619\n"));
+}
+
+#[test]
+fn each_pod_phase_is_observed_by_phase_and_whose_time_it_was() {
+    let text = scrape_spans(&rollout_spans());
+    let trace = "d2fab1818b621ee1d21102d20b6ac4ec";
+    let phase = "eventspan_pod_phase_seconds_bucket";
+    for (phase_labels, le, count, exemplar) in [
+        ("phase=\"schedule\",kind=\"infra\"", "0.1", 2, Some("0.0")),
+        ("phase=\"pull\",kind=\"infra\"", "1.0", 0, None),
+        ("phase=\"pull\",kind=\"infra\"", "2.5", 2, Some("1.219")),
+        ("phase=\"start\",kind=\"infra\"", "0.25", 2, Some("0.191")),
+        ("phase=\"ready\",kind=\"workload\"", "1.0", 1, Some("0.997")),
+        ("phase=\"ready\",kind=\"workload\"", "2.5", 2, Some("1.39")),
+    ] {
+        let line = sample_line(&text, phase, &format!("le=\"{le}\",{phase_labels}}}"));
+        let expected = format!("{phase}{{le=\"{le}\",{phase_labels}}} {count}");
+        match exemplar {
+            None => assert_eq!(line, expected),
+            Some(value) => assert_eq!(
+                line,
+                format!("{expected} # {{trace_id=\"{trace}\"}} {value} {OBSERVED_AT}.0")
+            ),
+        }
+    }
+    // The totals are attributes too, but no phases.
+    assert!(!text.contains("phase=\"infra\""), "{text}");
+    assert!(!text.contains("phase=\"workload\""), "{text}");
+}
+
+#[test]
+fn spans_sent_before_their_end_was_known_measure_nothing() {
+    let spans: Vec<_> = rollout_spans()
+        .into_iter()
+        .map(|mut s| {
+            s.incomplete = true;
+            s
+        })
+        .collect();
+    let text = scrape_spans(&spans);
+    for sample in [
+        "eventspan_rollout_duration_seconds_count",
+        "eventspan_pod_ready_seconds_count",
+        "eventspan_pod_phase_seconds_count",
+    ] {
+        assert!(!text.contains(sample), "{sample} in:\n{text}");
+    }
+}
+
+/// Every PromQL query of a Grafana dashboard: panel targets' `expr`, template variables'
+/// `query` (a string, or an object with one); a data source variable's `query` is a plugin
+/// type, not PromQL.
+fn dashboard_queries(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(fields) if fields.get("type") == Some(&"datasource".into()) => {}
+        serde_json::Value::Object(fields) => {
+            for (key, v) in fields {
+                match (key.as_str(), v) {
+                    ("expr" | "query", serde_json::Value::String(q)) => out.push(q.clone()),
+                    _ => dashboard_queries(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+/// The metric names a query uses: every identifier starting `eventspan_` (label values are
+/// quoted, and no label of ours starts so).
+fn metric_names(query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("eventspan_") {
+        let before = rest[..at].chars().next_back();
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .unwrap_or(tail.len());
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            names.push(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn every_metric_the_dashboard_queries_is_one_metrics_serves() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../../deploy/grafana/eventspan.json"))
+            .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard, &mut queries);
+    assert!(queries.len() >= 8, "{queries:?}");
+    // A scrape with a session, an exporter and a finished rollout: every family has samples.
+    let snapshot = HubSnapshot {
+        sessions: [session("jaeger", Default::default())].into(),
+        ..Default::default()
+    };
+    let text = scrape(snapshot, |m| {
+        for span in rollout_spans() {
+            m.spans()
+                .finished(&span, span.trace_id, crate::engine::time::Timestamp::MIN);
+        }
+    });
+    let (served, _) = parse(&text);
+    let mut used = BTreeSet::new();
+    for query in &queries {
+        let names = metric_names(query);
+        assert!(!names.is_empty(), "no eventspan metric in {query}");
+        used.extend(names);
+    }
+    for name in &used {
+        assert!(
+            served.contains_key(name),
+            "the dashboard queries {name}, which /metrics does not serve:\n{text}"
+        );
+    }
+    for family in [
+        "eventspan_rollout_duration_seconds_bucket",
+        "eventspan_pod_ready_seconds_bucket",
+        "eventspan_pod_phase_seconds_bucket",
+        "eventspan_event_to_export_seconds_bucket",
+    ] {
+        assert!(
+            used.contains(family),
+            "the dashboard does not chart {family}"
+        );
+    }
+}
+
+#[test]
+fn metric_names_are_read_from_promql() {
+    assert_eq!(
+        metric_names(
+            "sum by (le) (rate(eventspan_a_bucket{kind=~\"$kind\"}[5m])) / scalar(eventspan_b:c) + not_eventspan_x"
+        ),
+        ["eventspan_a_bucket", "eventspan_b:c"]
+    );
+}

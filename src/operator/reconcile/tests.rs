@@ -101,6 +101,7 @@ impl World {
             watches: Box::new(watches.clone()),
             inputs,
             exporters: Box::new(exporters.clone()),
+            span_metrics: crate::operator::metrics::Metrics::default().spans(),
         };
         let (hub, handle) = Hub::connected(EngineConfig::default(), None, connections);
         let stop = CancellationToken::new();
