@@ -404,6 +404,11 @@ pub fn commit_is_traced_to_ready_pods(w: &World) -> Result<(), String> {
                 return Err(format!("root: {got:?}, want {expected:?}\n{tree}"));
             }
         }
+        // What the commit changed, said on the root as on any rollout's.
+        let summary = root.attr("eventspan.change.summary").unwrap_or_default();
+        if !summary.contains("nginx:1.27 → nginx:1.28") {
+            return Err(format!("root's change summary: {summary:?}\n{tree}"));
+        }
         let roots = trace.iter().filter(|s| s.parent.is_none()).count();
         let ids: BTreeSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
         if roots != 1 || ids.len() != trace.len() {
