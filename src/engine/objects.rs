@@ -605,6 +605,12 @@ impl ObjectTable {
         (&*e.kind == kind && &*e.namespace == namespace && &*e.name == name).then_some(id)
     }
 
+    /// The object of that kind and name, if it is known: a lookup that creates no entry (names
+    /// in a message are not evidence that an object exists).
+    pub fn find_named(&self, kind: &str, namespace: &str, name: &str) -> Option<ObjId> {
+        self.lookup_name(kind, namespace, name)
+    }
+
     pub fn lookup_uid(&self, namespace: &str, uid: &str) -> Option<ObjId> {
         let id = *self.by_uid.get(&uid_key(namespace, uid))?;
         let e = self.get(id)?;
