@@ -16,16 +16,17 @@ use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::xxh3_128;
 
 mod interner;
+mod span_refs;
 
 use interner::Interner;
+pub(crate) use span_refs::SpanRef;
+use span_refs::RecentSpans;
 use super::change::{ChangeSummary, TemplateDigest, summarize};
 use super::chunked::ChunkedVec;
-use super::ids::TraceId;
 use super::model::{
     EventRecord, ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange, TraceParent,
 };
 use super::phases::PodTimeline;
-use super::spans::SpanSlot;
 use super::time::Timestamp;
 
 /// The most entries one eviction looks at: eviction is O(1) per insert, whatever the table holds.
@@ -81,51 +82,6 @@ impl std::ops::Deref for OwnerChain {
 
     fn deref(&self) -> &[ObjId] {
         &self.ids[..self.len]
-    }
-}
-
-/// A reference to a span kept in an index, valid after the span itself has been exported.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SpanRef {
-    pub span: SpanSlot,
-    pub trace: TraceId,
-    pub start: Timestamp,
-    /// When its event happened, before a parent that started later moved `start`: what a later
-    /// event compares with to ask "had the controller acted on this object by then?".
-    pub happened: Timestamp,
-    /// When the reference was made, for expiry.
-    pub at: Timestamp,
-}
-
-/// A few recent spans of one kind for one object, ordered by start time: arrival order must not
-/// decide which span is "the next one" or "the newest".
-#[derive(Debug, Default)]
-pub(crate) struct RecentSpans(Vec<SpanRef>);
-
-impl RecentSpans {
-    const CAP: usize = 4;
-
-    pub fn insert(&mut self, r: SpanRef) {
-        let mut pos = self
-            .0
-            .partition_point(|x| (x.start, x.span.id) <= (r.start, r.span.id));
-        // When full, the oldest goes before the insert: the vector never grows past its cap.
-        if self.0.len() == Self::CAP {
-            if pos == 0 {
-                return;
-            }
-            self.0.remove(0);
-            pos -= 1;
-        }
-        self.0.insert(pos, r);
-    }
-
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &SpanRef> {
-        self.0.iter()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 }
 
@@ -1278,7 +1234,7 @@ fn record_change(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ids::SpanId;
+    use crate::engine::ids::{SpanId, TraceId};
     use crate::engine::model::OwnerRef;
 
     fn meta(uid: &str, kind: &str, name: &str, owner: Option<(&str, &str, &str)>) -> ObjectMeta {
