@@ -15,9 +15,11 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::xxh3_128;
 
+mod id;
 mod interner;
 mod span_refs;
 
+pub(crate) use id::ObjId;
 use interner::Interner;
 pub(crate) use span_refs::SpanRef;
 use span_refs::RecentSpans;
@@ -56,19 +58,6 @@ const LATE_TRACEPARENT: Duration = Duration::from_secs(30);
 const UNTIMED_CHANGE_LEAD: Duration = Duration::from_secs(1);
 /// How far a "created" child's creationTimestamp (whole seconds) may lie before the message.
 const CREATION_SLACK: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct ObjId {
-    idx: u32,
-    generation: u32,
-}
-
-impl ObjId {
-    /// The table slot: distinct among the objects known at one time.
-    pub fn index(self) -> usize {
-        self.idx as usize
-    }
-}
 
 /// An owner chain, nearest first, without a heap allocation: it is walked for every event.
 #[derive(Clone, Copy, Debug, Default)]
