@@ -8,6 +8,11 @@
 //! Entries that were never seen live, or were deleted, expire after a TTL; the table is a
 //! generational slab so a stale [`ObjId`] is detected instead of silently naming another object.
 
+mod generations;
+mod id;
+mod interner;
+mod span_refs;
+
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,18 +20,15 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::xxh3_128;
 
-mod id;
-mod interner;
-mod span_refs;
-
+use generations::{GenerationChange, RootInfo, UNTIMED_CHANGE_LEAD, new_change};
+pub(crate) use generations::GENERATION_HISTORY;
 pub(crate) use id::ObjId;
 use interner::Interner;
 pub(crate) use span_refs::SpanRef;
 use span_refs::RecentSpans;
-use super::change::{ChangeSummary, TemplateDigest, summarize};
 use super::chunked::ChunkedVec;
 use super::model::{
-    EventRecord, ObjectMeta, ObjectRef, Outcome, OutcomeKind, SpecChange, TraceParent,
+    EventRecord, ObjectMeta, ObjectRef, Outcome, OutcomeKind,
 };
 use super::phases::PodTimeline;
 use super::time::Timestamp;
@@ -43,19 +45,11 @@ enum Queue {
     Live,
 }
 
-/// How many spec changes of a root object are remembered to attribute late events by time.
-pub(crate) const GENERATION_HISTORY: usize = 4;
 /// Owner chains deeper than this are treated as cycles.
 const MAX_OWNER_DEPTH: usize = 16;
 /// (kind, owner kind): each such object is one run of its owner and the root of a trace of its
 /// own, so a CronJob firing every minute makes a trace per Job instead of one endless trace.
 const RUN_BOUNDARIES: &[(&str, &str)] = &[("Job", "CronJob")];
-/// How long after a change a `traceparent` annotated separately (not in the same write) still
-/// belongs to it.
-const LATE_TRACEPARENT: Duration = Duration::from_secs(30);
-/// A spec change with no time of its own is taken to be this much older than the observation
-/// of its object: the same uncertainty as the whole-second times managedFields entries carry.
-const UNTIMED_CHANGE_LEAD: Duration = Duration::from_secs(1);
 /// How far a "created" child's creationTimestamp (whole seconds) may lie before the message.
 const CREATION_SLACK: Duration = Duration::from_secs(2);
 
@@ -78,39 +72,6 @@ impl std::ops::Deref for OwnerChain {
 pub(crate) struct OwnerLink {
     uid: Box<str>,
     id: ObjId,
-}
-
-/// One spec change of a root object: the trace it starts.
-#[derive(Clone, Debug)]
-pub(crate) struct GenerationChange {
-    pub generation: i64,
-    /// When the change happened: managedFields time, or estimated from when the new generation
-    /// was first seen.
-    pub time: Timestamp,
-    /// `time` is an estimate: the earliest observation of the generation refines it.
-    pub estimated: bool,
-    pub manager: Option<Arc<str>>,
-    pub operation: Option<Arc<str>>,
-    /// `time` as first recorded, never refined: the trace's fixed start (X-Ray trace IDs).
-    pub started: Timestamp,
-    /// The `traceparent` the change was applied with, when the object carried a fresh one
-    /// (boxed: most changes have none).
-    pub traceparent: Option<Box<TraceParent>>,
-    /// What it changed against the previous generation, when that one's template was seen.
-    pub summary: Option<Box<ChangeSummary>>,
-}
-
-/// What only a possible trace root needs: kept off pods and other owned objects.
-#[derive(Debug, Default)]
-pub(crate) struct RootInfo {
-    pub labels: Arc<[(Box<str>, Box<str>)]>,
-    /// Newest last.
-    pub changes: Vec<GenerationChange>,
-    /// The `traceparent` annotation as last seen. The annotation stays on the object after the
-    /// pipeline that set it is done, so only a value that differs from it belongs to a change.
-    pub seen_traceparent: Option<Box<TraceParent>>,
-    /// The newest generation's replicas and template, to summarise the next change against.
-    pub template: Option<(i64, Box<TemplateDigest>)>,
 }
 
 #[derive(Debug)]
@@ -234,20 +195,7 @@ impl ObjEntry {
         // Its by_uid and by_name entries with the maps' slack, and its places in the expiry and
         // live queues: measured with the memory benchmark, so the count matches what is live.
         const INDEX: usize = 200;
-        let root = self.root.as_ref().map_or(0, |r| {
-            std::mem::size_of::<RootInfo>()
-                + r.labels
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 32)
-                    .sum::<usize>()
-                + r.changes.capacity() * std::mem::size_of::<GenerationChange>()
-                + r.changes
-                    .iter()
-                    .filter_map(|c| c.summary.as_ref())
-                    .map(|s| std::mem::size_of::<ChangeSummary>() + s.text.len())
-                    .sum::<usize>()
-                + r.template.as_ref().map_or(0, |(_, t)| t.heap_bytes())
-        });
+        let root = self.root.as_ref().map_or(0, |r| r.heap_bytes());
         let state = self.state.as_ref().map_or(0, |st| {
             std::mem::size_of::<StateSeen>()
                 + st.outcomes
@@ -757,28 +705,12 @@ impl ObjectTable {
                 }
             });
         let api_version = self.strings.intern(&meta.api_version);
-        // The change that made this generation, among the entries that touched spec.
         let previous = self
             .get(id)
             .and_then(|e| e.root.as_ref())
-            .and_then(|r| r.changes.last());
-        let known = previous.is_some_and(|c| c.generation == meta.generation);
-        let change = if known {
-            None
-        } else {
-            pick_change(&meta.spec_changes, previous.map(|c| c.time)).map(|(c, time)| {
-                GenerationChange {
-                    generation: meta.generation,
-                    time: time.unwrap_or(untimed_change),
-                    estimated: time.is_none(),
-                    manager: Some(self.strings.intern(&c.manager)),
-                    operation: Some(self.strings.intern(&c.operation)),
-                    started: time.unwrap_or(untimed_change),
-                    traceparent: None,
-                    summary: None,
-                }
-            })
-        };
+            .and_then(|r| r.changes.last())
+            .map(|c| (c.generation, c.time));
+        let change = new_change(meta, previous, untimed_change, &mut self.strings);
         let entry = self.get_mut(id).expect("resolved");
         // Once live it is no longer an expiry candidate; its queue entries are skipped on pop.
         entry.live = true;
@@ -793,32 +725,10 @@ impl ObjectTable {
         }
         entry.owner = owner;
         if entry.owner.is_none() {
-            let root = entry.root.get_or_insert_with(Default::default);
-            if root.labels.len() != meta.labels.len()
-                || root
-                    .labels
-                    .iter()
-                    .zip(&meta.labels)
-                    .any(|((k, v), (k2, v2))| **k != *k2 || **v != *v2)
-            {
-                root.labels = meta
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
-                    .collect();
-            }
-            // A traceparent is news only when it differs from the one last seen: one left on the
-            // object by an earlier pipeline run must not claim a later change (an HPA's scale).
-            let fresh = meta
-                .traceparent
-                .filter(|tp| root.seen_traceparent.as_deref() != Some(tp));
-            if root.seen_traceparent.as_deref() != meta.traceparent.as_ref() {
-                root.seen_traceparent = meta.traceparent.map(Box::new);
-            }
-            record_change(root, meta.generation, change, untimed_change, fresh);
-            if let Some(digest) = &meta.template {
-                summarize_change(root, meta.generation, digest);
-            }
+            entry
+                .root
+                .get_or_insert_with(Default::default)
+                .observe(meta, change, untimed_change);
         } else {
             entry.root = None;
         }
@@ -1073,16 +983,11 @@ impl ObjectTable {
     /// Which generation of a root object was current at `at`.
     pub fn generation_at(&self, id: ObjId, at: Timestamp) -> i64 {
         let Some(entry) = self.get(id) else { return 0 };
-        match &entry.root {
-            Some(root) if !root.changes.is_empty() => root
-                .changes
-                .iter()
-                .rev()
-                .find(|c| c.time <= at)
-                .or(root.changes.first())
-                .map_or(entry.generation, |c| c.generation),
-            _ => entry.generation,
-        }
+        entry
+            .root
+            .as_ref()
+            .and_then(|root| root.generation_at(at))
+            .unwrap_or(entry.generation)
     }
 
     /// A change of a root older than those it shows (from a predecessor's checkpoint): kept in
@@ -1094,28 +999,9 @@ impl ObjectTable {
         time: Timestamp,
         estimated: bool,
     ) {
-        let Some(root) = self.get_mut(id).and_then(|e| e.root.as_mut()) else {
-            return;
-        };
-        if root.changes.iter().any(|c| c.generation == generation)
-            || root.changes.len() >= GENERATION_HISTORY
-        {
-            return;
+        if let Some(root) = self.get_mut(id).and_then(|e| e.root.as_mut()) {
+            root.add_earlier_change(generation, time, estimated);
         }
-        let at = root.changes.partition_point(|c| c.generation < generation);
-        root.changes.insert(
-            at,
-            GenerationChange {
-                generation,
-                time,
-                estimated,
-                manager: None,
-                operation: None,
-                started: time,
-                traceparent: None,
-                summary: None,
-            },
-        );
     }
 
     /// The oldest change of a root this table knows.
@@ -1124,99 +1010,7 @@ impl ObjectTable {
     }
 
     pub fn change(&self, id: ObjId, generation: i64) -> Option<&GenerationChange> {
-        self.get(id)?
-            .root
-            .as_ref()?
-            .changes
-            .iter()
-            .find(|c| c.generation == generation)
-    }
-}
-
-/// Which managedFields entry made a new generation, and its time if it has one: the newest
-/// timed entry, if newer than the previous generation's change; otherwise an entry without a
-/// time (the scale subresource writes those); otherwise the newest timed one.
-fn pick_change(
-    changes: &[SpecChange],
-    previous: Option<Timestamp>,
-) -> Option<(&SpecChange, Option<Timestamp>)> {
-    let newest = changes
-        .iter()
-        .filter_map(|c| Some((c, c.time?)))
-        .max_by_key(|(_, t)| *t);
-    match newest {
-        Some((c, t)) if previous.is_none_or(|p| t > p) => Some((c, Some(t))),
-        _ => changes
-            .iter()
-            .find(|c| c.time.is_none())
-            .map(|c| (c, None))
-            .or(newest.map(|(c, t)| (c, Some(t)))),
-    }
-}
-
-/// Summarises the change that made `generation` against the previous generation's template,
-/// once, and keeps the newest template for the next.
-fn summarize_change(root: &mut RootInfo, generation: i64, digest: &TemplateDigest) {
-    let summary = match &root.template {
-        Some((seen, before)) if *seen < generation => Some(summarize(before, digest)),
-        _ => None,
-    };
-    if let Some(summary) = summary
-        && let Some(change) = root
-            .changes
-            .last_mut()
-            .filter(|c| c.generation == generation && c.summary.is_none())
-    {
-        change.summary = Some(Box::new(summary));
-    }
-    let newer = root.template.as_ref().is_none_or(|(seen, kept)| {
-        *seen < generation || (*seen == generation && **kept != *digest)
-    });
-    if newer {
-        root.template = Some((generation, Box::new(digest.clone())));
-    }
-}
-
-/// Records the change that made `generation`, or refines the estimated time of a generation
-/// seen again (the earliest observation is the best bound, whatever order updates arrive in).
-///
-/// A fresh `traceparent` goes with the change of the generation it arrived with; one that arrives
-/// after its generation (`kubectl annotate` right after `kubectl apply`) is taken by that
-/// generation's change if it has none yet and is at most [`LATE_TRACEPARENT`] old.
-fn record_change(
-    root: &mut RootInfo,
-    generation: i64,
-    change: Option<GenerationChange>,
-    untimed: Timestamp,
-    traceparent: Option<TraceParent>,
-) {
-    match root.changes.last_mut() {
-        Some(last) if last.generation == generation => {
-            if last.estimated {
-                last.time = last.time.min(untimed);
-            }
-            if last.traceparent.is_none() && untimed.since(last.started) <= LATE_TRACEPARENT {
-                last.traceparent = traceparent.map(Box::new);
-            }
-        }
-        Some(last) if last.generation > generation => {}
-        _ => {
-            if root.changes.len() == GENERATION_HISTORY {
-                root.changes.remove(0);
-            }
-            let mut change = change.unwrap_or(GenerationChange {
-                generation,
-                time: untimed,
-                estimated: true,
-                manager: None,
-                operation: None,
-                started: untimed,
-                traceparent: None,
-                summary: None,
-            });
-            change.traceparent = traceparent.map(Box::new);
-            root.changes.push(change);
-        }
+        self.get(id)?.root.as_ref()?.change(generation)
     }
 }
 
@@ -1226,7 +1020,12 @@ mod tests {
     use crate::engine::ids::{SpanId, TraceId};
     use crate::engine::model::OwnerRef;
 
-    fn meta(uid: &str, kind: &str, name: &str, owner: Option<(&str, &str, &str)>) -> ObjectMeta {
+    pub(super) fn meta(
+        uid: &str,
+        kind: &str,
+        name: &str,
+        owner: Option<(&str, &str, &str)>,
+    ) -> ObjectMeta {
         ObjectMeta {
             uid: uid.into(),
             kind: kind.into(),
@@ -1456,108 +1255,6 @@ mod tests {
     }
 
     #[test]
-    fn a_scale_without_a_time_is_the_change_of_the_new_generation() {
-        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
-        let change = |manager: &str, time: Option<i64>| SpecChange {
-            manager: manager.into(),
-            operation: "Update".into(),
-            time: time.map(Timestamp::from_unix_secs),
-        };
-        let mut m = meta("d1", "Deployment", "web", None);
-        m.spec_changes = vec![change("kubectl-set", Some(100))];
-        let id = t.upsert(
-            &m,
-            Timestamp::from_unix_secs(100),
-            Timestamp::from_unix_secs(100),
-        );
-        m.generation = 2;
-        m.spec_changes = vec![change("kubectl", None), change("kubectl-set", Some(100))];
-        t.upsert(
-            &m,
-            Timestamp::from_unix_secs(150),
-            Timestamp::from_unix_secs(150),
-        );
-        let c = t.change(id, 2).unwrap();
-        assert_eq!(
-            (c.manager.as_deref(), c.time),
-            (Some("kubectl"), Timestamp::from_unix_secs(149)),
-            "untimed: a second before it was observed"
-        );
-        // A timed change newer than the previous generation's wins over an old timeless entry.
-        m.generation = 3;
-        m.spec_changes = vec![change("kubectl", None), change("helm", Some(200))];
-        t.upsert(
-            &m,
-            Timestamp::from_unix_secs(201),
-            Timestamp::from_unix_secs(201),
-        );
-        assert_eq!(t.change(id, 3).unwrap().manager.as_deref(), Some("helm"));
-    }
-
-    #[test]
-    fn a_traceparent_belongs_to_the_change_it_came_with() {
-        let mut t = ObjectTable::new(Duration::from_secs(600), 100);
-        let tp = |n: u128| TraceParent {
-            trace_id: TraceId(n),
-            span_id: SpanId(n as u64),
-            flags: 1,
-        };
-        let at = Timestamp::from_unix_secs;
-        let mut m = meta("d1", "Deployment", "web", None);
-        m.spec_changes = vec![SpecChange {
-            manager: "kubectl".into(),
-            operation: "Update".into(),
-            time: Some(at(100)),
-        }];
-        m.traceparent = Some(tp(1));
-        let id = t.upsert(&m, at(100), at(100));
-        let tp_of = |t: &ObjectTable, generation| {
-            t.change(id, generation)
-                .unwrap()
-                .traceparent
-                .as_deref()
-                .copied()
-        };
-        assert_eq!(tp_of(&t, 1), Some(tp(1)));
-        // A status update of the same generation changes nothing.
-        t.upsert(&m, at(110), at(110));
-        assert_eq!(tp_of(&t, 1), Some(tp(1)));
-        // A new apply: new generation, new traceparent.
-        m.generation = 2;
-        m.spec_changes[0].time = Some(at(200));
-        m.traceparent = Some(tp(2));
-        t.upsert(&m, at(200), at(200));
-        assert_eq!(
-            (tp_of(&t, 2), t.change(id, 2).unwrap().started),
-            (Some(tp(2)), at(200))
-        );
-        assert_eq!(tp_of(&t, 1), Some(tp(1)));
-        // An HPA's scale: the annotation left from the last apply is stale.
-        m.generation = 3;
-        m.spec_changes[0].time = Some(at(300));
-        t.upsert(&m, at(300), at(300));
-        assert_eq!(tp_of(&t, 3), None);
-        // Much later, a new value without a new generation claims no finished change.
-        m.traceparent = Some(tp(3));
-        t.upsert(&m, at(600), at(600));
-        assert_eq!(tp_of(&t, 3), None);
-        // `kubectl apply` then `kubectl annotate`: the new value arrives a moment after the
-        // generation, and is that generation's.
-        m.generation = 4;
-        m.spec_changes[0].time = Some(at(700));
-        t.upsert(&m, at(700), at(700));
-        assert_eq!(tp_of(&t, 4), None);
-        m.traceparent = Some(tp(4));
-        t.upsert(&m, at(702), at(702));
-        assert_eq!(tp_of(&t, 4), Some(tp(4)));
-        // A later value does not replace it.
-        m.traceparent = Some(tp(5));
-        t.upsert(&m, at(703), at(703));
-        assert_eq!(tp_of(&t, 4), Some(tp(4)));
-        assert_eq!(t.change(id, 4).unwrap().started, at(700));
-    }
-
-    #[test]
     fn owner_cycles_terminate() {
         let mut t = ObjectTable::new(Duration::from_secs(60), 100);
         let now = Timestamp::from_unix_secs(0);
@@ -1566,29 +1263,4 @@ mod tests {
         assert_eq!(t.owner_chain(a).len(), 1);
     }
 
-    #[test]
-    fn generation_is_chosen_by_time() {
-        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
-        let mut m = meta("d1", "Deployment", "web", None);
-        m.spec_changes = vec![SpecChange {
-            manager: "kubectl".into(),
-            operation: "Update".into(),
-            time: Some(Timestamp::from_unix_secs(100)),
-        }];
-        let id = t.upsert(
-            &m,
-            Timestamp::from_unix_secs(100),
-            Timestamp::from_unix_secs(100),
-        );
-        m.generation = 2;
-        m.spec_changes[0].time = Some(Timestamp::from_unix_secs(200));
-        t.upsert(
-            &m,
-            Timestamp::from_unix_secs(200),
-            Timestamp::from_unix_secs(200),
-        );
-        assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(150)), 1);
-        assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(250)), 2);
-        assert_eq!(t.generation_at(id, Timestamp::from_unix_secs(50)), 1);
-    }
 }
