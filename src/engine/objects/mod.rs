@@ -12,6 +12,7 @@ mod generations;
 mod id;
 mod interner;
 mod span_refs;
+mod state_seen;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -26,10 +27,9 @@ pub(crate) use id::ObjId;
 use interner::Interner;
 pub(crate) use span_refs::SpanRef;
 use span_refs::RecentSpans;
+use state_seen::StateSeen;
 use super::chunked::ChunkedVec;
-use super::model::{
-    EventRecord, ObjectMeta, ObjectRef, Outcome, OutcomeKind,
-};
+use super::model::{EventRecord, ObjectMeta, ObjectRef};
 use super::phases::PodTimeline;
 use super::time::Timestamp;
 
@@ -120,57 +120,6 @@ pub(crate) struct ObjEntry {
     bytes: u32,
 }
 
-/// What an object's status has said.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct StateSeen {
-    pub observed_generation: i64,
-    /// The first outcome seen for each recent generation, and when: a rollout that was done
-    /// stays done when the next generation's status replaces it (capped at
-    /// [`GENERATION_HISTORY`]).
-    pub outcomes: Vec<SeenOutcome>,
-}
-
-/// An outcome as kept per object: compact, as every watched pod has one (its Ready).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct SeenOutcome {
-    generation: i64,
-    kind: OutcomeKind,
-    /// Interned: condition reasons are a few constants.
-    reason: Arc<str>,
-    message: Box<str>,
-    at: Timestamp,
-}
-
-impl StateSeen {
-    /// The first outcome seen for a generation, and when.
-    pub fn outcome_of(&self, generation: i64) -> Option<(Outcome, Timestamp)> {
-        self.outcomes
-            .iter()
-            .find(|o| o.generation == generation)
-            .map(|o| {
-                let outcome = Outcome {
-                    kind: o.kind,
-                    reason: o.reason.to_string(),
-                    message: o.message.to_string(),
-                };
-                (outcome, o.at)
-            })
-    }
-
-    fn has_outcome(&self, generation: i64) -> bool {
-        self.outcomes.iter().any(|o| o.generation == generation)
-    }
-
-    fn push(&mut self, outcome: SeenOutcome) {
-        if self.outcomes.len() == GENERATION_HISTORY {
-            self.outcomes.remove(0);
-        }
-        // Exactly: a Vec's first push would make room for four.
-        self.outcomes.reserve_exact(1);
-        self.outcomes.push(outcome);
-    }
-}
-
 impl ObjEntry {
     /// The best estimate of when the object came to be: the controller's announcement of its
     /// creation, else the earlier of its first sighting and the end of its creation second.
@@ -196,13 +145,7 @@ impl ObjEntry {
         // live queues: measured with the memory benchmark, so the count matches what is live.
         const INDEX: usize = 200;
         let root = self.root.as_ref().map_or(0, |r| r.heap_bytes());
-        let state = self.state.as_ref().map_or(0, |st| {
-            std::mem::size_of::<StateSeen>()
-                + st.outcomes
-                    .iter()
-                    .map(|o| std::mem::size_of::<SeenOutcome>() + o.message.len())
-                    .sum::<usize>()
-        });
+        let state = self.state.as_ref().map_or(0, |st| st.heap_bytes());
         std::mem::size_of::<Slot>()
             + INDEX
             + self.name.len()
@@ -792,16 +735,7 @@ impl ObjectTable {
             e.deleted = true;
             e.touched = now;
             if let Some(state) = e.state.as_mut() {
-                let generation = state.observed_generation;
-                if !state.has_outcome(generation) {
-                    state.push(SeenOutcome {
-                        generation,
-                        kind: OutcomeKind::Deleted,
-                        reason,
-                        message: Box::from(""),
-                        at,
-                    });
-                }
+                state.note_deleted(reason, at);
             }
             self.expiry.push_back((due, id));
         }
@@ -823,34 +757,10 @@ impl ObjectTable {
         let Some(entry) = self.get_mut(id) else {
             return false;
         };
-        let seen = entry.state.get_or_insert_with(|| {
-            Box::new(StateSeen {
-                observed_generation: state.observed_generation,
-                outcomes: Vec::new(),
-            })
-        });
-        let mut changed = false;
-        if state.observed_generation > seen.observed_generation {
-            seen.observed_generation = state.observed_generation;
-            changed = true;
-        }
-        if let (Some(outcome), Some(reason)) = (&state.outcome, reason)
-            && !seen.has_outcome(state.observed_generation)
-        {
-            // The condition's time is whole seconds, so it bounds the truth from above by a
-            // second: a status seen long after it changed (listed at a restart) is dated by it.
-            let at = state.since.map_or(observed, |since| {
-                observed.min(since.saturating_add(Duration::from_secs(1)))
-            });
-            seen.push(SeenOutcome {
-                generation: state.observed_generation,
-                kind: outcome.kind,
-                reason,
-                message: Box::from(outcome.message.as_str()),
-                at,
-            });
-            changed = true;
-        }
+        let changed = entry
+            .state
+            .get_or_insert_with(|| Box::new(StateSeen::new(state.observed_generation)))
+            .record(state, reason, observed);
         self.account(id);
         changed
     }
