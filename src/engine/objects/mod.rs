@@ -11,6 +11,7 @@
 mod generations;
 mod id;
 mod interner;
+mod slab;
 mod span_refs;
 mod state_seen;
 
@@ -25,10 +26,10 @@ use generations::{GenerationChange, RootInfo, UNTIMED_CHANGE_LEAD, new_change};
 pub(crate) use generations::GENERATION_HISTORY;
 pub(crate) use id::ObjId;
 use interner::Interner;
+use slab::{Slab, Slot};
 pub(crate) use span_refs::SpanRef;
 use span_refs::RecentSpans;
 use state_seen::StateSeen;
-use super::chunked::ChunkedVec;
 use super::model::{EventRecord, ObjectMeta, ObjectRef};
 use super::phases::PodTimeline;
 use super::time::Timestamp;
@@ -146,7 +147,7 @@ impl ObjEntry {
         const INDEX: usize = 200;
         let root = self.root.as_ref().map_or(0, |r| r.heap_bytes());
         let state = self.state.as_ref().map_or(0, |st| st.heap_bytes());
-        std::mem::size_of::<Slot>()
+        std::mem::size_of::<Slot<ObjEntry>>()
             + INDEX
             + self.name.len()
             + self.uid.as_ref().map_or(0, |u| u.len())
@@ -160,14 +161,8 @@ impl ObjEntry {
     }
 }
 
-struct Slot {
-    generation: u32,
-    entry: Option<ObjEntry>,
-}
-
 pub(crate) struct ObjectTable {
-    slots: ChunkedVec<Slot>,
-    free: Vec<u32>,
+    entries: Slab<ObjEntry>,
     by_uid: FxHashMap<u128, ObjId>,
     by_name: FxHashMap<u128, ObjId>,
     /// Candidates for expiry, oldest first: (earliest expiry, id).
@@ -182,7 +177,6 @@ pub(crate) struct ObjectTable {
     ttl: Duration,
     max_entries: usize,
     pub strings: Interner,
-    len: usize,
     pub evicted: u64,
 }
 
@@ -209,8 +203,7 @@ fn name_key(kind: &str, namespace: &str, name: &str) -> u128 {
 impl ObjectTable {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
         ObjectTable {
-            slots: ChunkedVec::default(),
-            free: Vec::new(),
+            entries: Slab::default(),
             by_uid: FxHashMap::default(),
             by_name: FxHashMap::default(),
             expiry: VecDeque::new(),
@@ -221,13 +214,12 @@ impl ObjectTable {
             ttl,
             max_entries,
             strings: Interner::default(),
-            len: 0,
             evicted: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.entries.len()
     }
 
     /// Caps what the entries hold in bytes too (the entry cap alone applies otherwise).
@@ -241,7 +233,7 @@ impl ObjectTable {
     }
 
     fn over_cap(&self) -> bool {
-        self.len >= self.max_entries || self.bytes >= self.max_bytes
+        self.entries.len() >= self.max_entries || self.bytes >= self.max_bytes
     }
 
     /// Counts an entry again after it changed, and makes room if the table has grown past its
@@ -257,25 +249,20 @@ impl ObjectTable {
             if self.bytes <= self.max_bytes {
                 break;
             }
-            let len = self.len;
+            let len = self.entries.len();
             self.evict_one();
-            if self.len == len {
+            if self.entries.len() == len {
                 break;
             }
         }
     }
 
     pub fn get(&self, id: ObjId) -> Option<&ObjEntry> {
-        let slot = self.slots.get(id.idx as usize)?;
-        (slot.generation == id.generation).then_some(slot.entry.as_ref()?)
+        self.entries.get(id)
     }
 
     pub fn get_mut(&mut self, id: ObjId) -> Option<&mut ObjEntry> {
-        let slot = self.slots.get_mut(id.idx as usize)?;
-        if slot.generation != id.generation {
-            return None;
-        }
-        slot.entry.as_mut()
+        self.entries.get_mut(id)
     }
 
     fn insert(&mut self, entry: ObjEntry, now: Timestamp) -> ObjId {
@@ -283,32 +270,14 @@ impl ObjectTable {
             if !self.over_cap() {
                 break;
             }
-            let len = self.len;
+            let len = self.entries.len();
             self.evict_one();
-            if self.len == len {
+            if self.entries.len() == len {
                 break;
             }
         }
         let live = entry.live;
-        let id = match self.free.pop() {
-            Some(idx) => {
-                let slot = &mut self.slots[idx as usize];
-                slot.entry = Some(entry);
-                ObjId {
-                    idx,
-                    generation: slot.generation,
-                }
-            }
-            None => {
-                let idx = self.slots.push(Slot {
-                    generation: 0,
-                    entry: Some(entry),
-                });
-                let idx = u32::try_from(idx).expect("object table below 2^32 entries");
-                ObjId { idx, generation: 0 }
-            }
-        };
-        self.len += 1;
+        let id = self.entries.insert(entry);
         self.working_on(id);
         self.account(id);
         if !live {
@@ -318,18 +287,9 @@ impl ObjectTable {
     }
 
     fn remove(&mut self, id: ObjId) {
-        let Some(slot) = self.slots.get_mut(id.idx as usize) else {
+        let Some(entry) = self.entries.remove(id) else {
             return;
         };
-        if slot.generation != id.generation {
-            return;
-        }
-        let Some(entry) = slot.entry.take() else {
-            return;
-        };
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(id.idx);
-        self.len -= 1;
         self.bytes -= entry.bytes as usize;
         if let Some(uid) = &entry.uid {
             let key = uid_key(&entry.namespace, uid);
@@ -617,13 +577,10 @@ impl ObjectTable {
         if !was_live {
             self.live_order.push_back((now, id));
             // Objects deleted or released leave entries behind: compacted, amortised O(1).
-            if self.live_order.len() > 2 * self.len + 64 {
-                let slots = &self.slots;
-                self.live_order.retain(|&(_, id)| {
-                    slots.get(id.idx as usize).is_some_and(|s| {
-                        s.generation == id.generation && s.entry.as_ref().is_some_and(|e| e.live)
-                    })
-                });
+            if self.live_order.len() > 2 * self.entries.len() + 64 {
+                let entries = &self.entries;
+                self.live_order
+                    .retain(|&(_, id)| entries.get(id).is_some_and(|e| e.live));
             }
         }
         self.take_identity(id, meta);
@@ -704,18 +661,10 @@ impl ObjectTable {
     /// expire like tombstones instead of staying forever.
     pub fn release_namespace(&mut self, namespace: &str, now: Timestamp) {
         let due = now.saturating_add(self.ttl);
-        for (idx, slot) in self.slots.iter_mut().enumerate() {
-            if let Some(e) = slot
-                .entry
-                .as_mut()
-                .filter(|e| e.live && &*e.namespace == namespace)
-            {
+        for (id, e) in self.entries.iter_mut() {
+            if e.live && &*e.namespace == namespace {
                 e.live = false;
                 e.touched = now;
-                let id = ObjId {
-                    idx: idx as u32,
-                    generation: slot.generation,
-                };
                 self.expiry.push_back((due, id));
             }
         }
