@@ -8,6 +8,7 @@
 //! Entries that were never seen live, or were deleted, expire after a TTL; the table is a
 //! generational slab so a stale [`ObjId`] is detected instead of silently naming another object.
 
+mod entry;
 mod generations;
 mod id;
 mod interner;
@@ -22,13 +23,14 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::xxh3_128;
 
-use generations::{GenerationChange, RootInfo, UNTIMED_CHANGE_LEAD, new_change};
+pub(crate) use entry::ObjEntry;
+use entry::OwnerLink;
+use generations::{GenerationChange, UNTIMED_CHANGE_LEAD, new_change};
 pub(crate) use generations::GENERATION_HISTORY;
 pub(crate) use id::ObjId;
 use interner::Interner;
-use slab::{Slab, Slot};
+use slab::Slab;
 pub(crate) use span_refs::SpanRef;
-use span_refs::RecentSpans;
 use state_seen::StateSeen;
 use super::model::{EventRecord, ObjectMeta, ObjectRef};
 use super::phases::PodTimeline;
@@ -66,98 +68,6 @@ impl std::ops::Deref for OwnerChain {
 
     fn deref(&self) -> &[ObjId] {
         &self.ids[..self.len]
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct OwnerLink {
-    uid: Box<str>,
-    id: ObjId,
-}
-
-#[derive(Debug)]
-pub(crate) struct ObjEntry {
-    pub uid: Option<Arc<str>>,
-    pub kind: Arc<str>,
-    /// Which semantic-convention attributes name this kind (looked up once, used per span).
-    pub semconv: Option<u8>,
-    pub api_version: Arc<str>,
-    pub namespace: Arc<str>,
-    pub name: Arc<str>,
-    pub generation: i64,
-    owner: Option<OwnerLink>,
-    /// An owner learned from a controller's message ("Created pod: X") or, failing that, from
-    /// the object's name, used while the object's own ownerReferences are unknown.
-    inferred_owner: Option<ObjId>,
-    /// `inferred_owner` is only a guess from the name (see `naming.rs`).
-    pub owner_guessed: bool,
-    pub root: Option<Box<RootInfo>>,
-    pub created: Option<Timestamp>,
-    pub node: Option<Arc<str>>,
-    /// Seen through a watch and not deleted: such entries never expire.
-    pub live: bool,
-    /// Deleted: kept as a tombstone until the TTL passes.
-    pub deleted: bool,
-    pub touched: Timestamp,
-    /// Recent spans whose involved object this is (each ends when the next one starts).
-    pub spans_on: RecentSpans,
-    /// The parent the previous event on this object was placed under: later events are siblings.
-    pub anchor: Option<SpanRef>,
-    /// Recent spans of controllers that named this object as the child they acted on.
-    pub acted_on: RecentSpans,
-    /// Which kinds of action ([`super::rules::Action`] bits) controllers announced on it.
-    pub announced: u8,
-    /// The object that had this name before (a StatefulSet pod replaced by a new one).
-    replaced: Option<ObjId>,
-    /// When the engine first heard of it.
-    first_seen: Timestamp,
-    /// Its progress, for objects whose status is read (see [`super::model::ObjectState`]).
-    pub state: Option<Box<StateSeen>>,
-    /// A pod's way to Ready as its events told it, until its creation span reports it.
-    phases: Option<Box<PodTimeline>>,
-    /// The creation span has reported the phases: later events are not noted.
-    phases_reported: bool,
-    /// What the entry holds, as last counted ([`ObjEntry::heap_bytes`]).
-    bytes: u32,
-}
-
-impl ObjEntry {
-    /// The best estimate of when the object came to be: the controller's announcement of its
-    /// creation, else the earlier of its first sighting and the end of its creation second.
-    fn appeared(&self) -> Timestamp {
-        if self.announced & super::rules::Action::Create.bit() != 0
-            && let Some(first) = self.acted_on.iter().map(|r| r.start).min()
-        {
-            return first;
-        }
-        match self.created {
-            Some(c) => c
-                .saturating_add(Duration::from_secs(1))
-                .min(self.first_seen),
-            None => self.first_seen,
-        }
-    }
-
-    /// The entry's own memory: its slot, index entries and the strings only it holds (kinds,
-    /// namespaces and managers are interned and shared, so not counted). What the object byte cap
-    /// counts; strings are bounded by `crate::wire::limits`.
-    fn heap_bytes(&self) -> usize {
-        // Its by_uid and by_name entries with the maps' slack, and its places in the expiry and
-        // live queues: measured with the memory benchmark, so the count matches what is live.
-        const INDEX: usize = 200;
-        let root = self.root.as_ref().map_or(0, |r| r.heap_bytes());
-        let state = self.state.as_ref().map_or(0, |st| st.heap_bytes());
-        std::mem::size_of::<Slot<ObjEntry>>()
-            + INDEX
-            + self.name.len()
-            + self.uid.as_ref().map_or(0, |u| u.len())
-            + root
-            + state
-            + self.phases.as_ref().map_or(0, |p| p.heap_bytes())
-    }
-
-    pub fn has_owner(&self) -> bool {
-        self.owner.is_some() || self.inferred_owner.is_some()
     }
 }
 
@@ -431,34 +341,20 @@ impl ObjectTable {
 
     /// A new entry known by kind, namespace and name, which the name now resolves to.
     fn insert_named(&mut self, kind: &str, namespace: &str, name: &str, now: Timestamp) -> ObjId {
-        let entry = ObjEntry {
-            uid: None,
-            kind: self.strings.intern(kind),
-            semconv: super::attributes::semconv_slot(kind),
-            api_version: self.strings.intern(""),
-            namespace: self.strings.intern(namespace),
-            name: Arc::from(name),
-            generation: 0,
-            owner: None,
-            inferred_owner: None,
-            owner_guessed: false,
-            root: None,
-            created: None,
-            node: None,
-            live: false,
-            deleted: false,
-            touched: now,
-            spans_on: RecentSpans::default(),
-            anchor: None,
-            acted_on: RecentSpans::default(),
-            announced: 0,
-            replaced: self.lookup_name(kind, namespace, name),
-            first_seen: now,
-            state: None,
-            phases: None,
-            phases_reported: false,
-            bytes: 0,
-        };
+        let kind_interned = self.strings.intern(kind);
+        let semconv = super::attributes::semconv_slot(kind);
+        let api_version = self.strings.intern("");
+        let namespace_interned = self.strings.intern(namespace);
+        let replaced = self.lookup_name(kind, namespace, name);
+        let entry = ObjEntry::named(
+            kind_interned,
+            semconv,
+            api_version,
+            namespace_interned,
+            name,
+            replaced,
+            now,
+        );
         let id = self.insert(entry, now);
         self.by_name.insert(name_key(kind, namespace, name), id);
         id
@@ -466,32 +362,17 @@ impl ObjectTable {
 
     /// Notes an event on a pod for the phases its creation span reports (see `phases.rs`).
     pub fn note_pod_event(&mut self, id: ObjId, event: &EventRecord, at: Timestamp) {
-        let Some(entry) = self.get_mut(id) else {
-            return;
-        };
-        let recent = entry
-            .created
-            .is_none_or(|created| at.since(created) <= super::phases::PHASES_WITHIN);
-        if &*entry.kind != "Pod"
-            || entry.phases_reported
-            || !recent
-            || !super::phases::is_phase_event(&event.reason)
+        if self
+            .get_mut(id)
+            .is_some_and(|entry| entry.note_pod_event(event, at))
         {
-            return;
+            self.account(id);
         }
-        let container = super::model::container_name(&event.involved.field_path);
-        entry
-            .phases
-            .get_or_insert_default()
-            .note(&event.reason, &event.message, container, at);
-        self.account(id);
     }
 
     /// A pod's timeline, once, for its creation span: later events on it are not noted.
     pub fn take_phases(&mut self, id: ObjId) -> Option<Box<PodTimeline>> {
-        let entry = self.get_mut(id)?;
-        entry.phases_reported = true;
-        let phases = entry.phases.take();
+        let phases = self.get_mut(id)?.take_phases();
         self.account(id);
         phases
     }
