@@ -11,6 +11,7 @@
 mod entry;
 mod generations;
 mod id;
+mod index;
 mod interner;
 mod slab;
 mod span_refs;
@@ -20,14 +21,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustc_hash::FxHashMap;
-use xxhash_rust::xxh3::xxh3_128;
-
 pub(crate) use entry::ObjEntry;
 use entry::OwnerLink;
 use generations::{GenerationChange, UNTIMED_CHANGE_LEAD, new_change};
 pub(crate) use generations::GENERATION_HISTORY;
 pub(crate) use id::ObjId;
+use index::Index;
 use interner::Interner;
 use slab::Slab;
 pub(crate) use span_refs::SpanRef;
@@ -73,8 +72,7 @@ impl std::ops::Deref for OwnerChain {
 
 pub(crate) struct ObjectTable {
     entries: Slab<ObjEntry>,
-    by_uid: FxHashMap<u128, ObjId>,
-    by_name: FxHashMap<u128, ObjId>,
+    index: Index,
     /// Candidates for expiry, oldest first: (earliest expiry, id).
     expiry: VecDeque<(Timestamp, ObjId)>,
     /// Live objects in the order they became live: eviction's last resort at the cap.
@@ -90,32 +88,11 @@ pub(crate) struct ObjectTable {
     pub evicted: u64,
 }
 
-/// Objects are found by (namespace, uid), never by uid alone: a reference in one namespace that
-/// carries another namespace's uid (a hostile ownerReference, an event's `related`) names an
-/// entry of its own and never reaches the other namespace's object.
-fn uid_key(namespace: &str, uid: &str) -> u128 {
-    super::ids::with_joined(&[namespace.as_bytes(), b"/", uid.as_bytes()], xxh3_128)
-}
-
-fn name_key(kind: &str, namespace: &str, name: &str) -> u128 {
-    super::ids::with_joined(
-        &[
-            kind.as_bytes(),
-            b"/",
-            namespace.as_bytes(),
-            b"/",
-            name.as_bytes(),
-        ],
-        xxh3_128,
-    )
-}
-
 impl ObjectTable {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
         ObjectTable {
             entries: Slab::default(),
-            by_uid: FxHashMap::default(),
-            by_name: FxHashMap::default(),
+            index: Index::default(),
             expiry: VecDeque::new(),
             live_order: VecDeque::new(),
             working: Vec::new(),
@@ -201,16 +178,7 @@ impl ObjectTable {
             return;
         };
         self.bytes -= entry.bytes as usize;
-        if let Some(uid) = &entry.uid {
-            let key = uid_key(&entry.namespace, uid);
-            if self.by_uid.get(&key) == Some(&id) {
-                self.by_uid.remove(&key);
-            }
-        }
-        let key = name_key(&entry.kind, &entry.namespace, &entry.name);
-        if self.by_name.get(&key) == Some(&id) {
-            self.by_name.remove(&key);
-        }
+        self.index.drop_entry(&entry, id);
     }
 
     /// Makes room when the hard cap is reached: the oldest expiry candidate (a tombstone, an
@@ -274,15 +242,11 @@ impl ObjectTable {
     }
 
     fn lookup_name(&self, kind: &str, namespace: &str, name: &str) -> Option<ObjId> {
-        let id = *self.by_name.get(&name_key(kind, namespace, name))?;
-        let e = self.get(id)?;
-        (&*e.kind == kind && &*e.namespace == namespace && &*e.name == name).then_some(id)
+        self.index.find_name(&self.entries, kind, namespace, name)
     }
 
     pub fn lookup_uid(&self, namespace: &str, uid: &str) -> Option<ObjId> {
-        let id = *self.by_uid.get(&uid_key(namespace, uid))?;
-        let e = self.get(id)?;
-        (e.uid.as_deref() == Some(uid) && &*e.namespace == namespace).then_some(id)
+        self.index.find_uid(&self.entries, namespace, uid)
     }
 
     /// Finds or creates the entry for an object known by identity only.
@@ -313,7 +277,7 @@ impl ObjectTable {
                     if entry.api_version.is_empty() {
                         entry.api_version = api_version;
                     }
-                    self.by_uid.insert(uid_key(namespace, &uid), id);
+                    self.index.set_uid(namespace, &uid, id);
                     self.working_on(id);
                     return id;
                 }
@@ -328,7 +292,7 @@ impl ObjectTable {
         let id = self.insert_named(kind, namespace, name, now);
         if !uid.is_empty() {
             let uid: Arc<str> = Arc::from(uid);
-            self.by_uid.insert(uid_key(namespace, &uid), id);
+            self.index.set_uid(namespace, &uid, id);
             let entry = self.get_mut(id).expect("inserted");
             entry.uid = Some(uid);
         }
@@ -356,7 +320,7 @@ impl ObjectTable {
             now,
         );
         let id = self.insert(entry, now);
-        self.by_name.insert(name_key(kind, namespace, name), id);
+        self.index.set_name(kind, namespace, name, id);
         id
     }
 
@@ -521,21 +485,19 @@ impl ObjectTable {
     /// event's involved object, an ownerReference) that named this uid with another kind or name
     /// is corrected, so a reference never defines what an object is.
     fn take_identity(&mut self, id: ObjId, meta: &ObjectMeta) {
-        let Some(entry) = self.get(id) else { return };
+        let Some(entry) = self.entries.get(id) else { return };
         if *entry.kind == *meta.kind && *entry.name == *meta.name {
             return;
         }
-        let old = name_key(&entry.kind, &entry.namespace, &entry.name);
-        if self.by_name.get(&old) == Some(&id) {
-            self.by_name.remove(&old);
-        }
+        self.index
+            .drop_name(&entry.kind, &entry.namespace, &entry.name, id);
         let kind = self.strings.intern(&meta.kind);
         let entry = self.get_mut(id).expect("present");
         entry.semconv = super::attributes::semconv_slot(&kind);
         entry.kind = kind;
         entry.name = Arc::from(meta.name.as_str());
-        self.by_name
-            .insert(name_key(&meta.kind, &meta.namespace, &meta.name), id);
+        self.index
+            .set_name(&meta.kind, &meta.namespace, &meta.name, id);
     }
 
     /// Stops treating the objects of a namespace as live (nothing watches it any more): they
