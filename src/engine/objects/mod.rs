@@ -9,6 +9,7 @@
 //! generational slab so a stale [`ObjId`] is detected instead of silently naming another object.
 
 mod entry;
+mod eviction;
 mod generations;
 mod id;
 mod index;
@@ -18,12 +19,13 @@ mod slab;
 mod span_refs;
 mod state_seen;
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub(crate) use entry::ObjEntry;
 use entry::OwnerLink;
+pub use eviction::CAP_SLACK;
+use eviction::Eviction;
 use generations::{GenerationChange, UNTIMED_CHANGE_LEAD, new_change};
 pub(crate) use generations::GENERATION_HISTORY;
 pub(crate) use id::ObjId;
@@ -37,34 +39,16 @@ use super::model::{EventRecord, ObjectMeta, ObjectRef};
 use super::phases::PodTimeline;
 use super::time::Timestamp;
 
-/// The most entries one eviction looks at: eviction is O(1) per insert, whatever the table holds.
-const EVICTION_LOOKS: usize = 16;
-/// How far the object cap can be passed: the objects one input names (its subject, its owner, a
-/// child or related object) are never evicted while it is handled.
-pub const CAP_SLACK: usize = 4;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Queue {
-    Expiry,
-    Live,
-}
-
 /// How far a "created" child's creationTimestamp (whole seconds) may lie before the message.
 const CREATION_SLACK: Duration = Duration::from_secs(2);
 
 pub(crate) struct ObjectTable {
     entries: Slab<ObjEntry>,
     index: Index,
-    /// Candidates for expiry, oldest first: (earliest expiry, id).
-    expiry: VecDeque<(Timestamp, ObjId)>,
-    /// Live objects in the order they became live: eviction's last resort at the cap.
-    live_order: VecDeque<(Timestamp, ObjId)>,
-    /// The objects the input being handled has named: never evicted while it is handled.
-    working: Vec<ObjId>,
+    eviction: Eviction,
     /// What the entries hold in all, by [`ObjEntry::heap_bytes`], and its cap.
     bytes: usize,
     max_bytes: usize,
-    ttl: Duration,
     max_entries: usize,
     pub strings: Interner,
     pub evicted: u64,
@@ -75,12 +59,9 @@ impl ObjectTable {
         ObjectTable {
             entries: Slab::default(),
             index: Index::default(),
-            expiry: VecDeque::new(),
-            live_order: VecDeque::new(),
-            working: Vec::new(),
+            eviction: Eviction::new(ttl),
             bytes: 0,
             max_bytes: usize::MAX,
-            ttl,
             max_entries,
             strings: Interner::default(),
             evicted: 0,
@@ -147,10 +128,10 @@ impl ObjectTable {
         }
         let live = entry.live;
         let id = self.entries.insert(entry);
-        self.working_on(id);
+        self.eviction.working_on(id);
         self.account(id);
         if !live {
-            self.expiry.push_back((now.saturating_add(self.ttl), id));
+            self.eviction.may_expire(id, now);
         }
         id
     }
@@ -163,63 +144,18 @@ impl ObjectTable {
         self.index.drop_entry(&entry, id);
     }
 
-    /// Makes room when the hard cap is reached: the oldest expiry candidate (a tombstone, an
-    /// object known only from events) goes first, even if its TTL has not passed; when there is
-    /// none, the live object seen live longest ago (its next watch event brings it back). Objects
-    /// touched by the input being handled are spared, so the cap can be passed by the few
-    /// objects one input names ([`CAP_SLACK`]). Each call looks at a bounded number of entries.
+    /// Makes room when the hard cap is reached (see [`Eviction::victim`]).
     fn evict_one(&mut self) {
-        for queue in [Queue::Expiry, Queue::Live] {
-            let mut spared = Vec::new();
-            let mut victim = None;
-            for _ in 0..EVICTION_LOOKS {
-                let q = match queue {
-                    Queue::Expiry => &mut self.expiry,
-                    Queue::Live => &mut self.live_order,
-                };
-                let Some((at, id)) = q.pop_front() else { break };
-                match self.get(id) {
-                    Some(e) if e.live != (queue == Queue::Live) => {}
-                    Some(_) if self.working.contains(&id) => spared.push((at, id)),
-                    Some(_) => {
-                        victim = Some(id);
-                        break;
-                    }
-                    None => {}
-                }
-            }
-            let q = match queue {
-                Queue::Expiry => &mut self.expiry,
-                Queue::Live => &mut self.live_order,
-            };
-            for entry in spared.into_iter().rev() {
-                q.push_front(entry);
-            }
-            if let Some(id) = victim {
-                self.remove(id);
-                self.evicted += 1;
-                return;
-            }
+        if let Some(id) = self.eviction.victim(&self.entries) {
+            self.remove(id);
+            self.evicted += 1;
         }
     }
 
     /// Drops entries that are not live and were not touched for the TTL.
     pub fn expire(&mut self, now: Timestamp) {
-        while let Some(&(at, id)) = self.expiry.front() {
-            if at > now {
-                break;
-            }
-            self.expiry.pop_front();
-            let Some(entry) = self.get(id) else { continue };
-            if entry.live {
-                continue;
-            }
-            let due = entry.touched.saturating_add(self.ttl);
-            if due > now {
-                self.expiry.push_back((due, id));
-            } else {
-                self.remove(id);
-            }
+        while let Some(id) = self.eviction.next_expired(&self.entries, now) {
+            self.remove(id);
         }
     }
 
@@ -260,7 +196,7 @@ impl ObjectTable {
                         entry.api_version = api_version;
                     }
                     self.index.set_uid(namespace, &uid, id);
-                    self.working_on(id);
+                    self.eviction.working_on(id);
                     return id;
                 }
                 // Same name, another uid: the name was reused by a new object.
@@ -326,17 +262,11 @@ impl ObjectTable {
     /// A new input (an object, an event, a held event's placement) is being handled: what the
     /// previous one named may be evicted again.
     pub fn begin_input(&mut self) {
-        self.working.clear();
-    }
-
-    fn working_on(&mut self, id: ObjId) {
-        if self.working.len() < 2 * CAP_SLACK && !self.working.contains(&id) {
-            self.working.push(id);
-        }
+        self.eviction.begin_input();
     }
 
     fn touch(&mut self, id: ObjId, now: Timestamp) {
-        self.working_on(id);
+        self.eviction.working_on(id);
         if let Some(e) = self.get_mut(id) {
             e.touched = e.touched.max(now);
         }
@@ -402,13 +332,7 @@ impl ObjectTable {
         let was_live = std::mem::replace(&mut entry.live, true);
         entry.touched = entry.touched.max(now);
         if !was_live {
-            self.live_order.push_back((now, id));
-            // Objects deleted or released leave entries behind: compacted, amortised O(1).
-            if self.live_order.len() > 2 * self.entries.len() + 64 {
-                let entries = &self.entries;
-                self.live_order
-                    .retain(|&(_, id)| entries.get(id).is_some_and(|e| e.live));
-            }
+            self.eviction.became_live(id, now, &self.entries);
         }
         self.take_identity(id, meta);
         let owner = meta
@@ -485,12 +409,11 @@ impl ObjectTable {
     /// Stops treating the objects of a namespace as live (nothing watches it any more): they
     /// expire like tombstones instead of staying forever.
     pub fn release_namespace(&mut self, namespace: &str, now: Timestamp) {
-        let due = now.saturating_add(self.ttl);
         for (id, e) in self.entries.iter_mut() {
             if e.live && &*e.namespace == namespace {
                 e.live = false;
                 e.touched = now;
-                self.expiry.push_back((due, id));
+                self.eviction.may_expire(id, now);
             }
         }
     }
@@ -502,7 +425,6 @@ impl ObjectTable {
         let Some(id) = self.lookup_uid(namespace, uid) else {
             return;
         };
-        let due = now.saturating_add(self.ttl);
         let reason = self.strings.intern("Deleted");
         if let Some(e) = self.get_mut(id) {
             e.live = false;
@@ -511,7 +433,7 @@ impl ObjectTable {
             if let Some(state) = e.state.as_mut() {
                 state.note_deleted(reason, at);
             }
-            self.expiry.push_back((due, id));
+            self.eviction.may_expire(id, now);
         }
         self.account(id);
     }
@@ -674,81 +596,6 @@ mod tests {
         let new = t.upsert(&meta("p2", "Pod", "web-1", None), now, now);
         assert_ne!(old, new);
         assert_eq!(t.resolve_named("Pod", "ns", "web-1", now, false, now), new);
-    }
-
-    #[test]
-    fn tombstones_expire_and_stale_ids_are_detected() {
-        let mut t = ObjectTable::new(Duration::from_secs(60), 100);
-        let id = t.upsert(
-            &meta("p1", "Pod", "web-1", None),
-            Timestamp::from_unix_secs(0),
-            Timestamp::from_unix_secs(0),
-        );
-        t.delete(
-            "ns",
-            "p1",
-            Timestamp::from_unix_secs(1),
-            Timestamp::from_unix_secs(1),
-        );
-        t.expire(Timestamp::from_unix_secs(30));
-        assert!(t.get(id).is_some(), "tombstone kept within its TTL");
-        t.expire(Timestamp::from_unix_secs(62));
-        assert!(t.get(id).is_none());
-        let reused = t.resolve_named(
-            "Pod",
-            "ns",
-            "other",
-            Timestamp::from_unix_secs(63),
-            false,
-            Timestamp::from_unix_secs(63),
-        );
-        assert!(
-            t.get(id).is_none(),
-            "the old id must not name the new occupant"
-        );
-        assert!(t.get(reused).is_some());
-    }
-
-    #[test]
-    fn cap_evicts_placeholders_not_live_objects() {
-        let mut t = ObjectTable::new(Duration::from_secs(60), 2);
-        let now = Timestamp::from_unix_secs(0);
-        let live = t.upsert(&meta("d1", "Deployment", "web", None), now, now);
-        let a = t.resolve_named("Pod", "ns", "a", now, false, now);
-        // The next input: what the previous one named may go.
-        t.begin_input();
-        let later = Timestamp::from_unix_secs(1);
-        let b = t.resolve_named("Pod", "ns", "b", later, false, later);
-        assert!(t.get(live).is_some());
-        assert!(t.get(a).is_none());
-        assert!(t.get(b).is_some());
-        assert_eq!(t.evicted, 1);
-    }
-
-    #[test]
-    fn cap_holds_with_only_live_objects_and_spares_the_one_being_upserted() {
-        let mut t = ObjectTable::new(Duration::from_secs(60), 2);
-        let at = Timestamp::from_unix_secs;
-        let first = t.upsert(&meta("d1", "Deployment", "a", None), at(0), at(0));
-        t.begin_input();
-        t.upsert(&meta("d2", "Deployment", "b", None), at(1), at(1));
-        t.begin_input();
-        // Its owner is new too: making room for the owner must not evict the pod itself.
-        let pod = t.upsert(
-            &meta("p1", "Pod", "a-1", Some(("rs1", "ReplicaSet", "a-x"))),
-            at(2),
-            at(2),
-        );
-        assert!(t.get(pod).is_some());
-        assert!(t.get(first).is_none(), "the oldest live object went");
-        assert!(t.len() <= 2 + CAP_SLACK, "{} objects", t.len());
-        for i in 0..100 {
-            let name = format!("p{i}");
-            t.begin_input();
-            t.upsert(&meta(&name, "Pod", &name, None), at(3 + i), at(3 + i));
-        }
-        assert!(t.len() <= 2 + CAP_SLACK, "{} objects", t.len());
-        assert!(t.live_order.len() <= 2 * t.len() + 64);
     }
 
     #[test]
