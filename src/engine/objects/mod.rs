@@ -15,6 +15,7 @@ mod id;
 mod index;
 mod interner;
 mod owners;
+mod semconv;
 mod slab;
 mod span_refs;
 mod state_seen;
@@ -32,6 +33,8 @@ pub(crate) use id::ObjId;
 use index::Index;
 use interner::Interner;
 use owners::{OwnerChain, Owners};
+pub(crate) use semconv::{NAMESPACE_BIT, NODE_BIT, SEMCONV};
+use semconv::semconv_slot;
 use slab::Slab;
 pub(crate) use span_refs::SpanRef;
 use state_seen::StateSeen;
@@ -224,7 +227,7 @@ impl ObjectTable {
     /// A new entry known by kind, namespace and name, which the name now resolves to.
     fn insert_named(&mut self, kind: &str, namespace: &str, name: &str, now: Timestamp) -> ObjId {
         let kind_interned = self.strings.intern(kind);
-        let semconv = super::attributes::semconv_slot(kind);
+        let semconv = semconv_slot(kind);
         let api_version = self.strings.intern("");
         let namespace_interned = self.strings.intern(namespace);
         let replaced = self.lookup_name(kind, namespace, name);
@@ -399,7 +402,7 @@ impl ObjectTable {
             .drop_name(&entry.kind, &entry.namespace, &entry.name, id);
         let kind = self.strings.intern(&meta.kind);
         let entry = self.get_mut(id).expect("present");
-        entry.semconv = super::attributes::semconv_slot(&kind);
+        entry.semconv = semconv_slot(&kind);
         entry.kind = kind;
         entry.name = Arc::from(meta.name.as_str());
         self.index
