@@ -9,7 +9,7 @@ use super::id::ObjId;
 use super::slab::Slot;
 use super::span_refs::{RecentSpans, SpanRef};
 use super::state_seen::StateSeen;
-use crate::engine::model::{EventRecord, ObjectState, container_name};
+use crate::engine::model::{EventRecord, container_name};
 use crate::engine::phases::{PHASES_WITHIN, PodTimeline, is_phase_event};
 use crate::engine::rules::Action;
 use crate::engine::time::Timestamp;
@@ -58,7 +58,8 @@ pub(crate) struct ObjEntry {
     pub(super) replaced: Option<ObjId>,
     /// When the engine first heard of it.
     pub(super) first_seen: Timestamp,
-    /// Its progress, for objects whose status is read (see [`ObjectState`]).
+    /// Its progress, for objects whose status is read (see
+    /// [`crate::engine::model::ObjectState`]).
     pub state: Option<Box<StateSeen>>,
     /// A pod's way to Ready as its events told it, until its creation span reports it.
     phases: Option<Box<PodTimeline>>,

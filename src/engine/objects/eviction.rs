@@ -120,7 +120,9 @@ impl Eviction {
                 break;
             }
             self.expiry.pop_front();
-            let Some(entry) = entries.get(id) else { continue };
+            let Some(entry) = entries.get(id) else {
+                continue;
+            };
             if entry.live {
                 continue;
             }

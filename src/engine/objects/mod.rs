@@ -23,24 +23,24 @@ mod state_seen;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::model::{EventRecord, ObjectMeta, ObjectRef};
+use super::phases::PodTimeline;
+use super::time::Timestamp;
 pub(crate) use entry::ObjEntry;
 use entry::OwnerLink;
 pub use eviction::CAP_SLACK;
 use eviction::Eviction;
-use generations::{GenerationChange, UNTIMED_CHANGE_LEAD, new_change};
 pub(crate) use generations::GENERATION_HISTORY;
+use generations::{GenerationChange, UNTIMED_CHANGE_LEAD, new_change};
 pub(crate) use id::ObjId;
 use index::Index;
 use interner::Interner;
 use owners::{OwnerChain, Owners};
-pub(crate) use semconv::{NAMESPACE_BIT, NODE_BIT, SEMCONV};
 use semconv::semconv_slot;
+pub(crate) use semconv::{NAMESPACE_BIT, NODE_BIT, SEMCONV};
 use slab::Slab;
 pub(crate) use span_refs::SpanRef;
 use state_seen::StateSeen;
-use super::model::{EventRecord, ObjectMeta, ObjectRef};
-use super::phases::PodTimeline;
-use super::time::Timestamp;
 
 /// How far a "created" child's creationTimestamp (whole seconds) may lie before the message.
 const CREATION_SLACK: Duration = Duration::from_secs(2);
@@ -394,7 +394,9 @@ impl ObjectTable {
     /// event's involved object, an ownerReference) that named this uid with another kind or name
     /// is corrected, so a reference never defines what an object is.
     fn take_identity(&mut self, id: ObjId, meta: &ObjectMeta) {
-        let Some(entry) = self.entries.get(id) else { return };
+        let Some(entry) = self.entries.get(id) else {
+            return;
+        };
         if *entry.kind == *meta.kind && *entry.name == *meta.name {
             return;
         }
@@ -654,5 +656,4 @@ mod tests {
             created
         );
     }
-
 }

@@ -71,7 +71,10 @@ impl<'a> Owners<'a> {
             }
             return Some(fresh);
         }
-        if let Some(inferred) = entry.inferred_owner.filter(|o| self.entries.get(*o).is_some()) {
+        if let Some(inferred) = entry
+            .inferred_owner
+            .filter(|o| self.entries.get(*o).is_some())
+        {
             return Some(inferred);
         }
         // An object seen through a watch without owners has none; one known only from events
@@ -91,10 +94,7 @@ impl<'a> Owners<'a> {
     fn owner_by_name(&self, id: ObjId) -> Option<ObjId> {
         let e = self.entries.get(id)?;
         owner_candidates(&e.kind, &e.name)
-            .find_map(|(kind, name)| {
-                self.index
-                    .find_name(self.entries, kind, &e.namespace, name)
-            })
+            .find_map(|(kind, name)| self.index.find_name(self.entries, kind, &e.namespace, name))
             .filter(|owner| *owner != id)
     }
 
