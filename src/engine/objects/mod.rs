@@ -7,6 +7,15 @@
 //!
 //! Entries that were never seen live, or were deleted, expire after a TTL; the table is a
 //! generational slab so a stale [`ObjId`] is detected instead of silently naming another object.
+//!
+//! This file is the facade: it resolves what an input names to an entry and keeps the counts.
+//! What it decides with, leaves first (a file uses only those above it):
+//! - `id.rs`: [`ObjId`]; `interner.rs`: shared strings; `semconv.rs`: a kind's attribute names;
+//!   `span_refs.rs`: references to spans about an object.
+//! - `generations.rs`: a root's spec changes; `state_seen.rs`: what its status has said.
+//! - `slab.rs`: the generational slab; `entry.rs`: [`ObjEntry`], one object as kept.
+//! - `index.rs`: finding an entry by uid or name; `owners.rs`: owner chains and trace tops;
+//!   `eviction.rs`: which entries expire or are evicted, and when.
 
 mod entry;
 mod eviction;
