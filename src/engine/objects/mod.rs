@@ -555,7 +555,6 @@ impl ObjectTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ids::{SpanId, TraceId};
     use crate::engine::model::OwnerRef;
 
     pub(super) fn meta(

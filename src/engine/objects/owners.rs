@@ -159,7 +159,6 @@ mod tests {
 
     use super::super::ObjectTable;
     use super::super::tests::meta;
-    use super::*;
     use crate::engine::model::ObjectRef;
     use crate::engine::time::Timestamp;
 
