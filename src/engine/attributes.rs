@@ -1,6 +1,7 @@
 //! The `k8s.*` attributes that name a span's object and its owners, and a cache of them.
 //!
-//! Names follow the OpenTelemetry semantic conventions for Kubernetes. Every span on a pod
+//! Names follow the OpenTelemetry semantic conventions for Kubernetes (which kind has which
+//! names is `objects/semconv.rs`: each entry keeps its kind's row). Every span on a pod
 //! carries the same dozen attributes (the pod, its ReplicaSet, its Deployment, namespace and
 //! node), so they are built once per object and shared by its spans until the object or an
 //! owner changes in a way that shows in them.
@@ -8,33 +9,8 @@
 use std::sync::Arc;
 
 use super::model::{Attributes, SharedAttributes};
-use super::objects::{ObjEntry, ObjId, ObjectTable};
+use super::objects::{NAMESPACE_BIT, NODE_BIT, ObjEntry, ObjId, ObjectTable, SEMCONV};
 
-/// The semantic-convention attribute names for an object kind's name and uid.
-const SEMCONV: &[(&str, &str, &str)] = &[
-    ("Pod", "k8s.pod.name", "k8s.pod.uid"),
-    ("ReplicaSet", "k8s.replicaset.name", "k8s.replicaset.uid"),
-    ("Deployment", "k8s.deployment.name", "k8s.deployment.uid"),
-    ("StatefulSet", "k8s.statefulset.name", "k8s.statefulset.uid"),
-    ("DaemonSet", "k8s.daemonset.name", "k8s.daemonset.uid"),
-    ("Job", "k8s.job.name", "k8s.job.uid"),
-    ("CronJob", "k8s.cronjob.name", "k8s.cronjob.uid"),
-    ("Node", "k8s.node.name", "k8s.node.uid"),
-    (
-        "ReplicationController",
-        "k8s.replicationcontroller.name",
-        "k8s.replicationcontroller.uid",
-    ),
-    ("HorizontalPodAutoscaler", "k8s.hpa.name", "k8s.hpa.uid"),
-    (
-        "PersistentVolumeClaim",
-        "k8s.persistentvolumeclaim.name",
-        "k8s.persistentvolumeclaim.uid",
-    ),
-    ("Namespace", "k8s.namespace.name", "k8s.namespace.uid"),
-];
-const NODE_BIT: u32 = 7;
-const NAMESPACE_BIT: u32 = 11;
 /// Not a kind: marks that an owner in the chain was guessed from a name.
 const GUESSED_BIT: u32 = 31;
 /// Owner chains are walked at most this deep for attributes.
@@ -46,14 +22,6 @@ const CACHED_CHAIN: usize = 4;
 /// missed with 512 slots, 14% with 4,096 (4,639 misses: about one per object). About 400 KiB,
 /// whatever the cluster's size.
 const CACHE_SLOTS: usize = 4096;
-
-/// The row of [`SEMCONV`] for a kind, if it has semantic-convention attributes.
-pub(crate) fn semconv_slot(kind: &str) -> Option<u8> {
-    SEMCONV
-        .iter()
-        .position(|(k, _, _)| *k == kind)
-        .map(|i| i as u8)
-}
 
 /// Adds `k8s.<kind>.name/uid` of an object unless a previous object of the same kind did.
 /// `seen` says which kinds (and namespace, node, guess) are already named.

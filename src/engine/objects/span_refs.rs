@@ -1,0 +1,50 @@
+//! References from an object to spans about it, kept after the spans are exported.
+
+use crate::engine::ids::TraceId;
+use crate::engine::spans::SpanSlot;
+use crate::engine::time::Timestamp;
+
+/// A reference to a span kept in an index, valid after the span itself has been exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SpanRef {
+    pub span: SpanSlot,
+    pub trace: TraceId,
+    pub start: Timestamp,
+    /// When its event happened, before a parent that started later moved `start`: what a later
+    /// event compares with to ask "had the controller acted on this object by then?".
+    pub happened: Timestamp,
+    /// When the reference was made, for expiry.
+    pub at: Timestamp,
+}
+
+/// A few recent spans of one kind for one object, ordered by start time: arrival order must not
+/// decide which span is "the next one" or "the newest".
+#[derive(Debug, Default)]
+pub(crate) struct RecentSpans(Vec<SpanRef>);
+
+impl RecentSpans {
+    const CAP: usize = 4;
+
+    pub fn insert(&mut self, r: SpanRef) {
+        let mut pos = self
+            .0
+            .partition_point(|x| (x.start, x.span.id) <= (r.start, r.span.id));
+        // When full, the oldest goes before the insert: the vector never grows past its cap.
+        if self.0.len() == Self::CAP {
+            if pos == 0 {
+                return;
+            }
+            self.0.remove(0);
+            pos -= 1;
+        }
+        self.0.insert(pos, r);
+    }
+
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &SpanRef> {
+        self.0.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
