@@ -214,11 +214,10 @@ fn flux_events_carry_the_git_revision() {
         }
     }
     // Two commits: each stored by source-controller and applied by kustomize-controller
-    // (applied, health checked, reconciled), and the report of the apply is also the root of
-    // the rollout it caused (in the Deployment's trace).
+    // (applied, health checked, reconciled).
     let want: std::collections::BTreeMap<String, usize> = [
-        ("0bc35622f0a4fdb59b9285f5113d738bb7a8170d".to_string(), 5),
-        ("17dc35ed57f2d32cf93e1fbcb6baf1ab2a4f60e6".to_string(), 5),
+        ("0bc35622f0a4fdb59b9285f5113d738bb7a8170d".to_string(), 4),
+        ("17dc35ed57f2d32cf93e1fbcb6baf1ab2a4f60e6".to_string(), 4),
     ]
     .into();
     assert_eq!(revisions, want);
