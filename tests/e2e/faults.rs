@@ -382,6 +382,22 @@ fn compare(
             differences.push(format!("{n} {what}"));
         }
     }
+    for s in got.iter().filter(|s| {
+        s.attr("eventspan.incomplete") == Some("true")
+            || s.attr("eventspan.outcome") == Some("pending")
+            || s.end_ns < s.start_ns
+    }) {
+        differences.push(format!(
+            "unfinished: {} ({}), incomplete {:?}, outcome {:?}, {} ns long",
+            s.name,
+            s.attr("k8s.object.name")
+                .or(s.attr("eventspan.child.name"))
+                .unwrap_or_default(),
+            s.attr("eventspan.incomplete"),
+            s.attr("eventspan.outcome"),
+            s.end_ns as i128 - s.start_ns as i128
+        ));
+    }
     // The Resource names the reporting controller (Jaeger's service); a span without it was
     // built from a record that lost its event.
     let nameless = got.iter().filter(|s| s.service.is_empty()).count();
