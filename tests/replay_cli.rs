@@ -214,10 +214,11 @@ fn flux_events_carry_the_git_revision() {
         }
     }
     // Two commits: each stored by source-controller and applied by kustomize-controller
-    // (applied, health checked, reconciled).
+    // (applied, health checked, reconciled), and the report of the apply is also the root of
+    // the rollout it caused (in the Deployment's trace).
     let want: std::collections::BTreeMap<String, usize> = [
-        ("0bc35622f0a4fdb59b9285f5113d738bb7a8170d".to_string(), 4),
-        ("17dc35ed57f2d32cf93e1fbcb6baf1ab2a4f60e6".to_string(), 4),
+        ("0bc35622f0a4fdb59b9285f5113d738bb7a8170d".to_string(), 5),
+        ("17dc35ed57f2d32cf93e1fbcb6baf1ab2a4f60e6".to_string(), 5),
     ]
     .into();
     assert_eq!(revisions, want);

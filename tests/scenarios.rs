@@ -145,6 +145,19 @@ fn a_traceparent_annotated_deployment_carries_each_changes_traceparent() {
     }
 }
 
+/// The whole Flux recording (tests/scenarios/recorded/flux: two commits) gives its tree: each
+/// rollout rooted at kustomize-controller's report of the apply that caused it, and one trace per
+/// reconciled revision of the Kustomization and the GitRepository. Not in the reordering check
+/// (see the README there: the second rollout's whole-second kwok events reorder across a second
+/// boundary); its first commit is, as `flux-apply.jsonl`.
+#[test]
+fn the_flux_recording_roots_each_rollout_at_its_commit() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/recorded/flux");
+    let input = std::fs::read_to_string(dir.join("flux.jsonl")).unwrap();
+    let expected = std::fs::read_to_string(dir.join("flux.tree")).unwrap();
+    assert_eq!(render(&input), expected);
+}
+
 /// A tiny deterministic generator, so a failing permutation can be reproduced.
 struct Lcg(u64);
 

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use super::attributes::{AttributeCache, push_object};
+use super::change::ChangeSummary;
 use super::ids::SpanId;
 use super::model::{
     Attributes, EventRecord, FinishedSpan, OutcomeKind, SynthesizedRoot, TraceRoot,
@@ -49,6 +50,18 @@ fn creates(event: &EventRecord) -> bool {
         .is_some_and(|m| m.action == rules::Action::Create)
 }
 
+/// What a generation changed against the previous one, as a root span's attributes.
+fn push_change_summary(summary: &ChangeSummary, attrs: &mut Attributes) {
+    attrs.push(("eventspan.change.kind", summary.kind.as_str().into()));
+    if !summary.text.is_empty() {
+        attrs.push(("eventspan.change.summary", (&*summary.text).into()));
+    }
+    if let Some((from, to)) = summary.replicas {
+        attrs.push(("eventspan.change.replicas.from", from.into()));
+        attrs.push(("eventspan.change.replicas.to", to.into()));
+    }
+}
+
 pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> FinishedSpan {
     let end = span.final_end();
     let mut start = span.start;
@@ -85,14 +98,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
                 attrs.push(("eventspan.root.manager", m.into()));
             }
             if let Some(summary) = change.as_ref().and_then(|c| c.summary.as_deref()) {
-                attrs.push(("eventspan.change.kind", summary.kind.as_str().into()));
-                if !summary.text.is_empty() {
-                    attrs.push(("eventspan.change.summary", (&*summary.text).into()));
-                }
-                if let Some((from, to)) = summary.replicas {
-                    attrs.push(("eventspan.change.replicas.from", from.into()));
-                    attrs.push(("eventspan.change.replicas.to", to.into()));
-                }
+                push_change_summary(summary, &mut attrs);
             }
             let name = format!(
                 "{}.{}",
@@ -113,6 +119,12 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
         Source::Event { event, warning } => {
             if span.parent.is_none() {
                 attrs.push(("eventspan.root.generation", cx.trace.generation.into()));
+                // An event that claimed the root (Flux's report of its apply) stands for the
+                // change: what it changed is said on it as on a synthesised root.
+                let change = cx.objects.change(cx.trace.root_object, cx.trace.generation);
+                if let Some(summary) = change.and_then(|c| c.summary.as_deref()) {
+                    push_change_summary(summary, &mut attrs);
+                }
             }
             if let Some(obj) = span.about.and_then(|about| cx.objects.get(about)) {
                 push_object(obj, &mut seen, &mut attrs);

@@ -30,6 +30,9 @@ pub(crate) struct Occurrence {
     /// The trace a predecessor process exported this occurrence's span in (see `checkpoint.rs`):
     /// it belongs to that trace's change and to no other.
     pub exported_in: Option<TraceId>,
+    /// Held only to root the rollouts a GitOps controller's report caused, once their new
+    /// generations are seen (see `applied.rs`): the event itself was placed already.
+    pub claim_only: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -300,6 +303,7 @@ mod tests {
             coarse: false,
             resolved: None,
             exported_in: None,
+            claim_only: false,
         }
     }
 

@@ -30,6 +30,21 @@ impl TraceId {
         TraceId(id.max(1))
     }
 
+    /// The trace of one reconciled revision (its key, see `revisions.rs`) of a GitOps object at
+    /// a generation: a new commit does not change the object's generation.
+    pub fn for_revision(root_uid: &str, generation: i64, revision: u64) -> TraceId {
+        let id = with_joined(
+            &[
+                root_uid.as_bytes(),
+                b"\0revision",
+                &generation.to_le_bytes(),
+                &revision.to_le_bytes(),
+            ],
+            |bytes| xxh3_128_with_seed(bytes, TRACE_SEED),
+        );
+        TraceId(id.max(1))
+    }
+
     /// The trace of a burst of activity of an object whose generations are unknown (a
     /// recording of events without their objects): named by when the burst started.
     pub fn for_activity(root: &str, started: Timestamp) -> TraceId {

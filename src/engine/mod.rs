@@ -17,6 +17,7 @@
 //! Spans are emitted (see `emission.rs`) children first, once their end is known and their
 //! subtree has been quiet for the window, or after the flush horizon.
 
+mod applied;
 mod attributes;
 pub mod change;
 mod checkpoint;
@@ -33,6 +34,7 @@ mod objects;
 mod phases;
 mod place;
 mod progress;
+mod revisions;
 pub mod rules;
 mod spans;
 pub mod time;
@@ -95,6 +97,8 @@ pub struct Engine {
     /// is seen (which shows only its newest generation).
     resumed_changes: FxHashMap<u128, Vec<OpenChange>>,
     held: HeldEvents,
+    /// The Git revisions GitOps roots reconciled: their change key (see `revisions.rs`).
+    revisions: revisions::RevisionLog,
     tracked: TrackedEvents,
     finished: Vec<FinishedSpan>,
     stats: EngineStats,
@@ -186,6 +190,7 @@ impl Engine {
             resumed_spans: Default::default(),
             resumed_changes: FxHashMap::default(),
             held: HeldEvents::default(),
+            revisions: Default::default(),
             finished: Vec::new(),
             stats: EngineStats::default(),
             attributes: Default::default(),
@@ -341,6 +346,7 @@ impl Engine {
                     coarse,
                     resolved: None,
                     exported_in: None,
+                    claim_only: false,
                 };
                 return self.repeat(track.span, occurrence);
             }
@@ -374,6 +380,7 @@ impl Engine {
             coarse,
             resolved: None,
             exported_in,
+            claim_only: false,
         };
         self.place(occurrence, false);
     }

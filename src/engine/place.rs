@@ -59,7 +59,15 @@ impl Engine {
         {
             return self.supersede_derived(derived, occurrence);
         }
-        if occurrence.event.top_level {
+        if let Some((waiting_for, deadline)) = self.claim_applied(&occurrence, subject, force) {
+            // The report waits for the generations it may have caused; its own span does not.
+            let copy = occurrence.claim_copy();
+            self.hold(waiting_for, None, copy, deadline);
+        }
+        if occurrence.claim_only {
+            return;
+        }
+        if occurrence.event.top_level || self.note_revision(subject, &occurrence) {
             let root = self.objects.top(subject);
             if let Some(deadline) = self.unsettled_root(root, &occurrence, force) {
                 return self.hold(root, about, occurrence, deadline);
@@ -161,6 +169,17 @@ impl Engine {
         })
     }
 
+    /// Notes the Git revision an event on a root says it reconciled: such an event roots the
+    /// trace of its revision if it is the first of it (see `revisions.rs`).
+    fn note_revision(&mut self, subject: ObjId, occurrence: &Occurrence) -> bool {
+        let revision = &occurrence.event.revision;
+        if revision.is_empty() || self.objects.top(subject) != subject {
+            return false;
+        }
+        self.revisions.note(subject, revision, occurrence.start);
+        true
+    }
+
     /// When a trace for `root` would start now but the root has not been seen through a watch,
     /// the deadline until which to wait for it: its uid and generation decide the trace ID, and
     /// its watch event may be just behind this one. Nothing to wait for if its trace exists.
@@ -230,7 +249,7 @@ impl Engine {
         }
     }
 
-    fn hold(
+    pub(super) fn hold(
         &mut self,
         subject: ObjId,
         about: Option<ObjId>,
@@ -314,7 +333,7 @@ impl Engine {
         let root = self.objects.top(subject);
         let change_start = match self.root_key(root, at).1 {
             Change::Generation(g) => self.objects.change(root, g).map(|c| c.time),
-            Change::Activity => None,
+            Change::Activity | Change::Revision { .. } => None,
         };
         let pod = self.objects.get(subject)?;
         let created = pod.created?;
@@ -400,6 +419,7 @@ impl Engine {
             coarse: true,
             resolved: None,
             exported_in: None,
+            claim_only: false,
         };
         self.place(occurrence, true);
         Some(())
@@ -507,23 +527,32 @@ impl Engine {
     // ---- traces ------------------------------------------------------------------------------
 
     /// Which change of `root` an event at `at` belongs to.
-    fn root_key(&mut self, root: ObjId, at: Timestamp) -> RootKey {
-        if self.objects.knows_generations(root) {
-            (
-                root,
-                Change::Generation(self.objects.generation_at(root, at)),
-            )
+    pub(super) fn root_key(&mut self, root: ObjId, at: Timestamp) -> RootKey {
+        let known = self.objects.knows_generations(root);
+        let generation = if known {
+            self.objects.generation_at(root, at)
         } else {
-            (root, Change::Activity)
+            0
+        };
+        match self.revisions.at(root, at) {
+            Some(revision) => (
+                root,
+                Change::Revision {
+                    generation,
+                    revision,
+                },
+            ),
+            None if known => (root, Change::Generation(generation)),
+            None => (root, Change::Activity),
         }
     }
 
     /// The trace of a change, if it has one. A burst of activity ends when its root is emitted.
-    fn find_trace(&self, key: RootKey) -> Option<TraceId> {
+    pub(super) fn find_trace(&self, key: RootKey) -> Option<TraceId> {
         let id = *self.roots.get(&key)?;
         let trace = self.traces.get(&id)?;
         match key.1 {
-            Change::Generation(_) => Some(id),
+            Change::Generation(_) | Change::Revision { .. } => Some(id),
             Change::Activity => trace.emitted_root_start.is_none().then_some(id),
         }
     }
@@ -557,7 +586,8 @@ impl Engine {
             None => {
                 let change_time = match key.1 {
                     Change::Generation(g) => self.objects.change(root, g).map(|c| c.time),
-                    Change::Activity => None,
+                    // A revision's trace starts with its first event.
+                    Change::Activity | Change::Revision { .. } => None,
                 };
                 let start = match change_time {
                     Some(t) if t <= at && at.since(t) <= MAX_ROOT_LEAD => t,
@@ -598,6 +628,13 @@ impl Engine {
         };
         let (id, generation) = match change {
             Change::Generation(g) => (TraceId::for_change(&name, g), g),
+            Change::Revision {
+                generation,
+                revision,
+            } => (
+                TraceId::for_revision(&name, generation, revision),
+                generation,
+            ),
             Change::Activity => {
                 // A burst ends when its root is exported; a late event from the same instant
                 // starts the next one, which must not take the exported trace's ID (its root
@@ -687,7 +724,7 @@ impl Engine {
 
     /// Makes an event the root of `root`'s current trace, unless that trace's root is already an
     /// event or already exported.
-    fn place_as_root(
+    pub(super) fn place_as_root(
         &mut self,
         occurrence: Occurrence,
         root: ObjId,

@@ -141,11 +141,13 @@ pub(crate) struct TraceState {
 }
 
 /// How a trace is found from its root object: a spec generation, or, for objects whose
-/// generations are unknown (seen only through events), the current burst of activity.
+/// generations are unknown (seen only through events), the current burst of activity; for a
+/// GitOps object, the Git revision it reconciled at a generation (see `revisions.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Change {
     Generation(i64),
     Activity,
+    Revision { generation: i64, revision: u64 },
 }
 
 pub(crate) type RootKey = (ObjId, Change);

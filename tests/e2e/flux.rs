@@ -2,15 +2,17 @@
 //! reconcile Git repositories served on loopback into the cluster, and eventspan is judged by
 //! what they see and do.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::World;
 use crate::cluster::{Cluster, eventually};
-use crate::operator::{condition, session_yaml, status};
+use crate::operator::{condition, rolled_out, session_yaml, status};
+use crate::receiver::{ReceivedSpan, Receiver};
 
 const SECONDS_90: Duration = Duration::from_secs(90);
 
@@ -237,6 +239,311 @@ pub fn kustomization_waits_for_the_session_it_applies(w: &World) -> Result<(), S
         let session_ready = condition(&status(c, &ns, "from-git")?, "Ready").unwrap_or_default();
         if session_ready.1 != "NamespaceNotPermitted" {
             return Err(format!("the broken session is {session_ready:?}"));
+        }
+        Ok(())
+    })();
+    cleanup(c, &ns);
+    result
+}
+
+/// What the operator needs to watch Flux's kinds in a namespace: RBAC for custom kinds is opt-in
+/// (README, Security model), so without this their watches are refused and only their events
+/// are seen (the Kustomization and GitRepository objects, and so their owner chains and
+/// generations, stay unknown).
+fn flux_role(ns: &str) -> String {
+    format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: eventspan-flux, namespace: {ns}}}\nrules:\n- apiGroups: [kustomize.toolkit.fluxcd.io]\n  resources: [kustomizations]\n  verbs: [get, list, watch]\n- apiGroups: [source.toolkit.fluxcd.io]\n  resources: [gitrepositories]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: eventspan-flux, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: eventspan-flux}}\nsubjects:\n- {{kind: ServiceAccount, name: eventspan, namespace: eventspan-system}}\n"
+    )
+}
+
+/// A session exporting to the test's own receiver (spans are counted there, never through
+/// Jaeger, which merges duplicates), Ready.
+fn receiver_session(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+    rx: &Receiver,
+    extra: &str,
+) -> Result<(), String> {
+    c.apply(&format!(
+        "apiVersion: eventspan.dev/v1alpha1\nkind: TraceSession\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  exporters:\n  - name: receiver\n    otlp: {{endpoint: \"{}\", protocol: http/protobuf}}\n{extra}",
+        rx.endpoint()
+    ))?;
+    c.kubectl(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        &format!("tracesession/{name}"),
+        "--timeout=30s",
+    ])?;
+    Ok(())
+}
+
+fn web_deployment(ns: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}, labels: {{app: web}}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec: {{containers: [{{name: nginx, image: \"{image}\"}}]}}\n"
+    )
+}
+
+/// The spans of each trace received so far, by trace ID.
+fn traces(rx: &Receiver) -> BTreeMap<String, Vec<ReceivedSpan>> {
+    let mut out: BTreeMap<String, Vec<ReceivedSpan>> = BTreeMap::new();
+    for span in rx.spans() {
+        out.entry(span.trace_id.clone()).or_default().push(span);
+    }
+    out
+}
+
+/// A received trace as the tree output draws it: offset from the root, duration, name,
+/// reporting component, message.
+fn render(spans: &[ReceivedSpan]) -> String {
+    let Some(root) = spans.iter().find(|s| s.parent.is_none()) else {
+        return "(no root)".into();
+    };
+    let mut out = String::new();
+    let mut stack = vec![(root, 0usize)];
+    while let Some((span, depth)) = stack.pop() {
+        out += &format!(
+            "{:>8}ms {:>7}ms  {}{} [{}]  {}\n",
+            format!(
+                "+{}",
+                span.start_ns.saturating_sub(root.start_ns) / 1_000_000
+            ),
+            span.end_ns.saturating_sub(span.start_ns) / 1_000_000,
+            "   ".repeat(depth),
+            span.name,
+            span.service,
+            span.attr("k8s.event.message").unwrap_or_default()
+        );
+        let mut children: Vec<&ReceivedSpan> = spans
+            .iter()
+            .filter(|s| s.parent.as_deref() == Some(&span.span_id))
+            .collect();
+        children.sort_by_key(|s| std::cmp::Reverse((s.start_ns, s.span_id.clone())));
+        stack.extend(children.into_iter().map(|s| (s, depth + 1)));
+    }
+    out
+}
+
+/// Scenario 2: a commit changing a Deployment's image is one trace, commit → rollout → pods.
+/// kustomize-controller applies the commit (server-side apply, field manager
+/// `kustomize-controller`) and reports it on the Kustomization (`Progressing`,
+/// `Deployment/NS/web configured`, annotated with the revision); that event is the root of the
+/// rollout's trace, with the commit's SHA as `vcs.ref.head.revision`, and the trace holds the
+/// new pods' `Started` and ends when the rollout is done.
+pub fn commit_is_traced_to_ready_pods(w: &World) -> Result<(), String> {
+    let c = &w.cluster;
+    w.operator()?;
+    let flux = Flux::start(c)?;
+    let ns = c.namespace("e2e-flux-commit")?;
+    let result = (|| {
+        c.apply(&flux_role(&ns))?;
+        let rx = Receiver::start()?;
+        receiver_session(c, &ns, "rollouts", &rx, "")?;
+        let repo = flux.repository("commit")?;
+        let first = repo.commit(
+            &[("web.yaml", &web_deployment(&ns, "nginx:1.27"))],
+            "web 1.27",
+        )?;
+        flux.sync(&ns, "app", &repo, "")?;
+        wait_kustomization(c, &ns, "app", &format!("main@sha1:{first}"), "True")?;
+        rolled_out(c, &ns, "web")?;
+
+        let committed = Instant::now();
+        let sha = repo.commit(
+            &[("web.yaml", &web_deployment(&ns, "nginx:1.28"))],
+            "web 1.28",
+        )?;
+        let revision = format!("main@sha1:{sha}");
+        let ready = eventually(SECONDS_90, || {
+            let image = c.kubectl(&[
+                "-n",
+                &ns,
+                "get",
+                "deployment/web",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ])?;
+            (image == "nginx:1.28")
+                .then_some(())
+                .ok_or(format!("image still {image}"))
+        })
+        .and_then(|()| rolled_out(c, &ns, "web"))
+        .map(|()| committed.elapsed())?;
+        wait_kustomization(c, &ns, "app", &revision, "True")?;
+
+        // The trace rooted at Flux's event of this commit, once it holds the new pods' starts
+        // and its root has come (the root goes last).
+        let trace = eventually(Duration::from_secs(60), || {
+            traces(&rx)
+                .into_values()
+                .find(|spans| {
+                    spans.iter().any(|s| {
+                        s.parent.is_none() && s.attr("vcs.ref.head.revision") == Some(sha.as_str())
+                    })
+                })
+                .filter(|spans| spans.iter().filter(|s| s.name == "Pod.Started").count() >= 2)
+                .ok_or_else(|| format!("no trace rooted at {revision} with two Pod.Started yet"))
+        })?;
+        let root = trace.iter().find(|s| s.parent.is_none()).ok_or("no root")?;
+        let tree = render(&trace);
+        let want = [
+            (root.name.as_str(), "Kustomization.Progressing"),
+            (root.service.as_str(), "kustomize-controller"),
+            (
+                root.attr("k8s.event.message").unwrap_or_default(),
+                &*format!("Deployment/{ns}/web configured"),
+            ),
+            (root.attr("k8s.deployment.name").unwrap_or_default(), "web"),
+            (root.attr("vcs.ref.head.name").unwrap_or_default(), "main"),
+            (root.attr("eventspan.outcome").unwrap_or_default(), "done"),
+        ];
+        for (got, expected) in want {
+            if got != expected {
+                return Err(format!("root: {got:?}, want {expected:?}\n{tree}"));
+            }
+        }
+        // What the commit changed, said on the root as on any rollout's.
+        let summary = root.attr("eventspan.change.summary").unwrap_or_default();
+        if !summary.contains("nginx:1.27 → nginx:1.28") {
+            return Err(format!("root's change summary: {summary:?}\n{tree}"));
+        }
+        let roots = trace.iter().filter(|s| s.parent.is_none()).count();
+        let ids: BTreeSet<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
+        if roots != 1 || ids.len() != trace.len() {
+            return Err(format!(
+                "{roots} roots, {} spans, {} distinct\n{tree}",
+                trace.len(),
+                ids.len()
+            ));
+        }
+        // Everything of the rollout is in it: the scale-ups, the new pods' creation and start.
+        for name in [
+            "Deployment.ScalingReplicaSet",
+            "ReplicaSet.SuccessfulCreate",
+            "Pod.Scheduled",
+        ] {
+            if !trace.iter().any(|s| s.name == name) {
+                return Err(format!("no {name} in the trace\n{tree}"));
+            }
+        }
+        // No other trace of this generation: the rollout is not also rooted elsewhere.
+        let others: Vec<String> = traces(&rx)
+            .into_iter()
+            .filter(|(id, spans)| {
+                *id != root.trace_id
+                    && spans.iter().any(|s| {
+                        s.parent.is_none()
+                            && s.attr("eventspan.root.generation") == Some("2")
+                            && s.attr("k8s.deployment.name") == Some("web")
+                    })
+            })
+            .map(|(id, _)| id)
+            .collect();
+        if !others.is_empty() {
+            return Err(format!("generation 2 also in traces {others:?}"));
+        }
+        let root_ms = root.end_ns.saturating_sub(root.start_ns) / 1_000_000;
+        println!(
+            "  flux: commit {sha} pushed → rolled out in {:.1}s; its trace: {} spans over {root_ms}ms\n{tree}",
+            ready.as_secs_f64(),
+            trace.len()
+        );
+        Ok(())
+    })();
+    cleanup(c, &ns);
+    result
+}
+
+/// Scenario 3: a custom root kind found through discovery. A session whose `rootKinds` names
+/// Flux's Kustomization gets one trace per reconciled revision, each rooted at the
+/// Kustomization (a new commit does not change its generation: the key is the revision its
+/// events are annotated with).
+pub fn kustomization_root_kind_gets_a_trace_per_revision(w: &World) -> Result<(), String> {
+    let c = &w.cluster;
+    w.operator()?;
+    let flux = Flux::start(c)?;
+    let ns = c.namespace("e2e-flux-revisions")?;
+    let result = (|| {
+        c.apply(&flux_role(&ns))?;
+        let rx = Receiver::start()?;
+        receiver_session(
+            c,
+            &ns,
+            "reconciliations",
+            &rx,
+            "  rootKinds: [{group: kustomize.toolkit.fluxcd.io, kind: Kustomization}]\n",
+        )?;
+        let repo = flux.repository("revisions")?;
+        let mut shas = Vec::new();
+        for (i, image) in ["nginx:1.27", "nginx:1.28"].into_iter().enumerate() {
+            let sha = repo.commit(&[("web.yaml", &web_deployment(&ns, image))], image)?;
+            if i == 0 {
+                flux.sync(&ns, "app", &repo, "")?;
+            }
+            wait_kustomization(c, &ns, "app", &format!("main@sha1:{sha}"), "True")?;
+            shas.push(sha);
+        }
+        // Each revision's trace: the Kustomization's events of that revision, its
+        // ReconciliationSucceeded last.
+        let by_revision = eventually(Duration::from_secs(60), || {
+            let traces = traces(&rx);
+            let mut found = Vec::new();
+            for sha in &shas {
+                let mine: Vec<(&String, &Vec<ReceivedSpan>)> = traces
+                    .iter()
+                    .filter(|(_, spans)| {
+                        spans
+                            .iter()
+                            .any(|s| s.attr("vcs.ref.head.revision") == Some(sha))
+                    })
+                    .collect();
+                let done = mine.iter().any(|(_, spans)| {
+                    spans
+                        .iter()
+                        .any(|s| s.name == "Kustomization.ReconciliationSucceeded")
+                        && spans.iter().any(|s| s.parent.is_none())
+                });
+                if !done {
+                    return Err(format!(
+                        "revision {sha}: no whole trace yet ({} traces name it)",
+                        mine.len()
+                    ));
+                }
+                found.push(
+                    mine.into_iter()
+                        .map(|(id, spans)| (id.clone(), spans.clone()))
+                        .collect::<Vec<_>>(),
+                );
+            }
+            Ok(found)
+        })?;
+        let mut ids = BTreeSet::new();
+        for (sha, traces) in shas.iter().zip(&by_revision) {
+            if traces.len() != 1 {
+                return Err(format!("revision {sha} is in {} traces", traces.len()));
+            }
+            let (id, spans) = &traces[0];
+            let tree = render(spans);
+            let roots: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.parent.is_none()).collect();
+            if roots.len() != 1 || !roots[0].name.starts_with("Kustomization.") {
+                return Err(format!("revision {sha}: roots {roots:?}\n{tree}"));
+            }
+            if let Some(other) = spans
+                .iter()
+                .find(|s| s.attr("vcs.ref.head.revision").is_some_and(|r| r != sha))
+            {
+                return Err(format!(
+                    "revision {sha}'s trace holds {}\n{tree}",
+                    other.name
+                ));
+            }
+            ids.insert(id.clone());
+            println!("  flux: revision {sha}: trace {id}\n{tree}");
+        }
+        if ids.len() != shas.len() {
+            return Err(format!("{} revisions, {} traces", shas.len(), ids.len()));
         }
         Ok(())
     })();

@@ -104,6 +104,14 @@ const CASES: &[Case] = &[
         flux::kustomization_waits_for_the_session_it_applies,
     ),
     (
+        "commit_is_traced_to_ready_pods",
+        flux::commit_is_traced_to_ready_pods,
+    ),
+    (
+        "kustomization_root_kind_gets_a_trace_per_revision",
+        flux::kustomization_root_kind_gets_a_trace_per_revision,
+    ),
+    (
         "rollout_reaches_jaeger_and_files_through_the_collector",
         collector::rollout_reaches_jaeger_and_files_through_the_collector,
     ),

@@ -175,6 +175,12 @@ impl ObjectTable {
         self.index.find_name(&self.entries, kind, namespace, name)
     }
 
+    /// The object of that kind and name, if it is known: a lookup that creates no entry (names
+    /// in a message are not evidence that an object exists).
+    pub fn find_named(&self, kind: &str, namespace: &str, name: &str) -> Option<ObjId> {
+        self.lookup_name(kind, namespace, name)
+    }
+
     pub fn lookup_uid(&self, namespace: &str, uid: &str) -> Option<ObjId> {
         self.index.find_uid(&self.entries, namespace, uid)
     }

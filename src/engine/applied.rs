@@ -1,0 +1,228 @@
+//! A GitOps controller's report of an apply as the cause of the rollouts it started.
+//!
+//! Flux's kustomize-controller applies a commit with server-side apply (field manager
+//! `kustomize-controller`) and reports what changed in one event on its Kustomization:
+//! `Progressing`, `Deployment/shop/web configured` (a line per object, see
+//! [`rules::applied_objects`]), annotated with the Git revision. That event is the
+//! controller's own account of the very write that made the Deployment's new generation, the
+//! change a synthesised `Deployment.Apply [kustomize-controller]` root stands for. So the event
+//! claims the root of that generation's trace, as a `topLevelSpan` event does: the trace then
+//! starts at Flux's reconciliation of the commit (its span carries `vcs.ref.head.revision`) and
+//! holds the rollout down to the pods. One write, one span: a synthesised root under the event
+//! would say the same thing twice, and a link would leave the commit outside the trace.
+//!
+//! The event is the cause of a generation only when they agree: the generation's change was made
+//! by the applier's field manager, within the correlation window of the event. Only objects in
+//! the event's own namespace are claimed (the tenant boundary: a Kustomization in `flux-system`
+//! applying into `shop` does not put its event into `shop`'s traces). The event is also placed as
+//! usual, in the Kustomization's own trace.
+
+use super::held::Occurrence;
+use super::ids::SpanId;
+use super::objects::ObjId;
+use super::rules;
+use super::time::Timestamp;
+use super::{COARSE, Engine};
+
+/// At most this many objects of one report are looked at: a message is at most 4 KiB anyway
+/// (`limits.rs`), this bounds the work whatever the limit.
+const MAX_APPLIED_OBJECTS: usize = 256;
+
+/// What an applied object's known changes say about one report.
+enum Cause {
+    /// This generation's change is the one the report is about.
+    Of(i64),
+    /// No known change matches yet, but the new generation may still be on its way.
+    NotYet,
+    /// Not the cause of anything (not a root, an unrelated manager, unchanged generation).
+    Nothing,
+}
+
+impl Occurrence {
+    /// A copy held to claim roots later (the original goes on to be placed).
+    pub(super) fn claim_copy(&self) -> Occurrence {
+        Occurrence {
+            event: self.event.clone(),
+            claim_only: true,
+            ..*self
+        }
+    }
+}
+
+impl Engine {
+    /// Makes an applier's report the root of each generation it caused. Returns the object to
+    /// wait for, and until when, while a named object's new generation has not been seen yet:
+    /// the caller holds a [`Occurrence::claim_copy`] of the report for it.
+    pub(super) fn claim_applied(
+        &mut self,
+        occurrence: &Occurrence,
+        subject: ObjId,
+        force: bool,
+    ) -> Option<(ObjId, Timestamp)> {
+        let event = &occurrence.event;
+        let manager = rules::applier(&event.involved.kind, &event.reason)?;
+        let deadline = occurrence.observed.saturating_add(self.cfg.window);
+        let may_wait = !force && deadline > self.now;
+        let mut wait = None;
+        let named: Vec<(ObjId, bool)> = rules::applied_objects(&event.message)
+            .take(MAX_APPLIED_OBJECTS)
+            .filter(|o| o.namespace == event.involved.namespace)
+            .map(
+                |o| match self.objects.find_named(o.kind, o.namespace, o.name) {
+                    Some(id) => (id, true),
+                    None => (subject, false),
+                },
+            )
+            .collect();
+        for (target, known) in named {
+            let cause = if known {
+                self.cause_of(target, manager, occurrence)
+            } else {
+                Cause::NotYet
+            };
+            match cause {
+                Cause::Of(generation) => self.claim_root(occurrence, subject, target, generation),
+                Cause::NotYet if may_wait => {
+                    wait.get_or_insert((target, deadline));
+                }
+                Cause::NotYet | Cause::Nothing => {}
+            }
+        }
+        wait
+    }
+
+    /// Which generation of `target` the report in `occurrence` caused, if any.
+    fn cause_of(&mut self, target: ObjId, manager: &str, occurrence: &Occurrence) -> Cause {
+        if self.objects.top(target) != target {
+            return Cause::Nothing;
+        }
+        if !self.objects.knows_generations(target) {
+            return Cause::NotYet;
+        }
+        let window = self.cfg.window.saturating_add(COARSE);
+        let at = occurrence.start;
+        let Some(root) = self.objects.get(target).and_then(|o| o.root.as_ref()) else {
+            return Cause::Nothing;
+        };
+        let near = |t: Timestamp| {
+            let gap = if t > at { t.since(at) } else { at.since(t) };
+            gap <= window
+        };
+        let matched = root
+            .changes
+            .iter()
+            .filter(|c| c.manager.as_deref() == Some(manager) && near(c.time))
+            .min_by_key(|c| {
+                if c.time > at {
+                    c.time.since(at)
+                } else {
+                    at.since(c.time)
+                }
+            });
+        if let Some(change) = matched {
+            return Cause::Of(change.generation);
+        }
+        let newest = root.changes.last().map(|c| c.time);
+        if newest.is_none_or(|t| t.saturating_add(COARSE) < at) {
+            Cause::NotYet
+        } else {
+            Cause::Nothing
+        }
+    }
+
+    /// Puts a copy of the report at the root of `target`'s trace of `generation`: it starts the
+    /// trace, or takes over its synthesised root. A root that is already an event (this report,
+    /// placed before it was held again) or already exported is left alone.
+    fn claim_root(
+        &mut self,
+        occurrence: &Occurrence,
+        subject: ObjId,
+        target: ObjId,
+        generation: i64,
+    ) {
+        let Some(change) = self.objects.change(target, generation) else {
+            return;
+        };
+        // Dated at the write it reports, as the synthesised root was: the trace it roots is
+        // that generation's, and it lasts from the apply to the end of the rollout.
+        let start = change.time;
+        let copy = Occurrence {
+            event: occurrence.event.clone(),
+            key: occurrence.key,
+            observed: occurrence.observed,
+            first_count: occurrence.first_count,
+            start,
+            last: start,
+            coarse: occurrence.coarse,
+            resolved: None,
+            exported_in: None,
+            claim_only: false,
+        };
+        // Not `about` the Deployment in the sense of acting on it: its own events (a scale-up)
+        // would then take this span of one generation for the parent of the next one's.
+        if self.place_as_root(copy, target, subject, None).is_err() {
+            return;
+        }
+        let key = self.root_key(target, start);
+        if let Some(trace) = self.find_trace(key)
+            && let Some(root) = self.spans.get_mut(&SpanId::for_root(trace))
+        {
+            // For its attributes: the root names the object whose rollout it is.
+            root.about = Some(target);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::EngineConfig;
+    use crate::engine::model::FinishedSpan;
+
+    /// The first commit of the real Flux recording (tests/scenarios/flux-apply.jsonl).
+    const RECORDING: &str = include_str!("../../tests/scenarios/flux-apply.jsonl");
+
+    /// The root span of the Deployment's first generation.
+    fn deployment_root(input: &str) -> FinishedSpan {
+        let spans = crate::replay::replay(input, EngineConfig::default()).spans;
+        spans
+            .into_iter()
+            .find(|s| s.parent.is_none() && &*s.root.kind == "Deployment")
+            .expect("a Deployment trace")
+    }
+
+    #[test]
+    fn the_report_of_the_apply_roots_the_rollout() {
+        let root = deployment_root(RECORDING);
+        let event = root.event.as_ref().expect("an event root");
+        assert_eq!(
+            (event.reason.as_str(), event.message.as_str()),
+            ("Progressing", "Deployment/rec-flux/web created")
+        );
+        assert_eq!(
+            event.revision,
+            "main@sha1:0bc35622f0a4fdb59b9285f5113d738bb7a8170d"
+        );
+    }
+
+    #[test]
+    fn another_manager_or_namespace_is_not_the_report_s_doing() {
+        // The generation written by someone else: Flux's report is not its cause.
+        let by_kubectl = RECORDING.replace(
+            r#""manager":"kustomize-controller","operation":"Apply""#,
+            r#""manager":"kubectl","operation":"Apply""#,
+        );
+        assert!(deployment_root(&by_kubectl).event.is_none());
+        // The report names an object of another namespace (of the same name): not claimed.
+        let elsewhere = RECORDING.replace(
+            "Deployment/rec-flux/web created",
+            "Deployment/other/web created",
+        );
+        assert!(deployment_root(&elsewhere).event.is_none());
+        // A report that is not a change set line.
+        let prose = RECORDING.replace(
+            "Deployment/rec-flux/web created",
+            "Deployment/rec-flux/web created, probably",
+        );
+        assert!(deployment_root(&prose).event.is_none());
+    }
+}
