@@ -82,12 +82,12 @@ impl Recording {
     fn late_event(
         uid: &str,
         involved: (&str, &str, &str),
-        message: &str,
+        (reason, message): (&str, &str),
         time: f64,
         observed: f64,
     ) -> String {
         let mut r = Recording(Vec::new());
-        r.event(uid, involved, "SuccessfulCreate", message, 1, time, time);
+        r.event(uid, involved, reason, message, 1, time, time);
         let mut doc: Value = serde_json::from_str(&r.0[0]).expect("own JSON");
         doc["observedAt"] = json!(at(observed));
         doc.to_string()
@@ -390,7 +390,7 @@ fn late_or_missing_creation_events_never_misparent_a_pod() {
         r.0.push(Recording::late_event(
             uid,
             ("ReplicaSet", "web-b", "uid-web-b"),
-            &format!("Created pod: {pod}"),
+            ("SuccessfulCreate", &format!("Created pod: {pod}")),
             time,
             observed,
         ));
@@ -575,34 +575,23 @@ fn late_deletion_events_stay_in_the_change_they_happened_in() {
         65.0,
         65.0,
     );
-    let mut late = |uid: &str,
-                    involved: (&str, &str, &str),
-                    reason: &str,
-                    message: &str,
-                    time: f64,
-                    observed: f64| {
-        let mut one = Recording(Vec::new());
-        one.event(uid, involved, reason, message, 1, time, time);
-        let mut doc: Value = serde_json::from_str(&one.0[0]).expect("own JSON");
-        doc["observedAt"] = json!(at(observed));
-        r.0.push(doc.to_string());
-    };
-    late(
+    r.0.push(Recording::late_event(
         "ev-down-a",
         ("Deployment", "web", "uid-web"),
-        "ScalingReplicaSet",
-        "Scaled down replica set web-a from 1 to 0",
+        (
+            "ScalingReplicaSet",
+            "Scaled down replica set web-a from 1 to 0",
+        ),
         65.0,
         90.0,
-    );
-    late(
+    ));
+    r.0.push(Recording::late_event(
         "ev-delete-a-1",
         ("ReplicaSet", "web-a", "uid-web-a"),
-        "SuccessfulDelete",
-        "Deleted pod: web-a-1",
+        ("SuccessfulDelete", "Deleted pod: web-a-1"),
         65.0,
         95.0,
-    );
+    ));
     let spans = r.replay();
     for uid in ["ev-kill-a-1", "ev-down-a", "ev-delete-a-1"] {
         let found = of_event(&spans, uid);

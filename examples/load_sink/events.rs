@@ -27,16 +27,19 @@ fn secs(t: &k8s_openapi::jiff::Timestamp) -> f64 {
     t.as_nanosecond() as f64 / 1e9
 }
 
-/// Events by name, from an Event list's JSON.
-pub fn parse(json: &str) -> Result<HashMap<String, Written>, serde_json::Error> {
+/// The Events of an Event list's JSON.
+fn items(json: &str) -> Result<Vec<Event>, serde_json::Error> {
     // `kubectl get -o json` says `kind: List`, which k8s_openapi::List<Event> refuses.
     #[derive(serde::Deserialize)]
     struct Items {
         items: Vec<Event>,
     }
-    let list: Items = serde_json::from_str(json)?;
-    Ok(list
-        .items
+    Ok(serde_json::from_str::<Items>(json)?.items)
+}
+
+/// Events by name, from an Event list's JSON.
+pub fn parse(json: &str) -> Result<HashMap<String, Written>, serde_json::Error> {
+    Ok(items(json)?
         .into_iter()
         .filter_map(|e| {
             let name = e.metadata.name?;
@@ -68,13 +71,7 @@ pub fn parse(json: &str) -> Result<HashMap<String, Written>, serde_json::Error> 
 /// The (pod, reason) of every Event about a pod in an Event list's JSON: what the cluster
 /// published, to tell an event it never published from one eventspan lost.
 pub fn pod_reasons(json: &str) -> Result<HashSet<(String, String)>, serde_json::Error> {
-    #[derive(serde::Deserialize)]
-    struct Items {
-        items: Vec<Event>,
-    }
-    let list: Items = serde_json::from_str(json)?;
-    Ok(list
-        .items
+    Ok(items(json)?
         .into_iter()
         .filter(|e| e.involved_object.kind.as_deref() == Some("Pod"))
         .filter_map(|e| Some((e.involved_object.name?, e.reason?)))
