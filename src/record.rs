@@ -239,6 +239,8 @@ async fn watch_events(shared: Shared, scope: Scope) -> u64 {
                 return count;
             }
             Next::Stopped => return count,
+            // A recording keeps what arrives; a gap in it is not marked.
+            Next::Interrupted | Next::Resumed => continue,
         };
         let Some((kind, object)) = watch_type(&event) else {
             continue;
@@ -279,6 +281,7 @@ async fn watch_metadata(shared: Shared, resource: ApiResource, namespaced: bool,
                 return;
             }
             Next::Stopped => return,
+            Next::Interrupted | Next::Resumed => continue,
         };
         let Some((kind, object)): Option<(_, &Watched)> = watch_type(&event) else {
             continue;

@@ -544,3 +544,78 @@ fn streamed_otlp_json_past_its_bound_sends_partial_traces_and_loses_nothing() {
         bounded.lines().count()
     );
 }
+
+/// Issue 12 (the API-server restart mid-rollout): the watches come back one by one, and the
+/// Deployment's can be back seconds before the Pods'. While a watch of state is interrupted, a
+/// rollout's end does not release the pods still waiting for Ready: they are waited for until
+/// the watch is whole again (and a window more), and end Ready, not `pending`.
+#[test]
+fn pods_behind_an_interrupted_watch_are_waited_for_past_the_rollouts_end() {
+    use eventspan::engine::Engine;
+    use eventspan::engine::model::{AttrRef, FinishedSpan};
+    use eventspan::engine::time::Timestamp;
+    use eventspan::wire::WireObject;
+    let at = |t: &str| Timestamp::parse_rfc3339(&format!("2026-11-24T10:{t}Z")).unwrap();
+    let input = include_str!("scenarios/rollout-durations.jsonl");
+    let (mut on_time, mut ready_pods) = (Vec::new(), Vec::new());
+    for line in input.lines() {
+        let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+        let ready =
+            value["object"]["kind"] == "Pod" && value["object"]["status"]["phase"] == "Running";
+        if ready {
+            // Delivered 17 s after the Deployment said it was done.
+            value["observedAt"] = "2026-11-24T10:00:20Z".into();
+            ready_pods.push(value);
+        } else {
+            on_time.push(value);
+        }
+    }
+    assert_eq!(ready_pods.len(), 2, "the scenario's two pods become Ready");
+    let feed = |engine: &mut Engine, lines: &[serde_json::Value], spans: &mut Vec<FinishedSpan>| {
+        for line in lines {
+            let mut changes = Vec::new();
+            serde_json::from_value::<WireObject>(line.clone())
+                .unwrap()
+                .into_changes(&mut changes);
+            for change in changes {
+                replay::feed(engine, change.unwrap());
+                spans.extend(engine.drain_finished());
+            }
+        }
+    };
+    let run = |interrupted: bool| {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut spans = Vec::new();
+        let (before, done) = on_time.split_at(on_time.len() - 1);
+        feed(&mut engine, before, &mut spans);
+        engine.set_state_gap(interrupted);
+        feed(&mut engine, done, &mut spans);
+        engine.advance(at("00:19.9"));
+        spans.extend(engine.drain_finished());
+        engine.set_state_gap(false);
+        feed(&mut engine, &ready_pods, &mut spans);
+        engine.advance(at("01:00"));
+        spans.extend(engine.drain_finished());
+        spans
+    };
+    let creations = |spans: &[FinishedSpan]| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|s| s.name().ends_with("SuccessfulCreate"))
+            .map(|s| match s.attribute("eventspan.outcome") {
+                Some(AttrRef::Str(outcome)) => outcome.to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    };
+    // A watch that was never interrupted: the rollout's end releases them a window later.
+    assert_eq!(creations(&run(false)), ["pending", "pending"]);
+    let spans = run(true);
+    assert_eq!(
+        creations(&spans),
+        ["done", "done"],
+        "{}",
+        tree::render(&spans)
+    );
+    assert_eq!(spans.len(), 14, "{}", tree::render(&spans));
+}

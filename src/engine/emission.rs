@@ -80,7 +80,8 @@ impl Engine {
         }
         // Once its rollout is over, what still waits for its object's status stops waiting; but
         // not at once: the status of a pod the rollout counted as ready may be just behind the
-        // root's (after a re-list, the Deployment's status can come before its pods').
+        // root's (after a re-list, the Deployment's status can come before its pods'), and
+        // while a watch of state is interrupted it may be behind by any amount.
         let now = self.now;
         let over = self.spans.get(&root).is_some_and(|s| s.state_end.is_some());
         let trace = self.traces.get_mut(&trace_id).expect("present");
@@ -89,7 +90,7 @@ impl Engine {
         }
         let release_at = trace
             .rollout_over_seen
-            .map(|seen| seen.saturating_add(window));
+            .and_then(|seen| self.release_after(seen));
         let rollout_over = release_at.is_some_and(|at| at <= now);
         for &at in &pending {
             let Some(mut span) = self.spans.get_at(at) else {

@@ -107,6 +107,21 @@ pub struct Engine {
     /// Per depth, the open spans of a trace in creation order: slot, when it may go, and
     /// whether it had no open children.
     emission_order: Vec<Vec<(spans::SpanSlot, Timestamp, bool)>>,
+    /// Whether the stream of object state is complete, as far as the shell knows (see
+    /// [`Engine::set_state_gap`]).
+    state_stream: StateStream,
+}
+
+/// Whether some watch of object state is interrupted. While one is, an object's status may be
+/// behind by any amount, so a rollout's end does not release the spans still waiting for their
+/// objects: the status they wait for may be what the interrupted watch has yet to deliver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum StateStream {
+    #[default]
+    Whole,
+    Interrupted,
+    /// Whole again since this time: releases wait a window after it.
+    CaughtUp(Timestamp),
 }
 
 /// The best time for an occurrence, and whether it is only a whole second: precise times as
@@ -195,6 +210,7 @@ impl Engine {
             stats: EngineStats::default(),
             attributes: Default::default(),
             emission_order: Vec::new(),
+            state_stream: StateStream::Whole,
         }
     }
 
@@ -488,6 +504,44 @@ impl Engine {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The shell says whether a watch of object state is interrupted (`true` from its first
+    /// failure until it delivers again). Spans that wait for their objects' status are not
+    /// released by their rollout's end while it is, and only a window after it catches up: after
+    /// an API-server restart, the Deployment's watch can be back seconds before the Pods'.
+    /// Each span still stops waiting after `max_state_wait`, so a gap that never closes delays
+    /// a trace by that much at most.
+    pub fn set_state_gap(&mut self, interrupted: bool) {
+        match (self.state_stream, interrupted) {
+            (StateStream::Interrupted, false) => {
+                self.state_stream = StateStream::CaughtUp(self.now);
+                let at = self.now.saturating_add(self.cfg.window);
+                let waiting: Vec<TraceId> = self
+                    .traces
+                    .iter()
+                    .filter(|(_, t)| t.rollout_over_seen.is_some() && !t.pending.is_empty())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for trace in waiting {
+                    self.schedule(trace, at);
+                }
+            }
+            (_, true) => self.state_stream = StateStream::Interrupted,
+            (_, false) => {}
+        }
+    }
+
+    /// When spans waiting for status in a trace whose rollout was over at `over_seen` stop
+    /// waiting: a window after it, or after the state stream caught up; never while it is
+    /// interrupted.
+    fn release_after(&self, over_seen: Timestamp) -> Option<Timestamp> {
+        let since = match self.state_stream {
+            StateStream::Whole => over_seen,
+            StateStream::Interrupted => return None,
+            StateStream::CaughtUp(at) => over_seen.max(at),
+        };
+        Some(since.saturating_add(self.cfg.window))
     }
 
     /// Nothing watches a namespace any more: its objects are forgotten after the object TTL.

@@ -99,6 +99,9 @@ pub struct Engines {
     /// A predecessor's checkpoints whose window has no engine yet: the engine resumes from it
     /// when a session first asks for that window (before it is fed anything).
     unused: BTreeMap<Duration, Checkpoint>,
+    /// Whether a watch of object state is interrupted (see [`Engine::set_state_gap`]): told to
+    /// every engine, and to each new one as it starts.
+    state_gap: bool,
 }
 
 impl Engines {
@@ -115,6 +118,7 @@ impl Engines {
             engines: BTreeMap::new(),
             retired: EngineStats::default(),
             unused: checkpoints,
+            state_gap: false,
         };
         engines.configure(&plan(engines.base.window, []));
         engines
@@ -163,6 +167,7 @@ impl Engines {
                 if let Some(checkpoint) = self.unused.remove(window) {
                     engine.resume(&checkpoint);
                 }
+                engine.set_state_gap(self.state_gap);
                 Covered {
                     engine,
                     namespaces: BTreeSet::new(),
@@ -206,6 +211,14 @@ impl Engines {
     pub fn delete_object(&mut self, namespace: &str, uid: &str, observed: Timestamp) {
         for c in self.engines.values_mut() {
             c.engine.delete_object(namespace, uid, observed);
+        }
+    }
+
+    /// Whether some watch of object state is interrupted.
+    pub fn set_state_gap(&mut self, interrupted: bool) {
+        self.state_gap = interrupted;
+        for c in self.engines.values_mut() {
+            c.engine.set_state_gap(interrupted);
         }
     }
 

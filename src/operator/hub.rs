@@ -222,6 +222,8 @@ pub struct Hub {
     exporters: Box<dyn ExporterFactory>,
     events_received: u64,
     malformed: u64,
+    /// The watches of objects that are interrupted (see [`Input::StateGap`]).
+    state_gaps: BTreeSet<Arc<str>>,
     starts: TraceStarts,
     checkpoints: Option<Checkpoints>,
     /// Exporters stopping after a swap or a session's removal: until they settle what they
@@ -317,6 +319,7 @@ impl Hub {
             exporters: connections.exporters,
             events_received: 0,
             malformed: 0,
+            state_gaps: BTreeSet::new(),
             starts: TraceStarts::default(),
             checkpoints,
             retiring: Vec::new(),
@@ -467,6 +470,27 @@ impl Hub {
             Input::Malformed(reason) => {
                 self.malformed += 1;
                 tracing::warn!(%reason, "skipped a value a watch delivered");
+            }
+            Input::StateGap { watch, interrupted } => {
+                let was = !self.state_gaps.is_empty();
+                if interrupted {
+                    self.state_gaps.insert(watch);
+                } else {
+                    self.state_gaps.remove(&watch);
+                }
+                let is = !self.state_gaps.is_empty();
+                if was != is {
+                    tracing::info!(
+                        interrupted = is,
+                        "object state is {}",
+                        if is {
+                            "behind: a watch is interrupted"
+                        } else {
+                            "whole again"
+                        }
+                    );
+                    self.engines.set_state_gap(is);
+                }
             }
         }
     }

@@ -225,7 +225,7 @@ pub fn last_time(inputs: &[Input]) -> Timestamp {
         .iter()
         .filter_map(|input| match input {
             Input::Event(_, at) | Input::Upsert(_, at) | Input::Delete { at, .. } => Some(*at),
-            Input::Malformed(_) => None,
+            Input::Malformed(_) | Input::StateGap { .. } => None,
         })
         .max()
         .expect("a recording with inputs")

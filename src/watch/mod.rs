@@ -175,11 +175,20 @@ pub enum Next<K> {
         event: watcher::Event<K>,
         recovered: bool,
     },
+    /// The watch failed: from now on until it delivers again (or [`Next::Resumed`]) what it
+    /// watches may change unseen. Once per run of failures, before the first retry.
+    Interrupted,
+    /// An interrupted watch is established again and stayed quiet for [`QUIET`]: a watch
+    /// resumed from its resourceVersion delivers at once what changed meanwhile, so nothing did.
+    Resumed,
     /// The API server kept refusing (this code) for the policy's give-up time.
     GaveUp(u16),
     /// `stop` was cancelled, or the stream ended.
     Stopped,
 }
+
+/// How long an interrupted watch, once retried, stays quiet before it counts as resumed.
+pub const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The next event of a watch. Errors are retried under `backoff`, sleeping here (the streams
 /// above have no backoff of their own, so this is the only one); the first error of a run is a
@@ -194,9 +203,27 @@ where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Unpin,
 {
     loop {
+        if let Some(delay) = backoff.take_deferred() {
+            tokio::select! {
+                _ = stop.cancelled() => return Next::Stopped,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        let interrupted = backoff.interrupted();
+        let quiet = async move {
+            if interrupted {
+                tokio::time::sleep(QUIET).await
+            } else {
+                futures::future::pending().await
+            }
+        };
         let next = tokio::select! {
             _ = stop.cancelled() => return Next::Stopped,
             next = stream.next() => next,
+            () = quiet => {
+                backoff.resumed();
+                return Next::Resumed;
+            }
         };
         let error = match next {
             Some(Ok(event)) => {
@@ -207,6 +234,7 @@ where
             None => return Next::Stopped,
         };
         let first = backoff.failures() == 0;
+        let newly_interrupted = !backoff.interrupted();
         match backoff.failed(Instant::now(), Failure::of_watcher(&error)) {
             Decision::Retry(delay) => {
                 if first {
@@ -214,9 +242,9 @@ where
                 } else {
                     tracing::debug!(%error, %what, ?delay, "watch failed again; retrying");
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => return Next::Stopped,
-                    _ = tokio::time::sleep(delay) => {}
+                backoff.defer(delay);
+                if newly_interrupted {
+                    return Next::Interrupted;
                 }
             }
             Decision::GiveUp(code) => return Next::GaveUp(code),
@@ -319,6 +347,10 @@ mod tests {
             Ok(watcher::Event::Init),
         ]);
         let (mut backoff, stop) = (quick(), CancellationToken::new());
+        assert!(matches!(
+            next_event(&mut stream, &mut backoff, &stop, "test").await,
+            Next::Interrupted
+        ));
         match next_event(&mut stream, &mut backoff, &stop, "test").await {
             Next::Event {
                 event: watcher::Event::Init,
@@ -327,6 +359,35 @@ mod tests {
             _ => panic!("expected the list to start, with nothing to withdraw"),
         }
         assert_eq!(backoff.failures(), 0);
+        assert!(!backoff.interrupted());
+    }
+
+    /// Issue 12: a watch says when it fails (once per run of failures, at the first) and when
+    /// it is whole again: at its next delivery, or once re-established and quiet for [`QUIET`].
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_says_when_it_is_interrupted_and_when_it_is_whole_again() {
+        let items: [Item; 3] = [
+            Ok(watcher::Event::Init),
+            Err(watcher::Error::NoResourceVersion),
+            Err(watcher::Error::NoResourceVersion),
+        ];
+        let mut stream = futures::stream::iter(items)
+            // Re-established: a watch that waits for changes.
+            .chain(futures::stream::pending());
+        let (mut backoff, stop) = (quick(), CancellationToken::new());
+        macro_rules! next {
+            () => {
+                next_event(&mut stream, &mut backoff, &stop, "test")
+            };
+        }
+        assert!(matches!(next!().await, Next::Event { .. }));
+        assert!(matches!(next!().await, Next::Interrupted));
+        let retried = tokio::time::Instant::now();
+        assert!(matches!(next!().await, Next::Resumed));
+        assert!(retried.elapsed() >= QUIET, "quiet for {QUIET:?} first");
+        // Whole again: it waits for changes without a deadline.
+        let more = tokio::time::timeout(std::time::Duration::from_secs(3600), next!()).await;
+        assert!(more.is_err(), "nothing more to say");
     }
 
     #[tokio::test]
@@ -339,6 +400,10 @@ mod tests {
         let started = Instant::now();
         assert!(matches!(
             next_event(&mut stream, &mut backoff, &stop, "test").await,
+            Next::Interrupted
+        ));
+        assert!(matches!(
+            next_event(&mut stream, &mut backoff, &stop, "test").await,
             Next::GaveUp(403)
         ));
         assert!(started.elapsed() >= std::time::Duration::from_millis(100));
@@ -346,7 +411,7 @@ mod tests {
         match next_event(&mut stream, &mut backoff, &stop, "test").await {
             Next::Event { recovered, .. } => assert!(recovered),
             Next::GaveUp(_) => panic!("given up twice"),
-            Next::Stopped => panic!("stream ended early"),
+            _ => panic!("expected the event"),
         }
     }
 
@@ -362,6 +427,10 @@ mod tests {
             stopper.cancel();
         });
         let started = Instant::now();
+        assert!(matches!(
+            next_event(&mut stream, &mut backoff, &stop, "test").await,
+            Next::Interrupted
+        ));
         assert!(matches!(
             next_event(&mut stream, &mut backoff, &stop, "test").await,
             Next::Stopped

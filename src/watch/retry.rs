@@ -96,6 +96,12 @@ pub struct Backoff {
     /// When the current run of refusals started (cleared by a success).
     refused_since: Option<Instant>,
     given_up: bool,
+    /// Failed since it last delivered (or was re-established and stayed quiet): what it
+    /// watches may have changed unseen.
+    interrupted: bool,
+    /// A retry delay [`crate::watch::next_event`] has yet to sleep: it returns at a watch's
+    /// first failure, so that its caller can mark the gap, and sleeps on its next call.
+    deferred: Option<Duration>,
     /// xorshift state for the jitter, seeded by the caller: no global random source.
     rng: u64,
 }
@@ -107,6 +113,8 @@ impl Backoff {
             failures: 0,
             refused_since: None,
             given_up: false,
+            interrupted: false,
+            deferred: None,
             // xorshift must not start at 0.
             rng: seed | 1,
         }
@@ -143,11 +151,34 @@ impl Backoff {
         self.failures = 0;
         self.refused_since = None;
         self.given_up = false;
+        self.interrupted = false;
         was
+    }
+
+    /// Whether the watch failed since it last delivered (or was re-established and stayed
+    /// quiet, see [`Backoff::resumed`]).
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    /// The watch is established again without delivering anything: nothing changed meanwhile.
+    /// Its failures still count towards the next delay, since nothing proved it works.
+    pub fn resumed(&mut self) {
+        self.interrupted = false;
+    }
+
+    /// Keeps `delay` to be slept before the next try.
+    pub fn defer(&mut self, delay: Duration) {
+        self.deferred = Some(delay);
+    }
+
+    pub fn take_deferred(&mut self) -> Option<Duration> {
+        self.deferred.take()
     }
 
     pub fn failed(&mut self, now: Instant, failure: Failure) -> Decision {
         self.failures = self.failures.saturating_add(1);
+        self.interrupted = true;
         if let Failure::Refused(code) = failure {
             let since = *self.refused_since.get_or_insert(now);
             if !self.given_up && now.saturating_duration_since(since) >= self.policy.give_up_after {
