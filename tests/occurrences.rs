@@ -622,3 +622,117 @@ fn late_deletion_events_stay_in_the_change_they_happened_in() {
         Some("ev-down-a")
     );
 }
+
+/// Issue 12 (under load the deployment controller's events come minutes late, or never): a
+/// rollout whose "Scaled up replica set" did not come gets that scale-up derived from its
+/// pods, marked so, and its pods' creations hang under it, not under the root. When the
+/// controller's event comes after all, there is still one scale-up: an open derived span takes
+/// it over, an exported one stands for it.
+#[test]
+fn a_missing_or_late_scale_up_is_derived_and_never_doubled() {
+    // `late`: when the controller's scale-up is delivered (None: never).
+    let rollout = |late: Option<f64>| {
+        let mut r = Recording(Vec::new());
+        r.root("Deployment", "web", 2, 0.0);
+        r.owned(
+            "ReplicaSet",
+            "web-b",
+            "uid-web-b",
+            ("Deployment", "web"),
+            0.05,
+        );
+        for (i, pod) in ["web-b-1", "web-b-2"].iter().enumerate() {
+            let t = 0.2 + i as f64 * 0.1;
+            r.owned(
+                "Pod",
+                pod,
+                &format!("uid-{pod}"),
+                ("ReplicaSet", "web-b"),
+                t,
+            );
+            r.event(
+                &format!("ev-create-{pod}"),
+                ("ReplicaSet", "web-b", "uid-web-b"),
+                "SuccessfulCreate",
+                &format!("Created pod: {pod}"),
+                1,
+                t,
+                t,
+            );
+            r.event(
+                &format!("ev-{pod}-Scheduled"),
+                ("Pod", pod, &format!("uid-{pod}")),
+                "Scheduled",
+                "Scheduled",
+                1,
+                t + 0.5,
+                t + 0.5,
+            );
+        }
+        if let Some(observed) = late {
+            r.0.push(Recording::late_event(
+                "ev-scale",
+                ("Deployment", "web", "uid-web"),
+                (
+                    "ScalingReplicaSet",
+                    "Scaled up replica set web-b from 0 to 2",
+                ),
+                0.1,
+                observed,
+            ));
+        }
+        r.replay()
+    };
+    let scale_ups = |spans: &[FinishedSpan]| -> Vec<(String, Option<String>)> {
+        spans
+            .iter()
+            .filter(|s| s.name() == "Deployment.ScalingReplicaSet")
+            .map(|s| {
+                (
+                    s.component().name.to_string(),
+                    str_attr(s, "eventspan.derived"),
+                )
+            })
+            .collect()
+    };
+    // Never came (dropped), or came 60 s late, after everything was exported: derived.
+    for late in [None, Some(60.0)] {
+        let spans = rollout(late);
+        assert_eq!(
+            scale_ups(&spans),
+            [("eventspan".to_string(), Some("state".to_string()))],
+            "late {late:?}: one scale-up, derived"
+        );
+        let scale = spans
+            .iter()
+            .find(|s| s.name() == "Deployment.ScalingReplicaSet")
+            .unwrap();
+        assert_eq!(
+            str_attr(scale, "eventspan.child.name").as_deref(),
+            Some("web-b")
+        );
+        assert_eq!(generation_of(scale), 2);
+        for pod in ["web-b-1", "web-b-2"] {
+            let creation = of_event(&spans, &format!("ev-create-{pod}"))[0];
+            let parent = parent(&spans, creation).expect("a parent");
+            assert_eq!(parent.span_id, scale.span_id, "{pod} under the scale-up");
+        }
+        assert!(
+            of_event(&spans, "ev-scale").is_empty(),
+            "no second scale-up"
+        );
+    }
+    // Came 6 s late, while its stand-in was open (the pods are not Ready: no status here, so
+    // their spans wait the horizon): the controller's event takes the derived span over.
+    let spans = rollout(Some(6.0));
+    assert_eq!(
+        scale_ups(&spans),
+        [("test-controller".to_string(), None)],
+        "one scale-up, the controller's"
+    );
+    let scale = of_event(&spans, "ev-scale")[0];
+    for pod in ["web-b-1", "web-b-2"] {
+        let creation = of_event(&spans, &format!("ev-create-{pod}"))[0];
+        assert_eq!(creation.parent, Some(scale.span_id), "{pod} under it");
+    }
+}

@@ -81,6 +81,9 @@ pub struct EngineStats {
     pub earlier_change: u64,
     /// Pod creation spans derived from the pod because its controller's event had not come.
     pub derived_creations: u64,
+    /// ReplicaSet scale-ups derived from the pods they created because the deployment
+    /// controller's event had not come.
+    pub derived_scale_ups: u64,
     /// Controllers' "Created pod: X" that came after a creation span was derived for X: an open
     /// derived span took the event over; an exported one stands for it (no second span).
     pub late_creations: u64,

@@ -110,6 +110,8 @@ pub struct Engine {
     /// Whether the stream of object state is complete, as far as the shell knows (see
     /// [`Engine::set_state_gap`]).
     state_stream: StateStream,
+    /// Derived scale-ups a controller's own scale-up has taken over: each stands for one.
+    claimed_scale_ups: Recent<ids::SpanId>,
 }
 
 /// Whether some watch of object state is interrupted. While one is, an object's status may be
@@ -211,6 +213,7 @@ impl Engine {
             attributes: Default::default(),
             emission_order: Vec::new(),
             state_stream: StateStream::Whole,
+            claimed_scale_ups: Recent::new(remembered),
         }
     }
 

@@ -35,6 +35,12 @@ fn derived_creation_uid(pod_uid: &str) -> String {
     format!("eventspan-derived-creation/{pod_uid}")
 }
 
+/// The uid of the event a scale-up derived for a ReplicaSet in one change of its root (the
+/// root's generation) is made from: a successor derives the same span.
+fn derived_scale_uid(replica_set_uid: &str, generation: i64) -> String {
+    format!("eventspan-derived-scale/{replica_set_uid}/{generation}")
+}
+
 impl Engine {
     pub(super) fn place(&mut self, mut occurrence: Occurrence, force: bool) {
         let now = self.now;
@@ -57,6 +63,14 @@ impl Engine {
             && !occurrence.event.derived
             && let Some(derived) = about.and_then(|child| self.derived_creation_of(child))
         {
+            return self.supersede_derived(derived, occurrence);
+        }
+        if action == Some(Action::ScaleUp)
+            && !occurrence.event.derived
+            && let Some(derived) =
+                about.and_then(|rs| self.unclaimed_scale_up(rs, occurrence.start))
+        {
+            self.claimed_scale_ups.insert(derived.span.id);
             return self.supersede_derived(derived, occurrence);
         }
         if let Some((waiting_for, deadline)) = self.claim_applied(&occurrence, subject, force) {
@@ -142,6 +156,11 @@ impl Engine {
                 }
                 let derived = self
                     .derive_creation(subject, at)
+                    .or_else(|| {
+                        (action == Some(Action::Create))
+                            .then(|| self.derive_scale_up(subject, at))
+                            .flatten()
+                    })
                     .and_then(|()| self.creator_span(subject, at, follows));
                 match derived.or_else(|| self.owner_span(subject, at)) {
                     Some(parent) => parent,
@@ -425,6 +444,113 @@ impl Engine {
         Some(())
     }
 
+    /// A ReplicaSet creating pods in a change that has no scale-up of it (the deployment
+    /// controller's "Scaled up replica set" is late or was dropped: under load its events come
+    /// minutes late, or never) gets its scale-up derived, from the event or pod being placed,
+    /// marked `eventspan.derived`: its pods hang under a scale-up of their own ReplicaSet, as
+    /// they would under the controller's, and not under the root. The counts are not known, so
+    /// the message has none. The controller's first scale-up, should it come after all, stands
+    /// for it (see [`Self::unclaimed_scale_up`]).
+    fn derive_scale_up(&mut self, replica_set: ObjId, at: Timestamp) -> Option<()> {
+        let obj = self.objects.get(replica_set)?;
+        if &*obj.kind != "ReplicaSet" {
+            return None;
+        }
+        let (name, uid) = (obj.name.to_string(), obj.uid.as_deref()?.to_string());
+        let owner = self
+            .objects
+            .owner_of(replica_set)
+            .filter(|&o| o != replica_set)?;
+        let root = self.objects.top(replica_set);
+        let key = self.root_key(root, at);
+        let Change::Generation(generation) = key.1 else {
+            return None;
+        };
+        // A controller's span on it in this trace, or from this change's time on (placed in
+        // another trace while the change was not seen yet), is there: nothing is missing.
+        let trace = self.find_trace(key);
+        let change_start = self.objects.change(root, generation).map(|c| c.time);
+        let obj = self.objects.get(replica_set)?;
+        let acted_on_here = obj.acted_on.iter().any(|r| {
+            self.fresh(r)
+                && (Some(r.trace) == trace
+                    || change_start.is_some_and(|c| r.start.saturating_add(COARSE) >= c))
+        });
+        if acted_on_here || self.derived_scale_up_of(replica_set, generation).is_some() {
+            return None;
+        }
+        let o = self.objects.get(owner)?;
+        if &*o.kind != "Deployment" {
+            return None;
+        }
+        let involved = ObjectRef {
+            kind: o.kind.to_string(),
+            api_version: o.api_version.to_string(),
+            namespace: o.namespace.to_string(),
+            name: o.name.to_string(),
+            uid: o.uid.as_deref().unwrap_or_default().to_string(),
+            field_path: String::new(),
+        };
+        let time = EventTime { at, precise: false };
+        let event = EventRecord {
+            uid: derived_scale_uid(&uid, generation),
+            name: String::new(),
+            namespace: involved.namespace.clone(),
+            related: None,
+            reason: "ScalingReplicaSet".into(),
+            message: rules::derived_scale_up_message(&name),
+            warning: false,
+            action: "Scale".into(),
+            reporting_controller: "eventspan".into(),
+            reporting_instance: String::new(),
+            count: 1,
+            first: time,
+            last: time,
+            top_level: false,
+            revision: String::new(),
+            truncated: false,
+            derived: true,
+            involved,
+        };
+        self.stats.derived_scale_ups += 1;
+        let occurrence = Occurrence {
+            key: EventKey::of(&event.namespace, &event.uid),
+            event: Box::new(event),
+            observed: self.now,
+            first_count: 1,
+            start: at,
+            last: at,
+            coarse: true,
+            resolved: None,
+            exported_in: None,
+            claim_only: false,
+        };
+        self.place(occurrence, true);
+        Some(())
+    }
+
+    /// The scale-up derived for a ReplicaSet in the change of its root current at `at`, open or
+    /// exported.
+    fn derived_scale_up_of(&self, replica_set: ObjId, generation: i64) -> Option<SpanRef> {
+        let obj = self.objects.get(replica_set)?;
+        let id = SpanId::for_event(&derived_scale_uid(obj.uid.as_deref()?, generation), 1);
+        obj.acted_on.iter().copied().find(|r| r.span.id == id)
+    }
+
+    /// The derived scale-up a controller's scale-up of `replica_set` starting at `at` stands
+    /// for: the first of that change (later scale-ups of a rolling update are spans of their
+    /// own), at about the time of the derived one, which starts at the first creation it
+    /// parented.
+    fn unclaimed_scale_up(&mut self, replica_set: ObjId, at: Timestamp) -> Option<SpanRef> {
+        let root = self.objects.top(replica_set);
+        let Change::Generation(generation) = self.root_key(root, at).1 else {
+            return None;
+        };
+        self.derived_scale_up_of(replica_set, generation)
+            .filter(|d| !self.claimed_scale_ups.contains(&d.span.id))
+            .filter(|d| at <= d.start.saturating_add(COARSE))
+    }
+
     /// The creation span derived for a pod (see [`Self::derive_creation`]), open or exported.
     fn derived_creation_of(&self, pod: ObjId) -> Option<SpanRef> {
         let obj = self.objects.get(pod)?;
@@ -432,8 +558,9 @@ impl Engine {
         obj.acted_on.iter().copied().find(|r| r.span.id == id)
     }
 
-    /// The controller's own "Created pod: X" came after a creation span was derived for X. The
-    /// derived span stands for that very occurrence, so there is no second span: an open one
+    /// The controller's own "Created pod: X" (or "Scaled up replica set X") came after a span
+    /// was derived for it. The derived span stands for that very occurrence, so there is no
+    /// second span: an open one
     /// takes the event over (its reporter, message and time, no `eventspan.derived`); an
     /// exported one is left as it was. Later sightings of the event fold into it.
     fn supersede_derived(&mut self, derived: SpanRef, occurrence: Occurrence) {

@@ -286,6 +286,7 @@ fn add(a: &EngineStats, b: &EngineStats) -> EngineStats {
         resumed_spans: a.resumed_spans + b.resumed_spans,
         earlier_change: a.earlier_change + b.earlier_change,
         derived_creations: a.derived_creations + b.derived_creations,
+        derived_scale_ups: a.derived_scale_ups + b.derived_scale_ups,
         late_creations: a.late_creations + b.late_creations,
         rejected: std::array::from_fn(|i| a.rejected[i] + b.rejected[i]),
         repeats: a.repeats + b.repeats,

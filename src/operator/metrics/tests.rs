@@ -98,6 +98,7 @@ const SERVED: &[(&str, &str, &[&str])] = &[
     ("eventspan_checkpoint_resumed_spans_total", "counter", &[]),
     ("eventspan_engine_earlier_change_total", "counter", &[]),
     ("eventspan_engine_derived_creations_total", "counter", &[]),
+    ("eventspan_engine_derived_scale_ups_total", "counter", &[]),
     ("eventspan_engine_late_creations_total", "counter", &[]),
     ("eventspan_engine_spans_forced_total", "counter", &[]),
     ("eventspan_engine_objects", "gauge", &[]),
