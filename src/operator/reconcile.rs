@@ -16,13 +16,14 @@ use kube::runtime::finalizer::{Event as Finalize, finalizer};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
+use super::conditions::{Readiness, Reason};
 use super::crd::{FINALIZER, Phase, TraceSession};
 use super::hub::{HubHandle, HubStopped, SessionKey, SessionSetup, SessionSnapshot, UpsertError};
 use super::limits::{self, Limits};
 use super::session::{
     self, DEFAULT_RECENT_TRACES, ExporterConfig, ExporterPolicy, Invalid, SessionConfig,
 };
-use super::status::{CarriedTraces, Counts, Verdict, Verdicts};
+use super::status::{Decision as StatusDecision, StatusSender, Update};
 use crate::export::{ExporterSpec, Protocol};
 use crate::operator::crd;
 use crate::otlp::cluster_name::ClusterName;
@@ -57,7 +58,8 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub hub: HubHandle,
-    pub verdicts: Verdicts,
+    /// To the status writer, which alone keeps the sessions' verdicts.
+    pub status: StatusSender,
     pub admin_namespaces: BTreeSet<String>,
     pub exporter_policy: ExporterPolicy,
     pub limits: Limits,
@@ -101,7 +103,7 @@ fn key_of(ts: &TraceSession) -> SessionKey {
 async fn cleanup(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(ts);
     ctx.hub.remove(key.clone()).await?;
-    ctx.verdicts.lock().expect("verdicts lock").remove(&key);
+    tell(ctx, Update::Forget(key)).await;
     publish(
         ctx,
         ts,
@@ -125,22 +127,12 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
     let (phase, ready, started_at, requeue) = match decide(ts, ctx).await {
         Err(Refusal::Unavailable(error)) => {
             // A new session says it is waiting; one that ran carries on as it was.
-            if status.phase.is_none()
-                && !ctx
-                    .verdicts
-                    .lock()
-                    .expect("verdicts lock")
-                    .contains_key(&key)
-            {
+            // (The writer ignores this if it already has a verdict for the session.)
+            if status.phase.is_none() {
                 let waiting = format!("waiting for the API server: {error}");
-                record_verdict(
-                    ctx,
-                    ts,
-                    Phase::Pending,
-                    Err(("Pending".into(), waiting)),
-                    None,
-                    None,
-                );
+                let ready = Readiness::not_ready(Reason::Pending, waiting);
+                let decision = decision(ts, Phase::Pending, ready, None, None);
+                tell(ctx, Update::Waiting(decision)).await;
             }
             return Err(Error::Kube(error));
         }
@@ -152,7 +144,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             }
             (
                 Phase::Failed,
-                Err((invalid.reason.to_string(), message)),
+                Readiness::not_ready(Reason::Invalid(invalid.reason), message),
                 status.started_at.clone(),
                 Some(RETRY_INVALID),
             )
@@ -161,10 +153,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             stopped_run = ctx.hub.remove(key.clone()).await?;
             (
                 Phase::Suspended,
-                Ok((
-                    "Suspended".into(),
-                    "tracing is suspended (spec.suspend)".into(),
-                )),
+                Readiness::ready(Reason::Suspended, "tracing is suspended (spec.suspend)"),
                 status.started_at.clone(),
                 None,
             )
@@ -183,7 +172,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             }
             (
                 Phase::Completed,
-                Ok(("Completed".into(), "the session's ttl has passed".into())),
+                Readiness::ready(Reason::Completed, "the session's ttl has passed"),
                 status.started_at.clone(),
                 None,
             )
@@ -215,7 +204,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
                 );
                 (
                     Phase::Active,
-                    Ok(("Active".into(), message)),
+                    Readiness::ready(Reason::Active, message),
                     Some(started_at),
                     Some(requeue),
                 )
@@ -225,30 +214,27 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
                 let message = format!("spec.exporters: {exporter}");
                 (
                     Phase::Failed,
-                    Err(("InvalidExporter".into(), message)),
+                    Readiness::not_ready(Reason::InvalidExporter, message),
                     status.started_at.clone(),
                     Some(RETRY_INVALID),
                 )
             }
         },
     };
-    record_verdict(ctx, ts, phase, ready, started_at, stopped_run);
+    let decision = decision(ts, phase, ready, started_at, stopped_run);
+    tell(ctx, Update::Decided(decision)).await;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Records what was decided about a session, for the status writer. Counts and traces carry
-/// over from the previous verdict (or, the first time, from the status found on the object), plus
-/// what a run this reconcile stopped had done.
-fn record_verdict(
-    ctx: &Context,
+/// What was decided about a session, for the status writer, which carries counts and traces
+/// over from its previous verdict (or from the status found on the object).
+fn decision(
     ts: &TraceSession,
     phase: Phase,
-    ready: Result<(String, String), (String, String)>,
+    ready: Readiness,
     started_at: Option<Time>,
     stopped_run: Option<SessionSnapshot>,
-) {
-    let key = key_of(ts);
-    let status = ts.status.clone().unwrap_or_default();
+) -> Box<StatusDecision> {
     // Links only from a template the session's checks accept (an invalid session still has a
     // status, and its carried traces must not get a `javascript:` link).
     let trace_url_template = ts
@@ -260,33 +246,25 @@ fn record_verdict(
         .spec
         .max_recent_traces
         .map_or(DEFAULT_RECENT_TRACES, |n| n as usize);
-    let mut verdicts = ctx.verdicts.lock().expect("verdicts lock");
-    let (mut baseline, mut carried, previous_conditions) = match verdicts.get(&key) {
-        Some(v) => (v.baseline, v.carried.clone(), v.previous_conditions.clone()),
-        None => (
-            Counts::of(&status),
-            CarriedTraces::of(&status),
-            status.conditions.clone(),
-        ),
-    };
-    if let Some(run) = &stopped_run {
-        baseline.absorb(run);
-        carried = carried.after_run(&run.log, trace_url_template.as_deref(), max_recent_traces);
+    Box::new(StatusDecision {
+        key: key_of(ts),
+        generation: ts.metadata.generation.unwrap_or(0),
+        phase,
+        ready,
+        started_at,
+        trace_url_template,
+        max_recent_traces,
+        found: ts.status.clone().unwrap_or_default(),
+        stopped_run,
+    })
+}
+
+/// Sends the status writer an update. It has stopped only when the operator is stopping, and
+/// then no status is written any more: nothing is lost that would have been.
+async fn tell(ctx: &Context, update: Update) {
+    if ctx.status.send(update).await.is_err() {
+        tracing::debug!("the status writer has stopped");
     }
-    verdicts.insert(
-        key,
-        Verdict {
-            generation: ts.metadata.generation.unwrap_or(0),
-            phase,
-            ready,
-            started_at,
-            trace_url_template,
-            baseline,
-            carried,
-            max_recent_traces,
-            previous_conditions,
-        },
-    );
 }
 
 /// Why a session cannot run as specified.
