@@ -45,12 +45,61 @@ pub enum Error {
     HubStopped(#[from] HubStopped),
 }
 
-impl Error {
-    pub fn metric_label(&self) -> &'static str {
+/// What kind of failure a reconcile ended in: the `result` label of
+/// `eventspan_reconcile_total`, one value per kind so the series stay few.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The API server failed a request (discovery, a Secret, a finalizer patch).
+    Api,
+    /// The API server refused a write because the object changed meanwhile (409): the next
+    /// reconcile sees the new version.
+    Conflict,
+    /// The hub is not running: the operator is stopping.
+    HubStopped,
+    /// The object cannot carry a finalizer (no name, or an invalid finalizer name).
+    Finalizer,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Api,
+        ErrorKind::Conflict,
+        ErrorKind::HubStopped,
+        ErrorKind::Finalizer,
+    ];
+
+    /// The label value. `kube_error` and `finalizer_error` keep the names dashboards already
+    /// match on.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
-            Error::Finalizer(_) => "finalizer",
-            Error::HubStopped(_) => "hub_stopped",
+            ErrorKind::Api => "kube_error",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::HubStopped => "hub_stopped",
+            ErrorKind::Finalizer => "finalizer_error",
+        }
+    }
+
+    fn of_kube(error: &kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) if status.code == 409 => ErrorKind::Conflict,
+            _ => ErrorKind::Api,
+        }
+    }
+}
+
+impl Error {
+    /// The kind of what failed, looking through the finalizer's wrapping (every reconcile runs
+    /// inside it).
+    pub fn kind(&self) -> ErrorKind {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match self {
+            Error::Kube(e) => ErrorKind::of_kube(e),
+            Error::HubStopped(_) => ErrorKind::HubStopped,
+            Error::Finalizer(e) => match &**e {
+                Finalizer::ApplyFailed(inner) | Finalizer::CleanupFailed(inner) => inner.kind(),
+                Finalizer::AddFinalizer(e) | Finalizer::RemoveFinalizer(e) => ErrorKind::of_kube(e),
+                Finalizer::UnnamedObject | Finalizer::InvalidFinalizer => ErrorKind::Finalizer,
+            },
         }
     }
 }
@@ -84,7 +133,7 @@ pub async fn reconcile(ts: Arc<TraceSession>, ctx: Arc<Context>) -> Result<Actio
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
-        .reconciled(result.as_ref().err().map(Error::metric_label));
+        .reconciled(result.as_ref().err().map(Error::kind));
     result
 }
 

@@ -10,7 +10,7 @@ use kube::runtime::reflector;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, reconcile};
+use super::{Context, ErrorKind, reconcile};
 use crate::engine::EngineConfig;
 use crate::operator::crd::{FINALIZER, RootKind, TraceSession, TraceSessionSpec};
 use crate::operator::hub::{Connections, Hub, HubHandle};
@@ -422,4 +422,39 @@ async fn a_stopped_hub_leaves_the_session_as_it_was_and_the_reconcile_is_retried
         world.verdicts().is_empty(),
         "no verdict: the status stays as it was"
     );
+    assert_eq!(error.kind(), ErrorKind::HubStopped);
+    let metrics = world.ctx.metrics.encode();
+    assert!(
+        metrics.contains("eventspan_reconcile_total{result=\"hub_stopped\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_conflicting_finalizer_patch_is_counted_as_a_conflict_and_retried() {
+    let mut ts = session(spec());
+    ts.metadata.finalizers = None;
+    let served = answer(&ts);
+    // Someone else changed the session between the read and the patch.
+    let world = World::serving(move |r| match (r.method.as_str(), r.path.as_str()) {
+        ("PATCH", SESSIONS) => (
+            409,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+        ),
+        _ => served(r),
+    });
+    let error = reconcile(Arc::new(ts), world.ctx.clone())
+        .await
+        .expect_err("retried");
+    assert_eq!(error.kind(), ErrorKind::Conflict, "{error:?}");
+    let metrics = world.ctx.metrics.encode();
+    for line in [
+        "eventspan_reconcile_total{result=\"conflict\"} 1\n",
+        "eventspan_reconcile_total{result=\"finalizer_error\"} 0\n",
+        "eventspan_reconcile_total{result=\"ok\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(world.watches.log().namespaces.is_empty(), "nothing started");
 }
