@@ -35,13 +35,13 @@ mod phases;
 mod place;
 mod progress;
 mod revisions;
-pub mod rules;
+pub(crate) mod rules;
 mod spans;
 mod state;
 pub mod time;
 mod tolerance;
 mod tracked;
-pub mod vcs;
+pub(crate) mod vcs;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
