@@ -13,7 +13,7 @@
 //!   inputs, leniently.
 //! - [`engine`]: the correlation core, synchronous and deterministic, clock injected: objects and
 //!   events in, finished spans out.
-//! - [`status`]: whether an object's status says its change is rolled out, failed or Ready, as
+//! - `status`: whether an object's status says its change is rolled out, failed or Ready, as
 //!   `kubectl rollout status` reads it.
 //! - [`watch`]: which API serves a kind, metadata watches, objects reduced to what is kept.
 //! - [`otlp`]: finished spans (and events as log records) encoded as OTLP, one Resource per
@@ -34,6 +34,6 @@ pub mod operator;
 pub mod otlp;
 pub mod record;
 pub mod replay;
-pub mod status;
+mod status;
 pub mod watch;
 pub mod wire;

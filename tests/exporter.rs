@@ -917,12 +917,13 @@ async fn grpc_status_messages_never_reach_the_status() {
 
 /// The session status the operator would write for one exporter with these stats, as JSON.
 fn status_text(stats: eventspan::export::ExporterStats) -> String {
+    use eventspan::operator::conditions::{Readiness, Reason};
     use eventspan::operator::status::{CarriedTraces, Counts, Verdict, compose};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     let verdict = Verdict {
         generation: 1,
         phase: eventspan::operator::crd::Phase::Active,
-        ready: Ok(("Active".into(), "tracing shop".into())),
+        ready: Readiness::ready(Reason::Active, "tracing shop"),
         started_at: None,
         trace_url_template: None,
         baseline: Counts::default(),

@@ -21,8 +21,9 @@ use super::held::Occurrence;
 use super::ids::SpanId;
 use super::objects::ObjId;
 use super::rules;
+use super::state::Engine;
 use super::time::Timestamp;
-use super::{COARSE, Engine};
+use super::tolerance::COARSE;
 
 /// At most this many objects of one report are looked at: a message is at most 4 KiB anyway
 /// (`limits.rs`), this bounds the work whatever the limit.

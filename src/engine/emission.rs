@@ -3,11 +3,13 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use super::checkpoint::{ExportedOccurrences, ExportedSpan};
+use super::emit;
 use super::ids::{SpanId, TraceId};
 use super::spans::TraceState;
+use super::state::Engine;
 use super::time::Timestamp;
 use super::tracked::EventKey;
-use super::{Engine, ExportedOccurrences, ExportedSpan, emit};
 
 /// How much of a trace to emit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

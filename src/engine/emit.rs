@@ -16,6 +16,7 @@ use super::model::{
 use super::objects::ObjectTable;
 use super::rules;
 use super::spans::{OpenSpan, Source, TraceState};
+use super::tolerance::MAX_ROOT_LEAD;
 
 /// The Arc-shared description of a trace's root object, attached to each of its spans.
 pub(crate) fn trace_root(objects: &ObjectTable, trace: &TraceState) -> Arc<TraceRoot> {
@@ -83,7 +84,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
             // an earlier observation of the same generation).
             if let Some(t) = change.as_ref().map(|c| c.time)
                 && t < start
-                && start.since(t) <= super::MAX_ROOT_LEAD
+                && start.since(t) <= MAX_ROOT_LEAD
             {
                 start = t;
             }

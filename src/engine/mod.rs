@@ -35,15 +35,16 @@ mod phases;
 mod place;
 mod progress;
 mod revisions;
-pub mod rules;
+pub(crate) mod rules;
 mod spans;
+mod state;
 pub mod time;
+mod tolerance;
 mod tracked;
-pub mod vcs;
+pub(crate) mod vcs;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
@@ -58,73 +59,12 @@ use ids::TraceId;
 use model::{EventRecord, EventTime, FinishedSpan, ObjectMeta};
 pub use objects::CAP_SLACK as OBJECT_CAP_SLACK;
 use objects::ObjectTable;
-use spans::{Change, OpenSpans, RootKey, TraceState};
+use spans::{Change, OpenSpans};
+pub use state::Engine;
+use state::{Recent, StateStream};
 use time::Timestamp;
+use tolerance::COARSE;
 use tracked::TrackedEvents;
-
-/// Second-granularity timestamps may lag the truth by up to this much.
-const COARSE: Duration = Duration::from_secs(1);
-/// A synthesised root starts at the spec change, unless that is this much older than its first
-/// child (an old object's first event in a long time): then it starts with the child.
-const MAX_ROOT_LEAD: Duration = Duration::from_secs(600);
-
-pub struct Engine {
-    cfg: EngineConfig,
-    now: Timestamp,
-    objects: ObjectTable,
-    traces: FxHashMap<TraceId, TraceState>,
-    /// The current trace of each root object's change: trace IDs are fixed when a trace starts,
-    /// even if the root's uid only becomes known later.
-    roots: FxHashMap<RootKey, TraceId>,
-    spans: OpenSpans,
-    deadlines: BinaryHeap<Reverse<(Timestamp, TraceId)>>,
-    idle_traces: VecDeque<(Timestamp, TraceId)>,
-    /// Traces forgotten after their root span was exported: a late event of the same change
-    /// joins the exported root instead of exporting it again.
-    exported_roots: Recent<TraceId>,
-    /// The spans exported last (trace, span): one whose event's record was evicted or expired and
-    /// that comes again (a re-list, a reused uid) is not exported twice.
-    exported_spans: Recent<(TraceId, ids::SpanId)>,
-    /// The spans exported last, oldest first, with the occurrences each covered: the checkpoint
-    /// a successor resumes from.
-    exported_log: VecDeque<ExportedSpan>,
-    /// From a predecessor's checkpoint: which occurrences of an Event its span covered, until the
-    /// Event is seen again.
-    resumed_events: FxHashMap<u128, (TraceId, u32, u32)>,
-    /// From a predecessor's checkpoint: spans it exported that have not come round again yet.
-    resumed_spans: rustc_hash::FxHashSet<(TraceId, ids::SpanId)>,
-    /// From a predecessor's checkpoint: the changes of its open traces, by root, until the root
-    /// is seen (which shows only its newest generation).
-    resumed_changes: FxHashMap<u128, Vec<OpenChange>>,
-    held: HeldEvents,
-    /// The Git revisions GitOps roots reconciled: their change key (see `revisions.rs`).
-    revisions: revisions::RevisionLog,
-    tracked: TrackedEvents,
-    finished: Vec<FinishedSpan>,
-    stats: EngineStats,
-    attributes: attributes::AttributeCache,
-    /// Scratch space of the emission check, kept to save an allocation per check.
-    /// Per depth, the open spans of a trace in creation order: slot, when it may go, and
-    /// whether it had no open children.
-    emission_order: Vec<Vec<(spans::SpanSlot, Timestamp, bool)>>,
-    /// Whether the stream of object state is complete, as far as the shell knows (see
-    /// [`Engine::set_state_gap`]).
-    state_stream: StateStream,
-    /// Derived scale-ups a controller's own scale-up has taken over: each stands for one.
-    claimed_scale_ups: Recent<ids::SpanId>,
-}
-
-/// Whether some watch of object state is interrupted. While one is, an object's status may be
-/// behind by any amount, so a rollout's end does not release the spans still waiting for their
-/// objects: the status they wait for may be what the interrupted watch has yet to deliver.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum StateStream {
-    #[default]
-    Whole,
-    Interrupted,
-    /// Whole again since this time: releases wait a window after it.
-    CaughtUp(Timestamp),
-}
 
 /// The best time for an occurrence, and whether it is only a whole second: precise times as
 /// they are; a second-granularity time is replaced by the observation time when that is within
@@ -136,42 +76,6 @@ fn resolve_time(t: EventTime, observed: Timestamp) -> (Timestamp, bool) {
         (observed, false)
     } else {
         (t.at, true)
-    }
-}
-
-/// The newest `cap` distinct values inserted, oldest forgotten first: a bounded memory of what
-/// was already exported.
-struct Recent<T> {
-    set: rustc_hash::FxHashSet<T>,
-    order: VecDeque<T>,
-    cap: usize,
-}
-
-impl<T: Copy + Eq + std::hash::Hash> Recent<T> {
-    fn new(cap: usize) -> Self {
-        Recent {
-            set: Default::default(),
-            order: VecDeque::new(),
-            cap,
-        }
-    }
-
-    /// False when the value was already there.
-    fn insert(&mut self, value: T) -> bool {
-        if !self.set.insert(value) {
-            return false;
-        }
-        self.order.push_back(value);
-        if self.order.len() > self.cap
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
-    }
-
-    fn contains(&self, value: &T) -> bool {
-        self.set.contains(value)
     }
 }
 
@@ -460,13 +364,6 @@ impl Engine {
         }
     }
 
-    fn log_exported(&mut self, exported: ExportedSpan) {
-        if self.exported_log.len() >= MAX_CHECKPOINT_SPANS {
-            self.exported_log.pop_front();
-        }
-        self.exported_log.push_back(exported);
-    }
-
     /// Moves time forward: releases held events and emits spans whose time has come. Time moves
     /// from deadline to deadline, as it does live, so a long jump (the end of a recording) treats
     /// each held event as it would have been treated at its own deadline.
@@ -535,18 +432,6 @@ impl Engine {
         }
     }
 
-    /// When spans waiting for status in a trace whose rollout was over at `over_seen` stop
-    /// waiting: a window after it, or after the state stream caught up; never while it is
-    /// interrupted.
-    fn release_after(&self, over_seen: Timestamp) -> Option<Timestamp> {
-        let since = match self.state_stream {
-            StateStream::Whole => over_seen,
-            StateStream::Interrupted => return None,
-            StateStream::CaughtUp(at) => over_seen.max(at),
-        };
-        Some(since.saturating_add(self.cfg.window))
-    }
-
     /// Nothing watches a namespace any more: its objects are forgotten after the object TTL.
     pub fn release_namespace(&mut self, namespace: &str) {
         self.objects.release_namespace(namespace, self.now);
@@ -596,6 +481,8 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::wire::WireObject;
 

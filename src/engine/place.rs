@@ -3,15 +3,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::config::{MAX_SPAN_DEPTH, Rejection};
+use super::emission;
 use super::held::{Occurrence, Resolved};
 use super::ids::{SpanId, TraceId};
 use super::model::{EventRecord, EventTime, ObjectRef};
 use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
 use super::spans::{Change, OpenSpan, RootKey, Source, SpanSlot, TraceState};
+use super::state::Engine;
 use super::time::Timestamp;
+use super::tolerance::{COARSE, MAX_ROOT_LEAD};
 use super::tracked::EventKey;
-use super::{COARSE, Engine, MAX_ROOT_LEAD, MAX_SPAN_DEPTH, Rejection, emission};
 
 /// Same-second events without better times keep their arrival order this far apart.
 const ORDER_NUDGE: Duration = Duration::from_micros(1);

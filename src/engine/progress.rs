@@ -8,11 +8,11 @@
 //! progress holds the span for up to `max_state_wait`; one that is done gives the span its end and
 //! outcome. A status that newly says "done" wakes the spans waiting for it.
 
-use super::Engine;
 use super::ids::SpanId;
 use super::model::{ObjectState, Outcome, OutcomeKind};
 use super::objects::{ObjId, ObjectTable};
 use super::spans::{Change, OpenSpan};
+use super::state::Engine;
 use super::time::Timestamp;
 
 /// What a waiting span can know about its object now.

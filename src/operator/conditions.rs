@@ -32,6 +32,61 @@ fn decided(type_: &'static str, status: &'static str, reason: &str, message: &st
     }
 }
 
+/// What the reconciler concluded about a session: whether it is ready as far as its spec goes,
+/// and the `Ready` condition's reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Readiness {
+    pub fn ready(reason: Reason, message: impl Into<String>) -> Self {
+        Readiness {
+            ready: true,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
+        Readiness {
+            ready: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// The reasons the reconciler gives; they are the conditions' `reason` strings users and
+/// dashboards match on, so their spelling is fixed here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Active,
+    Suspended,
+    Completed,
+    /// Waiting for the API server.
+    Pending,
+    /// An exporter could not be started from the spec.
+    InvalidExporter,
+    /// The spec names something wrong or missing (the reason of a `session::Invalid`).
+    Invalid(&'static str),
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Active => "Active",
+            Reason::Suspended => "Suspended",
+            Reason::Completed => "Completed",
+            Reason::Pending => "Pending",
+            Reason::InvalidExporter => "InvalidExporter",
+            Reason::Invalid(reason) => reason,
+        }
+    }
+}
+
 /// What the session's status says about it overall: which of `Ready`, `Reconciling`, `Stalled`
 /// holds, with the reason and message of the one that does.
 enum Overall {
@@ -46,7 +101,7 @@ enum Overall {
 /// `Ready`, `Reconciling`, `Stalled`, `ExportersHealthy` and `WatchesHealthy`, in that order.
 pub fn decide(
     phase: Phase,
-    verdict: &Result<(String, String), (String, String)>,
+    verdict: &Readiness,
     runtime: Option<&SessionSnapshot>,
 ) -> Vec<Decided> {
     let exporters = exporters_healthy(runtime);
@@ -60,19 +115,17 @@ pub fn decide(
             "no watch is running",
         )
     };
-    let (reason, message) = match verdict {
-        Ok((reason, message)) | Err((reason, message)) => (reason.clone(), message.clone()),
-    };
-    let overall = match (phase, verdict) {
+    let (reason, message) = (verdict.reason.as_str().to_string(), verdict.message.clone());
+    let overall = match (phase, verdict.ready) {
         // Waiting for the API server (a discovery or Secret read failed for a passing reason).
         (Phase::Pending, _) => Overall::Reconciling(reason, message),
         // The spec names something wrong or missing; it is checked again, but only a change
         // (of the spec, a Secret, a grant) makes it work.
-        (Phase::Failed, _) | (_, Err(_)) => Overall::Stalled(reason, message),
-        (Phase::Active, Ok(_)) => {
+        (Phase::Failed, _) | (_, false) => Overall::Stalled(reason, message),
+        (Phase::Active, true) => {
             active(runtime, &exporters, &watches).unwrap_or(Overall::Ready(reason, message))
         }
-        (Phase::Suspended | Phase::Completed, Ok(_)) => Overall::Ready(reason, message),
+        (Phase::Suspended | Phase::Completed, true) => Overall::Ready(reason, message),
     };
     let (ready, reconciling, stalled) = match overall {
         Overall::Ready(reason, message) => (
@@ -287,12 +340,12 @@ mod tests {
     use super::*;
     use crate::export::ExporterStats;
 
-    fn ok(reason: &str) -> Result<(String, String), (String, String)> {
-        Ok((reason.into(), format!("{reason} message")))
+    fn ok(reason: Reason) -> Readiness {
+        Readiness::ready(reason, format!("{} message", reason.as_str()))
     }
 
-    fn err(reason: &str, message: &str) -> Result<(String, String), (String, String)> {
-        Err((reason.into(), message.into()))
+    fn err(reason: Reason, message: &str) -> Readiness {
+        Readiness::not_ready(reason, message)
     }
 
     fn exporter(healthy: bool, not_permitted: bool) -> ExporterStats {
@@ -344,7 +397,7 @@ mod tests {
 
     #[test]
     fn a_running_session_whose_watches_listed_and_exporters_deliver_is_ready() {
-        let c = decide(Phase::Active, &ok("Active"), Some(&running()));
+        let c = decide(Phase::Active, &ok(Reason::Active), Some(&running()));
         assert_eq!(
             summary(&c),
             [
@@ -362,7 +415,7 @@ mod tests {
         // Waiting for the API server.
         let pending = decide(
             Phase::Pending,
-            &err("Pending", "waiting for the API server: timed out"),
+            &err(Reason::Pending, "waiting for the API server: timed out"),
             None,
         );
         assert_eq!(abnormal(&pending), ("False", "True", "False"));
@@ -373,7 +426,7 @@ mod tests {
         // Started, its Event watch not listed yet (an edit adding a namespace alike).
         let mut listing = running();
         listing.watches.listing = vec!["shop".into()];
-        let c = decide(Phase::Active, &ok("Active"), Some(&listing));
+        let c = decide(Phase::Active, &ok(Reason::Active), Some(&listing));
         assert_eq!(abnormal(&c), ("False", "True", "False"));
         assert_eq!(
             get(&c, "Reconciling").message,
@@ -381,7 +434,7 @@ mod tests {
         );
         assert_eq!(get(&c, "WatchesHealthy").status, "Unknown");
         // Not yet in the hub's snapshot.
-        let c = decide(Phase::Active, &ok("Active"), None);
+        let c = decide(Phase::Active, &ok(Reason::Active), None);
         assert_eq!(abnormal(&c), ("False", "True", "False"));
     }
 
@@ -393,7 +446,7 @@ mod tests {
             (Phase::Failed, "SecretNotFound"),
         ] {
             let message = "spec.namespaces: a session in namespace shop may only trace shop";
-            let c = decide(phase, &err(reason, message), None);
+            let c = decide(phase, &err(Reason::Invalid(reason), message), None);
             assert_eq!(abnormal(&c), ("False", "False", "True"), "{reason}");
             let stalled = get(&c, "Stalled");
             assert_eq!(
@@ -410,7 +463,7 @@ mod tests {
     fn a_session_whose_exporters_all_fail_is_not_ready_but_not_stalled() {
         let mut down = running();
         down.exporters = vec![("jaeger".into(), exporter(false, false))];
-        let c = decide(Phase::Active, &ok("Active"), Some(&down));
+        let c = decide(Phase::Active, &ok(Reason::Active), Some(&down));
         assert_eq!(abnormal(&c), ("False", "False", "False"));
         let ready = get(&c, "Ready");
         assert_eq!(
@@ -422,12 +475,12 @@ mod tests {
         );
         // One of two delivering: ready, and ExportersHealthy names the other.
         down.exporters.push(("tempo".into(), exporter(true, false)));
-        let c = decide(Phase::Active, &ok("Active"), Some(&down));
+        let c = decide(Phase::Active, &ok(Reason::Active), Some(&down));
         assert_eq!(abnormal(&c), ("True", "False", "False"));
         assert_eq!(get(&c, "ExportersHealthy").status, "False");
         // Every exporter refused by the destination policy.
         down.exporters = vec![("jaeger".into(), exporter(false, true))];
-        let c = decide(Phase::Active, &ok("Active"), Some(&down));
+        let c = decide(Phase::Active, &ok(Reason::Active), Some(&down));
         assert_eq!(get(&c, "Ready").reason, "DestinationNotPermitted");
     }
 
@@ -437,7 +490,7 @@ mod tests {
         refused.namespaces.push("payments".into());
         refused.watches.listing = vec!["payments".into()];
         refused.watches.refused = vec![refusal("events.events.k8s.io", "payments", 403)];
-        let c = decide(Phase::Active, &ok("Active"), Some(&refused));
+        let c = decide(Phase::Active, &ok(Reason::Active), Some(&refused));
         assert_eq!(abnormal(&c), ("False", "False", "True"));
         let message = "cannot watch events.events.k8s.io in namespace payments: forbidden, grant get, list, watch";
         for type_ in ["Stalled", "WatchesHealthy", "Ready"] {
@@ -456,7 +509,7 @@ mod tests {
         // Owner chains stop at pods; the session still traces its Deployments.
         let mut refused = running();
         refused.watches.refused = vec![refusal("pods", "shop", 403)];
-        let c = decide(Phase::Active, &ok("Active"), Some(&refused));
+        let c = decide(Phase::Active, &ok(Reason::Active), Some(&refused));
         assert_eq!(abnormal(&c), ("True", "False", "False"));
         let watches = get(&c, "WatchesHealthy");
         assert_eq!(
@@ -475,7 +528,7 @@ mod tests {
             refusal("Widget.example.com", "shop", 404),
             refusal("pods", "shop", 401),
         ];
-        let c = decide(Phase::Active, &ok("Active"), Some(&refused));
+        let c = decide(Phase::Active, &ok(Reason::Active), Some(&refused));
         assert_eq!(get(&c, "WatchesHealthy").reason, "NotFound");
         assert_eq!(
             get(&c, "WatchesHealthy").message,
@@ -486,11 +539,11 @@ mod tests {
     #[test]
     fn stopped_sessions_are_ready_and_never_reconciling_and_stalled_at_once() {
         for (phase, reason) in [
-            (Phase::Suspended, "Suspended"),
-            (Phase::Completed, "Completed"),
+            (Phase::Suspended, Reason::Suspended),
+            (Phase::Completed, Reason::Completed),
         ] {
             let c = decide(phase, &ok(reason), None);
-            assert_eq!(abnormal(&c), ("True", "False", "False"), "{reason}");
+            assert_eq!(abnormal(&c), ("True", "False", "False"), "{reason:?}");
         }
         // However things combine, at most one of Reconciling and Stalled is True, and Ready is
         // True only when neither is.
@@ -499,7 +552,7 @@ mod tests {
         run.watches.refused = vec![refusal("events.events.k8s.io", "shop", 403)];
         run.exporters = vec![("jaeger".into(), exporter(false, false))];
         for phase in [Phase::Pending, Phase::Active, Phase::Failed] {
-            for verdict in [ok("Active"), err("Pending", "m")] {
+            for verdict in [ok(Reason::Active), err(Reason::Pending, "m")] {
                 let c = decide(phase, &verdict, Some(&run));
                 let (ready, reconciling, stalled) = abnormal(&c);
                 assert!(!(reconciling == "True" && stalled == "True"), "{c:?}");

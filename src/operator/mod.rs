@@ -1,18 +1,18 @@
 //! The operator: TraceSession resources drive shared watchers, the engine and OTLP exporters.
 
-pub mod checkpoint;
+mod checkpoint;
 pub mod conditions;
 pub mod crd;
-pub mod engines;
+mod engines;
 pub mod hub;
 pub mod limits;
-pub mod matcher;
-pub mod metrics;
-pub mod reconcile;
+mod matcher;
+mod metrics;
+mod reconcile;
 pub mod run;
 pub mod session;
 pub mod status;
 #[cfg(test)]
 mod testing;
-pub mod traces;
-pub mod watches;
+mod traces;
+mod watches;

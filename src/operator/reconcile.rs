@@ -16,13 +16,14 @@ use kube::runtime::finalizer::{Event as Finalize, finalizer};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
+use super::conditions::{Readiness, Reason};
 use super::crd::{FINALIZER, Phase, TraceSession};
 use super::hub::{HubHandle, HubStopped, SessionKey, SessionSetup, SessionSnapshot, UpsertError};
 use super::limits::{self, Limits};
 use super::session::{
     self, DEFAULT_RECENT_TRACES, ExporterConfig, ExporterPolicy, Invalid, SessionConfig,
 };
-use super::status::{CarriedTraces, Counts, Verdict, Verdicts};
+use super::status::{Decision as StatusDecision, StatusSender, Update};
 use crate::export::{ExporterSpec, Protocol};
 use crate::operator::crd;
 use crate::otlp::cluster_name::ClusterName;
@@ -44,12 +45,61 @@ pub enum Error {
     HubStopped(#[from] HubStopped),
 }
 
-impl Error {
-    pub fn metric_label(&self) -> &'static str {
+/// What kind of failure a reconcile ended in: the `result` label of
+/// `eventspan_reconcile_total`, one value per kind so the series stay few.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The API server failed a request (discovery, a Secret, a finalizer patch).
+    Api,
+    /// The API server refused a write because the object changed meanwhile (409): the next
+    /// reconcile sees the new version.
+    Conflict,
+    /// The hub is not running: the operator is stopping.
+    HubStopped,
+    /// The object cannot carry a finalizer (no name, or an invalid finalizer name).
+    Finalizer,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Api,
+        ErrorKind::Conflict,
+        ErrorKind::HubStopped,
+        ErrorKind::Finalizer,
+    ];
+
+    /// The label value. `kube_error` and `finalizer_error` keep the names dashboards already
+    /// match on.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::Kube(_) => "kube",
-            Error::Finalizer(_) => "finalizer",
-            Error::HubStopped(_) => "hub_stopped",
+            ErrorKind::Api => "kube_error",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::HubStopped => "hub_stopped",
+            ErrorKind::Finalizer => "finalizer_error",
+        }
+    }
+
+    fn of_kube(error: &kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) if status.code == 409 => ErrorKind::Conflict,
+            _ => ErrorKind::Api,
+        }
+    }
+}
+
+impl Error {
+    /// The kind of what failed, looking through the finalizer's wrapping (every reconcile runs
+    /// inside it).
+    pub fn kind(&self) -> ErrorKind {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match self {
+            Error::Kube(e) => ErrorKind::of_kube(e),
+            Error::HubStopped(_) => ErrorKind::HubStopped,
+            Error::Finalizer(e) => match &**e {
+                Finalizer::ApplyFailed(inner) | Finalizer::CleanupFailed(inner) => inner.kind(),
+                Finalizer::AddFinalizer(e) | Finalizer::RemoveFinalizer(e) => ErrorKind::of_kube(e),
+                Finalizer::UnnamedObject | Finalizer::InvalidFinalizer => ErrorKind::Finalizer,
+            },
         }
     }
 }
@@ -57,7 +107,8 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub hub: HubHandle,
-    pub verdicts: Verdicts,
+    /// To the status writer, which alone keeps the sessions' verdicts.
+    pub status: StatusSender,
     pub admin_namespaces: BTreeSet<String>,
     pub exporter_policy: ExporterPolicy,
     pub limits: Limits,
@@ -82,7 +133,7 @@ pub async fn reconcile(ts: Arc<TraceSession>, ctx: Arc<Context>) -> Result<Actio
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics
-        .reconciled(result.as_ref().err().map(Error::metric_label));
+        .reconciled(result.as_ref().err().map(Error::kind));
     result
 }
 
@@ -101,7 +152,7 @@ fn key_of(ts: &TraceSession) -> SessionKey {
 async fn cleanup(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
     let key = key_of(ts);
     ctx.hub.remove(key.clone()).await?;
-    ctx.verdicts.lock().expect("verdicts lock").remove(&key);
+    tell(ctx, Update::Forget(key)).await;
     publish(
         ctx,
         ts,
@@ -125,22 +176,12 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
     let (phase, ready, started_at, requeue) = match decide(ts, ctx).await {
         Err(Refusal::Unavailable(error)) => {
             // A new session says it is waiting; one that ran carries on as it was.
-            if status.phase.is_none()
-                && !ctx
-                    .verdicts
-                    .lock()
-                    .expect("verdicts lock")
-                    .contains_key(&key)
-            {
+            // (The writer ignores this if it already has a verdict for the session.)
+            if status.phase.is_none() {
                 let waiting = format!("waiting for the API server: {error}");
-                record_verdict(
-                    ctx,
-                    ts,
-                    Phase::Pending,
-                    Err(("Pending".into(), waiting)),
-                    None,
-                    None,
-                );
+                let ready = Readiness::not_ready(Reason::Pending, waiting);
+                let decision = decision(ts, Phase::Pending, ready, None, None);
+                tell(ctx, Update::Waiting(decision)).await;
             }
             return Err(Error::Kube(error));
         }
@@ -152,7 +193,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             }
             (
                 Phase::Failed,
-                Err((invalid.reason.to_string(), message)),
+                Readiness::not_ready(Reason::Invalid(invalid.reason), message),
                 status.started_at.clone(),
                 Some(RETRY_INVALID),
             )
@@ -161,10 +202,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             stopped_run = ctx.hub.remove(key.clone()).await?;
             (
                 Phase::Suspended,
-                Ok((
-                    "Suspended".into(),
-                    "tracing is suspended (spec.suspend)".into(),
-                )),
+                Readiness::ready(Reason::Suspended, "tracing is suspended (spec.suspend)"),
                 status.started_at.clone(),
                 None,
             )
@@ -183,7 +221,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
             }
             (
                 Phase::Completed,
-                Ok(("Completed".into(), "the session's ttl has passed".into())),
+                Readiness::ready(Reason::Completed, "the session's ttl has passed"),
                 status.started_at.clone(),
                 None,
             )
@@ -215,7 +253,7 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
                 );
                 (
                     Phase::Active,
-                    Ok(("Active".into(), message)),
+                    Readiness::ready(Reason::Active, message),
                     Some(started_at),
                     Some(requeue),
                 )
@@ -225,30 +263,27 @@ async fn apply(ts: &TraceSession, ctx: &Context) -> Result<Action, Error> {
                 let message = format!("spec.exporters: {exporter}");
                 (
                     Phase::Failed,
-                    Err(("InvalidExporter".into(), message)),
+                    Readiness::not_ready(Reason::InvalidExporter, message),
                     status.started_at.clone(),
                     Some(RETRY_INVALID),
                 )
             }
         },
     };
-    record_verdict(ctx, ts, phase, ready, started_at, stopped_run);
+    let decision = decision(ts, phase, ready, started_at, stopped_run);
+    tell(ctx, Update::Decided(decision)).await;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
-/// Records what was decided about a session, for the status writer. Counts and traces carry
-/// over from the previous verdict (or, the first time, from the status found on the object), plus
-/// what a run this reconcile stopped had done.
-fn record_verdict(
-    ctx: &Context,
+/// What was decided about a session, for the status writer, which carries counts and traces
+/// over from its previous verdict (or from the status found on the object).
+fn decision(
     ts: &TraceSession,
     phase: Phase,
-    ready: Result<(String, String), (String, String)>,
+    ready: Readiness,
     started_at: Option<Time>,
     stopped_run: Option<SessionSnapshot>,
-) {
-    let key = key_of(ts);
-    let status = ts.status.clone().unwrap_or_default();
+) -> Box<StatusDecision> {
     // Links only from a template the session's checks accept (an invalid session still has a
     // status, and its carried traces must not get a `javascript:` link).
     let trace_url_template = ts
@@ -260,33 +295,25 @@ fn record_verdict(
         .spec
         .max_recent_traces
         .map_or(DEFAULT_RECENT_TRACES, |n| n as usize);
-    let mut verdicts = ctx.verdicts.lock().expect("verdicts lock");
-    let (mut baseline, mut carried, previous_conditions) = match verdicts.get(&key) {
-        Some(v) => (v.baseline, v.carried.clone(), v.previous_conditions.clone()),
-        None => (
-            Counts::of(&status),
-            CarriedTraces::of(&status),
-            status.conditions.clone(),
-        ),
-    };
-    if let Some(run) = &stopped_run {
-        baseline.absorb(run);
-        carried = carried.after_run(&run.log, trace_url_template.as_deref(), max_recent_traces);
+    Box::new(StatusDecision {
+        key: key_of(ts),
+        generation: ts.metadata.generation.unwrap_or(0),
+        phase,
+        ready,
+        started_at,
+        trace_url_template,
+        max_recent_traces,
+        found: ts.status.clone().unwrap_or_default(),
+        stopped_run,
+    })
+}
+
+/// Sends the status writer an update. It has stopped only when the operator is stopping, and
+/// then no status is written any more: nothing is lost that would have been.
+async fn tell(ctx: &Context, update: Update) {
+    if ctx.status.send(update).await.is_err() {
+        tracing::debug!("the status writer has stopped");
     }
-    verdicts.insert(
-        key,
-        Verdict {
-            generation: ts.metadata.generation.unwrap_or(0),
-            phase,
-            ready,
-            started_at,
-            trace_url_template,
-            baseline,
-            carried,
-            max_recent_traces,
-            previous_conditions,
-        },
-    );
 }
 
 /// Why a session cannot run as specified.

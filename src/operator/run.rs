@@ -242,12 +242,12 @@ async fn lead(
         .instrument(info_span!("metrics_snapshots")),
     );
 
-    let verdicts = super::status::Verdicts::default();
+    let (status, updates) = super::status::channel();
     let status_stop = CancellationToken::new();
     let status_task = tokio::spawn(
         super::status::run(
             client.clone(),
-            verdicts.clone(),
+            updates,
             handle.snapshots.clone(),
             status_stop.clone(),
         )
@@ -263,7 +263,7 @@ async fn lead(
     let context = Arc::new(Context {
         client: client.clone(),
         hub: handle,
-        verdicts,
+        status,
         admin_namespaces: options.admin_namespaces.clone(),
         exporter_policy: options.exporter_policy.clone(),
         limits: options.limits.clone(),

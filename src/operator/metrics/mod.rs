@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use super::hub::HubSnapshot;
+use super::reconcile::ErrorKind;
 
 mod families;
 mod hub;
@@ -55,8 +56,10 @@ fn results(values: impl IntoIterator<Item = &'static str>) -> Family<ResultLabel
     family
 }
 
-/// The values of `eventspan_reconcile_total`'s `result` label.
-const RECONCILE_RESULTS: [&str; 3] = ["ok", "kube_error", "finalizer_error"];
+/// The values of `eventspan_reconcile_total`'s `result` label: `ok`, then one per error kind.
+fn reconcile_results() -> impl Iterator<Item = &'static str> {
+    std::iter::once("ok").chain(ErrorKind::ALL.into_iter().map(ErrorKind::as_str))
+}
 
 impl Default for Metrics {
     /// Metrics of a hub that never publishes (tests of the reconciler and checkpoint code).
@@ -125,7 +128,7 @@ impl Metrics {
         let metrics = Metrics {
             registry: Registry::default(),
             leader: Gauge::default(),
-            reconciles: results(RECONCILE_RESULTS),
+            reconciles: results(reconcile_results()),
             checkpoint_loads: results(CheckpointLoad::ALL.map(CheckpointLoad::as_str)),
             checkpoint_writes: results(CheckpointWrite::ALL.map(CheckpointWrite::as_str)),
             checkpoint_bytes: Gauge::default(),
@@ -181,13 +184,9 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    /// A reconcile's end: `error` is `Error::metric_label` of its error, if it failed.
-    pub fn reconciled(&self, error: Option<&str>) {
-        let result = match error {
-            None => "ok",
-            Some("kube") => "kube_error",
-            Some(_) => "finalizer_error",
-        };
+    /// A reconcile's end: the kind of its error, if it failed.
+    pub fn reconciled(&self, error: Option<ErrorKind>) {
+        let result = error.map_or("ok", ErrorKind::as_str);
         self.reconciles.get_or_create(&ResultLabel { result }).inc();
     }
 

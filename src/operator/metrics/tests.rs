@@ -222,7 +222,7 @@ fn renders_families_and_escapes_labels() {
     let text = scrape(snapshot, |m| {
         m.set_leader(true);
         m.reconciled(None);
-        m.reconciled(Some("kube"));
+        m.reconciled(Some(ErrorKind::Api));
     });
     for line in [
         "# TYPE eventspan_watch_relists counter\n",
@@ -243,6 +243,8 @@ fn renders_families_and_escapes_labels() {
         "eventspan_reconcile_total{result=\"ok\"} 1\n",
         "eventspan_reconcile_total{result=\"kube_error\"} 1\n",
         "eventspan_reconcile_total{result=\"finalizer_error\"} 0\n",
+        "eventspan_reconcile_total{result=\"conflict\"} 0\n",
+        "eventspan_reconcile_total{result=\"hub_stopped\"} 0\n",
         "eventspan_leader 1\n",
         "eventspan_spans_exported_total{session=\"shop/rollouts\",exporter=\"a\\\"b\\\\c\"} 0\n",
     ] {

@@ -10,10 +10,11 @@ use kube::runtime::reflector;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::{Context, reconcile};
+use super::{Context, ErrorKind, reconcile};
 use crate::engine::EngineConfig;
 use crate::operator::crd::{FINALIZER, RootKind, TraceSession, TraceSessionSpec};
 use crate::operator::hub::{Connections, Hub, HubHandle};
+use crate::operator::status::{StatusSender, Update, Writer};
 use crate::operator::testing::{self, FakeExporters, FakeWatches, Request, Requests};
 use crate::operator::watches::OWN_CONTROLLER;
 
@@ -84,6 +85,8 @@ fn resources(group_version: &str, kinds: &[&str]) -> Value {
 /// every namespace has listed.
 struct World {
     ctx: Arc<Context>,
+    /// The other end of the reconciler's channel to the status writer, until a writer takes it.
+    updates: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<Update>>>,
     requests: Requests,
     watches: FakeWatches,
     exporters: FakeExporters,
@@ -92,7 +95,11 @@ struct World {
 
 impl World {
     fn new(ts: &TraceSession) -> Self {
-        let (client, requests) = testing::api_server(answer(ts));
+        World::serving(answer(ts))
+    }
+
+    fn serving(answer: impl Fn(&Request) -> (u16, Value) + Send + 'static) -> Self {
+        let (client, requests) = testing::api_server(answer);
         let watches = FakeWatches::default();
         watches.log().listed = ["shop".to_string()].into();
         let exporters = FakeExporters::default();
@@ -106,8 +113,10 @@ impl World {
         let (hub, handle) = Hub::connected(EngineConfig::default(), None, connections);
         let stop = CancellationToken::new();
         tokio::spawn(hub.run(stop.clone()));
+        let (status, updates) = crate::operator::status::channel();
         World {
-            ctx: context(client, handle),
+            ctx: context(client, handle, status),
+            updates: std::sync::Mutex::new(Some(updates)),
             requests,
             watches,
             exporters,
@@ -117,9 +126,10 @@ impl World {
 
     /// Runs the status writer until it has written `web`'s status once; returns that status.
     async fn status(&self) -> Value {
+        let updates = self.updates.lock().expect("updates").take();
         let writer = tokio::spawn(crate::operator::status::run(
             self.ctx.client.clone(),
-            self.ctx.verdicts.clone(),
+            updates.expect("one status writer per world"),
             self.ctx.hub.snapshots.clone(),
             self.stop.child_token(),
         ));
@@ -135,6 +145,17 @@ impl World {
             patch.query
         );
         patch.body["status"].clone()
+    }
+
+    /// The sessions the status writer would have a verdict for, from what was sent to it.
+    fn verdicts(&self) -> Vec<String> {
+        let mut updates = self.updates.lock().expect("updates");
+        let updates = updates.as_mut().expect("no status writer took the updates");
+        let mut writer = Writer::default();
+        while let Ok(update) = updates.try_recv() {
+            writer.apply(update);
+        }
+        writer.sessions().map(ToString::to_string).collect()
     }
 
     /// The requests other than discovery, as (method, path).
@@ -162,7 +183,7 @@ impl Drop for World {
     }
 }
 
-fn context(client: kube::Client, hub: HubHandle) -> Arc<Context> {
+fn context(client: kube::Client, hub: HubHandle, status: StatusSender) -> Arc<Context> {
     // No reflector feeds this store: with its writer gone, sessions are not ranked against
     // each other (`--max-sessions-per-namespace` has tests of its own).
     let (sessions, _) = reflector::store();
@@ -174,7 +195,7 @@ fn context(client: kube::Client, hub: HubHandle) -> Arc<Context> {
         recorder: Recorder::new(client.clone(), reporter),
         client,
         hub,
-        verdicts: Default::default(),
+        status,
         admin_namespaces: BTreeSet::new(),
         exporter_policy: Default::default(),
         limits: Default::default(),
@@ -312,7 +333,7 @@ async fn a_new_session_gets_the_finalizer_before_anything_starts() {
         ])
     );
     assert!(world.watches.log().namespaces.is_empty());
-    assert!(world.ctx.verdicts.lock().expect("verdicts").is_empty());
+    assert!(world.verdicts().is_empty());
 }
 
 #[tokio::test]
@@ -336,7 +357,7 @@ async fn a_deleted_session_is_stopped_then_its_finalizer_removed() {
         "watches released"
     );
     assert!(world.exporters.to("http://jaeger:4317")[0].stopped());
-    assert!(world.ctx.verdicts.lock().expect("verdicts").is_empty());
+    assert!(world.verdicts().is_empty());
     let events = world.events();
     assert_eq!(events[1]["reason"], "Stopped");
     let writes = world.writes();
@@ -398,7 +419,42 @@ async fn a_stopped_hub_leaves_the_session_as_it_was_and_the_reconcile_is_retried
         "{error:?}"
     );
     assert!(
-        world.ctx.verdicts.lock().expect("verdicts").is_empty(),
+        world.verdicts().is_empty(),
         "no verdict: the status stays as it was"
     );
+    assert_eq!(error.kind(), ErrorKind::HubStopped);
+    let metrics = world.ctx.metrics.encode();
+    assert!(
+        metrics.contains("eventspan_reconcile_total{result=\"hub_stopped\"} 1\n"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_conflicting_finalizer_patch_is_counted_as_a_conflict_and_retried() {
+    let mut ts = session(spec());
+    ts.metadata.finalizers = None;
+    let served = answer(&ts);
+    // Someone else changed the session between the read and the patch.
+    let world = World::serving(move |r| match (r.method.as_str(), r.path.as_str()) {
+        ("PATCH", SESSIONS) => (
+            409,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+        ),
+        _ => served(r),
+    });
+    let error = reconcile(Arc::new(ts), world.ctx.clone())
+        .await
+        .expect_err("retried");
+    assert_eq!(error.kind(), ErrorKind::Conflict, "{error:?}");
+    let metrics = world.ctx.metrics.encode();
+    for line in [
+        "eventspan_reconcile_total{result=\"conflict\"} 1\n",
+        "eventspan_reconcile_total{result=\"finalizer_error\"} 0\n",
+        "eventspan_reconcile_total{result=\"ok\"} 0\n",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert!(world.watches.log().namespaces.is_empty(), "nothing started");
 }

@@ -1,35 +1,29 @@
 //! The status of each TraceSession: what the reconciler decided (its verdict) and what the hub
-//! counted, written with server-side apply to the status subresource, at most every couple of
-//! seconds per session and only when something changed.
-
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+//! counted, composed here and written by the status writer ([`writer`]), the one owner of the
+//! verdicts, at most every couple of seconds per session and only when something changed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use serde_json::json;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
-use super::crd::{Phase, RecentTrace, RootObject, TraceSession, TraceSessionStatus};
-use super::hub::{HubSnapshot, SessionKey, SessionSnapshot};
+use super::conditions::Readiness;
+use super::crd::{Phase, RecentTrace, RootObject, TraceSessionStatus};
+use super::hub::SessionSnapshot;
 use super::traces::TraceLog;
 use crate::engine::time::Timestamp;
 use k8s_openapi::jiff::Timestamp as Jiff;
 
-pub const FIELD_MANAGER: &str = "eventspan";
-/// No session's status is written more often than this.
-pub const WRITE_INTERVAL: Duration = Duration::from_secs(2);
+mod writer;
+
+pub use writer::{
+    Decision, FIELD_MANAGER, StatusSender, Update, WRITE_INTERVAL, Write, Writer, channel, run,
+};
 
 /// What the reconciler decided about a session, for its status.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Verdict {
     pub generation: i64,
     pub phase: Phase,
-    /// `Ready` condition: Ok(reason, message) when ready, Err(reason, message) when not.
-    pub ready: Result<(String, String), (String, String)>,
+    /// What the `Ready` condition says as far as the spec goes (the run may still hold it back).
+    pub ready: Readiness,
     pub started_at: Option<Time>,
     pub trace_url_template: Option<String>,
     /// Counts from the status found at the first reconcile of this process, plus what the
@@ -130,8 +124,6 @@ impl Counts {
     }
 }
 
-pub type Verdicts = Arc<Mutex<BTreeMap<SessionKey, Verdict>>>;
-
 /// A condition, keeping the previous transition time when its status did not change.
 fn condition(
     previous: &[Condition],
@@ -223,75 +215,10 @@ fn recent_traces(log: &TraceLog, url_template: Option<&str>) -> Vec<RecentTrace>
         .collect()
 }
 
-/// Writes statuses until `stop`.
-pub async fn run(
-    client: kube::Client,
-    verdicts: Verdicts,
-    mut snapshots: watch::Receiver<Arc<HubSnapshot>>,
-    stop: CancellationToken,
-) {
-    let mut written: BTreeMap<SessionKey, serde_json::Value> = BTreeMap::new();
-    let mut interval = tokio::time::interval(WRITE_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = interval.tick() => {}
-        }
-        let snapshot = snapshots.borrow_and_update().clone();
-        let current: Vec<(SessionKey, Verdict)> = verdicts
-            .lock()
-            .expect("verdicts lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        written.retain(|k, _| current.iter().any(|(c, _)| c == k));
-        let now = Time(Jiff::now());
-        for (key, verdict) in current {
-            let mut status = compose(&verdict, snapshot.sessions.get(&key), &now);
-            // Transition times only move on change: compare without them.
-            let comparable = {
-                let mut s = status.clone();
-                s.conditions
-                    .iter_mut()
-                    .for_each(|c| c.last_transition_time = Time(Jiff::UNIX_EPOCH));
-                serde_json::to_value(&s).expect("status serialises")
-            };
-            if written.get(&key) == Some(&comparable) {
-                continue;
-            }
-            // Keep the transition times written last time for unchanged conditions.
-            if let Some(v) = verdicts.lock().expect("verdicts lock").get_mut(&key) {
-                v.previous_conditions.clone_from(&status.conditions);
-            }
-            status.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-            let api: Api<TraceSession> = Api::namespaced(client.clone(), &key.namespace);
-            let patch = json!({"apiVersion": "eventspan.dev/v1alpha1", "kind": "TraceSession", "status": status});
-            match api
-                .patch_status(
-                    &key.name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-            {
-                Ok(_) => {
-                    written.insert(key, comparable);
-                }
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    verdicts.lock().expect("verdicts lock").remove(&key);
-                }
-                Err(error) => {
-                    tracing::warn!(session = %key, %error, "status write failed; retrying")
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::conditions::Reason;
 
     /// What a session that saw every span of a recording has logged.
     fn log_of(recording: &str) -> TraceLog {
@@ -306,7 +233,7 @@ mod tests {
         Verdict {
             generation: 3,
             phase: Phase::Active,
-            ready: Ok(("Active".into(), "tracing shop".into())),
+            ready: Readiness::ready(Reason::Active, "tracing shop"),
             started_at: None,
             trace_url_template: Some("http://jaeger/trace/{traceId}".into()),
             baseline: Counts {
@@ -355,7 +282,7 @@ mod tests {
                 .last_transition_time,
             t1
         );
-        v.ready = Err(("InvalidSpec".into(), "spec.window: bad".into()));
+        v.ready = Readiness::not_ready(Reason::Invalid("InvalidSpec"), "spec.window: bad");
         let changed = compose(&v, None, &t2);
         let ready = changed
             .conditions
@@ -372,7 +299,7 @@ mod tests {
 
     #[test]
     fn counts_add_to_the_baseline_and_urls_fill_the_template() {
-        let log = log_of(include_str!("../../tests/scenarios/job.jsonl"));
+        let log = log_of(include_str!("../../../tests/scenarios/job.jsonl"));
         let exported = crate::export::ExporterStats {
             exported: 7,
             healthy: true,
@@ -461,7 +388,7 @@ mod tests {
     #[test]
     fn a_stopped_run_carries_its_counts_and_traces_over() {
         let log = log_of(include_str!(
-            "../../tests/scenarios/deployment-rollout.jsonl"
+            "../../../tests/scenarios/deployment-rollout.jsonl"
         ));
         let run = SessionSnapshot {
             events_observed: 5,
