@@ -347,6 +347,7 @@ impl Engine {
                     resolved: None,
                     exported_in: None,
                     claim_only: false,
+                    claim_held: false,
                 };
                 return self.repeat(track.span, occurrence);
             }
@@ -381,6 +382,7 @@ impl Engine {
             resolved: None,
             exported_in,
             claim_only: false,
+            claim_held: false,
         };
         self.place(occurrence, false);
     }
