@@ -16,6 +16,14 @@
 //! the event's own namespace are claimed (the tenant boundary: a Kustomization in `flux-system`
 //! applying into `shop` does not put its event into `shop`'s traces). The event is also placed as
 //! usual, in the Kustomization's own trace.
+//!
+//! An HPA is the same kind of applier for its `scaleTargetRef`: it writes the target's `/scale`
+//! and reports it as `SuccessfulRescale` (`New size: N; reason: R`). Its event claims the root of
+//! the scale's generation rather than starting a trace of root kind HorizontalPodAutoscaler: the
+//! trace stays the Deployment's, so rollout histograms, session status and queries by Deployment
+//! find a scale as they find any rollout, while the root span names the HPA, the size and the
+//! reason (`emit.rs`). The message names no object, so the target is the HPA's own reference, in
+//! the HPA's namespace; the generation must be a scale (never a template change) to that size.
 
 use super::change::{ChangeKind, ChangeSummary};
 use super::held::Occurrence;
