@@ -74,6 +74,7 @@ fn pod(i: usize) -> ObjectMeta {
         created: Some(Timestamp::from_unix_secs(1_795_000_000)),
         traceparent: None,
         template: None,
+        scale_target: None,
         // Pods are watched with their status: a Ready pod, as most are.
         state: Some(ObjectState {
             observed_generation: 1,

@@ -24,6 +24,16 @@ pub fn tracks(kind: &str) -> bool {
     TRACKED_KINDS.iter().any(|(_, k)| *k == kind)
 }
 
+/// Kinds whose spec is read though their status is not: an HPA's `scaleTargetRef` names the
+/// object its `SuccessfulRescale` events scaled (the message does not).
+pub const SPEC_ONLY_KINDS: &[(&str, &str)] = &[("autoscaling", "HorizontalPodAutoscaler")];
+
+/// Whether eventspan watches whole objects of this kind (spec, and status where tracked), not
+/// only their metadata.
+pub fn reads_spec(kind: &str) -> bool {
+    tracks(kind) || SPEC_ONLY_KINDS.iter().any(|(_, k)| *k == kind)
+}
+
 #[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct WireSpec {
@@ -36,6 +46,17 @@ pub struct WireSpec {
     /// The pod template, reduced to what a change summary compares.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<crate::wire::template::WireTemplate>,
+    /// An HPA's target: always in the HPA's own namespace (the reference has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scale_target_ref: Option<WireScaleTarget>,
+}
+
+/// `spec.scaleTargetRef` of a HorizontalPodAutoscaler (autoscaling/v1 and v2 alike).
+#[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WireScaleTarget {
+    pub kind: String,
+    pub name: String,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize, Clone, PartialEq)]

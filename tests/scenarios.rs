@@ -158,6 +158,21 @@ fn the_flux_recording_roots_each_rollout_at_its_commit() {
     assert_eq!(render(&input), expected);
 }
 
+/// The HPA recording (tests/scenarios/recorded/hpa: an HPA scaling a Deployment 1 → 2 on
+/// creation, then 2 → 4 when its minReplicas is raised, without metrics) gives its tree: each
+/// scale's trace rooted at the HPA's `SuccessfulRescale`, told apart as a scale (`changed:
+/// replicas 1 → 2`). Not in the reordering check: the HPA writes through `/scale`, whose
+/// managedFields entry has no time, so the scale is dated from the Deployment's watch; where a
+/// reordering delivers the new generation after the ReplicaSet's `Created pod`, that pod lands in
+/// the previous generation's trace (an engine limitation of untimed changes, not of the HPA rule).
+#[test]
+fn the_hpa_recording_roots_each_scale_at_the_hpa() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/recorded/hpa");
+    let input = std::fs::read_to_string(dir.join("hpa.jsonl")).unwrap();
+    let expected = std::fs::read_to_string(dir.join("hpa.tree")).unwrap();
+    assert_eq!(render(&input), expected);
+}
+
 /// A tiny deterministic generator, so a failing permutation can be reproduced.
 struct Lcg(u64);
 

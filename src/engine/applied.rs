@@ -16,11 +16,20 @@
 //! the event's own namespace are claimed (the tenant boundary: a Kustomization in `flux-system`
 //! applying into `shop` does not put its event into `shop`'s traces). The event is also placed as
 //! usual, in the Kustomization's own trace.
+//!
+//! An HPA is the same kind of applier for its `scaleTargetRef`: it writes the target's `/scale`
+//! and reports it as `SuccessfulRescale` (`New size: N; reason: R`). Its event claims the root of
+//! the scale's generation rather than starting a trace of root kind HorizontalPodAutoscaler: the
+//! trace stays the Deployment's, so rollout histograms, session status and queries by Deployment
+//! find a scale as they find any rollout, while the root span names the HPA, the size and the
+//! reason (`emit.rs`). The message names no object, so the target is the HPA's own reference, in
+//! the HPA's namespace; the generation must be a scale (never a template change) to that size.
 
+use super::change::{ChangeKind, ChangeSummary};
 use super::held::Occurrence;
 use super::ids::SpanId;
 use super::objects::ObjId;
-use super::rules;
+use super::rules::{self, Targets};
 use super::state::Engine;
 use super::time::Timestamp;
 use super::tolerance::COARSE;
@@ -28,6 +37,32 @@ use super::tolerance::COARSE;
 /// At most this many objects of one report are looked at: a message is at most 4 KiB anyway
 /// (`limits.rs`), this bounds the work whatever the limit.
 const MAX_APPLIED_OBJECTS: usize = 256;
+
+/// What a report says of the change it caused, beyond its manager and time.
+#[derive(Clone, Copy, Debug, Default)]
+struct Expect {
+    /// Only a scale: an HPA never changes a template, so a rollout of one is someone else's.
+    scale: bool,
+    /// The replicas the change set, when the report gives them.
+    replicas: Option<i64>,
+}
+
+impl Expect {
+    /// Whether a change with this summary can be the reported one. A change without a summary
+    /// (the previous template unseen) is judged by manager and time alone.
+    fn admits(self, summary: Option<&ChangeSummary>) -> bool {
+        let Some(summary) = summary else {
+            return true;
+        };
+        if self.scale && summary.kind != ChangeKind::Scale {
+            return false;
+        }
+        match (self.replicas, summary.replicas) {
+            (Some(want), Some((_, to))) => want == to,
+            _ => true,
+        }
+    }
+}
 
 /// What an applied object's known changes say about one report.
 enum Cause {
@@ -45,6 +80,7 @@ impl Occurrence {
         Occurrence {
             event: self.event.clone(),
             claim_only: true,
+            claim_held: false,
             ..*self
         }
     }
@@ -61,23 +97,17 @@ impl Engine {
         force: bool,
     ) -> Option<(ObjId, Timestamp)> {
         let event = &occurrence.event;
-        let manager = rules::applier(&event.involved.kind, &event.reason)?;
+        let applier = rules::applier(&event.involved.kind, &event.reason)?;
         let deadline = occurrence.observed.saturating_add(self.cfg.window);
         let may_wait = !force && deadline > self.now;
         let mut wait = None;
-        let named: Vec<(ObjId, bool)> = rules::applied_objects(&event.message)
-            .take(MAX_APPLIED_OBJECTS)
-            .filter(|o| o.namespace == event.involved.namespace)
-            .map(
-                |o| match self.objects.find_named(o.kind, o.namespace, o.name) {
-                    Some(id) => (id, true),
-                    None => (subject, false),
-                },
-            )
-            .collect();
+        let (named, expect) = match applier.targets {
+            Targets::ChangeSet => (self.changed_set(occurrence, subject), Expect::default()),
+            Targets::ScaleTarget => self.scale_target(occurrence, subject),
+        };
         for (target, known) in named {
             let cause = if known {
-                self.cause_of(target, manager, occurrence)
+                self.cause_of(target, applier.manager, occurrence, expect)
             } else {
                 Cause::NotYet
             };
@@ -86,14 +116,72 @@ impl Engine {
                 Cause::NotYet if may_wait => {
                     wait.get_or_insert((target, deadline));
                 }
+                // The HPA's spec, its target or the target's new generation never came in
+                // time. Counted on the last try only: the held copy's, or the report's own when
+                // it came too late to hold one (a forced original had its copy held before).
+                Cause::NotYet
+                    if applier.targets == Targets::ScaleTarget
+                        && (occurrence.claim_only || !force) =>
+                {
+                    self.stats.rescales_unattributed += 1;
+                }
                 Cause::NotYet | Cause::Nothing => {}
             }
         }
         wait
     }
 
+    /// The objects a change set names in the report's own namespace, each with whether it is
+    /// known (else the report waits on its reporter, `subject`).
+    fn changed_set(&mut self, occurrence: &Occurrence, subject: ObjId) -> Vec<(ObjId, bool)> {
+        let event = &occurrence.event;
+        rules::applied_objects(&event.message)
+            .take(MAX_APPLIED_OBJECTS)
+            .filter(|o| o.namespace == event.involved.namespace)
+            .map(
+                |o| match self.objects.find_named(o.kind, o.namespace, o.name) {
+                    Some(id) => (id, true),
+                    None => (subject, false),
+                },
+            )
+            .collect()
+    }
+
+    /// The object an HPA (`subject`) scales, in the HPA's namespace: its `scaleTargetRef` has
+    /// no namespace of its own, so an HPA never claims another tenant's object. While the HPA's
+    /// spec or target is unseen the report waits on the HPA itself. The change must be a scale
+    /// to the size the message gives.
+    fn scale_target(
+        &mut self,
+        occurrence: &Occurrence,
+        subject: ObjId,
+    ) -> (Vec<(ObjId, bool)>, Expect) {
+        let expect = Expect {
+            scale: true,
+            replicas: rules::rescale(&occurrence.event.message).new_size,
+        };
+        let namespace = &occurrence.event.involved.namespace;
+        // Unknown (no spec seen, no target named, no such object yet): the report waits on the
+        // HPA, whose next version may name it, and is counted if it never does.
+        let target = self
+            .objects
+            .scale_target(subject)
+            .and_then(|(kind, name)| self.objects.find_named(kind, namespace, name));
+        let named = match target {
+            Some(id) => (id, true),
+            None => (subject, false),
+        };
+        (vec![named], expect)
+    }
+
     /// Which generation of `target` the report in `occurrence` caused, if any.
-    fn cause_of(&mut self, target: ObjId, manager: &str, occurrence: &Occurrence) -> Cause {
+    fn cause_of(
+        &mut self,
+        target: ObjId,
+        manager: &str,
+        occurrence: &Occurrence,
+        expect: Expect,
+    ) -> Cause {
         if self.objects.top(target) != target {
             return Cause::Nothing;
         }
@@ -113,6 +201,7 @@ impl Engine {
             .changes
             .iter()
             .filter(|c| c.manager.as_deref() == Some(manager) && near(c.time))
+            .filter(|c| expect.admits(c.summary.as_deref()))
             .min_by_key(|c| {
                 if c.time > at {
                     c.time.since(at)
@@ -158,6 +247,7 @@ impl Engine {
             resolved: None,
             exported_in: None,
             claim_only: false,
+            claim_held: false,
         };
         // Not `about` the Deployment in the sense of acting on it: its own events (a scale-up)
         // would then take this span of one generation for the parent of the next one's.
@@ -227,3 +317,7 @@ mod tests {
         assert!(deployment_root(&prose).event.is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "applied_hpa_tests.rs"]
+mod hpa_tests;

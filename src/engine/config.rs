@@ -87,6 +87,9 @@ pub struct EngineStats {
     /// Controllers' "Created pod: X" that came after a creation span was derived for X: an open
     /// derived span took the event over; an exported one stands for it (no second span).
     pub late_creations: u64,
+    /// HPA rescales (`SuccessfulRescale`) that rooted no trace because their target was not
+    /// known: the HPA's spec unseen, or its `scaleTargetRef` naming no object seen here.
+    pub rescales_unattributed: u64,
     /// Repetitions folded into an existing span.
     pub repeats: u64,
     /// Events held because their parent was not known yet.

@@ -63,6 +63,28 @@ fn push_change_summary(summary: &ChangeSummary, attrs: &mut Attributes) {
     }
 }
 
+/// An HPA's rescale at the root of its target's trace (see `applied.rs`): which HPA, the size
+/// it set and its reason, as attributes a query can select on (the span's own `k8s.hpa.name`
+/// says it too, as the event's object). Only for the HPA's events: any root is named by its
+/// object, but only a rescale has a size.
+fn push_rescale(event: &EventRecord, attrs: &mut Attributes) {
+    if event.involved.kind != "HorizontalPodAutoscaler" || event.reason != "SuccessfulRescale" {
+        return;
+    }
+    attrs.push(("eventspan.trigger.kind", "HorizontalPodAutoscaler".into()));
+    attrs.push((
+        "eventspan.trigger.name",
+        event.involved.name.as_str().into(),
+    ));
+    let rescale = rules::rescale(&event.message);
+    if let Some(size) = rescale.new_size {
+        attrs.push(("eventspan.hpa.new_size", size.into()));
+    }
+    if !rescale.reason.is_empty() {
+        attrs.push(("eventspan.hpa.reason", rescale.reason.into()));
+    }
+}
+
 pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> FinishedSpan {
     let end = span.final_end();
     let mut start = span.start;
@@ -126,6 +148,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
                 if let Some(summary) = change.and_then(|c| c.summary.as_deref()) {
                     push_change_summary(summary, &mut attrs);
                 }
+                push_rescale(&event, &mut attrs);
             }
             if let Some(obj) = span.about.and_then(|about| cx.objects.get(about)) {
                 push_object(obj, &mut seen, &mut attrs);

@@ -33,6 +33,9 @@ pub(crate) struct Occurrence {
     /// Held only to root the rollouts a GitOps controller's report caused, once their new
     /// generations are seen (see `applied.rs`): the event itself was placed already.
     pub claim_only: bool,
+    /// A claim copy of it is held already: placing it again (after a hold of its own) holds
+    /// no second one.
+    pub claim_held: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -304,6 +307,7 @@ mod tests {
             resolved: None,
             exported_in: None,
             claim_only: false,
+            claim_held: false,
         }
     }
 

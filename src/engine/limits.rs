@@ -153,6 +153,9 @@ pub fn bound_meta(m: &mut super::model::ObjectMeta) {
     if let Some(o) = m.state.as_mut().and_then(|s| s.outcome.as_mut()) {
         cut_fields([&mut o.message, &mut o.reason]);
     }
+    if let Some(t) = m.scale_target.as_mut() {
+        cut_fields([&mut t.kind, &mut t.name]);
+    }
 }
 
 #[cfg(test)]

@@ -270,6 +270,7 @@ impl Engine {
                     resolved: None,
                     exported_in: None,
                     claim_only: false,
+                    claim_held: false,
                 };
                 return self.repeat(track.span, occurrence);
             }
@@ -304,6 +305,7 @@ impl Engine {
             resolved: None,
             exported_in,
             claim_only: false,
+            claim_held: false,
         };
         self.place(occurrence, false);
     }

@@ -35,6 +35,15 @@ pub struct ObjectMeta {
     /// Replicas and pod template, for a change summary (kinds with a pod template whose spec is
     /// read: Deployment, StatefulSet, DaemonSet).
     pub template: Option<Box<super::change::TemplateDigest>>,
+    /// What a HorizontalPodAutoscaler scales (`spec.scaleTargetRef`), in its own namespace.
+    pub scale_target: Option<ScaleTarget>,
+}
+
+/// The object an HPA scales: a reference by kind and name, never across namespaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScaleTarget {
+    pub kind: String,
+    pub name: String,
 }
 
 /// An object's progress, read from its status: enough to end spans when a rollout completes or

@@ -76,10 +76,13 @@ impl Engine {
             self.claimed_scale_ups.insert(derived.span.id);
             return self.supersede_derived(derived, occurrence);
         }
-        if let Some((waiting_for, deadline)) = self.claim_applied(&occurrence, subject, force) {
+        if !occurrence.claim_held
+            && let Some((waiting_for, deadline)) = self.claim_applied(&occurrence, subject, force)
+        {
             // The report waits for the generations it may have caused; its own span does not.
             let copy = occurrence.claim_copy();
             self.hold(waiting_for, None, copy, deadline);
+            occurrence.claim_held = true;
         }
         if occurrence.claim_only {
             return;
@@ -442,6 +445,7 @@ impl Engine {
             resolved: None,
             exported_in: None,
             claim_only: false,
+            claim_held: false,
         };
         self.place(occurrence, true);
         Some(())
@@ -527,6 +531,7 @@ impl Engine {
             resolved: None,
             exported_in: None,
             claim_only: false,
+            claim_held: false,
         };
         self.place(occurrence, true);
         Some(())

@@ -400,24 +400,82 @@ pub struct AppliedObject<'a> {
     pub action: Applied,
 }
 
-/// Controllers that report the objects they applied in one event on the object they reconcile:
-/// (involved kind, reason, the field manager of their apply). kustomize-controller (v1.x)
-/// records a `Progressing` event on the Kustomization whose message is the change set of its
-/// server-side apply (fluxcd/pkg/ssa `ChangeSet.String`): one `Kind/namespace/name action` per
-/// changed object, `\n`-separated, `Kind/name` for cluster-scoped ones. Only `created` and
-/// `configured` start a change; `unchanged`, `deleted` and `skipped` do not.
+/// How an applier's report names the objects whose change it reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Targets {
+    /// Its message is a change set: one `Kind/namespace/name action` line per object
+    /// ([`applied_objects`]).
+    ChangeSet,
+    /// Its message names nothing: the reporting object's own `spec.scaleTargetRef` does (an
+    /// HPA), always in the reporting object's namespace.
+    ScaleTarget,
+}
+
+/// A controller that reports, in one event on the object it reconciles, a write it made to
+/// other objects: that write is a new generation of theirs, whose trace the event roots.
+#[derive(Debug)]
+pub struct Applier {
+    pub involved_kind: &'static str,
+    pub reason: &'static str,
+    /// The field manager of its write (managedFields), which must have made the generation.
+    pub manager: &'static str,
+    pub targets: Targets,
+}
+
+/// kustomize-controller (v1.x) records a `Progressing` event on the Kustomization whose message
+/// is the change set of its server-side apply (fluxcd/pkg/ssa `ChangeSet.String`): one `Kind/
+/// namespace/name action` per changed object, `\n`-separated, `Kind/name` for cluster-scoped
+/// ones. Only `created` and `configured` start a change; `unchanged`, `deleted` and `skipped` do
+/// not.
+///
+/// The HPA controller (pkg/controller/podautoscaler/horizontal.go, `reconcileAutoscaler`)
+/// writes its target's `/scale` subresource, then records `SuccessfulRescale` `New size: N;
+/// reason: R` on the HPA. Its writes are the kube-controller-manager's (the field manager is
+/// the user agent's first word), through `/scale`, so their managedFields entry has no time.
 #[rustfmt::skip]
-pub const APPLIERS: &[(&str, &str, &str)] = &[
-    ("Kustomization", "Progressing", "kustomize-controller"),
+pub const APPLIERS: &[Applier] = &[
+    Applier { involved_kind: "Kustomization", reason: "Progressing", manager: "kustomize-controller", targets: Targets::ChangeSet },
+    Applier { involved_kind: "HorizontalPodAutoscaler", reason: "SuccessfulRescale", manager: "kube-controller-manager", targets: Targets::ScaleTarget },
 ];
 
-/// The field manager whose changes an event's controller reports having applied, if the event
-/// is such a report.
-pub fn applier(involved_kind: &str, reason: &str) -> Option<&'static str> {
+/// The applier whose report an event is, if it is one.
+pub fn applier(involved_kind: &str, reason: &str) -> Option<&'static Applier> {
     APPLIERS
         .iter()
-        .find(|(kind, r, _)| *kind == involved_kind && *r == reason)
-        .map(|(_, _, manager)| *manager)
+        .find(|a| a.involved_kind == involved_kind && a.reason == reason)
+}
+
+/// What an HPA's `SuccessfulRescale` says: the size it set and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rescale<'a> {
+    /// `None` when the message does not give a size that fits a replica count (int32, not
+    /// negative): the rescale is still the HPA's, only its size is unknown.
+    pub new_size: Option<i64>,
+    /// The controller's reason ("Current number of replicas below Spec.MinReplicas", "cpu
+    /// resource utilization (percentage of request) above target"); empty when not given.
+    pub reason: &'a str,
+}
+
+/// Reads `New size: N; reason: R` (the format of every Kubernetes release since 1.2). Anything
+/// else gives no size and no reason, never an error: the event came from whoever may write
+/// Events in the namespace.
+pub fn rescale(message: &str) -> Rescale<'_> {
+    let message = message.strip_prefix(COMBINED).unwrap_or(message);
+    let unknown = Rescale {
+        new_size: None,
+        reason: "",
+    };
+    let Some(rest) = message.strip_prefix("New size: ") else {
+        return unknown;
+    };
+    let (size, reason) = rest.split_once("; reason: ").unwrap_or((rest, ""));
+    // Digits only (no sign, no spaces), at most ten of them, within int32: a replica count.
+    let new_size =
+        (!size.is_empty() && size.len() <= 10 && size.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| size.parse::<i64>().ok())
+            .flatten()
+            .filter(|n| *n <= i64::from(i32::MAX));
+    Rescale { new_size, reason }
 }
 
 /// The namespaced objects an applier's report says it created or configured, in message order.
@@ -706,11 +764,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            applier("Kustomization", "Progressing"),
-            Some("kustomize-controller")
+            applier("Kustomization", "Progressing").map(|a| (a.manager, a.targets)),
+            Some(("kustomize-controller", Targets::ChangeSet))
         );
-        assert_eq!(applier("Kustomization", "ReconciliationSucceeded"), None);
-        assert_eq!(applier("Deployment", "Progressing"), None);
+        assert!(applier("Kustomization", "ReconciliationSucceeded").is_none());
+        assert!(applier("Deployment", "Progressing").is_none());
     }
 
     #[test]
@@ -763,5 +821,69 @@ mod tests {
         assert_eq!(applied(&"\n".repeat(1 << 20)), vec![]);
         let slashes = format!("Deployment/shop/web{} configured", "/".repeat(1 << 20));
         assert_eq!(applied(&slashes), vec![]);
+    }
+
+    #[test]
+    fn hpa_rescales_give_their_size_and_reason() {
+        // kube-controller-manager 1.37, tests/scenarios/recorded/hpa.jsonl.
+        assert_eq!(
+            rescale("New size: 3; reason: Current number of replicas below Spec.MinReplicas"),
+            Rescale {
+                new_size: Some(3),
+                reason: "Current number of replicas below Spec.MinReplicas"
+            }
+        );
+        assert_eq!(
+            rescale(
+                "(combined from similar events): New size: 12; reason: cpu resource utilization (percentage of request) above target"
+            ),
+            Rescale {
+                new_size: Some(12),
+                reason: "cpu resource utilization (percentage of request) above target"
+            }
+        );
+        assert_eq!(
+            rescale("New size: 0"),
+            Rescale {
+                new_size: Some(0),
+                reason: ""
+            }
+        );
+        assert_eq!(
+            applier("HorizontalPodAutoscaler", "SuccessfulRescale").map(|a| (a.manager, a.targets)),
+            Some(("kube-controller-manager", Targets::ScaleTarget))
+        );
+        assert!(applier("HorizontalPodAutoscaler", "FailedRescale").is_none());
+        assert!(applier("Deployment", "SuccessfulRescale").is_none());
+    }
+
+    #[test]
+    fn hostile_rescale_messages_give_no_size() {
+        let none = |m: &str| rescale(m).new_size;
+        for message in [
+            "",
+            "New size: ",
+            "New size: ; reason: x",
+            "New size: -3; reason: x",
+            "New size: +3; reason: x",
+            "New size:  3; reason: x",
+            "New size: 3 ; reason: x",
+            "New size: 0x10; reason: x",
+            "New size: 2147483648; reason: x",
+            "New size: 99999999999999999999999999; reason: x",
+            "New size: ３; reason: x",
+            "new size: 3; reason: x",
+            "garbage",
+        ] {
+            assert_eq!(none(message), None, "{message:?}");
+        }
+        assert_eq!(none("New size: 2147483647; reason: x"), Some(2147483647));
+        let huge = format!(
+            "New size: {}; reason: {}",
+            "9".repeat(1 << 20),
+            "r".repeat(1 << 20)
+        );
+        assert_eq!(rescale(&huge).new_size, None);
+        assert_eq!(rescale(&huge).reason.len(), 1 << 20);
     }
 }

@@ -291,6 +291,7 @@ fn add(a: &EngineStats, b: &EngineStats) -> EngineStats {
         derived_creations: a.derived_creations + b.derived_creations,
         derived_scale_ups: a.derived_scale_ups + b.derived_scale_ups,
         late_creations: a.late_creations + b.late_creations,
+        rescales_unattributed: a.rescales_unattributed + b.rescales_unattributed,
         rejected: std::array::from_fn(|i| a.rejected[i] + b.rejected[i]),
         repeats: a.repeats + b.repeats,
         held: a.held + b.held,

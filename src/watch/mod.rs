@@ -118,15 +118,15 @@ fn map_event<A, B>(event: watcher::Event<A>, f: impl Fn(A) -> B) -> watcher::Eve
 }
 
 /// A watch of one kind in `scope`: metadata-only, or whole objects reduced at once to [`Watched`]
-/// for the kinds whose progress is followed. Errors come through as they are: [`next_event`]
-/// retries them.
+/// for the kinds whose progress is followed or whose spec is read ([`status::reads_spec`]).
+/// Errors come through as they are: [`next_event`] retries them.
 pub fn objects(
     client: Client,
     ar: &ApiResource,
     namespaced: bool,
     scope: &Scope,
 ) -> BoxStream<'static, Result<watcher::Event<Watched>, watcher::Error>> {
-    if status::tracks(&ar.kind) {
+    if status::reads_spec(&ar.kind) {
         let api: Api<DynamicObject> = api(client, ar, namespaced, scope);
         watcher(api, watcher::Config::default())
             .map_ok(|e| map_event(e, Watched::from_object))

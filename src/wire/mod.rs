@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::ids::{SpanId, TraceId};
 use crate::engine::model::{
-    EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange, TraceParent,
+    EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, ScaleTarget, SpecChange, TraceParent,
 };
 use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
@@ -447,6 +447,18 @@ impl WireObject {
             self.spec.as_deref(),
             self.status.as_deref(),
         );
+        // Only an HPA's reference counts: another kind's `scaleTargetRef` (a CRD's) means
+        // whatever that kind says, not "my SuccessfulRescale events scale this".
+        let scale_target = self
+            .spec
+            .as_deref()
+            .and_then(|s| s.scale_target_ref.as_ref())
+            .filter(|_| self.kind == "HorizontalPodAutoscaler")
+            .filter(|t| !t.kind.is_empty() && !t.name.is_empty())
+            .map(|t| ScaleTarget {
+                kind: t.kind.clone(),
+                name: t.name.clone(),
+            });
         let spec_changes = m
             .managed_fields
             .unwrap_or_default()
@@ -486,6 +498,7 @@ impl WireObject {
                 let t = s.template.as_ref()?;
                 Some(Box::new(t.digest(s.replicas)))
             }),
+            scale_target,
         };
         limits::bound_meta(&mut meta);
         Ok(meta)

@@ -10,6 +10,7 @@ mod collector;
 mod faults;
 mod flux;
 mod helm;
+mod hpa;
 mod kstatus;
 mod live;
 mod operator;
@@ -151,6 +152,10 @@ const CASES: &[Case] = &[
     (
         "watch_shows_rollouts_live_and_exits_as_rollout_status",
         live::watch_shows_rollouts_live_and_exits_as_rollout_status,
+    ),
+    (
+        "hpa_scale_is_rooted_at_the_hpa_and_exemplars_lead_to_it",
+        hpa::hpa_scale_is_rooted_at_the_hpa_and_exemplars_lead_to_it,
     ),
     // Last: it stops the shared operator.
     (

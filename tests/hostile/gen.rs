@@ -221,6 +221,7 @@ impl Builder {
                     annotations: Vec::new(),
                 })
             }),
+            scale_target: None,
         };
         self.inputs.push(Input::Upsert(Box::new(meta), at));
     }

@@ -168,6 +168,7 @@ impl Gen {
             created: Some(whole_second(at)),
             traceparent: None,
             template: None,
+            scale_target: None,
         };
         self.push(at, Change::Upsert(Box::new(meta)));
     }

@@ -49,6 +49,8 @@ pub(crate) struct RootInfo {
     pub seen_traceparent: Option<Box<TraceParent>>,
     /// The newest generation's replicas and template, to summarise the next change against.
     pub template: Option<(i64, Box<TemplateDigest>)>,
+    /// An HPA's `scaleTargetRef` (kind, name) as last seen: what its rescales scaled.
+    pub scale_target: Option<Box<(Box<str>, Box<str>)>>,
 }
 
 impl RootInfo {
@@ -83,6 +85,10 @@ impl RootInfo {
             self.seen_traceparent = meta.traceparent.map(Box::new);
         }
         record_change(self, meta.generation, change, untimed, fresh);
+        self.scale_target = meta
+            .scale_target
+            .as_ref()
+            .map(|t| Box::new((Box::from(t.kind.as_str()), Box::from(t.name.as_str()))));
         if let Some(digest) = &meta.template {
             summarize_change(self, meta.generation, digest);
         }
@@ -145,6 +151,10 @@ impl RootInfo {
                 .map(|s| std::mem::size_of::<ChangeSummary>() + s.text.len())
                 .sum::<usize>()
             + self.template.as_ref().map_or(0, |(_, t)| t.heap_bytes())
+            + self
+                .scale_target
+                .as_ref()
+                .map_or(0, |t| 48 + t.0.len() + t.1.len())
     }
 }
 

@@ -556,6 +556,12 @@ impl ObjectTable {
     pub fn change(&self, id: ObjId, generation: i64) -> Option<&GenerationChange> {
         self.get(id)?.root.as_ref()?.change(generation)
     }
+
+    /// What an HPA scales, by kind and name in its namespace, when its spec was seen.
+    pub fn scale_target(&self, id: ObjId) -> Option<(&str, &str)> {
+        let target = self.get(id)?.root.as_ref()?.scale_target.as_deref()?;
+        Some((&*target.0, &*target.1))
+    }
 }
 
 #[cfg(test)]

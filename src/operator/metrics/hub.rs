@@ -169,6 +169,11 @@ fn engine(e: &crate::engine::EngineStats, out: &mut Families) -> fmt::Result {
             e.late_creations,
         ),
         (
+            "eventspan_engine_rescales_unattributed",
+            "HPA rescale events that rooted no trace: the HPA's target was not known.",
+            e.rescales_unattributed,
+        ),
+        (
             "eventspan_engine_spans_forced",
             "Spans emitted early because the open-span table was full.",
             e.spans_forced,

@@ -100,6 +100,11 @@ const SERVED: &[(&str, &str, &[&str])] = &[
     ("eventspan_engine_derived_creations_total", "counter", &[]),
     ("eventspan_engine_derived_scale_ups_total", "counter", &[]),
     ("eventspan_engine_late_creations_total", "counter", &[]),
+    (
+        "eventspan_engine_rescales_unattributed_total",
+        "counter",
+        &[],
+    ),
     ("eventspan_engine_spans_forced_total", "counter", &[]),
     ("eventspan_engine_objects", "gauge", &[]),
     ("eventspan_engine_open_spans", "gauge", &[]),
