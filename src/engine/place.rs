@@ -401,53 +401,9 @@ impl Engine {
         }
         let o = self.objects.get(owner)?;
         let message = rules::pod_creation_message(&o.kind, &o.name, &pod_name)?;
-        let involved = ObjectRef {
-            kind: o.kind.to_string(),
-            api_version: o.api_version.to_string(),
-            namespace: o.namespace.to_string(),
-            name: o.name.to_string(),
-            uid: o.uid.as_deref().unwrap_or_default().to_string(),
-            field_path: String::new(),
-        };
-        let time = EventTime {
-            at: created,
-            precise: false,
-        };
-        let event = EventRecord {
-            uid: derived_creation_uid(&pod_uid),
-            name: String::new(),
-            namespace: involved.namespace.clone(),
-            related: None,
-            reason: "SuccessfulCreate".into(),
-            message,
-            warning: false,
-            action: "Create".into(),
-            reporting_controller: "eventspan".into(),
-            reporting_instance: String::new(),
-            count: 1,
-            first: time,
-            last: time,
-            top_level: false,
-            revision: String::new(),
-            truncated: false,
-            derived: true,
-            involved,
-        };
         self.stats.derived_creations += 1;
-        let occurrence = Occurrence {
-            key: EventKey::of(&event.namespace, &event.uid),
-            event: Box::new(event),
-            observed: self.now,
-            first_count: 1,
-            start: created,
-            last: created,
-            coarse: true,
-            resolved: None,
-            exported_in: None,
-            claim_only: false,
-            claim_held: false,
-        };
-        self.place(occurrence, true);
+        let uid = derived_creation_uid(&pod_uid);
+        self.place_derived(owner, (uid, "SuccessfulCreate", "Create", message), created);
         Some(())
     }
 
@@ -490,6 +446,26 @@ impl Engine {
         if &*o.kind != "Deployment" {
             return None;
         }
+        self.stats.derived_scale_ups += 1;
+        let (uid, message) = (
+            derived_scale_uid(&uid, generation),
+            rules::derived_scale_up_message(&name),
+        );
+        self.place_derived(owner, (uid, "ScalingReplicaSet", "Scale", message), at);
+        Some(())
+    }
+
+    /// Places an event eventspan derives on `owner`'s behalf (its uid, reason, action and
+    /// message), at `at`: reported by `eventspan`, marked `eventspan.derived`, placed at once.
+    fn place_derived(
+        &mut self,
+        owner: ObjId,
+        (uid, reason, action, message): (String, &str, &str, String),
+        at: Timestamp,
+    ) {
+        let Some(o) = self.objects.get(owner) else {
+            return;
+        };
         let involved = ObjectRef {
             kind: o.kind.to_string(),
             api_version: o.api_version.to_string(),
@@ -500,14 +476,14 @@ impl Engine {
         };
         let time = EventTime { at, precise: false };
         let event = EventRecord {
-            uid: derived_scale_uid(&uid, generation),
+            uid,
             name: String::new(),
             namespace: involved.namespace.clone(),
             related: None,
-            reason: "ScalingReplicaSet".into(),
-            message: rules::derived_scale_up_message(&name),
+            reason: reason.into(),
+            message,
             warning: false,
-            action: "Scale".into(),
+            action: action.into(),
             reporting_controller: "eventspan".into(),
             reporting_instance: String::new(),
             count: 1,
@@ -519,7 +495,6 @@ impl Engine {
             derived: true,
             involved,
         };
-        self.stats.derived_scale_ups += 1;
         let occurrence = Occurrence {
             key: EventKey::of(&event.namespace, &event.uid),
             event: Box::new(event),
@@ -534,7 +509,6 @@ impl Engine {
             claim_held: false,
         };
         self.place(occurrence, true);
-        Some(())
     }
 
     /// The scale-up derived for a ReplicaSet in the change of its root current at `at`, open or
