@@ -151,8 +151,11 @@ impl Engine {
             // announcement comes, it adopts the event (see `adopt_later_events`).
             creator = None;
         }
+        // An anchor that happened after this event (a later step of a rollout, which the
+        // object's later events were placed under) cannot have caused it.
         let sibling = self
             .sibling_anchor(subject)
+            .filter(|r| r.happened <= at.saturating_add(COARSE))
             .filter(|r| !self.is_of_older_change(r, at));
         let parent = match creator.or(sibling) {
             Some(parent) => parent,
@@ -396,6 +399,9 @@ impl Engine {
             if let Some(span) = self.spans.get_at_mut(creation.span) {
                 span.about = Some(subject);
             }
+            if let Some(o) = self.objects.get_mut(owner) {
+                o.spans_on.set_about(creation.span, subject);
+            }
             self.acted_on(subject, creation, Some(Action::Create));
             return Some(());
         }
@@ -430,12 +436,15 @@ impl Engine {
             return None;
         };
         // A controller's span on it in this trace, or from this change's time on (placed in
-        // another trace while the change was not seen yet), is there: nothing is missing.
+        // another trace while the change was not seen yet), that started by this creation is
+        // there: nothing is missing. One that started later is a later step of the rollout
+        // (the recorder merges similar events, and a count that jumps hides the first scale-up).
         let trace = self.find_trace(key);
         let change_start = self.objects.change(root, generation).map(|c| c.time);
         let obj = self.objects.get(replica_set)?;
         let acted_on_here = obj.acted_on.iter().any(|r| {
             self.fresh(r)
+                && r.start <= at.saturating_add(COARSE)
                 && (Some(r.trace) == trace
                     || change_start.is_some_and(|c| r.start.saturating_add(COARSE) >= c))
         });
@@ -616,9 +625,7 @@ impl Engine {
         };
         let subject_name = named(subject);
         let about_other = |r: &SpanRef, owner: ObjId| {
-            self.spans
-                .get_at(r.span)
-                .and_then(|s| s.about)
+            r.about
                 .is_some_and(|about| about != owner && named(about) != subject_name)
         };
         chain.iter().find_map(|&owner| {
@@ -713,6 +720,7 @@ impl Engine {
             start,
             happened: start,
             at: self.now,
+            about: None,
         }
     }
 
@@ -889,6 +897,7 @@ impl Engine {
                 start,
                 happened: start,
                 at: self.now,
+                about: Some(child),
             };
             self.acted_on(child, span, action);
         }
@@ -1022,6 +1031,7 @@ impl Engine {
             start,
             happened,
             at: now,
+            about,
         };
         if let Some(obj) = self.objects.get_mut(subject) {
             obj.spans_on.insert(here);

@@ -1,6 +1,7 @@
 //! References from an object to spans about it, kept after the spans are exported.
 
 use crate::engine::ids::TraceId;
+use crate::engine::objects::ObjId;
 use crate::engine::spans::SpanSlot;
 use crate::engine::time::Timestamp;
 
@@ -15,6 +16,10 @@ pub(crate) struct SpanRef {
     pub happened: Timestamp,
     /// When the reference was made, for expiry.
     pub at: Timestamp,
+    /// The object the span is about (the child a "Deleted pod: X" names), kept past the span's
+    /// export: which child an owner's span concerns must not be forgotten when the span is sent
+    /// (an old pod's `Killing` would then take a sibling's exported deletion for its parent).
+    pub about: Option<ObjId>,
 }
 
 /// A few recent spans of one kind for one object, ordered by start time: arrival order must not
@@ -38,6 +43,14 @@ impl RecentSpans {
             pos -= 1;
         }
         self.0.insert(pos, r);
+    }
+
+    /// The span in `slot` turned out to be about `about` (a placeholder named by a controller's
+    /// message was the object seen later).
+    pub fn set_about(&mut self, slot: SpanSlot, about: ObjId) {
+        for r in self.0.iter_mut().filter(|r| r.span == slot) {
+            r.about = Some(about);
+        }
     }
 
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &SpanRef> {
