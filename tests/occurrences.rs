@@ -964,3 +964,74 @@ fn a_hidden_first_scale_up_is_derived_beside_a_later_one() {
         "second pod under the later step"
     );
 }
+
+/// Issue 12 (measured under load): the replicaset controller's "Created pod: X" came 33 s
+/// late, after X had been deleted again by the next rollout. It names that deleted pod, whose
+/// creation was derived from state meanwhile: there is still one creation span for X.
+#[test]
+fn a_creation_announced_after_the_pod_is_gone_is_not_a_second_creation() {
+    let mut r = Recording(Vec::new());
+    r.root("Deployment", "web", 2, 0.0);
+    r.owned(
+        "ReplicaSet",
+        "web-b",
+        "uid-web-b",
+        ("Deployment", "web"),
+        0.05,
+    );
+    r.event(
+        "ev-scale",
+        ("Deployment", "web", "uid-web"),
+        "ScalingReplicaSet",
+        "Scaled up replica set web-b from 0 to 1",
+        1,
+        0.1,
+        0.1,
+    );
+    r.owned(
+        "Pod",
+        "web-b-1",
+        "uid-web-b-1",
+        ("ReplicaSet", "web-b"),
+        0.2,
+    );
+    r.event(
+        "ev-web-b-1-Scheduled",
+        ("Pod", "web-b-1", "uid-web-b-1"),
+        "Scheduled",
+        "Scheduled",
+        1,
+        0.5,
+        0.5,
+    );
+    r.owned(
+        "Pod",
+        "web-b-1",
+        "uid-web-b-1",
+        ("ReplicaSet", "web-b"),
+        0.2,
+    );
+    let deleted = r.0.pop().expect("just pushed");
+    let mut doc: Value = serde_json::from_str(&deleted).expect("own JSON");
+    doc["type"] = json!("DELETED");
+    doc["observedAt"] = json!(at(20.0));
+    r.0.push(doc.to_string());
+    r.0.push(Recording::late_event(
+        "ev-create-web-b-1",
+        ("ReplicaSet", "web-b", "uid-web-b"),
+        ("SuccessfulCreate", "Created pod: web-b-1"),
+        0.2,
+        40.0,
+    ));
+    let spans = r.replay();
+    let creations: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name() == "ReplicaSet.SuccessfulCreate")
+        .map(|s| str_attr(s, "eventspan.child.name"))
+        .collect();
+    assert_eq!(
+        creations,
+        [Some("web-b-1".to_string())],
+        "one creation span"
+    );
+}

@@ -313,7 +313,10 @@ impl ObjectTable {
                 let older = e
                     .created
                     .is_some_and(|c| c.saturating_add(CREATION_SLACK) < at);
-                if e.deleted || older {
+                // A deleted entry created about then is the one the message names: under load
+                // "Created pod: X" comes after X was already deleted again. Created well before
+                // (or at an unknown time, and gone): the name was taken again.
+                if older || (e.deleted && e.created.is_none()) {
                     return self.insert_named(kind, namespace, name, now);
                 }
             } else {
