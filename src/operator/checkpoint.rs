@@ -65,6 +65,9 @@ fn window_label(window: Duration) -> String {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub engines: Vec<(Duration, Checkpoint)>,
+    /// The engines' emitted-span count when it was taken: once written, a crash sends again
+    /// only spans emitted after this (shown as `eventspan_checkpoint_covered_spans`).
+    pub emitted: u64,
 }
 
 /// An exporter's progress as the schedule reads it (a trait so the schedule is testable alone).
@@ -103,7 +106,10 @@ impl<M: Mark> Pending<M> {
 ///
 /// At most one snapshot is pending: a newer one is taken only once the pending one was handed
 /// over, so a slow exporter delays checkpoints but never starves them (replacing the pending one
-/// on every interval would, while delivery takes longer than the interval).
+/// on every interval would, while delivery takes longer than the interval). When the pending one
+/// settles with more emitted since it was taken and every exporter idle, a fresh snapshot (as
+/// safe: nothing it names is unsettled) goes instead: otherwise a checkpoint written after a
+/// burst was delivered would still lack the burst, and a crash then would send it again.
 pub struct Schedule<M> {
     interval: Duration,
     last_taken: Option<Instant>,
@@ -135,15 +141,31 @@ impl<M: Mark> Schedule<M> {
         let due = self
             .last_taken
             .is_none_or(|t| now.duration_since(t) >= self.interval);
-        if self.pending.is_none() && due && emitted != self.emitted_at_last {
+        let mut take = Some(take);
+        if self.pending.is_none()
+            && due
+            && emitted != self.emitted_at_last
+            && let Some(take) = take.take()
+        {
             self.pending = Some(Self::pending(take));
             self.last_taken = Some(now);
             self.emitted_at_last = emitted;
         }
-        if self.pending.as_ref().is_some_and(Pending::settled) {
-            return self.pending.take().map(|p| p.snapshot);
+        if !self.pending.as_ref().is_some_and(Pending::settled) {
+            return None;
         }
-        None
+        let settled = self.pending.take()?;
+        if emitted != self.emitted_at_last
+            && let Some(take) = take
+        {
+            let fresh = Self::pending(take);
+            if fresh.settled() {
+                self.last_taken = Some(now);
+                self.emitted_at_last = emitted;
+                return Some(fresh.snapshot);
+            }
+        }
+        Some(settled.snapshot)
     }
 
     /// Stopping: a last snapshot of everything emitted so far, whatever the interval, if
@@ -368,6 +390,8 @@ impl Store {
 
     /// Writes every engine's checkpoint that changed since its last write.
     pub async fn write_all(&mut self, snapshot: &Snapshot, metrics: &Metrics) {
+        // Whether every engine's checkpoint is now as the snapshot has it.
+        let mut covered = true;
         for (window, checkpoint) in &snapshot.engines {
             if self.stopped {
                 return;
@@ -381,8 +405,9 @@ impl Store {
                     metrics.checkpoint_written(CheckpointWrite::Ok, *window, &bytes, checkpoint);
                     self.written.insert(*window, bytes);
                 }
-                Ok(false) => {}
+                Ok(false) => covered = false,
                 Err(error @ WriteError::Conflict { .. }) => {
+                    covered = false;
                     metrics.checkpoint_written(CheckpointWrite::Conflict, *window, &[], checkpoint);
                     if self.still_leads().await {
                         // A deposed leader's late write: this process leads, and its checkpoint
@@ -400,10 +425,14 @@ impl Store {
                 }
                 Err(error) => {
                     // Tried again with the next snapshot.
+                    covered = false;
                     tracing::warn!(%error, "checkpoint write failed");
                     metrics.checkpoint_written(CheckpointWrite::Error, *window, &[], checkpoint);
                 }
             }
+        }
+        if covered {
+            metrics.checkpoint_covers(snapshot.emitted);
         }
     }
 
@@ -539,6 +568,7 @@ mod tests {
     fn snapshot(spans: u64) -> Snapshot {
         Snapshot {
             engines: vec![(Duration::from_secs(5), checkpoint(spans))],
+            emitted: spans,
         }
     }
 
@@ -564,8 +594,9 @@ mod tests {
             "b has not settled the snapshot's spans"
         );
         b.settled.store(3, Ordering::Relaxed);
+        // Settled with b still holding later spans: the pending one goes, not a fresh one.
         assert_eq!(
-            schedule.tick(t1, 10, || panic!("one is pending")),
+            schedule.tick(t1, 10, || (snapshot(10), marks())),
             Some(Arc::new(snapshot(3)))
         );
         // An interval after the first was taken: the next one, settled at once.
@@ -579,6 +610,32 @@ mod tests {
         assert!(schedule.tick(t2, 12, || panic!("not due yet")).is_none());
         let t3 = t1 + Duration::from_secs(5);
         assert!(schedule.tick(t3, 12, || (snapshot(12), marks())).is_some());
+    }
+
+    #[test]
+    fn a_snapshot_settling_when_all_is_delivered_gives_way_to_a_fresh_one() {
+        let a = FakeMark::default();
+        let mut schedule = Schedule::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        a.offered.store(3, Ordering::Relaxed);
+        assert!(
+            schedule
+                .tick(t0, 3, || (snapshot(3), vec![a.clone()]))
+                .is_none()
+        );
+        // A burst is emitted and delivered while the first waits for its last span: the
+        // checkpoint handed over then holds the burst, not the older state.
+        a.offered.store(9, Ordering::Relaxed);
+        a.settled.store(9, Ordering::Relaxed);
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            schedule.tick(t1, 9, || (snapshot(9), vec![a.clone()])),
+            Some(Arc::new(snapshot(9)))
+        );
+        // It counts as taken then: nothing new, nothing written; the next is an interval on.
+        assert!(schedule.tick(t1, 9, || panic!("nothing new")).is_none());
+        let t2 = t1 + Duration::from_secs(4);
+        assert!(schedule.tick(t2, 10, || panic!("not due yet")).is_none());
     }
 
     #[test]
@@ -786,6 +843,7 @@ mod tests {
         assert!(store.load([FIVE, TEN], &metrics).await.is_empty());
         let both = |spans| Snapshot {
             engines: vec![(FIVE, checkpoint(spans)), (TEN, checkpoint(spans))],
+            emitted: spans,
         };
         store.write_all(&both(2), &metrics).await;
         store.write_all(&both(3), &metrics).await;
@@ -803,6 +861,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("eventspan_checkpoint_spans 3\n"), "{text}");
+        // The foreign 10s window holds no checkpoint of ours: nothing counts as covered.
+        assert!(
+            text.contains("eventspan_checkpoint_covered_spans 0\n"),
+            "{text}"
+        );
         let bytes = checkpoint(3).encode().len();
         assert!(
             text.contains(&format!("eventspan_checkpoint_bytes {bytes}\n")),
@@ -919,6 +982,11 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains("eventspan_checkpoint_writes_total{result=\"conflict\"} 1\n"),
+            "{text}"
+        );
+        // Written after the conflict: the checkpoint now covers the snapshot's spans.
+        assert!(
+            text.contains("eventspan_checkpoint_covered_spans 3\n"),
             "{text}"
         );
     }

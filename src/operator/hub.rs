@@ -743,6 +743,7 @@ fn snapshot(
     (
         Snapshot {
             engines: engines.checkpoints(),
+            emitted: engines.stats().spans_emitted,
         },
         marks,
     )

@@ -628,22 +628,21 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 pub fn sigkill_mid_rollout_loses_and_repeats_nothing(w: &World) -> Result<(), String> {
     let setup = Setup::new(w, "sigkill", "e2e-sigkill")?;
     let operator = w.operator()?;
-    // The guarantee (README, "Delivery guarantee"): after a crash only spans delivered since
-    // the last written checkpoint are sent again. Killed before a checkpoint holding them was
-    // written, the undisturbed rollout's 35 spans are sent again (measured), within the
-    // guarantee; a checkpoint waits for every exporter to settle, so a session of an earlier
-    // case with a failing exporter can hold writes back. A write seen after this point may
-    // still hold a snapshot taken before the undisturbed rollout's spans were emitted (full gates
-    // twice resumed without them and sent the calm trace again, within the guarantee). So:
-    // demand that nothing of other traces is sent again only once two writes came, the second
-    // of a snapshot taken after the first was handed over; the case says when it could not.
-    let writes = || operator.metric("eventspan_checkpoint_writes_total{result=\"ok\"}");
-    let before = writes().unwrap_or(0.0);
+    // The guarantee (README, "Delivery guarantee"): after a crash only spans emitted after what
+    // the last written checkpoint covers are sent again. So wait until the written checkpoints
+    // cover every span emitted so far (the undisturbed rollout's included), then demand that
+    // nothing of other traces comes again. A checkpoint waits for every exporter to settle, so
+    // a session of an earlier case with a failing exporter can hold writes back: the case says
+    // when it could not check.
+    let emitted = operator
+        .metric("eventspan_engine_spans_emitted_total")
+        .ok_or("no eventspan_engine_spans_emitted_total")?;
+    let covered = || operator.metric("eventspan_checkpoint_covered_spans");
     let deadline = Instant::now() + CHECKPOINT_INTERVAL * 6;
-    while writes().unwrap_or(0.0) < before + 2.0 && Instant::now() < deadline {
+    while covered().unwrap_or(0.0) < emitted && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
     }
-    let checkpointed = writes().unwrap_or(0.0) >= before + 2.0;
+    let checkpointed = covered().unwrap_or(0.0) >= emitted;
     let figures = setup.disturb(w, "sigkill", || {
         operator.kill()?;
         operator.respawn()?;
@@ -658,7 +657,7 @@ pub fn sigkill_mid_rollout_loses_and_repeats_nothing(w: &World) -> Result<(), St
     let mut figures = figures?;
     if !checkpointed {
         eprintln!(
-            "  sigkill: fewer than two checkpoint writes before the kill: spans of other traces may come again"
+            "  sigkill: the checkpoints did not cover the {emitted} spans emitted before the kill: spans of other traces may come again"
         );
         figures
             .differences

@@ -40,6 +40,7 @@ pub struct Metrics {
     checkpoint_writes: Family<ResultLabel, Counter>,
     checkpoint_bytes: Gauge,
     checkpoint_spans: Gauge,
+    checkpoint_covered: Gauge,
     /// Bytes and spans of the checkpoint last written, per engine window: the gauges sum them.
     checkpoint_sizes: Mutex<BTreeMap<Duration, (u64, u64)>>,
     spans: SpanMetrics,
@@ -133,6 +134,7 @@ impl Metrics {
             checkpoint_writes: results(CheckpointWrite::ALL.map(CheckpointWrite::as_str)),
             checkpoint_bytes: Gauge::default(),
             checkpoint_spans: Gauge::default(),
+            checkpoint_covered: Gauge::default(),
             checkpoint_sizes: Mutex::default(),
             spans: SpanMetrics::new(),
         };
@@ -166,6 +168,11 @@ impl Metrics {
             "eventspan_checkpoint_spans",
             "Spans named by the checkpoints last written, all engines",
             metrics.checkpoint_spans.clone(),
+        );
+        registry.register(
+            "eventspan_checkpoint_covered_spans",
+            "The eventspan_engine_spans_emitted_total the written checkpoints cover: after a crash only spans emitted past it come again",
+            metrics.checkpoint_covered.clone(),
         );
         metrics.spans.register(&mut registry);
         registry.register_collector(Box::new(hub::HubCollector { snapshots }));
@@ -220,6 +227,11 @@ impl Metrics {
             self.checkpoint_bytes.set(gauge(bytes));
             self.checkpoint_spans.set(gauge(spans));
         }
+    }
+
+    /// Every engine's checkpoint as written now covers the first `emitted` spans emitted.
+    pub fn checkpoint_covers(&self, emitted: u64) {
+        self.checkpoint_covered.set(gauge(emitted));
     }
 
     /// The exposition, ending with `# EOF`.

@@ -74,6 +74,7 @@ const SERVED: &[(&str, &str, &[&str])] = &[
     ("eventspan_checkpoint_writes_total", "counter", &["result"]),
     ("eventspan_checkpoint_bytes", "gauge", &[]),
     ("eventspan_checkpoint_spans", "gauge", &[]),
+    ("eventspan_checkpoint_covered_spans", "gauge", &[]),
     ("eventspan_events_received_total", "counter", &[]),
     ("eventspan_events_malformed_total", "counter", &[]),
     ("eventspan_traceparent_invalid_total", "counter", &[]),
