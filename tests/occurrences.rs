@@ -1035,3 +1035,125 @@ fn a_creation_announced_after_the_pod_is_gone_is_not_a_second_creation() {
         "one creation span"
     );
 }
+
+/// Issue 12 (measured under load): a rollout's scale-down of the old ReplicaSet was dropped or
+/// merged away. Its pod deletions hang under a derived scale-down of that ReplicaSet, in the
+/// rollout's trace, not under the root; a late controller event takes an open one over.
+#[test]
+fn a_missing_scale_down_is_derived_for_the_deletions_it_caused() {
+    let rollout = |late: Option<f64>| {
+        let mut r = Recording(Vec::new());
+        r.root("Deployment", "web", 1, 0.0);
+        r.owned(
+            "ReplicaSet",
+            "web-a",
+            "uid-web-a",
+            ("Deployment", "web"),
+            0.05,
+        );
+        r.event(
+            "ev-up-a",
+            ("Deployment", "web", "uid-web"),
+            "ScalingReplicaSet",
+            "Scaled up replica set web-a from 0 to 1",
+            1,
+            0.1,
+            0.1,
+        );
+        r.owned(
+            "Pod",
+            "web-a-1",
+            "uid-web-a-1",
+            ("ReplicaSet", "web-a"),
+            0.2,
+        );
+        r.event(
+            "ev-create-web-a-1",
+            ("ReplicaSet", "web-a", "uid-web-a"),
+            "SuccessfulCreate",
+            "Created pod: web-a-1",
+            1,
+            0.2,
+            0.2,
+        );
+        r.root("Deployment", "web", 2, 60.0);
+        r.event(
+            "ev-delete-web-a-1",
+            ("ReplicaSet", "web-a", "uid-web-a"),
+            "SuccessfulDelete",
+            "Deleted pod: web-a-1",
+            1,
+            62.0,
+            62.0,
+        );
+        r.event(
+            "ev-kill-web-a-1",
+            ("Pod", "web-a-1", "uid-web-a-1"),
+            "Killing",
+            "Stopping container app",
+            1,
+            62.0,
+            62.0,
+        );
+        if let Some(observed) = late {
+            r.0.push(Recording::late_event(
+                "ev-down-a",
+                ("Deployment", "web", "uid-web"),
+                (
+                    "ScalingReplicaSet",
+                    "Scaled down replica set web-a from 1 to 0",
+                ),
+                61.0,
+                observed,
+            ));
+        }
+        r.replay()
+    };
+    let scale_downs = |spans: &[FinishedSpan]| -> Vec<(String, Option<String>)> {
+        spans
+            .iter()
+            .filter(|s| s.name() == "Deployment.ScalingReplicaSet")
+            .filter(|s| str_attr(s, "k8s.event.message").is_some_and(|m| m.contains("down")))
+            .map(|s| {
+                (
+                    s.component().name.to_string(),
+                    str_attr(s, "eventspan.derived"),
+                )
+            })
+            .collect()
+    };
+    let spans = rollout(None);
+    assert_eq!(
+        scale_downs(&spans),
+        [("eventspan".to_string(), Some("state".to_string()))],
+        "one scale-down, derived"
+    );
+    let delete = of_event(&spans, "ev-delete-web-a-1")[0];
+    assert_eq!(generation_of(delete), 2);
+    let step = parent(&spans, delete).expect("a parent");
+    assert_eq!(step.name(), "Deployment.ScalingReplicaSet");
+    assert_eq!(
+        str_attr(step, "eventspan.child.name").as_deref(),
+        Some("web-a")
+    );
+    let kill = of_event(&spans, "ev-kill-web-a-1")[0];
+    assert_eq!(
+        kill.parent,
+        Some(delete.span_id),
+        "Killing under its deletion"
+    );
+    // Came 6 s late, while the derived one was open: the controller's event stands.
+    let spans = rollout(Some(68.0));
+    assert_eq!(
+        scale_downs(&spans),
+        [("test-controller".to_string(), None)],
+        "one scale-down, the controller's"
+    );
+    let delete = of_event(&spans, "ev-delete-web-a-1")[0];
+    assert_eq!(
+        parent(&spans, delete)
+            .and_then(|p| p.event.as_ref())
+            .map(|e| e.uid.as_str()),
+        Some("ev-down-a")
+    );
+}

@@ -84,6 +84,8 @@ pub struct EngineStats {
     /// ReplicaSet scale-ups derived from the pods they created because the deployment
     /// controller's event had not come.
     pub derived_scale_ups: u64,
+    /// ReplicaSet scale-downs derived from the pods they deleted, likewise.
+    pub derived_scale_downs: u64,
     /// Controllers' "Created pod: X" that came after a creation span was derived for X: an open
     /// derived span took the event over; an exported one stands for it (no second span).
     pub late_creations: u64,

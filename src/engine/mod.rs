@@ -23,6 +23,7 @@ pub mod change;
 mod checkpoint;
 mod chunked;
 mod config;
+mod derive;
 mod emission;
 mod emit;
 mod held;

@@ -4,17 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{MAX_SPAN_DEPTH, Rejection};
+use super::derive::Step;
 use super::emission;
 use super::held::{Occurrence, Resolved};
 use super::ids::{SpanId, TraceId};
-use super::model::{EventRecord, EventTime, ObjectRef};
 use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
 use super::spans::{Change, OpenSpan, RootKey, Source, SpanSlot, TraceState};
 use super::state::Engine;
 use super::time::Timestamp;
 use super::tolerance::{COARSE, MAX_ROOT_LEAD};
-use super::tracked::EventKey;
 
 /// Same-second events without better times keep their arrival order this far apart.
 const ORDER_NUDGE: Duration = Duration::from_micros(1);
@@ -31,18 +30,6 @@ fn latest_time(occurrence: &Occurrence) -> Timestamp {
 /// How much earlier than the controller's event about an action a precise event that follows
 /// the action may be stamped (measured: a kubelet's `Killing` 0.4 ms before `Deleted pod: X`).
 const REPORTED_BEFORE_ACTION: Duration = Duration::from_millis(100);
-
-/// The uid of the event a creation span derived for a pod is made from: its span ID depends on
-/// the pod alone.
-fn derived_creation_uid(pod_uid: &str) -> String {
-    format!("eventspan-derived-creation/{pod_uid}")
-}
-
-/// The uid of the event a scale-up derived for a ReplicaSet in one change of its root (the
-/// root's generation) is made from: a successor derives the same span.
-fn derived_scale_uid(replica_set_uid: &str, generation: i64) -> String {
-    format!("eventspan-derived-scale/{replica_set_uid}/{generation}")
-}
 
 impl Engine {
     pub(super) fn place(&mut self, mut occurrence: Occurrence, force: bool) {
@@ -68,10 +55,10 @@ impl Engine {
         {
             return self.supersede_derived(derived, occurrence);
         }
-        if action == Some(Action::ScaleUp)
+        if let Some(step) = action.and_then(Step::of)
             && !occurrence.event.derived
             && let Some(derived) =
-                about.and_then(|rs| self.unclaimed_scale_up(rs, occurrence.start))
+                about.and_then(|rs| self.unclaimed_scale(rs, occurrence.start, step))
         {
             self.claimed_scale_ups.insert(derived.span.id);
             return self.supersede_derived(derived, occurrence);
@@ -166,9 +153,8 @@ impl Engine {
                 let derived = self
                     .derive_creation(subject, at)
                     .or_else(|| {
-                        (action == Some(Action::Create))
-                            .then(|| self.derive_scale_up(subject, at))
-                            .flatten()
+                        let step = action.and_then(Step::before)?;
+                        self.derive_scale(subject, at, step)
                     })
                     .and_then(|()| self.creator_span(subject, at, follows));
                 match derived.or_else(|| self.owner_span(subject, at)) {
@@ -294,7 +280,7 @@ impl Engine {
         self.held.hold(subject, about, occurrence, deadline);
     }
 
-    fn fresh(&self, r: &SpanRef) -> bool {
+    pub(super) fn fresh(&self, r: &SpanRef) -> bool {
         r.at.saturating_add(self.cfg.recent_ttl) > self.now && self.traces.contains_key(&r.trace)
     }
 
@@ -348,223 +334,6 @@ impl Engine {
     fn sibling_anchor(&self, subject: ObjId) -> Option<SpanRef> {
         let r = self.objects.get(subject)?.anchor?;
         (self.fresh(&r) && r.span.id != SpanId::for_root(r.trace)).then_some(r)
-    }
-
-    /// A pod whose controller's "Created pod: X" never came (Kubernetes drops and delays events
-    /// under load) still gets its creation span, from the pod itself: its owner and
-    /// `creationTimestamp`, placed as the controller's event would have been and marked
-    /// `eventspan.derived`. Only for a pod seen through its watch and created during the change
-    /// its event belongs to. Its ID depends on the pod's uid alone, so a successor derives the
-    /// same span. The controller's event, should it come after all, is a span of its own.
-    fn derive_creation(&mut self, subject: ObjId, at: Timestamp) -> Option<()> {
-        let owner = self.objects.owner_of(subject).filter(|&o| o != subject)?;
-        let root = self.objects.top(subject);
-        let change_start = match self.root_key(root, at).1 {
-            Change::Generation(g) => self.objects.change(root, g).map(|c| c.time),
-            Change::Activity | Change::Revision { .. } => None,
-        };
-        let pod = self.objects.get(subject)?;
-        let created = pod.created?;
-        let fresh = pod.live && pod.acted_on.is_empty() && &*pod.kind == "Pod";
-        let during_change = change_start.is_some_and(|c| created.saturating_add(COARSE) >= c);
-        if !fresh || !during_change || created > at || at.since(created) > MAX_ROOT_LEAD {
-            return None;
-        }
-        let (pod_name, pod_uid) = (pod.name.to_string(), pod.uid.as_deref()?.to_string());
-        let kind = pod.kind.clone();
-        // The controller's event may have come before the pod's watch event, and then named a
-        // placeholder for the pod: it is the creation, not a reason to derive one.
-        let earliest = created.saturating_sub(COARSE);
-        let o = self.objects.get(owner)?;
-        let creates_this_name = |span: &OpenSpan| {
-            let Source::Event { event, .. } = &span.source else {
-                return false;
-            };
-            rules::apply(&event.involved.kind, &event.reason, &event.message)
-                .is_some_and(|m| m.action == Action::Create && m.name == pod_name)
-        };
-        let named = o.spans_on.iter().copied().find(|r| {
-            r.start >= earliest
-                && self.fresh(r)
-                && self.spans.get_at(r.span).is_some_and(|s| {
-                    creates_this_name(s)
-                        && s.about
-                            .and_then(|about| self.objects.get(about))
-                            .is_some_and(|a| a.kind == kind)
-                })
-        });
-        if let Some(creation) = named {
-            // The placeholder was this pod: the span is about the pod itself from now on (its
-            // uid in the attributes, its phases from its events).
-            if let Some(span) = self.spans.get_at_mut(creation.span) {
-                span.about = Some(subject);
-            }
-            if let Some(o) = self.objects.get_mut(owner) {
-                o.spans_on.set_about(creation.span, subject);
-            }
-            self.acted_on(subject, creation, Some(Action::Create));
-            return Some(());
-        }
-        let o = self.objects.get(owner)?;
-        let message = rules::pod_creation_message(&o.kind, &o.name, &pod_name)?;
-        self.stats.derived_creations += 1;
-        let uid = derived_creation_uid(&pod_uid);
-        self.place_derived(owner, (uid, "SuccessfulCreate", "Create", message), created);
-        Some(())
-    }
-
-    /// A ReplicaSet creating pods in a change that has no scale-up of it (the deployment
-    /// controller's "Scaled up replica set" is late or was dropped: under load its events come
-    /// minutes late, or never) gets its scale-up derived, from the event or pod being placed,
-    /// marked `eventspan.derived`: its pods hang under a scale-up of their own ReplicaSet, as
-    /// they would under the controller's, and not under the root. The counts are not known, so
-    /// the message has none. The controller's first scale-up, should it come after all, stands
-    /// for it (see [`Self::unclaimed_scale_up`]).
-    fn derive_scale_up(&mut self, replica_set: ObjId, at: Timestamp) -> Option<()> {
-        let obj = self.objects.get(replica_set)?;
-        if &*obj.kind != "ReplicaSet" {
-            return None;
-        }
-        let (name, uid) = (obj.name.to_string(), obj.uid.as_deref()?.to_string());
-        let owner = self
-            .objects
-            .owner_of(replica_set)
-            .filter(|&o| o != replica_set)?;
-        let root = self.objects.top(replica_set);
-        let key = self.root_key(root, at);
-        let Change::Generation(generation) = key.1 else {
-            return None;
-        };
-        // A controller's span on it in this trace, or from this change's time on (placed in
-        // another trace while the change was not seen yet), that started by this creation is
-        // there: nothing is missing. One that started later is a later step of the rollout
-        // (the recorder merges similar events, and a count that jumps hides the first scale-up).
-        let trace = self.find_trace(key);
-        let change_start = self.objects.change(root, generation).map(|c| c.time);
-        let obj = self.objects.get(replica_set)?;
-        let acted_on_here = obj.acted_on.iter().any(|r| {
-            self.fresh(r)
-                && r.start <= at.saturating_add(COARSE)
-                && (Some(r.trace) == trace
-                    || change_start.is_some_and(|c| r.start.saturating_add(COARSE) >= c))
-        });
-        if acted_on_here || self.derived_scale_up_of(replica_set, generation).is_some() {
-            return None;
-        }
-        let o = self.objects.get(owner)?;
-        if &*o.kind != "Deployment" {
-            return None;
-        }
-        self.stats.derived_scale_ups += 1;
-        let (uid, message) = (
-            derived_scale_uid(&uid, generation),
-            rules::derived_scale_up_message(&name),
-        );
-        self.place_derived(owner, (uid, "ScalingReplicaSet", "Scale", message), at);
-        Some(())
-    }
-
-    /// Places an event eventspan derives on `owner`'s behalf (its uid, reason, action and
-    /// message), at `at`: reported by `eventspan`, marked `eventspan.derived`, placed at once.
-    fn place_derived(
-        &mut self,
-        owner: ObjId,
-        (uid, reason, action, message): (String, &str, &str, String),
-        at: Timestamp,
-    ) {
-        let Some(o) = self.objects.get(owner) else {
-            return;
-        };
-        let involved = ObjectRef {
-            kind: o.kind.to_string(),
-            api_version: o.api_version.to_string(),
-            namespace: o.namespace.to_string(),
-            name: o.name.to_string(),
-            uid: o.uid.as_deref().unwrap_or_default().to_string(),
-            field_path: String::new(),
-        };
-        let time = EventTime { at, precise: false };
-        let event = EventRecord {
-            uid,
-            name: String::new(),
-            namespace: involved.namespace.clone(),
-            related: None,
-            reason: reason.into(),
-            message,
-            warning: false,
-            action: action.into(),
-            reporting_controller: "eventspan".into(),
-            reporting_instance: String::new(),
-            count: 1,
-            first: time,
-            last: time,
-            top_level: false,
-            revision: String::new(),
-            truncated: false,
-            derived: true,
-            involved,
-        };
-        let occurrence = Occurrence {
-            key: EventKey::of(&event.namespace, &event.uid),
-            event: Box::new(event),
-            observed: self.now,
-            first_count: 1,
-            start: at,
-            last: at,
-            coarse: true,
-            resolved: None,
-            exported_in: None,
-            claim_only: false,
-            claim_held: false,
-        };
-        self.place(occurrence, true);
-    }
-
-    /// The scale-up derived for a ReplicaSet in the change of its root current at `at`, open or
-    /// exported.
-    fn derived_scale_up_of(&self, replica_set: ObjId, generation: i64) -> Option<SpanRef> {
-        let obj = self.objects.get(replica_set)?;
-        let id = SpanId::for_event(&derived_scale_uid(obj.uid.as_deref()?, generation), 1);
-        obj.acted_on.iter().copied().find(|r| r.span.id == id)
-    }
-
-    /// The derived scale-up a controller's scale-up of `replica_set` starting at `at` stands
-    /// for: the first of that change (later scale-ups of a rolling update are spans of their
-    /// own), at about the time of the derived one, which starts at the first creation it
-    /// parented.
-    fn unclaimed_scale_up(&mut self, replica_set: ObjId, at: Timestamp) -> Option<SpanRef> {
-        let root = self.objects.top(replica_set);
-        let Change::Generation(generation) = self.root_key(root, at).1 else {
-            return None;
-        };
-        self.derived_scale_up_of(replica_set, generation)
-            .filter(|d| !self.claimed_scale_ups.contains(&d.span.id))
-            .filter(|d| at <= d.start.saturating_add(COARSE))
-    }
-
-    /// The creation span derived for a pod (see [`Self::derive_creation`]), open or exported.
-    fn derived_creation_of(&self, pod: ObjId) -> Option<SpanRef> {
-        let obj = self.objects.get(pod)?;
-        let id = SpanId::for_event(&derived_creation_uid(obj.uid.as_deref()?), 1);
-        obj.acted_on.iter().copied().find(|r| r.span.id == id)
-    }
-
-    /// The controller's own "Created pod: X" (or "Scaled up replica set X") came after a span
-    /// was derived for it. The derived span stands for that very occurrence, so there is no
-    /// second span: an open one
-    /// takes the event over (its reporter, message and time, no `eventspan.derived`); an
-    /// exported one is left as it was. Later sightings of the event fold into it.
-    fn supersede_derived(&mut self, derived: SpanRef, occurrence: Occurrence) {
-        self.stats.late_creations += 1;
-        let (count, last) = (occurrence.event.count.max(1), occurrence.last);
-        self.tracked
-            .record(occurrence.key, derived.span.id, count, last, self.now);
-        let Some(span) = self.spans.get_at_mut(derived.span) else {
-            return;
-        };
-        // Its start stays: the pod's creationTimestamp, which its children were placed against.
-        span.source = Source::event(occurrence.event);
-        self.touch(derived.span.id);
     }
 
     /// Whether a controller normally announces creating this object and has not done so yet.
@@ -1055,7 +824,7 @@ impl Engine {
     }
 
     /// Records that `span` acted on `child`, and places the child's events that waited for it.
-    fn acted_on(&mut self, child: ObjId, span: SpanRef, action: Option<Action>) {
+    pub(super) fn acted_on(&mut self, child: ObjId, span: SpanRef, action: Option<Action>) {
         self.adopt_later_events(child, span);
         if let Some(obj) = self.objects.get_mut(child) {
             obj.acted_on.insert(span);

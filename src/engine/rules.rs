@@ -70,9 +70,10 @@ pub const RULES: &[Rule] = &[
     rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child} from {_} to {_}", REPLICA_SET, ScaleDown),
     rule(Some("Deployment"), "ScalingReplicaSet", "Scaled up replica set {child} to {_}", REPLICA_SET, ScaleUp),
     rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child} to {_}", REPLICA_SET, ScaleDown),
-    // eventspan's own, for a scale-up derived from the ReplicaSet's pods (see `place.rs`): the
+    // eventspan's own, for a scaling step derived from the ReplicaSet's pods (see `derive.rs`): the
     // replica counts are not known from them. Last, so the controller's messages match first.
     rule(Some("Deployment"), "ScalingReplicaSet", "Scaled up replica set {child}", REPLICA_SET, ScaleUp),
+    rule(Some("Deployment"), "ScalingReplicaSet", "Scaled down replica set {child}", REPLICA_SET, ScaleDown),
     // pkg/controller/controller_utils.go RealPodControl: the ReplicaSet, ReplicationController,
     // Job and DaemonSet controllers all create and delete pods through it.
     rule(None, "SuccessfulCreate", "Created pod: {child}", POD, Create),
@@ -239,6 +240,11 @@ pub fn pod_creation_message(owner_kind: &str, owner: &str, pod: &str) -> Option<
 /// the deployment controller's own had not come: the one rule of its reason without counts.
 pub fn derived_scale_up_message(replica_set: &str) -> String {
     format!("Scaled up replica set {replica_set}")
+}
+
+/// The message of a scale-down derived likewise.
+pub fn derived_scale_down_message(replica_set: &str) -> String {
+    format!("Scaled down replica set {replica_set}")
 }
 
 /// The action an event on an object of `kind` follows, if any.
@@ -671,9 +677,15 @@ mod tests {
         assert_eq!(scaled("Scaled up replica set web 1 from 0 to 3"), None);
         assert_eq!(scaled("Scaled up replica set web-1 from 0 to 3 "), None);
         // The scale-up eventspan derives reads back as one of the same child.
+        let (up, down) = (
+            derived_scale_up_message("web-1"),
+            derived_scale_down_message("web-1"),
+        );
+        assert_eq!(scaled(&up), Some(("web-1".into(), REPLICA_SET)));
+        assert_eq!(scaled(&down), Some(("web-1".into(), REPLICA_SET)));
         assert_eq!(
-            scaled(&derived_scale_up_message("web-1")),
-            Some(("web-1".into(), REPLICA_SET))
+            apply("Deployment", "ScalingReplicaSet", &down).map(|m| m.action),
+            Some(ScaleDown)
         );
         assert_eq!(
             child("ReplicaSet", "SuccessfulCreate", "Created pod: wéb-1")

@@ -164,6 +164,11 @@ fn engine(e: &crate::engine::EngineStats, out: &mut Families) -> fmt::Result {
             e.derived_scale_ups,
         ),
         (
+            "eventspan_engine_derived_scale_downs",
+            "ReplicaSet scale-down spans derived from the pods they deleted because the deployment controller's event had not come.",
+            e.derived_scale_downs,
+        ),
+        (
             "eventspan_engine_late_creations",
             "Controllers' pod creation events that came after a creation span was derived for the pod (no second span).",
             e.late_creations,
