@@ -72,6 +72,7 @@ fn pod(i: usize) -> ObjectMeta {
             time: Some(Timestamp::from_unix_secs(1_795_000_000)),
         }],
         created: Some(Timestamp::from_unix_secs(1_795_000_000)),
+        deleting: None,
         traceparent: None,
         template: None,
         scale_target: None,

@@ -1157,3 +1157,103 @@ fn a_missing_scale_down_is_derived_for_the_deletions_it_caused() {
         Some("ev-down-a")
     );
 }
+
+/// Issue 12 (measured under load: an old pod's `Killing` under the root): the replicaset
+/// controller's "Deleted pod: X" did not come in time, or never. The pod's deletion, from its
+/// `deletionTimestamp`, is derived under the old ReplicaSet's scale-down, and the `Killing`
+/// hangs under it; a late controller event takes an open derived deletion over.
+#[test]
+fn a_kill_without_its_deletion_hangs_under_a_deletion_derived_from_the_pod() {
+    let rollout = |late: Option<f64>| {
+        let mut r = Recording(Vec::new());
+        r.root("Deployment", "web", 1, 0.0);
+        r.owned(
+            "ReplicaSet",
+            "web-a",
+            "uid-web-a",
+            ("Deployment", "web"),
+            0.05,
+        );
+        r.owned(
+            "Pod",
+            "web-a-1",
+            "uid-web-a-1",
+            ("ReplicaSet", "web-a"),
+            0.2,
+        );
+        r.root("Deployment", "web", 2, 60.0);
+        // The pod's deletion asked for at 62: its watch says so at once.
+        r.owned(
+            "Pod",
+            "web-a-1",
+            "uid-web-a-1",
+            ("ReplicaSet", "web-a"),
+            0.2,
+        );
+        let line = r.0.pop().expect("just pushed");
+        let mut doc: Value = serde_json::from_str(&line).expect("own JSON");
+        doc["type"] = json!("MODIFIED");
+        doc["object"]["metadata"]["deletionTimestamp"] = json!(whole(62.0));
+        doc["observedAt"] = json!(at(62.1));
+        r.0.push(doc.to_string());
+        r.event(
+            "ev-kill-web-a-1",
+            ("Pod", "web-a-1", "uid-web-a-1"),
+            "Killing",
+            "Stopping container app",
+            1,
+            62.3,
+            62.3,
+        );
+        if let Some(observed) = late {
+            r.0.push(Recording::late_event(
+                "ev-delete-web-a-1",
+                ("ReplicaSet", "web-a", "uid-web-a"),
+                ("SuccessfulDelete", "Deleted pod: web-a-1"),
+                62.0,
+                observed,
+            ));
+        }
+        r.replay()
+    };
+    let deletions = |spans: &[FinishedSpan]| -> Vec<(String, Option<String>)> {
+        spans
+            .iter()
+            .filter(|s| s.name() == "ReplicaSet.SuccessfulDelete")
+            .map(|s| {
+                (
+                    s.component().name.to_string(),
+                    str_attr(s, "eventspan.derived"),
+                )
+            })
+            .collect()
+    };
+    let spans = rollout(None);
+    assert_eq!(
+        deletions(&spans),
+        [("eventspan".to_string(), Some("state".to_string()))],
+        "one deletion, derived"
+    );
+    let kill = of_event(&spans, "ev-kill-web-a-1")[0];
+    assert_eq!(generation_of(kill), 2);
+    let deletion = parent(&spans, kill).expect("a parent");
+    assert_eq!(deletion.name(), "ReplicaSet.SuccessfulDelete");
+    assert_eq!(
+        str_attr(deletion, "eventspan.child.name").as_deref(),
+        Some("web-a-1")
+    );
+    let step = parent(&spans, deletion).expect("a parent");
+    assert_eq!(
+        str_attr(step, "k8s.event.message").as_deref(),
+        Some("Scaled down replica set web-a"),
+        "under a derived scale-down"
+    );
+    // The controller's event came 6 s late, while the derived deletion was open: one deletion,
+    // the controller's.
+    let spans = rollout(Some(68.0));
+    assert_eq!(
+        deletions(&spans),
+        [("test-controller".to_string(), None)],
+        "one deletion, the controller's"
+    );
+}

@@ -86,6 +86,9 @@ pub struct EngineStats {
     pub derived_scale_ups: u64,
     /// ReplicaSet scale-downs derived from the pods they deleted, likewise.
     pub derived_scale_downs: u64,
+    /// Pod deletion spans derived from the pod's `deletionTimestamp` because its controller's
+    /// event had not come.
+    pub derived_deletions: u64,
     /// Controllers' "Created pod: X" that came after a creation span was derived for X: an open
     /// derived span took the event over; an exported one stands for it (no second span).
     pub late_creations: u64,

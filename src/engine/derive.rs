@@ -21,6 +21,11 @@ fn derived_creation_uid(pod_uid: &str) -> String {
     format!("eventspan-derived-creation/{pod_uid}")
 }
 
+/// The uid of the event a deletion span derived for a pod is made from.
+fn derived_deletion_uid(pod_uid: &str) -> String {
+    format!("eventspan-derived-deletion/{pod_uid}")
+}
+
 /// Which way a ReplicaSet's derived scaling step goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Step {
@@ -121,6 +126,55 @@ impl Engine {
         let uid = derived_creation_uid(&pod_uid);
         self.place_derived(owner, (uid, "SuccessfulCreate", "Create", message), created);
         Some(())
+    }
+
+    /// A pod of an older ReplicaSet of a Deployment whose deletion was asked for during the
+    /// Deployment's current change, and whose last events (`Killing`) came while the replicaset
+    /// controller's "Deleted pod: X" did not (under load it comes tens of seconds late, or is
+    /// dropped), gets its deletion derived: dated by its `deletionTimestamp`, placed as the
+    /// controller's event would have been (under the ReplicaSet's scale-down), marked
+    /// `eventspan.derived`. The ReplicaSet is older than the change, so it is being scaled down
+    /// and its controller deletes the pods (a pod a user deletes then is taken for one of them).
+    pub(super) fn derive_deletion(&mut self, subject: ObjId, at: Timestamp) -> Option<()> {
+        let owner = self.objects.owner_of(subject).filter(|&o| o != subject)?;
+        let root = self.objects.top(subject);
+        let Change::Generation(generation) = self.root_key(root, at).1 else {
+            return None;
+        };
+        let change_start = self.objects.change(root, generation)?.time;
+        let pod = self.objects.get(subject)?;
+        let deleting = pod.deleting?;
+        let during_change = deleting.saturating_add(COARSE) >= change_start;
+        if &*pod.kind != "Pod" || !during_change || deleting > at.saturating_add(COARSE) {
+            return None;
+        }
+        let (pod_name, pod_uid) = (pod.name.to_string(), pod.uid.as_deref()?.to_string());
+        if self.derived_deletion_of(subject).is_some() {
+            return None;
+        }
+        let rs = self.objects.get(owner)?;
+        let older = rs
+            .created
+            .is_some_and(|c| c.saturating_add(COARSE) < change_start);
+        if &*rs.kind != "ReplicaSet" || !older {
+            return None;
+        }
+        let message = rules::pod_deletion_message(&rs.kind, &rs.name, &pod_name)?;
+        self.stats.derived_deletions += 1;
+        let uid = derived_deletion_uid(&pod_uid);
+        self.place_derived(
+            owner,
+            (uid, "SuccessfulDelete", "Delete", message),
+            deleting,
+        );
+        Some(())
+    }
+
+    /// The deletion span derived for a pod (see [`Self::derive_deletion`]), open or exported.
+    pub(super) fn derived_deletion_of(&self, pod: ObjId) -> Option<SpanRef> {
+        let obj = self.objects.get(pod)?;
+        let id = SpanId::for_event(&derived_deletion_uid(obj.uid.as_deref()?), 1);
+        obj.acted_on.iter().copied().find(|r| r.span.id == id)
     }
 
     /// A ReplicaSet creating (deleting) pods in a change that has no scale-up (scale-down) of it
@@ -280,7 +334,7 @@ impl Engine {
         obj.acted_on.iter().copied().find(|r| r.span.id == id)
     }
 
-    /// The controller's own "Created pod: X" (or "Scaled up/down replica set X") came after a span
+    /// The controller's own "Created pod: X" (or "Deleted pod: X", "Scaled up/down replica set X") came after a span
     /// was derived for it. The derived span stands for that very occurrence, so there is no
     /// second span: an open one
     /// takes the event over (its reporter, message and time, no `eventspan.derived`); an

@@ -25,6 +25,9 @@ pub struct ObjectMeta {
     /// The managedFields entries that touched `spec`: who changed it, how, when.
     pub spec_changes: Vec<SpecChange>,
     pub created: Option<Timestamp>,
+    /// `metadata.deletionTimestamp`: when the object's deletion was asked for (a pod's graceful
+    /// termination begins).
+    pub deleting: Option<Timestamp>,
     /// What the object's status says about its latest change, for the kinds whose progress
     /// eventspan follows; `None` when the source carried no status (a metadata-only watch, an
     /// events-only recording).

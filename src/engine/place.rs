@@ -55,6 +55,12 @@ impl Engine {
         {
             return self.supersede_derived(derived, occurrence);
         }
+        if action == Some(Action::Delete)
+            && !occurrence.event.derived
+            && let Some(derived) = about.and_then(|child| self.derived_deletion_of(child))
+        {
+            return self.supersede_derived(derived, occurrence);
+        }
         if let Some(step) = action.and_then(Step::of)
             && !occurrence.event.derived
             && let Some(derived) =
@@ -116,7 +122,8 @@ impl Engine {
         if !force && window_end > now && self.awaits_announcement(subject, kind, reason) {
             return self.hold(subject, about, occurrence, window_end);
         }
-        let follows = rules::follows(kind, reason).map(|_| {
+        let follows_action = rules::follows(kind, reason);
+        let follows = follows_action.map(|_| {
             if occurrence.coarse {
                 COARSE
             } else {
@@ -150,8 +157,14 @@ impl Engine {
                 if !force && self.awaits_creator(subject, at) && window_end > now {
                     return self.hold(subject, about, occurrence, window_end);
                 }
+                let follows_deletion = follows_action == Some(Action::Delete);
                 let derived = self
                     .derive_creation(subject, at)
+                    .or_else(|| {
+                        follows_deletion
+                            .then(|| self.derive_deletion(subject, at))
+                            .flatten()
+                    })
                     .or_else(|| {
                         let step = action.and_then(Step::before)?;
                         self.derive_scale(subject, at, step)

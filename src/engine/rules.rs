@@ -214,14 +214,28 @@ const POD_CONTROLLERS: &[&str] = &["ReplicaSet", "ReplicationController", "Job",
 /// that did not come, for a creation derived from the pod itself (see `place.rs`). Rendered
 /// from the rule that reads it back, so the derived event is placed like the real one.
 pub fn pod_creation_message(owner_kind: &str, owner: &str, pod: &str) -> Option<String> {
+    pod_action_message(("SuccessfulCreate", Create), owner_kind, owner, pod)
+}
+
+/// What the controller of `owner_kind` says when it deletes a pod, likewise (see `derive.rs`).
+pub fn pod_deletion_message(owner_kind: &str, owner: &str, pod: &str) -> Option<String> {
+    pod_action_message(("SuccessfulDelete", Delete), owner_kind, owner, pod)
+}
+
+fn pod_action_message(
+    (reason, action): (&str, Action),
+    owner_kind: &str,
+    owner: &str,
+    pod: &str,
+) -> Option<String> {
     let rule = RULES
         .iter()
-        .filter(|r| r.reason == "SuccessfulCreate" && r.action == Create && r.effect == POD)
+        .filter(|r| r.reason == reason && r.action == action && r.effect == POD)
         .find(|r| r.involved_kind == Some(owner_kind))
         .or_else(|| {
-            let generic = RULES.iter().find(|r| {
-                r.reason == "SuccessfulCreate" && r.effect == POD && r.involved_kind.is_none()
-            });
+            let generic = RULES
+                .iter()
+                .find(|r| r.reason == reason && r.effect == POD && r.involved_kind.is_none());
             generic.filter(|_| POD_CONTROLLERS.contains(&owner_kind))
         })?;
     let mut message = String::new();
@@ -534,6 +548,10 @@ mod tests {
             pod_creation_message("StatefulSet", "db", "db-0").as_deref(),
             Some("create Pod db-0 in StatefulSet db successful")
         );
+        let message = pod_deletion_message("ReplicaSet", "web-1", "web-1-x").unwrap();
+        let m = apply("ReplicaSet", "SuccessfulDelete", &message).unwrap();
+        assert_eq!((m.name, m.action), ("web-1-x", Delete), "{message}");
+        assert_eq!(pod_deletion_message("Pod", "a", "b"), None);
     }
 
     fn child(kind: &str, reason: &str, message: &str) -> Option<(String, Effect)> {

@@ -291,6 +291,7 @@ fn add(a: &EngineStats, b: &EngineStats) -> EngineStats {
         derived_creations: a.derived_creations + b.derived_creations,
         derived_scale_ups: a.derived_scale_ups + b.derived_scale_ups,
         derived_scale_downs: a.derived_scale_downs + b.derived_scale_downs,
+        derived_deletions: a.derived_deletions + b.derived_deletions,
         late_creations: a.late_creations + b.late_creations,
         rescales_unattributed: a.rescales_unattributed + b.rescales_unattributed,
         rejected: std::array::from_fn(|i| a.rejected[i] + b.rejected[i]),

@@ -492,6 +492,7 @@ impl WireObject {
                 .collect(),
             spec_changes,
             created: m.creation_timestamp,
+            deleting: m.deletion_timestamp,
             state,
             traceparent: m.annotations.and_then(|a| a.traceparent),
             template: self.spec.as_deref().and_then(|s| {

@@ -203,6 +203,8 @@ impl Builder {
             } else {
                 Timestamp::from_unix_secs(T0)
             }),
+            // Some being deleted now (their pods' last events may get a derived deletion).
+            deleting: (c % 5 == 0).then_some(at),
             state,
             traceparent: None,
             // A template naming the tenant's secret, so a change summary that leaked into

@@ -166,6 +166,7 @@ impl Gen {
                 .collect(),
             state: None,
             created: Some(whole_second(at)),
+            deleting: None,
             traceparent: None,
             template: None,
             scale_target: None,

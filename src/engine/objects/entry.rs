@@ -40,6 +40,8 @@ pub(crate) struct ObjEntry {
     pub owner_guessed: bool,
     pub root: Option<Box<RootInfo>>,
     pub created: Option<Timestamp>,
+    /// When its deletion was asked for (`deletionTimestamp`), or when it was seen deleted.
+    pub deleting: Option<Timestamp>,
     pub node: Option<Arc<str>>,
     /// Seen through a watch and not deleted: such entries never expire.
     pub live: bool,
@@ -93,6 +95,7 @@ impl ObjEntry {
             owner_guessed: false,
             root: None,
             created: None,
+            deleting: None,
             node: None,
             live: false,
             deleted: false,

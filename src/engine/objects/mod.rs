@@ -390,6 +390,7 @@ impl ObjectTable {
         entry.api_version = api_version;
         entry.generation = meta.generation;
         entry.created = meta.created.or(entry.created);
+        entry.deleting = meta.deleting.or(entry.deleting);
         entry.touched = entry.touched.max(now);
         if owner.is_some() {
             entry.inferred_owner = None;
@@ -452,6 +453,7 @@ impl ObjectTable {
         if let Some(e) = self.get_mut(id) {
             e.live = false;
             e.deleted = true;
+            e.deleting = e.deleting.or(Some(at));
             e.touched = now;
             if let Some(state) = e.state.as_mut() {
                 state.note_deleted(reason, at);

@@ -169,6 +169,11 @@ fn engine(e: &crate::engine::EngineStats, out: &mut Families) -> fmt::Result {
             e.derived_scale_downs,
         ),
         (
+            "eventspan_engine_derived_deletions",
+            "Pod deletion spans derived from the pod's deletionTimestamp because its controller's event had not come.",
+            e.derived_deletions,
+        ),
+        (
             "eventspan_engine_late_creations",
             "Controllers' pod creation events that came after a creation span was derived for the pod (no second span).",
             e.late_creations,

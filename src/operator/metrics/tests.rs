@@ -101,6 +101,7 @@ const SERVED: &[(&str, &str, &[&str])] = &[
     ("eventspan_engine_derived_creations_total", "counter", &[]),
     ("eventspan_engine_derived_scale_ups_total", "counter", &[]),
     ("eventspan_engine_derived_scale_downs_total", "counter", &[]),
+    ("eventspan_engine_derived_deletions_total", "counter", &[]),
     ("eventspan_engine_late_creations_total", "counter", &[]),
     (
         "eventspan_engine_rescales_unattributed_total",
