@@ -51,6 +51,49 @@ impl Recording {
         );
     }
 
+    fn replica_set(&mut self, name: &str, created: f64) {
+        self.owned(
+            "ReplicaSet",
+            name,
+            &format!("uid-{name}"),
+            ("Deployment", "web"),
+            created,
+        );
+    }
+
+    /// An event seen once (count 1) at `t`.
+    fn once(&mut self, uid: &str, involved: (&str, &str, &str), what: (&str, &str), t: f64) {
+        self.event(uid, involved, what.0, what.1, 1, t, t);
+    }
+
+    /// The deployment controller's event about a step of the Deployment `web`.
+    fn scale(&mut self, uid: &str, message: &str, t: f64) {
+        let web = ("Deployment", "web", "uid-web");
+        self.once(uid, web, ("ScalingReplicaSet", message), t);
+    }
+
+    /// A pod of the ReplicaSet `rs`, created at `created`.
+    fn pod(&mut self, name: &str, rs: &str, created: f64) {
+        self.owned(
+            "Pod",
+            name,
+            &format!("uid-{name}"),
+            ("ReplicaSet", rs),
+            created,
+        );
+    }
+
+    /// Makes the last line a `kind` (`MODIFIED`, `DELETED`) watch event seen at `observed`, its
+    /// object changed by `edit`.
+    fn as_seen(&mut self, kind: &str, observed: f64, edit: impl FnOnce(&mut Value)) {
+        let line = self.0.pop().expect("a line");
+        let mut doc: Value = serde_json::from_str(&line).expect("own JSON");
+        doc["type"] = json!(kind);
+        doc["observedAt"] = json!(at(observed));
+        edit(&mut doc["object"]);
+        self.0.push(doc.to_string());
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn event(
         &mut self,
@@ -125,6 +168,30 @@ fn parent<'a>(spans: &'a [FinishedSpan], s: &FinishedSpan) -> Option<&'a Finishe
         .find(|o| o.span_id == p && o.trace_id == s.trace_id)
 }
 
+/// The uid of the event whose span is `s`'s parent.
+fn parent_event<'a>(spans: &'a [FinishedSpan], s: &FinishedSpan) -> Option<&'a str> {
+    parent(spans, s)
+        .and_then(|p| p.event.as_ref())
+        .map(|e| e.uid.as_str())
+}
+
+/// Who reported each span `keep` keeps, and how it was derived (`eventspan.derived`), if it was.
+fn reporters(
+    spans: &[FinishedSpan],
+    keep: impl Fn(&FinishedSpan) -> bool,
+) -> Vec<(String, Option<String>)> {
+    spans
+        .iter()
+        .filter(|s| keep(s))
+        .map(|s| {
+            (
+                s.component().name.to_string(),
+                str_attr(s, "eventspan.derived"),
+            )
+        })
+        .collect()
+}
+
 /// After ten similar events the recorder publishes one "(combined from similar events): ..."
 /// Event whose count grows with each further one, its message the newest: each count is another
 /// action, on another child, in the trace of its own change.
@@ -173,33 +240,27 @@ fn a_repeated_legacy_event_is_one_span_per_rollout() {
     let create = "create Pod db-0 in StatefulSet db successful";
     r.root("StatefulSet", "db", 1, 0.0);
     r.owned("Pod", "db-0", "uid-db-0-a", ("StatefulSet", "db"), 1.0);
-    r.event(
+    r.once(
         "ev-create",
         ("StatefulSet", "db", "uid-db"),
-        "SuccessfulCreate",
-        create,
-        1,
-        1.0,
+        ("SuccessfulCreate", create),
         1.0,
     );
     let scheduled = "Successfully assigned shop/db-0 to node-1";
-    r.event(
+    r.once(
         "ev-sched-a",
         ("Pod", "db-0", "uid-db-0-a"),
-        "Scheduled",
-        scheduled,
-        1,
-        1.2,
+        ("Scheduled", scheduled),
         1.2,
     );
     r.root("StatefulSet", "db", 2, 60.0);
-    r.event(
+    r.once(
         "ev-delete",
         ("StatefulSet", "db", "uid-db"),
-        "SuccessfulDelete",
-        "delete Pod db-0 in StatefulSet db successful",
-        1,
-        60.1,
+        (
+            "SuccessfulDelete",
+            "delete Pod db-0 in StatefulSet db successful",
+        ),
         60.1,
     );
     r.owned("Pod", "db-0", "uid-db-0-b", ("StatefulSet", "db"), 62.0);
@@ -212,13 +273,10 @@ fn a_repeated_legacy_event_is_one_span_per_rollout() {
         1.0,
         62.0,
     );
-    r.event(
+    r.once(
         "ev-sched-b",
         ("Pod", "db-0", "uid-db-0-b"),
-        "Scheduled",
-        scheduled,
-        1,
-        62.3,
+        ("Scheduled", scheduled),
         62.3,
     );
     let spans = r.replay();
@@ -250,13 +308,7 @@ fn a_repeated_legacy_event_is_one_span_per_rollout() {
 fn an_event_first_seen_with_a_high_count_is_one_occurrence_at_its_last_time() {
     let mut r = Recording(Vec::new());
     r.root("Deployment", "web", 1, 0.0);
-    r.owned(
-        "ReplicaSet",
-        "web-a",
-        "uid-web-a",
-        ("Deployment", "web"),
-        0.1,
-    );
+    r.replica_set("web-a", 0.1);
     r.owned("Pod", "web-a-1", "uid-pod", ("ReplicaSet", "web-a"), 0.2);
     r.event(
         "ev-backoff",
@@ -280,13 +332,7 @@ fn an_event_first_seen_with_a_high_count_is_one_occurrence_at_its_last_time() {
 fn a_series_continues_at_its_last_observed_time() {
     let mut r = Recording(Vec::new());
     r.root("Deployment", "web", 1, 0.0);
-    r.owned(
-        "ReplicaSet",
-        "web-a",
-        "uid-web-a",
-        ("Deployment", "web"),
-        0.1,
-    );
+    r.replica_set("web-a", 0.1);
     r.owned("Pod", "web-a-1", "uid-pod", ("ReplicaSet", "web-a"), 0.2);
     let series = |r: &mut Recording, count: u32, last: f64| {
         let mut event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
@@ -328,22 +374,8 @@ fn a_series_continues_at_its_last_observed_time() {
 fn late_or_missing_creation_events_never_misparent_a_pod() {
     let mut r = Recording(Vec::new());
     r.root("Deployment", "web", 2, 0.0);
-    r.owned(
-        "ReplicaSet",
-        "web-b",
-        "uid-web-b",
-        ("Deployment", "web"),
-        0.05,
-    );
-    r.event(
-        "ev-scale",
-        ("Deployment", "web", "uid-web"),
-        "ScalingReplicaSet",
-        "Scaled up replica set web-b from 0 to 3",
-        1,
-        0.1,
-        0.1,
-    );
+    r.replica_set("web-b", 0.05);
+    r.scale("ev-scale", "Scaled up replica set web-b from 0 to 3", 0.1);
     for (i, pod) in ["web-b-1", "web-b-2", "web-b-3"].iter().enumerate() {
         let t = 0.2 + i as f64 * 0.1;
         r.owned(
@@ -354,13 +386,10 @@ fn late_or_missing_creation_events_never_misparent_a_pod() {
             t,
         );
     }
-    r.event(
+    r.once(
         "ev-create-3",
         ("ReplicaSet", "web-b", "uid-web-b"),
-        "SuccessfulCreate",
-        "Created pod: web-b-3",
-        1,
-        0.4,
+        ("SuccessfulCreate", "Created pod: web-b-3"),
         0.4,
     );
     for (i, pod) in ["web-b-1", "web-b-2", "web-b-3"].iter().enumerate() {
@@ -370,13 +399,10 @@ fn late_or_missing_creation_events_never_misparent_a_pod() {
         {
             let t = 1.0 + i as f64 * 0.1 + j as f64;
             let uid = format!("ev-{pod}-{reason}");
-            r.event(
+            r.once(
                 &uid,
                 ("Pod", pod, &format!("uid-{pod}")),
-                reason,
-                reason,
-                1,
-                t,
+                (reason, reason),
                 t,
             );
         }
@@ -498,81 +524,41 @@ fn late_deletion_events_stay_in_the_change_they_happened_in() {
         {
             let t = from + j as f64;
             let uid = format!("ev-{pod}-{reason}");
-            r.event(
+            r.once(
                 &uid,
                 ("Pod", pod, &format!("uid-{pod}")),
-                reason,
-                reason,
-                1,
-                t,
+                (reason, reason),
                 t,
             );
         }
     };
     r.root("Deployment", "web", 1, 0.0);
     rs(&mut r, "web-a", 0.05);
-    r.event(
-        "ev-up-a",
-        ("Deployment", "web", "uid-web"),
-        "ScalingReplicaSet",
-        "Scaled up replica set web-a from 0 to 1",
-        1,
-        0.1,
-        0.1,
-    );
-    r.owned(
-        "Pod",
-        "web-a-1",
-        "uid-web-a-1",
-        ("ReplicaSet", "web-a"),
-        0.2,
-    );
-    r.event(
+    r.scale("ev-up-a", "Scaled up replica set web-a from 0 to 1", 0.1);
+    r.pod("web-a-1", "web-a", 0.2);
+    r.once(
         "ev-create-a-1",
         ("ReplicaSet", "web-a", "uid-web-a"),
-        "SuccessfulCreate",
-        "Created pod: web-a-1",
-        1,
-        0.2,
+        ("SuccessfulCreate", "Created pod: web-a-1"),
         0.2,
     );
     pod_events(&mut r, "web-a-1", 1.0);
     // The second change, a minute later.
     r.root("Deployment", "web", 2, 60.0);
     rs(&mut r, "web-b", 60.05);
-    r.event(
-        "ev-up-b",
-        ("Deployment", "web", "uid-web"),
-        "ScalingReplicaSet",
-        "Scaled up replica set web-b from 0 to 1",
-        1,
-        60.1,
-        60.1,
-    );
-    r.owned(
-        "Pod",
-        "web-b-1",
-        "uid-web-b-1",
-        ("ReplicaSet", "web-b"),
-        60.2,
-    );
-    r.event(
+    r.scale("ev-up-b", "Scaled up replica set web-b from 0 to 1", 60.1);
+    r.pod("web-b-1", "web-b", 60.2);
+    r.once(
         "ev-create-b-1",
         ("ReplicaSet", "web-b", "uid-web-b"),
-        "SuccessfulCreate",
-        "Created pod: web-b-1",
-        1,
-        60.2,
+        ("SuccessfulCreate", "Created pod: web-b-1"),
         60.2,
     );
     pod_events(&mut r, "web-b-1", 61.0);
-    r.event(
+    r.once(
         "ev-kill-a-1",
         ("Pod", "web-a-1", "uid-web-a-1"),
-        "Killing",
-        "Stopping container app",
-        1,
-        65.0,
+        ("Killing", "Stopping container app"),
         65.0,
     );
     r.0.push(Recording::late_event(
@@ -615,12 +601,7 @@ fn late_deletion_events_stay_in_the_change_they_happened_in() {
     }
     // The late deletion still hangs under the late scale-down that caused it.
     let delete = of_event(&spans, "ev-delete-a-1")[0];
-    assert_eq!(
-        parent(&spans, delete)
-            .and_then(|p| p.event.as_ref())
-            .map(|e| e.uid.as_str()),
-        Some("ev-down-a")
-    );
+    assert_eq!(parent_event(&spans, delete), Some("ev-down-a"));
 }
 
 /// Issue 12 (under load the deployment controller's events come minutes late, or never): a
@@ -634,13 +615,7 @@ fn a_missing_or_late_scale_up_is_derived_and_never_doubled() {
     let rollout = |late: Option<f64>| {
         let mut r = Recording(Vec::new());
         r.root("Deployment", "web", 2, 0.0);
-        r.owned(
-            "ReplicaSet",
-            "web-b",
-            "uid-web-b",
-            ("Deployment", "web"),
-            0.05,
-        );
+        r.replica_set("web-b", 0.05);
         for (i, pod) in ["web-b-1", "web-b-2"].iter().enumerate() {
             let t = 0.2 + i as f64 * 0.1;
             r.owned(
@@ -650,22 +625,16 @@ fn a_missing_or_late_scale_up_is_derived_and_never_doubled() {
                 ("ReplicaSet", "web-b"),
                 t,
             );
-            r.event(
+            r.once(
                 &format!("ev-create-{pod}"),
                 ("ReplicaSet", "web-b", "uid-web-b"),
-                "SuccessfulCreate",
-                &format!("Created pod: {pod}"),
-                1,
-                t,
+                ("SuccessfulCreate", &format!("Created pod: {pod}")),
                 t,
             );
-            r.event(
+            r.once(
                 &format!("ev-{pod}-Scheduled"),
                 ("Pod", pod, &format!("uid-{pod}")),
-                "Scheduled",
-                "Scheduled",
-                1,
-                t + 0.5,
+                ("Scheduled", "Scheduled"),
                 t + 0.5,
             );
         }
@@ -683,18 +652,8 @@ fn a_missing_or_late_scale_up_is_derived_and_never_doubled() {
         }
         r.replay()
     };
-    let scale_ups = |spans: &[FinishedSpan]| -> Vec<(String, Option<String>)> {
-        spans
-            .iter()
-            .filter(|s| s.name() == "Deployment.ScalingReplicaSet")
-            .map(|s| {
-                (
-                    s.component().name.to_string(),
-                    str_attr(s, "eventspan.derived"),
-                )
-            })
-            .collect()
-    };
+    let scale_ups =
+        |spans: &[FinishedSpan]| reporters(spans, |s| s.name() == "Deployment.ScalingReplicaSet");
     // Never came (dropped), or came 60 s late, after everything was exported: derived.
     for late in [None, Some(60.0)] {
         let spans = rollout(late);
@@ -747,22 +706,8 @@ fn a_kill_before_its_late_deletion_never_hangs_under_a_siblings_deletion() {
     let mut r = Recording(Vec::new());
     let pods = ["web-a-1", "web-a-2", "web-a-3"];
     r.root("Deployment", "web", 1, 0.0);
-    r.owned(
-        "ReplicaSet",
-        "web-a",
-        "uid-web-a",
-        ("Deployment", "web"),
-        0.05,
-    );
-    r.event(
-        "ev-up-a",
-        ("Deployment", "web", "uid-web"),
-        "ScalingReplicaSet",
-        "Scaled up replica set web-a from 0 to 3",
-        1,
-        0.1,
-        0.1,
-    );
+    r.replica_set("web-a", 0.05);
+    r.scale("ev-up-a", "Scaled up replica set web-a from 0 to 3", 0.1);
     for pod in pods {
         r.owned(
             "Pod",
@@ -771,51 +716,35 @@ fn a_kill_before_its_late_deletion_never_hangs_under_a_siblings_deletion() {
             ("ReplicaSet", "web-a"),
             0.2,
         );
-        r.event(
+        r.once(
             &format!("ev-create-{pod}"),
             ("ReplicaSet", "web-a", "uid-web-a"),
-            "SuccessfulCreate",
-            &format!("Created pod: {pod}"),
-            1,
-            0.2,
+            ("SuccessfulCreate", &format!("Created pod: {pod}")),
             0.2,
         );
-        r.event(
+        r.once(
             &format!("ev-{pod}-Started"),
             ("Pod", pod, &format!("uid-{pod}")),
-            "Started",
-            "Started",
-            1,
-            1.0,
+            ("Started", "Started"),
             1.0,
         );
     }
     r.root("Deployment", "web", 2, 60.0);
-    r.event(
+    r.scale(
         "ev-down-1",
-        ("Deployment", "web", "uid-web"),
-        "ScalingReplicaSet",
         "Scaled down replica set web-a from 3 to 2",
-        1,
-        61.0,
         61.0,
     );
-    r.event(
+    r.once(
         "ev-delete-web-a-1",
         ("ReplicaSet", "web-a", "uid-web-a"),
-        "SuccessfulDelete",
-        "Deleted pod: web-a-1",
-        1,
-        62.0,
+        ("SuccessfulDelete", "Deleted pod: web-a-1"),
         62.0,
     );
-    r.event(
+    r.once(
         "ev-kill-web-a-1",
         ("Pod", "web-a-1", "uid-web-a-1"),
-        "Killing",
-        "Stopping container app",
-        1,
-        62.0,
+        ("Killing", "Stopping container app"),
         62.0,
     );
     // The second scale-down: the kubelet's reports come first, the controller's 20 s late.
@@ -880,13 +809,7 @@ fn a_kill_before_its_late_deletion_never_hangs_under_a_siblings_deletion() {
 fn a_hidden_first_scale_up_is_derived_beside_a_later_one() {
     let mut r = Recording(Vec::new());
     r.root("Deployment", "web", 2, 0.0);
-    r.owned(
-        "ReplicaSet",
-        "web-b",
-        "uid-web-b",
-        ("Deployment", "web"),
-        0.05,
-    );
+    r.replica_set("web-b", 0.05);
     let create = |r: &mut Recording, pod: &str, t: f64| {
         r.owned(
             "Pod",
@@ -895,24 +818,15 @@ fn a_hidden_first_scale_up_is_derived_beside_a_later_one() {
             ("ReplicaSet", "web-b"),
             t,
         );
-        r.event(
+        r.once(
             &format!("ev-create-{pod}"),
             ("ReplicaSet", "web-b", "uid-web-b"),
-            "SuccessfulCreate",
-            &format!("Created pod: {pod}"),
-            1,
-            t,
+            ("SuccessfulCreate", &format!("Created pod: {pod}")),
             t,
         );
     };
     // The first pod's "Created pod" was dropped; its own first event comes late.
-    r.owned(
-        "Pod",
-        "web-b-1",
-        "uid-web-b-1",
-        ("ReplicaSet", "web-b"),
-        0.2,
-    );
+    r.pod("web-b-1", "web-b", 0.2);
     r.event(
         "ev-scale",
         ("Deployment", "web", "uid-web"),
@@ -972,50 +886,17 @@ fn a_hidden_first_scale_up_is_derived_beside_a_later_one() {
 fn a_creation_announced_after_the_pod_is_gone_is_not_a_second_creation() {
     let mut r = Recording(Vec::new());
     r.root("Deployment", "web", 2, 0.0);
-    r.owned(
-        "ReplicaSet",
-        "web-b",
-        "uid-web-b",
-        ("Deployment", "web"),
-        0.05,
-    );
-    r.event(
-        "ev-scale",
-        ("Deployment", "web", "uid-web"),
-        "ScalingReplicaSet",
-        "Scaled up replica set web-b from 0 to 1",
-        1,
-        0.1,
-        0.1,
-    );
-    r.owned(
-        "Pod",
-        "web-b-1",
-        "uid-web-b-1",
-        ("ReplicaSet", "web-b"),
-        0.2,
-    );
-    r.event(
+    r.replica_set("web-b", 0.05);
+    r.scale("ev-scale", "Scaled up replica set web-b from 0 to 1", 0.1);
+    r.pod("web-b-1", "web-b", 0.2);
+    r.once(
         "ev-web-b-1-Scheduled",
         ("Pod", "web-b-1", "uid-web-b-1"),
-        "Scheduled",
-        "Scheduled",
-        1,
-        0.5,
+        ("Scheduled", "Scheduled"),
         0.5,
     );
-    r.owned(
-        "Pod",
-        "web-b-1",
-        "uid-web-b-1",
-        ("ReplicaSet", "web-b"),
-        0.2,
-    );
-    let deleted = r.0.pop().expect("just pushed");
-    let mut doc: Value = serde_json::from_str(&deleted).expect("own JSON");
-    doc["type"] = json!("DELETED");
-    doc["observedAt"] = json!(at(20.0));
-    r.0.push(doc.to_string());
+    r.pod("web-b-1", "web-b", 0.2);
+    r.as_seen("DELETED", 20.0, |_| {});
     r.0.push(Recording::late_event(
         "ev-create-web-b-1",
         ("ReplicaSet", "web-b", "uid-web-b"),
@@ -1044,55 +925,26 @@ fn a_missing_scale_down_is_derived_for_the_deletions_it_caused() {
     let rollout = |late: Option<f64>| {
         let mut r = Recording(Vec::new());
         r.root("Deployment", "web", 1, 0.0);
-        r.owned(
-            "ReplicaSet",
-            "web-a",
-            "uid-web-a",
-            ("Deployment", "web"),
-            0.05,
-        );
-        r.event(
-            "ev-up-a",
-            ("Deployment", "web", "uid-web"),
-            "ScalingReplicaSet",
-            "Scaled up replica set web-a from 0 to 1",
-            1,
-            0.1,
-            0.1,
-        );
-        r.owned(
-            "Pod",
-            "web-a-1",
-            "uid-web-a-1",
-            ("ReplicaSet", "web-a"),
-            0.2,
-        );
-        r.event(
+        r.replica_set("web-a", 0.05);
+        r.scale("ev-up-a", "Scaled up replica set web-a from 0 to 1", 0.1);
+        r.pod("web-a-1", "web-a", 0.2);
+        r.once(
             "ev-create-web-a-1",
             ("ReplicaSet", "web-a", "uid-web-a"),
-            "SuccessfulCreate",
-            "Created pod: web-a-1",
-            1,
-            0.2,
+            ("SuccessfulCreate", "Created pod: web-a-1"),
             0.2,
         );
         r.root("Deployment", "web", 2, 60.0);
-        r.event(
+        r.once(
             "ev-delete-web-a-1",
             ("ReplicaSet", "web-a", "uid-web-a"),
-            "SuccessfulDelete",
-            "Deleted pod: web-a-1",
-            1,
-            62.0,
+            ("SuccessfulDelete", "Deleted pod: web-a-1"),
             62.0,
         );
-        r.event(
+        r.once(
             "ev-kill-web-a-1",
             ("Pod", "web-a-1", "uid-web-a-1"),
-            "Killing",
-            "Stopping container app",
-            1,
-            62.0,
+            ("Killing", "Stopping container app"),
             62.0,
         );
         if let Some(observed) = late {
@@ -1109,18 +961,11 @@ fn a_missing_scale_down_is_derived_for_the_deletions_it_caused() {
         }
         r.replay()
     };
-    let scale_downs = |spans: &[FinishedSpan]| -> Vec<(String, Option<String>)> {
-        spans
-            .iter()
-            .filter(|s| s.name() == "Deployment.ScalingReplicaSet")
-            .filter(|s| str_attr(s, "k8s.event.message").is_some_and(|m| m.contains("down")))
-            .map(|s| {
-                (
-                    s.component().name.to_string(),
-                    str_attr(s, "eventspan.derived"),
-                )
-            })
-            .collect()
+    let scale_downs = |spans: &[FinishedSpan]| {
+        reporters(spans, |s| {
+            s.name() == "Deployment.ScalingReplicaSet"
+                && str_attr(s, "k8s.event.message").is_some_and(|m| m.contains("down"))
+        })
     };
     let spans = rollout(None);
     assert_eq!(
@@ -1150,12 +995,7 @@ fn a_missing_scale_down_is_derived_for_the_deletions_it_caused() {
         "one scale-down, the controller's"
     );
     let delete = of_event(&spans, "ev-delete-web-a-1")[0];
-    assert_eq!(
-        parent(&spans, delete)
-            .and_then(|p| p.event.as_ref())
-            .map(|e| e.uid.as_str()),
-        Some("ev-down-a")
-    );
+    assert_eq!(parent_event(&spans, delete), Some("ev-down-a"));
 }
 
 /// Issue 12 (measured under load: an old pod's `Killing` under the root): the replicaset
@@ -1167,42 +1007,18 @@ fn a_kill_without_its_deletion_hangs_under_a_deletion_derived_from_the_pod() {
     let rollout = |late: Option<f64>| {
         let mut r = Recording(Vec::new());
         r.root("Deployment", "web", 1, 0.0);
-        r.owned(
-            "ReplicaSet",
-            "web-a",
-            "uid-web-a",
-            ("Deployment", "web"),
-            0.05,
-        );
-        r.owned(
-            "Pod",
-            "web-a-1",
-            "uid-web-a-1",
-            ("ReplicaSet", "web-a"),
-            0.2,
-        );
+        r.replica_set("web-a", 0.05);
+        r.pod("web-a-1", "web-a", 0.2);
         r.root("Deployment", "web", 2, 60.0);
         // The pod's deletion asked for at 62: its watch says so at once.
-        r.owned(
-            "Pod",
-            "web-a-1",
-            "uid-web-a-1",
-            ("ReplicaSet", "web-a"),
-            0.2,
-        );
-        let line = r.0.pop().expect("just pushed");
-        let mut doc: Value = serde_json::from_str(&line).expect("own JSON");
-        doc["type"] = json!("MODIFIED");
-        doc["object"]["metadata"]["deletionTimestamp"] = json!(whole(62.0));
-        doc["observedAt"] = json!(at(62.1));
-        r.0.push(doc.to_string());
-        r.event(
+        r.pod("web-a-1", "web-a", 0.2);
+        r.as_seen("MODIFIED", 62.1, |pod| {
+            pod["metadata"]["deletionTimestamp"] = json!(whole(62.0));
+        });
+        r.once(
             "ev-kill-web-a-1",
             ("Pod", "web-a-1", "uid-web-a-1"),
-            "Killing",
-            "Stopping container app",
-            1,
-            62.3,
+            ("Killing", "Stopping container app"),
             62.3,
         );
         if let Some(observed) = late {
@@ -1216,18 +1032,8 @@ fn a_kill_without_its_deletion_hangs_under_a_deletion_derived_from_the_pod() {
         }
         r.replay()
     };
-    let deletions = |spans: &[FinishedSpan]| -> Vec<(String, Option<String>)> {
-        spans
-            .iter()
-            .filter(|s| s.name() == "ReplicaSet.SuccessfulDelete")
-            .map(|s| {
-                (
-                    s.component().name.to_string(),
-                    str_attr(s, "eventspan.derived"),
-                )
-            })
-            .collect()
-    };
+    let deletions =
+        |spans: &[FinishedSpan]| reporters(spans, |s| s.name() == "ReplicaSet.SuccessfulDelete");
     let spans = rollout(None);
     assert_eq!(
         deletions(&spans),
