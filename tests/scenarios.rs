@@ -563,7 +563,9 @@ fn streamed_otlp_json_past_its_bound_sends_partial_traces_and_loses_nothing() {
 /// Issue 12 (the API-server restart mid-rollout): the watches come back one by one, and the
 /// Deployment's can be back seconds before the Pods'. While a watch of state is interrupted, a
 /// rollout's end does not release the pods still waiting for Ready: they are waited for until
-/// the watch is whole again (and a window more), and end Ready, not `pending`.
+/// the watch is whole again (and a window more), and end Ready, not `pending`. Only a watch of
+/// their namespace (or a cluster-wide one) holds them: another tenant's interrupted watch does
+/// not.
 #[test]
 fn pods_behind_an_interrupted_watch_are_waited_for_past_the_rollouts_end() {
     use eventspan::engine::Engine;
@@ -598,16 +600,21 @@ fn pods_behind_an_interrupted_watch_are_waited_for_past_the_rollouts_end() {
             }
         }
     };
-    let run = |interrupted: bool| {
+    // `gap`: the scope of the interrupted watch (`Some(None)`: cluster-wide), if any.
+    let run = |gap: Option<Option<&str>>| {
         let mut engine = Engine::new(EngineConfig::default());
         let mut spans = Vec::new();
         let (before, done) = on_time.split_at(on_time.len() - 1);
         feed(&mut engine, before, &mut spans);
-        engine.set_state_gap(interrupted);
+        if let Some(scope) = gap {
+            engine.set_state_gap(scope, true);
+        }
         feed(&mut engine, done, &mut spans);
         engine.advance(at("00:19.9"));
         spans.extend(engine.drain_finished());
-        engine.set_state_gap(false);
+        if let Some(scope) = gap {
+            engine.set_state_gap(scope, false);
+        }
         feed(&mut engine, &ready_pods, &mut spans);
         engine.advance(at("01:00"));
         spans.extend(engine.drain_finished());
@@ -624,13 +631,17 @@ fn pods_behind_an_interrupted_watch_are_waited_for_past_the_rollouts_end() {
             .collect()
     };
     // A watch that was never interrupted: the rollout's end releases them a window later.
-    assert_eq!(creations(&run(false)), ["pending", "pending"]);
-    let spans = run(true);
-    assert_eq!(
-        creations(&spans),
-        ["done", "done"],
-        "{}",
-        tree::render(&spans)
-    );
-    assert_eq!(spans.len(), 14, "{}", tree::render(&spans));
+    assert_eq!(creations(&run(None)), ["pending", "pending"]);
+    // Another namespace's watch was: it does not hold this rollout's pods.
+    assert_eq!(creations(&run(Some(Some("other")))), ["pending", "pending"]);
+    for scope in [Some("shop"), None] {
+        let spans = run(Some(scope));
+        assert_eq!(
+            creations(&spans),
+            ["done", "done"],
+            "{scope:?}: {}",
+            tree::render(&spans)
+        );
+        assert_eq!(spans.len(), 14, "{}", tree::render(&spans));
+    }
 }

@@ -90,9 +90,13 @@ impl Engine {
         if over && trace.rollout_over_seen.is_none() {
             trace.rollout_over_seen = Some(now);
         }
-        let release_at = trace
-            .rollout_over_seen
-            .and_then(|seen| self.release_after(seen));
+        let (over_seen, root_object) = (trace.rollout_over_seen, trace.root_object);
+        let namespace = self
+            .objects
+            .get(root_object)
+            .map(|o| o.namespace.clone())
+            .unwrap_or_default();
+        let release_at = over_seen.and_then(|seen| self.release_after(seen, &namespace));
         let rollout_over = release_at.is_some_and(|at| at <= now);
         for &at in &pending {
             let Some(mut span) = self.spans.get_at(at) else {

@@ -45,7 +45,8 @@ mod tracked;
 pub(crate) mod vcs;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -117,7 +118,8 @@ impl Engine {
             stats: EngineStats::default(),
             attributes: Default::default(),
             emission_order: Vec::new(),
-            state_stream: StateStream::Whole,
+            cluster_state: StateStream::Whole,
+            namespace_state: BTreeMap::new(),
             claimed_scale_ups: Recent::new(remembered),
         }
     }
@@ -409,28 +411,45 @@ impl Engine {
         }
     }
 
-    /// The shell says whether a watch of object state is interrupted (`true` from its first
-    /// failure until it delivers again). Spans that wait for their objects' status are not
-    /// released by their rollout's end while it is, and only a window after it catches up: after
-    /// an API-server restart, the Deployment's watch can be back seconds before the Pods'.
-    /// Each span still stops waiting after `max_state_wait`, so a gap that never closes delays
-    /// a trace by that much at most.
-    pub fn set_state_gap(&mut self, interrupted: bool) {
-        match (self.state_stream, interrupted) {
+    /// The shell says whether a watch of object state in `namespace` (`None`: a cluster-scoped
+    /// one) is interrupted (`true` from its first failure until it delivers again). Spans of
+    /// that namespace's traces (every trace's, for a cluster-scoped watch) that wait for their
+    /// objects' status are not released by their rollout's end while it is, and only a window
+    /// after it catches up: after an API-server restart, the Deployment's watch can be back
+    /// seconds before the Pods'. Other namespaces' traces go on: one tenant's revoked or failing
+    /// watch holds back no one else's. Each span still stops waiting after `max_state_wait`, so
+    /// a gap that never closes delays a trace by that much at most.
+    pub fn set_state_gap(&mut self, namespace: Option<&str>, interrupted: bool) {
+        let now = self.now;
+        let stream = match namespace {
+            None => &mut self.cluster_state,
+            Some(ns) => self
+                .namespace_state
+                .entry(Arc::from(ns))
+                .or_insert(StateStream::Whole),
+        };
+        match (*stream, interrupted) {
             (StateStream::Interrupted, false) => {
-                self.state_stream = StateStream::CaughtUp(self.now);
-                let at = self.now.saturating_add(self.cfg.window);
+                *stream = StateStream::CaughtUp(now);
+                let at = now.saturating_add(self.cfg.window);
                 let waiting: Vec<TraceId> = self
                     .traces
                     .iter()
                     .filter(|(_, t)| t.rollout_over_seen.is_some() && !t.pending.is_empty())
+                    .filter(|(_, t)| {
+                        namespace.is_none_or(|ns| {
+                            self.objects
+                                .get(t.root_object)
+                                .is_some_and(|o| &*o.namespace == ns)
+                        })
+                    })
                     .map(|(id, _)| *id)
                     .collect();
                 for trace in waiting {
                     self.schedule(trace, at);
                 }
             }
-            (_, true) => self.state_stream = StateStream::Interrupted,
+            (_, true) => *stream = StateStream::Interrupted,
             (_, false) => {}
         }
     }

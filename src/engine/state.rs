@@ -3,7 +3,8 @@
 //! those steps depend on it rather than on the facade, and the engine's modules form a DAG.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -60,15 +61,18 @@ pub struct Engine {
     /// Per depth, the open spans of a trace in creation order: slot, when it may go, and
     /// whether it had no open children.
     pub(super) emission_order: Vec<Vec<(SpanSlot, Timestamp, bool)>>,
-    /// Whether the stream of object state is complete, as far as the shell knows (see
-    /// [`Engine::set_state_gap`]).
-    pub(super) state_stream: StateStream,
+    /// Whether the stream of object state is complete, as far as the shell knows, for
+    /// cluster-scoped watches (`None`) and per namespace (see [`Engine::set_state_gap`]): a
+    /// namespace's interrupted watch holds back only its own traces' releases. Bounded by the
+    /// namespaces the shell watches.
+    pub(super) cluster_state: StateStream,
+    pub(super) namespace_state: BTreeMap<Arc<str>, StateStream>,
     /// Derived scale-ups a controller's own scale-up has taken over: each stands for one.
     pub(super) claimed_scale_ups: Recent<SpanId>,
 }
 
-/// Whether some watch of object state is interrupted. While one is, an object's status may be
-/// behind by any amount, so a rollout's end does not release the spans still waiting for their
+/// Whether a watch of object state is interrupted (cluster-scoped, or one namespace's). While one
+/// is, the status of an object it watches may be behind by any amount, so a rollout's end does not release the spans still waiting for their
 /// objects: the status they wait for may be what the interrupted watch has yet to deliver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) enum StateStream {
@@ -124,15 +128,19 @@ impl Engine {
         self.exported_log.push_back(exported);
     }
 
-    /// When spans waiting for status in a trace whose rollout was over at `over_seen` stop
-    /// waiting: a window after it, or after the state stream caught up; never while it is
-    /// interrupted.
-    pub(super) fn release_after(&self, over_seen: Timestamp) -> Option<Timestamp> {
-        let since = match self.state_stream {
-            StateStream::Whole => over_seen,
-            StateStream::Interrupted => return None,
-            StateStream::CaughtUp(at) => over_seen.max(at),
-        };
+    /// When spans waiting for status in a trace of `namespace` whose rollout was over at
+    /// `over_seen` stop waiting: a window after it, or after the namespace's and the
+    /// cluster-scoped state streams caught up; never while either is interrupted.
+    pub(super) fn release_after(&self, over_seen: Timestamp, namespace: &str) -> Option<Timestamp> {
+        let mut since = over_seen;
+        let own = self.namespace_state.get(namespace).copied();
+        for stream in [Some(self.cluster_state), own].into_iter().flatten() {
+            match stream {
+                StateStream::Whole => {}
+                StateStream::Interrupted => return None,
+                StateStream::CaughtUp(at) => since = since.max(at),
+            }
+        }
         Some(since.saturating_add(self.cfg.window))
     }
 }

@@ -12,6 +12,7 @@
 //! Pure and synchronous like the engine: the hub owns an [`Engines`] and routes what it emits.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::Checkpoint;
@@ -99,9 +100,10 @@ pub struct Engines {
     /// A predecessor's checkpoints whose window has no engine yet: the engine resumes from it
     /// when a session first asks for that window (before it is fed anything).
     unused: BTreeMap<Duration, Checkpoint>,
-    /// Whether a watch of object state is interrupted (see [`Engine::set_state_gap`]): told to
-    /// every engine, and to each new one as it starts.
-    state_gap: bool,
+    /// The scopes (a namespace; `None`: cluster-scoped) where a watch of object state is
+    /// interrupted (see [`Engine::set_state_gap`]): told to every engine, and to each new one
+    /// as it starts.
+    state_gaps: BTreeSet<Option<Arc<str>>>,
 }
 
 impl Engines {
@@ -119,7 +121,7 @@ impl Engines {
             engines: BTreeMap::new(),
             retired: EngineStats::default(),
             unused: checkpoints,
-            state_gap: false,
+            state_gaps: BTreeSet::new(),
         };
         engines.configure(&plan(engines.base.window, []));
         engines
@@ -170,7 +172,9 @@ impl Engines {
                 if let Some(checkpoint) = self.unused.remove(window) {
                     engine.resume(&checkpoint);
                 }
-                engine.set_state_gap(self.state_gap);
+                for scope in &self.state_gaps {
+                    engine.set_state_gap(scope.as_deref(), true);
+                }
                 Covered {
                     engine,
                     namespaces: BTreeSet::new(),
@@ -217,11 +221,17 @@ impl Engines {
         }
     }
 
-    /// Whether some watch of object state is interrupted.
-    pub fn set_state_gap(&mut self, interrupted: bool) {
-        self.state_gap = interrupted;
+    /// Whether some watch of object state in `namespace` (`None`: cluster-scoped) is
+    /// interrupted.
+    pub fn set_state_gap(&mut self, namespace: Option<&str>, interrupted: bool) {
+        let scope = namespace.map(Arc::from);
+        if interrupted {
+            self.state_gaps.insert(scope);
+        } else {
+            self.state_gaps.remove(&scope);
+        }
         for c in self.engines.values_mut() {
-            c.engine.set_state_gap(interrupted);
+            c.engine.set_state_gap(namespace, interrupted);
         }
     }
 

@@ -222,8 +222,9 @@ pub struct Hub {
     exporters: Box<dyn ExporterFactory>,
     events_received: u64,
     malformed: u64,
-    /// The watches of objects that are interrupted (see [`Input::StateGap`]).
-    state_gaps: BTreeSet<Arc<str>>,
+    /// The watches of objects that are interrupted, and the namespace each watches (`None`:
+    /// all, or cluster-scoped; see [`Input::StateGap`]).
+    state_gaps: BTreeMap<Arc<str>, Option<Arc<str>>>,
     starts: TraceStarts,
     checkpoints: Option<Checkpoints>,
     /// Exporters stopping after a swap or a session's removal: until they settle what they
@@ -319,7 +320,7 @@ impl Hub {
             exporters: connections.exporters,
             events_received: 0,
             malformed: 0,
-            state_gaps: BTreeSet::new(),
+            state_gaps: BTreeMap::new(),
             starts: TraceStarts::default(),
             checkpoints,
             retiring: Vec::new(),
@@ -471,17 +472,25 @@ impl Hub {
                 self.malformed += 1;
                 tracing::warn!(%reason, "skipped a value a watch delivered");
             }
-            Input::StateGap { watch, interrupted } => {
-                let was = !self.state_gaps.is_empty();
+            Input::StateGap {
+                watch,
+                namespace,
+                interrupted,
+            } => {
+                let behind = |gaps: &BTreeMap<Arc<str>, Option<Arc<str>>>| {
+                    gaps.values().any(|ns| *ns == namespace)
+                };
+                let was = behind(&self.state_gaps);
                 if interrupted {
-                    self.state_gaps.insert(watch);
+                    self.state_gaps.insert(watch, namespace.clone());
                 } else {
                     self.state_gaps.remove(&watch);
                 }
-                let is = !self.state_gaps.is_empty();
+                let is = behind(&self.state_gaps);
                 if was != is {
                     tracing::info!(
                         interrupted = is,
+                        namespace = namespace.as_deref().unwrap_or("(all)"),
                         "object state is {}",
                         if is {
                             "behind: a watch is interrupted"
@@ -489,7 +498,7 @@ impl Hub {
                             "whole again"
                         }
                     );
-                    self.engines.set_state_gap(is);
+                    self.engines.set_state_gap(namespace.as_deref(), is);
                 }
             }
         }

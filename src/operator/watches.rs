@@ -39,11 +39,13 @@ pub enum Input {
     },
     /// A watched value that could not be decoded (counted and skipped).
     Malformed(Malformed),
-    /// A watch of objects (`watch` names it) failed (`interrupted`), or delivers again after
-    /// it did: in between, object state may be behind (see `Engine::set_state_gap`). In line
-    /// with the objects, so a re-list's objects come before the gap closes.
+    /// A watch of objects (`watch` names it) of one namespace (`None`: of every namespace, or
+    /// cluster-scoped) failed (`interrupted`), or delivers again after it did: in between,
+    /// object state there may be behind (see `Engine::set_state_gap`). In line with the
+    /// objects, so a re-list's objects come before the gap closes.
     StateGap {
         watch: Arc<str>,
+        namespace: Option<Arc<str>>,
         interrupted: bool,
     },
 }
@@ -547,7 +549,7 @@ async fn watch_metadata(
     let mut lists = Lists::new(&counts.metadata_relists);
     let mut backoff = Backoff::seeded(Policy::default());
     let mut stream = watch::objects(client, &resource, namespaced, &scope);
-    let mut gap = Gap::new(&what, &input);
+    let mut gap = Gap::new(&what, &scope, &input);
     loop {
         let event = match watch::next_event(&mut stream, &mut backoff, &stop, &what).await {
             Next::Event { event, .. } => {
@@ -611,6 +613,7 @@ async fn watch_metadata(
 /// Whether one watch of objects has told the hub it is interrupted.
 struct Gap<'a> {
     watch: Arc<str>,
+    namespace: Option<Arc<str>>,
     input: &'a mpsc::Sender<Input>,
     /// Whether it ever delivered: a watch refused from its start (a kind a tenant's event
     /// names that RBAC does not grant) has no state to catch up on, and must not hold back the
@@ -622,9 +625,13 @@ struct Gap<'a> {
 }
 
 impl<'a> Gap<'a> {
-    fn new(what: &str, input: &'a mpsc::Sender<Input>) -> Self {
+    fn new(what: &str, scope: &Scope, input: &'a mpsc::Sender<Input>) -> Self {
         Gap {
             watch: what.into(),
+            namespace: match scope {
+                Scope::Namespace(ns) => Some(ns.as_str().into()),
+                Scope::AllNamespaces => None,
+            },
             input,
             delivered: false,
             open: false,
@@ -661,6 +668,7 @@ impl<'a> Gap<'a> {
     fn message(&self, interrupted: bool) -> Input {
         Input::StateGap {
             watch: self.watch.clone(),
+            namespace: self.namespace.clone(),
             interrupted,
         }
     }
