@@ -67,7 +67,7 @@ pub struct Engine {
     /// namespaces the shell watches.
     pub(super) cluster_state: StateStream,
     pub(super) namespace_state: BTreeMap<Arc<str>, StateStream>,
-    /// Derived scale-ups a controller's own scale-up has taken over: each stands for one.
+    /// Derived scaling steps a controller's own step has taken over: each stands for one.
     pub(super) claimed_scale_ups: Recent<SpanId>,
 }
 
