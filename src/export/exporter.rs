@@ -422,6 +422,10 @@ impl Sender {
         let result = self.transport.send(request).await;
         let c = &self.counters;
         match &result {
+            Ok(_) => self.queue.delivered(),
+            Err(_) => self.queue.failed(started),
+        }
+        match &result {
             Ok(rejected) => {
                 c.exported.fetch_add(
                     batch.len() as u64 - rejected.min(&(batch.len() as u64)),

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -32,6 +33,8 @@ struct Inner {
     in_flight: Option<(u64, usize)>,
     /// Shut down: nothing will be sent any more, everything pushed counts as settled.
     closed: bool,
+    /// Since when every attempt to deliver has failed (None after a success).
+    failing_since: Option<Instant>,
 }
 
 impl SpanQueue {
@@ -93,6 +96,26 @@ impl SpanQueue {
         left + held
     }
 
+    /// An attempt to deliver failed at `at`; the first failure since the last success counts.
+    pub fn failed(&self, at: Instant) {
+        self.inner
+            .lock()
+            .expect("queue lock")
+            .failing_since
+            .get_or_insert(at);
+    }
+
+    /// An attempt to deliver succeeded.
+    pub fn delivered(&self) {
+        self.inner.lock().expect("queue lock").failing_since = None;
+    }
+
+    /// Since when every attempt to deliver has failed, unless shut down.
+    pub fn failing_since(&self) -> Option<Instant> {
+        let inner = self.inner.lock().expect("queue lock");
+        inner.failing_since.filter(|_| !inner.closed)
+    }
+
     pub fn len(&self) -> usize {
         self.inner.lock().expect("queue lock").spans.len()
     }
@@ -133,6 +156,11 @@ impl Watermark {
     /// How many of the first offered spans are settled (sent, or dropped for good).
     pub fn settled(&self) -> u64 {
         self.0.settled()
+    }
+
+    /// Since when every attempt of this exporter to deliver has failed.
+    pub fn failing_since(&self) -> Option<Instant> {
+        self.0.failing_since()
     }
 }
 
@@ -208,5 +236,20 @@ mod tests {
         q.take(1);
         assert_eq!(q.close(), 3, "the two queued and the one in flight");
         assert_eq!((q.offered(), q.settled(), q.len()), (3, 3, 0));
+    }
+
+    #[test]
+    fn failing_counts_from_the_first_failure_until_a_delivery_or_the_close() {
+        let q = SpanQueue::new(10);
+        let t0 = Instant::now();
+        assert_eq!(q.failing_since(), None);
+        q.failed(t0);
+        q.failed(t0 + std::time::Duration::from_secs(3));
+        assert_eq!(q.failing_since(), Some(t0), "the first failure counts");
+        q.delivered();
+        assert_eq!(q.failing_since(), None);
+        q.failed(t0);
+        q.close();
+        assert_eq!(q.failing_since(), None, "closed: nothing is held any more");
     }
 }

@@ -14,6 +14,12 @@
 //! every exporter's settle watermark has reached that count ([`Schedule`]). The writer is its own
 //! task: an API server call never holds up the hub.
 //!
+//! One exporter is excused: one whose every attempt has failed for [`FAILING_EXPORTER_GRACE`].
+//! Otherwise one tenant's dead receiver would hold back every session's checkpoints (a batch is
+//! retried for up to `max_retry`), and a crash would send every other session's spans again.
+//! What such an exporter still holds is lost if the process dies before it delivers it; its
+//! bounded queue drops spans while the receiver is down anyway.
+//!
 //! Writes carry the resourceVersion last read or written, so a deposed leader's late write fails
 //! with a conflict. On a conflict the writer asks the Lease who leads: a writer that no longer
 //! holds it stops writing for the rest of its term; the leader (whose write conflicted with a
@@ -36,6 +42,9 @@ use tokio_util::sync::CancellationToken;
 use super::metrics::{CheckpointLoad, CheckpointWrite, Metrics};
 use crate::engine::{Checkpoint, CheckpointError};
 use crate::export::Watermark;
+
+/// An exporter failing for this long no longer holds checkpoints back (see the module docs).
+pub const FAILING_EXPORTER_GRACE: Duration = Duration::from_secs(30);
 
 /// The `binaryData` key holding the encoded checkpoint.
 pub const DATA_KEY: &str = "checkpoint";
@@ -74,6 +83,8 @@ pub struct Snapshot {
 pub trait Mark {
     fn offered(&self) -> u64;
     fn settled(&self) -> u64;
+    /// Since when every attempt of the exporter to deliver has failed.
+    fn failing_since(&self) -> Option<Instant>;
 }
 
 impl Mark for Watermark {
@@ -82,6 +93,9 @@ impl Mark for Watermark {
     }
     fn settled(&self) -> u64 {
         Watermark::settled(self)
+    }
+    fn failing_since(&self) -> Option<Instant> {
+        Watermark::failing_since(self)
     }
 }
 
@@ -92,9 +106,14 @@ pub struct Pending<M> {
 }
 
 impl<M: Mark> Pending<M> {
-    /// Every span the snapshot names has been settled by every exporter it went to.
-    pub fn settled(&self) -> bool {
-        self.marks.iter().all(|(m, at)| m.settled() >= *at)
+    /// Every span the snapshot names has been settled by every exporter it went to, or that
+    /// exporter has been failing for [`FAILING_EXPORTER_GRACE`] at `now`.
+    pub fn settled(&self, now: Instant) -> bool {
+        self.marks.iter().all(|(m, at)| {
+            m.settled() >= *at
+                || m.failing_since()
+                    .is_some_and(|t| now.saturating_duration_since(t) >= FAILING_EXPORTER_GRACE)
+        })
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -151,7 +170,7 @@ impl<M: Mark> Schedule<M> {
             self.last_taken = Some(now);
             self.emitted_at_last = emitted;
         }
-        if !self.pending.as_ref().is_some_and(Pending::settled) {
+        if !self.pending.as_ref().is_some_and(|p| p.settled(now)) {
             return None;
         }
         let settled = self.pending.take()?;
@@ -159,7 +178,7 @@ impl<M: Mark> Schedule<M> {
             && let Some(take) = take
         {
             let fresh = Self::pending(take);
-            if fresh.settled() {
+            if fresh.settled(now) {
                 self.last_taken = Some(now);
                 self.emitted_at_last = emitted;
                 return Some(fresh.snapshot);
@@ -541,6 +560,7 @@ mod tests {
     struct FakeMark {
         offered: Arc<AtomicU64>,
         settled: Arc<AtomicU64>,
+        failing_since: Arc<std::sync::Mutex<Option<Instant>>>,
     }
 
     impl Mark for FakeMark {
@@ -549,6 +569,9 @@ mod tests {
         }
         fn settled(&self) -> u64 {
             self.settled.load(Ordering::Relaxed)
+        }
+        fn failing_since(&self) -> Option<Instant> {
+            *self.failing_since.lock().unwrap()
         }
     }
 
@@ -613,6 +636,42 @@ mod tests {
     }
 
     #[test]
+    fn an_exporter_failing_past_the_grace_holds_no_checkpoint_back() {
+        let (healthy, dead) = (FakeMark::default(), FakeMark::default());
+        let mut schedule = Schedule::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        for m in [&healthy, &dead] {
+            m.offered.store(4, Ordering::Relaxed);
+        }
+        healthy.settled.store(4, Ordering::Relaxed);
+        *dead.failing_since.lock().unwrap() = Some(t0);
+        let marks = || vec![healthy.clone(), dead.clone()];
+        assert!(
+            schedule.tick(t0, 4, || (snapshot(4), marks())).is_none(),
+            "a receiver failing just now may come back: its spans hold the checkpoint"
+        );
+        let almost = t0 + FAILING_EXPORTER_GRACE - Duration::from_secs(1);
+        assert!(schedule.tick(almost, 4, || panic!("pending")).is_none());
+        assert_eq!(
+            schedule.tick(t0 + FAILING_EXPORTER_GRACE, 4, || panic!("pending")),
+            Some(Arc::new(snapshot(4))),
+            "failing for the whole grace: the other sessions' spans are checkpointed"
+        );
+        // It recovers: its spans count again.
+        *dead.failing_since.lock().unwrap() = None;
+        healthy.offered.store(6, Ordering::Relaxed);
+        healthy.settled.store(6, Ordering::Relaxed);
+        dead.offered.store(6, Ordering::Relaxed);
+        let later = t0 + FAILING_EXPORTER_GRACE * 2;
+        assert!(schedule.tick(later, 6, || (snapshot(6), marks())).is_none());
+        dead.settled.store(6, Ordering::Relaxed);
+        assert_eq!(
+            schedule.tick(later, 6, || panic!("pending")),
+            Some(Arc::new(snapshot(6)))
+        );
+    }
+
+    #[test]
     fn a_snapshot_settling_when_all_is_delivered_gives_way_to_a_fresh_one() {
         let a = FakeMark::default();
         let mut schedule = Schedule::new(Duration::from_secs(5));
@@ -659,9 +718,9 @@ mod tests {
         let last = schedule
             .last(6, || (snapshot(6), vec![a.clone()]))
             .expect("unwritten spans");
-        assert!(!last.settled());
+        assert!(!last.settled(Instant::now()));
         a.settled.store(2, Ordering::Relaxed);
-        assert!(last.settled());
+        assert!(last.settled(Instant::now()));
         assert_eq!(last.snapshot(), Arc::new(snapshot(6)));
     }
 

@@ -395,10 +395,10 @@ impl Hub {
             // Stopped exporters have settled everything (sent, or counted dropped); one of a
             // removed session, or replaced by an edit, may still be within its grace period.
             let deadline = Instant::now() + EXPORTER_GRACE;
-            while !last.settled() && Instant::now() < deadline {
+            while !last.settled(Instant::now()) && Instant::now() < deadline {
                 tokio::time::sleep(TICK).await;
             }
-            if last.settled() {
+            if last.settled(Instant::now()) {
                 c.out.send_replace(Some(last.snapshot()));
             } else {
                 tracing::warn!(
