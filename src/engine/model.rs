@@ -466,7 +466,11 @@ impl FinishedSpan {
                 out.push((key, AttrRef::Str(value)));
             }
         }
-        out.extend(super::vcs::attributes(&ev.revision));
+        out.extend(
+            super::vcs::attributes(&ev.revision)
+                .into_iter()
+                .map(|(key, value)| (key, AttrRef::Str(value))),
+        );
         if let Some(container) = container_name(&ev.involved.field_path) {
             out.push(("k8s.container.name", AttrRef::Str(container)));
         }

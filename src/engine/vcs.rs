@@ -5,8 +5,6 @@
 //! helm-controller the same under their own groups). The branch or tag before `@` is the ref's
 //! name; the commit after `sha1:` (or the whole value when it has no such form) is the revision.
 
-use super::model::AttrRef;
-
 /// Whether an event annotation names the revision a Flux controller reconciled.
 pub fn is_revision_annotation(key: &str) -> bool {
     key.strip_suffix("/revision")
@@ -15,7 +13,7 @@ pub fn is_revision_annotation(key: &str) -> bool {
 
 /// `vcs.ref.head.revision` (and `vcs.ref.head.name` when the value names a ref) of a revision as
 /// Flux writes it; nothing for an empty one.
-pub fn attributes(revision: &str) -> Vec<(&'static str, AttrRef<'_>)> {
+pub fn attributes(revision: &str) -> Vec<(&'static str, &str)> {
     if revision.is_empty() {
         return Vec::new();
     }
@@ -24,9 +22,9 @@ pub fn attributes(revision: &str) -> Vec<(&'static str, AttrRef<'_>)> {
         _ => (None, revision),
     };
     let commit = digest.strip_prefix("sha1:").unwrap_or(digest);
-    let mut out = vec![("vcs.ref.head.revision", AttrRef::Str(commit))];
+    let mut out = vec![("vcs.ref.head.revision", commit)];
     if let Some(name) = name {
-        out.push(("vcs.ref.head.name", AttrRef::Str(name)));
+        out.push(("vcs.ref.head.name", name));
     }
     out
 }
@@ -55,26 +53,26 @@ mod tests {
             vec![
                 (
                     "vcs.ref.head.revision",
-                    AttrRef::Str("0bc35622f0a4fdb59b9285f5113d738bb7a8170d")
+                    "0bc35622f0a4fdb59b9285f5113d738bb7a8170d"
                 ),
-                ("vcs.ref.head.name", AttrRef::Str("main")),
+                ("vcs.ref.head.name", "main"),
             ]
         );
         // An OCI artifact's digest stays whole; a bare value is the revision itself.
         assert_eq!(
             attributes("v1.2.0@sha256:abc"),
             vec![
-                ("vcs.ref.head.revision", AttrRef::Str("sha256:abc")),
-                ("vcs.ref.head.name", AttrRef::Str("v1.2.0")),
+                ("vcs.ref.head.revision", "sha256:abc"),
+                ("vcs.ref.head.name", "v1.2.0"),
             ]
         );
         assert_eq!(
             attributes("sha1:abc"),
-            vec![("vcs.ref.head.revision", AttrRef::Str("abc"))]
+            vec![("vcs.ref.head.revision", "abc")]
         );
         assert_eq!(
             attributes("@sha1:abc"),
-            vec![("vcs.ref.head.revision", AttrRef::Str("@sha1:abc"))]
+            vec![("vcs.ref.head.revision", "@sha1:abc")]
         );
         assert!(attributes("").is_empty());
     }
