@@ -26,6 +26,7 @@ mod config;
 mod derive;
 mod emission;
 mod emit;
+mod handles;
 mod held;
 pub mod ids;
 pub mod limits;

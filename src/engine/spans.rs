@@ -5,9 +5,9 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use super::chunked::ChunkedVec;
+use super::handles::{ObjId, SpanSlot};
 use super::ids::{SpanId, TraceId};
 use super::model::{EventRecord, Outcome};
-use super::objects::ObjId;
 use super::time::Timestamp;
 
 /// What a span was made from.
@@ -151,31 +151,6 @@ pub(crate) enum Change {
 }
 
 pub(crate) type RootKey = (ObjId, Change);
-
-/// A span's ID with the slot of [`OpenSpans`] it was stored in: looking it up skips the hash
-/// index while the slot still holds it, and falls back to the index when it does not (the span
-/// was emitted, or the slot was never known).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SpanSlot {
-    pub id: SpanId,
-    slot: u32,
-}
-
-/// The same span whatever slot it was last seen in: the slot is only a hint.
-impl PartialEq for SpanSlot {
-    fn eq(&self, other: &SpanSlot) -> bool {
-        self.id == other.id
-    }
-}
-
-impl Eq for SpanSlot {}
-
-impl SpanSlot {
-    /// A span whose slot is not known: found through the index.
-    pub fn of(id: SpanId) -> SpanSlot {
-        SpanSlot { id, slot: u32::MAX }
-    }
-}
 
 /// The open spans, by ID. They live in a slab indexed by a small map: an open span is a few
 /// hundred bytes, and moving it on every insert and rehash of a hash table, into cold memory

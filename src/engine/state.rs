@@ -11,12 +11,13 @@ use rustc_hash::FxHashMap;
 use super::attributes::AttributeCache;
 use super::checkpoint::{ExportedSpan, MAX_CHECKPOINT_SPANS, OpenChange};
 use super::config::{EngineConfig, EngineStats};
+use super::handles::SpanSlot;
 use super::held::HeldEvents;
 use super::ids::{SpanId, TraceId};
 use super::model::FinishedSpan;
 use super::objects::ObjectTable;
 use super::revisions::RevisionLog;
-use super::spans::{OpenSpans, RootKey, SpanSlot, TraceState};
+use super::spans::{OpenSpans, RootKey, TraceState};
 use super::time::Timestamp;
 use super::tracked::TrackedEvents;
 

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::generations::RootInfo;
-use super::id::ObjId;
 use super::slab::Slot;
 use super::span_refs::{RecentSpans, SpanRef};
 use super::state_seen::StateSeen;
+use crate::engine::handles::ObjId;
 use crate::engine::model::{EventRecord, container_name};
 use crate::engine::phases::{PHASES_WITHIN, PodTimeline, is_phase_event};
 use crate::engine::rules::Action;

@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::entry::ObjEntry;
-use super::id::ObjId;
 use super::slab::Slab;
+use crate::engine::handles::ObjId;
 use crate::engine::time::Timestamp;
 
 /// The most entries one eviction looks at: eviction is O(1) per insert, whatever the table holds.

@@ -5,8 +5,8 @@ use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::xxh3_128;
 
 use super::entry::ObjEntry;
-use super::id::ObjId;
 use super::slab::Slab;
+use crate::engine::handles::ObjId;
 use crate::engine::ids::with_joined;
 
 #[derive(Default)]

@@ -20,7 +20,6 @@
 mod entry;
 mod eviction;
 mod generations;
-mod id;
 mod index;
 mod interner;
 mod owners;
@@ -32,6 +31,7 @@ mod state_seen;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use super::handles::ObjId;
 use super::model::{EventRecord, ObjectMeta, ObjectRef};
 use super::phases::PodTimeline;
 use super::time::Timestamp;
@@ -41,7 +41,6 @@ pub use eviction::CAP_SLACK;
 use eviction::Eviction;
 pub(crate) use generations::GENERATION_HISTORY;
 use generations::{GenerationChange, UNTIMED_CHANGE_LEAD, new_change};
-pub(crate) use id::ObjId;
 use index::Index;
 use interner::Interner;
 use owners::{OwnerChain, Owners};

@@ -2,9 +2,9 @@
 //! failing both, its name; and where a chain ends, at the top of a trace or at a run boundary.
 
 use super::entry::{ObjEntry, OwnerLink};
-use super::id::ObjId;
 use super::index::Index;
 use super::slab::Slab;
+use crate::engine::handles::ObjId;
 use crate::engine::naming::owner_candidates;
 
 /// Owner chains deeper than this are treated as cycles.

@@ -1,8 +1,7 @@
 //! References from an object to spans about it, kept after the spans are exported.
 
+use crate::engine::handles::{ObjId, SpanSlot};
 use crate::engine::ids::TraceId;
-use crate::engine::objects::ObjId;
-use crate::engine::spans::SpanSlot;
 use crate::engine::time::Timestamp;
 
 /// A reference to a span kept in an index, valid after the span itself has been exported.
