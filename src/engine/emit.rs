@@ -150,10 +150,21 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
                 }
                 push_rescale(&event, &mut attrs);
             }
+            let mut nominates = false;
             if let Some(obj) = span.about.and_then(|about| cx.objects.get(about)) {
                 push_object(obj, &mut seen, &mut attrs);
                 attrs.push(("eventspan.child.kind", (&obj.kind).into()));
                 attrs.push(("eventspan.child.name", (&obj.name).into()));
+                nominates = rules::is_nominee(&obj.kind);
+            }
+            // The node an autoscaler brings up for a waiting pod: the nomination (the start of
+            // the pod's wait-node phase) and the nominee's own events under it are the cluster's
+            // time, whoever looks at them in a trace.
+            if nominates {
+                attrs.push(("eventspan.phase", "wait-node".into()));
+            }
+            if nominates || rules::is_nominee(&event.involved.kind) {
+                attrs.push(("eventspan.phase.kind", "infra".into()));
             }
             if let Some(pod) = span.about
                 && creates(&event)

@@ -257,6 +257,19 @@ impl Engine {
                         action = Some(m.action);
                     }
                 }
+                rules::Effect::Nominee(kind) => {
+                    // Cluster-scoped: namespace "". Not the pod's child: no owner is inferred.
+                    let nominee = self.objects.resolve_named(
+                        kind,
+                        "",
+                        super::limits::field(m.name),
+                        latest_time(occurrence),
+                        false,
+                        now,
+                    );
+                    about = Some(nominee).filter(|&n| n != subject);
+                    action = Some(m.action);
+                }
                 rules::Effect::Node => {
                     let node = self.objects.strings.intern(super::limits::field(m.name));
                     if let Some(obj) = self.objects.get_mut(subject) {
@@ -321,8 +334,10 @@ impl Engine {
         }
         .copied()?;
         // A span naming this object from another object's trace (an event's `related` object,
-        // say) must not pull it out of its own trace.
+        // say) must not pull it out of its own trace. A nominee (a NodeClaim) is the exception:
+        // what it is for is the pod it was nominated to, so the nomination is its parent.
         if obj.has_owner()
+            && !rules::is_nominee(&obj.kind)
             && self.traces.get(&r.trace).map(|t| t.root_object) != Some(self.objects.top(subject))
         {
             return None;

@@ -12,6 +12,11 @@ pub enum Effect {
     Child(&'static str),
     /// The involved object (a Pod) was bound to the node named by `{child}`.
     Node,
+    /// An autoscaler nominated the cluster-scoped object of this kind, named by `{child}`, to
+    /// bring up the capacity the involved Pod waits for (Karpenter's NodeClaim). The nominee is
+    /// owned elsewhere (its NodePool), but its events say where the pod's wait went: they are
+    /// placed under the nomination, in the pod's trace, not under the owner.
+    Nominee(&'static str),
 }
 
 /// What the controller did to the child.
@@ -62,6 +67,7 @@ const POD: Effect = Effect::Child("Pod");
 const REPLICA_SET: Effect = Effect::Child("ReplicaSet");
 const JOB: Effect = Effect::Child("Job");
 const CLAIM: Effect = Effect::Child("PersistentVolumeClaim");
+const NODE_CLAIM: Effect = Effect::Nominee("NodeClaim");
 
 #[rustfmt::skip]
 pub const RULES: &[Rule] = &[
@@ -90,7 +96,18 @@ pub const RULES: &[Rule] = &[
     rule(Some("CronJob"), "MissingJob", "Active job went missing: {child}", JOB, Other),
     // pkg/scheduler/schedule_one.go.
     rule(Some("Pod"), "Scheduled", "Successfully assigned {_} to {child}", Effect::Node, Other),
+    // Karpenter pkg/controllers/provisioning/scheduling/events.go NominatePodEvent: a NodeClaim
+    // (being launched, or in flight), and with it the Node once one exists.
+    rule(Some("Pod"), "Nominated", "Pod should schedule on: nodeclaim/{child}", NODE_CLAIM, Other),
+    rule(Some("Pod"), "Nominated", "Pod should schedule on: nodeclaim/{child}, node/{_}", NODE_CLAIM, Other),
 ];
+
+/// Whether objects of this kind are nominated for pods ([`Effect::Nominee`]).
+pub fn is_nominee(kind: &str) -> bool {
+    RULES
+        .iter()
+        .any(|r| matches!(r.effect, Effect::Nominee(k) if k == kind))
+}
 
 /// Events that follow an action the object's owner announces on it: (kind, reason, action).
 /// Such an event waits for the announcement, as it belongs under it. (Only where the owner does
@@ -640,6 +657,34 @@ mod tests {
             ),
             Some(("node-a".into(), Effect::Node))
         );
+    }
+
+    #[test]
+    fn karpenter_nominations_name_the_nodeclaim() {
+        // Messages as Karpenter v1.15.0 writes them (NominatePodEvent), the first seen on the
+        // local cluster (tests/scenarios/recorded/karpenter.jsonl).
+        assert_eq!(
+            child(
+                "Pod",
+                "Nominated",
+                "Pod should schedule on: nodeclaim/spare-r67c6"
+            ),
+            Some(("spare-r67c6".into(), NODE_CLAIM))
+        );
+        assert_eq!(
+            child(
+                "Pod",
+                "Nominated",
+                "Pod should schedule on: nodeclaim/spare-r67c6, node/kwok-spare-r67c6-1"
+            ),
+            Some(("spare-r67c6".into(), NODE_CLAIM))
+        );
+        // An existing node alone: nothing is provisioned for the pod.
+        assert_eq!(
+            child("Pod", "Nominated", "Pod should schedule on: node/node-1"),
+            None
+        );
+        assert!(is_nominee("NodeClaim") && !is_nominee("Node") && !is_nominee("Pod"));
     }
 
     #[test]
