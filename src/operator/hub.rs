@@ -2,9 +2,11 @@
 //!
 //! Watches feed it through a bounded channel; it ticks the engines (one per distinct session
 //! window, see `engines.rs`), and sends each finished span to every session of the engine that
-//! finished it whose scope matches the span's trace root (trace IDs are deterministic, so all
-//! sessions see the same IDs whichever engine serves them). Sessions are added, changed and removed by commands from the reconciler. Everything it
-//! knows is published as a snapshot for the status writer and the metrics.
+//! finished it whose scope matches the span's trace root and the namespace of its event
+//! (`Scope::admits`; trace IDs are deterministic, so all sessions see the same IDs whichever
+//! engine serves them). Sessions are added, changed and removed by commands from the
+//! reconciler. Everything it knows is published as a snapshot for the status writer and the
+//! metrics.
 
 mod exporters;
 #[cfg(test)]
@@ -516,7 +518,7 @@ impl Hub {
             let span: Arc<FinishedSpan> = Arc::new(starts.fill(span));
             let mut exported_as = None;
             for s in sessions.values_mut() {
-                if s.window(base) == window && s.setup.scope.matches(&span.root) {
+                if s.window(base) == window && s.setup.scope.admits(&span) {
                     exported_as.get_or_insert_with(|| s.setup.shape.trace_id(&span));
                     s.log
                         .record(&span, s.setup.max_recent_traces, &s.setup.shape);

@@ -1,11 +1,11 @@
 //! Which traces belong to a session: namespaces, root kinds and a label selector, matched
-//! against a trace's root object.
+//! against a trace's root object; and which of a matching trace's spans the session may read.
 
 use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::engine::model::TraceRoot;
+use crate::engine::model::{FinishedSpan, TraceRoot};
 
 /// One requirement of a label selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +128,20 @@ impl Scope {
                 .any(|(g, k)| **k == *root.kind && **g == *root.group())
             && self.selector.matches(&root.labels)
     }
+
+    /// Whether the session gets this span: its trace matches, and its event is from a namespace
+    /// the session traces. A cluster-scoped object's events (recorded in `default`) join a
+    /// namespaced trace in one case: a Karpenter NodeClaim's, under the pod nominated to it.
+    /// Only a session that traces `default` too (an admin session) reads them; any other gets
+    /// the pod's trace without them, so that nothing cluster-wide (nor what a forged nomination
+    /// pulls in) reaches a tenant.
+    pub fn admits(&self, span: &FinishedSpan) -> bool {
+        self.matches(&span.root)
+            && span
+                .event
+                .as_ref()
+                .is_none_or(|e| self.namespaces.contains(&e.namespace))
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +175,38 @@ mod tests {
             key: key.into(),
             operator: op.into(),
             values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn a_nodeclaims_spans_in_a_pods_trace_go_only_to_sessions_tracing_default() {
+        // The real Karpenter's recording: a pod waited for a NodeClaim, whose events (in
+        // `default`) hang under the pod's Nominated span in the Deployment's trace.
+        let spans = crate::replay::replay(
+            include_str!("../../tests/scenarios/recorded/karpenter.jsonl"),
+            Default::default(),
+        )
+        .spans;
+        let of_deployment: Vec<&FinishedSpan> = spans
+            .iter()
+            .filter(|s| &*s.root.kind == "Deployment")
+            .collect();
+        let is_claim = |s: &&&FinishedSpan| {
+            s.event
+                .as_ref()
+                .is_some_and(|e| e.involved.kind == "NodeClaim")
+        };
+        assert!(of_deployment.iter().filter(is_claim).count() >= 4);
+        let scope = |namespaces: &[&str]| Scope {
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            root_kinds: default_root_kinds(),
+            selector: LabelMatcher::default(),
+        };
+        let tenant = scope(&["rec-karpenter"]);
+        let admin = scope(&["rec-karpenter", "default"]);
+        for span in &of_deployment {
+            assert_eq!(tenant.admits(span), !is_claim(&span), "{:?}", span.event);
+            assert!(admin.admits(span));
         }
     }
 
