@@ -118,6 +118,11 @@ impl Cluster {
         self.ctl("flux-ctl", action)
     }
 
+    /// tests/cluster/karpenter-ctl: `start` (Karpenter with its KWOK provider), `stop`.
+    pub fn karpenter(&self, action: &str) -> Result<(), String> {
+        self.ctl("karpenter-ctl", action)
+    }
+
     /// tests/cluster/apiserver-ctl: `stop`, `start` (same flags and port), `compact` (etcd).
     pub fn apiserver(&self, action: &str) -> Result<(), String> {
         self.ctl("apiserver-ctl", action)

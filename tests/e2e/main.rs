@@ -11,6 +11,7 @@ mod faults;
 mod flux;
 mod helm;
 mod hpa;
+mod karpenter;
 mod kstatus;
 mod live;
 mod operator;
@@ -156,6 +157,10 @@ const CASES: &[Case] = &[
     (
         "hpa_scale_is_rooted_at_the_hpa_and_exemplars_lead_to_it",
         hpa::hpa_scale_is_rooted_at_the_hpa_and_exemplars_lead_to_it,
+    ),
+    (
+        "pod_waiting_for_a_karpenter_node_holds_its_nodeclaim",
+        karpenter::pod_waiting_for_a_karpenter_node_holds_its_nodeclaim,
     ),
     // Last: it stops the shared operator.
     (
