@@ -422,11 +422,8 @@ impl Sender {
         let result = self.transport.send(request).await;
         let c = &self.counters;
         match &result {
-            Ok(_) => self.queue.delivered(),
-            Err(_) => self.queue.failed(started),
-        }
-        match &result {
             Ok(rejected) => {
+                self.queue.delivered();
                 c.exported.fetch_add(
                     batch.len() as u64 - rejected.min(&(batch.len() as u64)),
                     Ordering::Relaxed,
@@ -439,6 +436,7 @@ impl Sender {
                 }
             }
             Err(e) => {
+                self.queue.failed(started);
                 c.errors.fetch_add(1, Ordering::Relaxed);
                 if e.is_not_permitted() {
                     c.refused.fetch_add(1, Ordering::Relaxed);
