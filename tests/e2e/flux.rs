@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::World;
 use crate::cluster::{Cluster, eventually};
 use crate::operator::{condition, rolled_out, session_yaml, status};
-use crate::receiver::{ReceivedSpan, Receiver};
+use crate::receiver::{ReceivedSpan, Receiver, receiver_session};
 
 const SECONDS_90: Duration = Duration::from_secs(90);
 
@@ -254,30 +254,6 @@ fn flux_role(ns: &str) -> String {
     format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: eventspan-flux, namespace: {ns}}}\nrules:\n- apiGroups: [kustomize.toolkit.fluxcd.io]\n  resources: [kustomizations]\n  verbs: [get, list, watch]\n- apiGroups: [source.toolkit.fluxcd.io]\n  resources: [gitrepositories]\n  verbs: [get, list, watch]\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: eventspan-flux, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: eventspan-flux}}\nsubjects:\n- {{kind: ServiceAccount, name: eventspan, namespace: eventspan-system}}\n"
     )
-}
-
-/// A session exporting to the test's own receiver (spans are counted there, never through
-/// Jaeger, which merges duplicates), Ready.
-fn receiver_session(
-    c: &Cluster,
-    ns: &str,
-    name: &str,
-    rx: &Receiver,
-    extra: &str,
-) -> Result<(), String> {
-    c.apply(&format!(
-        "apiVersion: eventspan.dev/v1alpha1\nkind: TraceSession\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  exporters:\n  - name: receiver\n    otlp: {{endpoint: \"{}\", protocol: http/protobuf}}\n{extra}",
-        rx.endpoint()
-    ))?;
-    c.kubectl(&[
-        "-n",
-        ns,
-        "wait",
-        "--for=condition=Ready",
-        &format!("tracesession/{name}"),
-        "--timeout=30s",
-    ])?;
-    Ok(())
 }
 
 fn web_deployment(ns: &str, image: &str) -> String {

@@ -9,8 +9,7 @@ use std::time::Duration;
 use crate::World;
 use crate::cluster::{Cluster, eventually};
 use crate::operator::{OPERATOR_NS, jaeger_trace, rolled_out_within, status};
-use crate::receiver::{ReceivedSpan, Receiver};
-use crate::sessions::wait_ready;
+use crate::receiver::{ReceivedSpan, Receiver, receiver_session};
 
 const NODEPOOL: &str = "e2e-spare";
 const ADMIN_SESSION: &str = "karpenter-admin";
@@ -34,16 +33,6 @@ fn deployment(ns: &str) -> String {
     )
 }
 
-fn session(ns: &str, name: &str, namespaces: &str, rx: &Receiver, jaeger: Option<&str>) -> String {
-    let jaeger = jaeger.map_or(String::new(), |endpoint| {
-        format!("  - name: jaeger\n    otlp: {{endpoint: \"{endpoint}\"}}\n")
-    });
-    format!(
-        "apiVersion: eventspan.dev/v1alpha1\nkind: TraceSession\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{namespaces}  exporters:\n  - name: receiver\n    otlp: {{endpoint: \"{}\", protocol: http/protobuf}}\n{jaeger}",
-        rx.endpoint()
-    )
-}
-
 fn of_trace<'a>(spans: &'a [ReceivedSpan], trace: &str) -> Vec<&'a ReceivedSpan> {
     spans.iter().filter(|s| s.trace_id == trace).collect()
 }
@@ -58,16 +47,19 @@ pub fn pod_waiting_for_a_karpenter_node_holds_its_nodeclaim(w: &World) -> Result
     let result = (|| {
         c.apply(RBAC)?;
         c.apply(&nodepool())?;
-        c.apply(&session(
+        // The admin session also exports to Jaeger, and traces `default`, where the cluster-scoped
+        // NodeClaim's events are.
+        receiver_session(
+            c,
             OPERATOR_NS,
             ADMIN_SESSION,
-            &format!("  namespaces: [{ns}, default]\n"),
             &admin_rx,
-            Some(c.var("JAEGER_OTLP_GRPC")),
-        ))?;
-        c.apply(&session(&ns, TENANT_SESSION, "", &tenant_rx, None))?;
-        wait_ready(w, OPERATOR_NS, ADMIN_SESSION)?;
-        wait_ready(w, &ns, TENANT_SESSION)?;
+            &format!(
+                "  - name: jaeger\n    otlp: {{endpoint: \"{}\"}}\n  namespaces: [{ns}, default]\n",
+                c.var("JAEGER_OTLP_GRPC")
+            ),
+        )?;
+        receiver_session(c, &ns, TENANT_SESSION, &tenant_rx, "")?;
         c.apply(&deployment(&ns))?;
         rolled_out_within(c, &ns, "web", Duration::from_secs(120))?;
         let trace = eventually(SECONDS_90, || {

@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use prost::Message;
 
+use crate::cluster::Cluster;
 use crate::operator::free_port;
 
 /// One span as it arrived.
@@ -165,6 +166,31 @@ fn receive(spans: &Spans, headers: &HeaderMap, body: &[u8]) -> axum::response::R
         ExportTraceServiceResponse::default().encode_to_vec(),
     )
         .into_response()
+}
+
+/// A session exporting to the test's own receiver (spans are counted there, never through
+/// Jaeger, which merges duplicates), Ready. `extra` follows the receiver in `spec.exporters`
+/// (more exporters), then may go on with other `spec` fields.
+pub fn receiver_session(
+    c: &Cluster,
+    ns: &str,
+    name: &str,
+    rx: &Receiver,
+    extra: &str,
+) -> Result<(), String> {
+    c.apply(&format!(
+        "apiVersion: eventspan.dev/v1alpha1\nkind: TraceSession\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  exporters:\n  - name: receiver\n    otlp: {{endpoint: \"{}\", protocol: http/protobuf}}\n{extra}",
+        rx.endpoint()
+    ))?;
+    c.kubectl(&[
+        "-n",
+        ns,
+        "wait",
+        "--for=condition=Ready",
+        &format!("tracesession/{name}"),
+        "--timeout=30s",
+    ])?;
+    Ok(())
 }
 
 pub fn hex(bytes: &[u8]) -> String {
