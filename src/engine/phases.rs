@@ -239,7 +239,10 @@ impl PodTimeline {
                 .join(", ");
             attrs.push(("eventspan.phase.pull.containers", pulls.as_str().into()));
         }
-        attrs.push(("eventspan.phases", summary(&phases).as_str().into()));
+        attrs.push((
+            "eventspan.phases",
+            summary(&phases, self.unschedulable).as_str().into(),
+        ));
     }
 
     /// Heap bytes held, for the object table's byte bound.
@@ -284,9 +287,14 @@ const PHASE_KEYS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// `wait-node 41.2s · pull 12.0s · start 0.1s · ready 5.0s (infra 53.3s, workload 5.0s)`.
-fn summary(phases: &[Phase]) -> String {
+/// `wait-node 41.2s · pull 12.0s · start 0.1s · ready 5.0s (infra 53.3s, workload 5.0s)`; for
+/// a pod the scheduler only refused so far, `not scheduled (2 FailedScheduling)`.
+fn summary(phases: &[Phase], unschedulable: u32) -> String {
     let mut out = String::new();
+    if phases.is_empty() {
+        let _ = write!(out, "not scheduled ({unschedulable} FailedScheduling)");
+        return out;
+    }
     let (mut infra, mut workload) = (Duration::ZERO, Duration::ZERO);
     for (i, p) in phases.iter().enumerate() {
         if i > 0 {
@@ -295,14 +303,12 @@ fn summary(phases: &[Phase]) -> String {
         let _ = write!(out, "{} {}", p.name, seconds(p.duration));
         *if p.infra { &mut infra } else { &mut workload } += p.duration;
     }
-    if !phases.is_empty() {
-        let _ = write!(
-            out,
-            " (infra {}, workload {})",
-            seconds(infra),
-            seconds(workload)
-        );
-    }
+    let _ = write!(
+        out,
+        " (infra {}, workload {})",
+        seconds(infra),
+        seconds(workload)
+    );
     out
 }
 
@@ -363,7 +369,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            summary(&phases),
+            summary(&phases, 0),
             "schedule 0.3s · pull 12.0s · start 0.1s · ready 5.0s (infra 12.4s, workload 5.0s)"
         );
     }
