@@ -645,3 +645,154 @@ fn pods_behind_an_interrupted_watch_are_waited_for_past_the_rollouts_end() {
         assert_eq!(spans.len(), 14, "{}", tree::render(&spans));
     }
 }
+
+/// A recorded scenario's lines, each edited by `edit` (which may drop it by returning `None`).
+fn edited_recording(
+    name: &str,
+    edit: impl Fn(serde_json::Value) -> Option<serde_json::Value>,
+) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios/recorded")
+        .join(name);
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|line| edit(serde_json::from_str(line).unwrap()))
+        .map(|v| v.to_string() + "\n")
+        .collect()
+}
+
+/// Issue 16: a NodeClaim's `Initialized` (under the nomination of the pod that waits for it)
+/// says how long the node took to come up from the nomination: in the Karpenter recording both
+/// events carry whole seconds and are dated by when they were seen, the nomination at
+/// 20:26:28.9168 and `Initialized` at 20:26:30.2056 (1,288.8 ms, whole milliseconds kept).
+#[test]
+fn a_nodeclaims_initialized_span_says_how_long_its_node_took_from_the_nomination() {
+    use eventspan::engine::model::AttrRef;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/recorded");
+    let input = std::fs::read_to_string(dir.join("karpenter.jsonl")).unwrap();
+    let spans = replay::replay(&input, EngineConfig::default()).spans;
+    let reason = |s: &eventspan::engine::model::FinishedSpan| {
+        s.event
+            .as_ref()
+            .map(|e| (e.involved.kind.clone(), e.reason.clone()))
+    };
+    let provisioned: Vec<_> = spans
+        .iter()
+        .filter(|s| s.attribute("eventspan.node.provisioning.ms").is_some())
+        .collect();
+    assert_eq!(provisioned.len(), 1, "one NodeClaim came up");
+    let initialized = provisioned[0];
+    assert_eq!(
+        reason(initialized),
+        Some(("NodeClaim".into(), "Initialized".into()))
+    );
+    assert_eq!(
+        initialized.attribute("eventspan.node.provisioning.ms"),
+        Some(AttrRef::Int(1288))
+    );
+    let nomination = spans
+        .iter()
+        .find(|s| Some(s.span_id) == initialized.parent)
+        .expect("its parent was exported");
+    assert_eq!(reason(nomination), Some(("Pod".into(), "Nominated".into())));
+}
+
+/// The Karpenter recording with cluster-autoscaler's words instead of Karpenter's: the
+/// nomination becomes the `TriggeredScaleUp` cluster-autoscaler records on the pod (its message
+/// as in core/scaleup/orchestrator), the NodeClaim's and NodePool's events are gone (a
+/// cluster-autoscaler node group has no object of its own). No cluster-autoscaler runs here:
+/// it has no provider for this machine's fake nodes, and its module is not served.
+fn as_cluster_autoscaler(mut line: serde_json::Value) -> Option<serde_json::Value> {
+    let event = line.get_mut("object")?;
+    let regarding = event["regarding"]["kind"].as_str().unwrap_or_default();
+    if matches!(regarding, "NodeClaim" | "NodePool") {
+        return None;
+    }
+    if event["reason"] == "Nominated" {
+        event["reason"] = "TriggeredScaleUp".into();
+        event["note"] = "pod triggered scale-up: [{kwok-pool 2->3 (max: 4)}]".into();
+        event["reportingController"] = "cluster-autoscaler".into();
+        event["deprecatedSource"]["component"] = "cluster-autoscaler".into();
+    }
+    Some(line)
+}
+
+/// Issue 16, cluster-autoscaler: its `TriggeredScaleUp` opens the pod's wait-node phase as
+/// Karpenter's nomination does, and is infrastructure time.
+#[test]
+fn a_cluster_autoscaler_scale_up_is_the_pods_wait_for_a_node() {
+    use eventspan::engine::model::AttrRef;
+    let input = edited_recording("karpenter.jsonl", as_cluster_autoscaler);
+    let result = replay::replay(&input, EngineConfig::default());
+    assert!(result.skipped.is_empty(), "{:?}", result.skipped);
+    let spans = result.spans;
+    let scale_up = spans
+        .iter()
+        .find(|s| {
+            s.event
+                .as_ref()
+                .is_some_and(|e| e.reason == "TriggeredScaleUp")
+        })
+        .expect("the scale-up is a span");
+    assert_eq!(
+        scale_up.attribute("eventspan.phase"),
+        Some(AttrRef::Str("wait-node"))
+    );
+    assert_eq!(
+        scale_up.attribute("eventspan.phase.kind"),
+        Some(AttrRef::Str("infra"))
+    );
+    assert!(!scale_up.error);
+    let creation = spans
+        .iter()
+        .find(|s| Some(s.span_id) == scale_up.parent)
+        .expect("under the pod's creation");
+    assert_eq!(
+        creation.attribute("eventspan.phase.wait-node.trigger"),
+        Some(AttrRef::Str("TriggeredScaleUp"))
+    );
+    // Created at +787 ms, scheduled onto the new node at +3,063 ms.
+    assert_eq!(
+        creation.attribute("eventspan.phase.wait-node.ms"),
+        Some(AttrRef::Int(2276))
+    );
+}
+
+/// Issue 16, cluster-autoscaler: a `NotTriggerScaleUp` (a Normal event) says no node it could
+/// add fits the pod, so the pod's trace ends with it as an error, as Karpenter's refusal does.
+#[test]
+fn a_cluster_autoscaler_refusal_is_an_error_on_the_waiting_pod() {
+    use eventspan::engine::model::AttrRef;
+    let input = edited_recording("karpenter-limit.jsonl", |mut line| {
+        let event = &mut line["object"];
+        if event["reportingController"] == "karpenter" && event["reason"] == "FailedScheduling" {
+            event["reason"] = "NotTriggerScaleUp".into();
+            event["type"] = "Normal".into();
+            event["note"] = "pod didn't trigger scale-up (it wouldn't fit if a new node is added): 1 Insufficient cpu".into();
+            event["reportingController"] = "cluster-autoscaler".into();
+            event["deprecatedSource"]["component"] = "cluster-autoscaler".into();
+        }
+        Some(line)
+    });
+    let spans = replay::replay(&input, EngineConfig::default()).spans;
+    let refusal = spans
+        .iter()
+        .find(|s| {
+            s.event
+                .as_ref()
+                .is_some_and(|e| e.reason == "NotTriggerScaleUp")
+        })
+        .expect("the refusal is a span");
+    assert!(refusal.error, "a refusal is an error though a Normal event");
+    assert_eq!(
+        refusal.attribute("eventspan.phase.kind"),
+        Some(AttrRef::Str("infra"))
+    );
+    assert_eq!(refusal.attribute("eventspan.phase"), None);
+    let root = spans.iter().find(|s| s.parent.is_none()).expect("a root");
+    assert_eq!(
+        root.attribute("eventspan.outcome"),
+        Some(AttrRef::Str("pending"))
+    );
+}

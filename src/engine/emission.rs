@@ -6,7 +6,8 @@ use std::collections::BinaryHeap;
 use super::checkpoint::{ExportedOccurrences, ExportedSpan};
 use super::emit;
 use super::ids::{SpanId, TraceId};
-use super::spans::TraceState;
+use super::rules;
+use super::spans::{OpenSpan, Source, TraceState};
 use super::state::Engine;
 use super::time::Timestamp;
 use super::tracked::EventKey;
@@ -47,6 +48,20 @@ pub(super) fn queue_check(
 }
 
 impl Engine {
+    /// When the nomination of this span's object began: its parent's start, if the parent is
+    /// the span that nominated it (see [`emit::EmitContext::nominated_at`]). Looked up only for
+    /// the events that say a nominee is provisioned.
+    fn nominated_at(&self, span: &OpenSpan) -> Option<Timestamp> {
+        let Source::Event { event, .. } = &span.source else {
+            return None;
+        };
+        if !rules::is_provisioned(&event.involved.kind, &event.reason) {
+            return None;
+        }
+        let parent = self.spans.get_at(span.parent?)?;
+        (parent.about == Some(span.subject)).then_some(parent.start)
+    }
+
     pub(super) fn schedule(&mut self, trace: TraceId, at: Timestamp) {
         if let Some(state) = self.traces.get_mut(&trace) {
             queue_check(&mut self.deadlines, trace, state, at);
@@ -159,6 +174,7 @@ impl Engine {
             };
             let settled = span.open_children == 0 && due;
             let parent = span.parent;
+            let nominated_at = self.nominated_at(&span);
             let trace = self.traces.get(&trace_id).expect("present");
             let root = root_info.get_or_insert_with(|| emit::trace_root(&self.objects, trace));
             let mut finished = emit::finish(
@@ -169,6 +185,7 @@ impl Engine {
                     attributes: &mut self.attributes,
                     trace,
                     root,
+                    nominated_at,
                 },
             );
             finished.incomplete = flush == Flush::Abandon && !settled;

@@ -16,6 +16,7 @@ use super::model::{
 use super::objects::ObjectTable;
 use super::rules;
 use super::spans::{OpenSpan, Source, TraceState};
+use super::time::Timestamp;
 use super::tolerance::MAX_ROOT_LEAD;
 
 /// The Arc-shared description of a trace's root object, attached to each of its spans.
@@ -43,6 +44,9 @@ pub(crate) struct EmitContext<'a> {
     pub attributes: &'a mut AttributeCache,
     pub trace: &'a TraceState,
     pub root: &'a Arc<TraceRoot>,
+    /// When the span's parent started, if the parent nominated the span's own object (a pod's
+    /// `Nominated` over its NodeClaim's events): where that object's provisioning began.
+    pub nominated_at: Option<Timestamp>,
 }
 
 /// Whether the event says its controller created the child it names ("Created pod: X").
@@ -163,9 +167,25 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
             if nominates {
                 attrs.push(("eventspan.phase", "wait-node".into()));
             }
-            if nominates || rules::is_nominee(&event.involved.kind) {
+            let verdict = rules::capacity_verdict(&event.involved.kind, &event.reason);
+            // cluster-autoscaler's word on the pod opens the same wait as a nomination.
+            if verdict == Some(rules::CapacityVerdict::Requested) {
+                attrs.push(("eventspan.phase", "wait-node".into()));
+            }
+            if nominates || verdict.is_some() || rules::is_nominee(&event.involved.kind) {
                 attrs.push(("eventspan.phase.kind", "infra".into()));
             }
+            if let Some(nominated) = cx.nominated_at
+                && rules::is_provisioned(&event.involved.kind, &event.reason)
+            {
+                let ms = span.start.since(nominated).as_millis();
+                attrs.push((
+                    "eventspan.node.provisioning.ms",
+                    i64::try_from(ms).unwrap_or(i64::MAX).into(),
+                ));
+            }
+            // The autoscaler will add no node the pod fits: the pod's wait has no end in sight.
+            let refused = verdict == Some(rules::CapacityVerdict::Refused);
             if let Some(pod) = span.about
                 && creates(&event)
                 && let Some(phases) = cx.objects.take_phases(pod)
@@ -177,7 +197,7 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
                     .and(span.state_end);
                 phases.push_attributes(span.start, ready, &mut attrs);
             }
-            (None, warning, Some(event))
+            (None, warning || refused, Some(event))
         }
     };
     let mut error = error;

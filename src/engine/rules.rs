@@ -109,6 +109,39 @@ pub fn is_nominee(kind: &str) -> bool {
         .any(|r| matches!(r.effect, Effect::Nominee(k) if k == kind))
 }
 
+/// The events by which a nominee says that the capacity it stands for is up, so that the pod
+/// nominated to it can land: (nominee kind, reason). Karpenter's NodeClaim condition
+/// `Initialized` (pkg/apis/v1/nodeclaim_status.go: registered, started up, startup taints gone);
+/// its later `Ready` only repeats that for the NodeClaim's own status.
+const PROVISIONED: &[(&str, &str)] = &[("NodeClaim", "Initialized")];
+
+/// Whether this event on a nominee says its capacity is up ([`PROVISIONED`]).
+pub fn is_provisioned(kind: &str, reason: &str) -> bool {
+    PROVISIONED.iter().any(|&(k, r)| k == kind && r == reason)
+}
+
+/// What a cluster autoscaler said about a pod that waits for capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapacityVerdict {
+    /// It asked for a node: the pod's wait is for the cluster to grow.
+    Requested,
+    /// No node it could add would fit the pod: the pod waits for nothing the autoscaler will do.
+    Refused,
+}
+
+/// cluster-autoscaler's events on a pod (core/scaleup/orchestrator: `TriggeredScaleUp`, "pod
+/// triggered scale-up: [{group 1->2 (max: 10)}]"; `NotTriggerScaleUp`, "pod didn't trigger
+/// scale-up (it wouldn't fit if a new node is added): ..."). Both are Normal events, so the
+/// refusal is an error only by this table. Karpenter's decision is its `Nominated` above, and its
+/// refusal a Warning `FailedScheduling`.
+pub fn capacity_verdict(kind: &str, reason: &str) -> Option<CapacityVerdict> {
+    match (kind, reason) {
+        ("Pod", "TriggeredScaleUp") => Some(CapacityVerdict::Requested),
+        ("Pod", "NotTriggerScaleUp") => Some(CapacityVerdict::Refused),
+        _ => None,
+    }
+}
+
 /// Events that follow an action the object's owner announces on it: (kind, reason, action).
 /// Such an event waits for the announcement, as it belongs under it. (Only where the owner does
 /// announce that action on that kind: a Job's pods are deleted without a Deployment's say.)
@@ -685,6 +718,17 @@ mod tests {
             None
         );
         assert!(is_nominee("NodeClaim") && !is_nominee("Node") && !is_nominee("Pod"));
+        assert!(is_provisioned("NodeClaim", "Initialized"));
+        assert!(!is_provisioned("NodeClaim", "Launched") && !is_provisioned("Pod", "Initialized"));
+        assert_eq!(
+            capacity_verdict("Pod", "TriggeredScaleUp"),
+            Some(CapacityVerdict::Requested)
+        );
+        assert_eq!(
+            capacity_verdict("Pod", "NotTriggerScaleUp"),
+            Some(CapacityVerdict::Refused)
+        );
+        assert_eq!(capacity_verdict("Node", "TriggeredScaleUp"), None);
     }
 
     #[test]
