@@ -113,6 +113,21 @@ pub struct TraceSessionSpec {
     /// the other 12 are the deterministic ID's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id_format: Option<TraceIdFormat>,
+
+    /// What the operator's `/metrics` tells about this session's traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SessionMetrics>,
+}
+
+/// `spec.metrics`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionMetrics {
+    /// Label the rollout, pod and node-provisioning histograms of this session's traces with
+    /// their namespace. Off by default: namespaces are the label users multiply, and with it
+    /// each namespace the session traces (at most 64) is a series of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_label: Option<bool>,
 }
 
 /// `spec.traceparent`.

@@ -67,6 +67,8 @@ pub struct SessionSetup {
     /// How the session's spans leave (its exporters carry the same in their specs): the status
     /// lists the trace IDs the backend receives.
     pub shape: SpanShape,
+    /// Whether the span histograms label the session's traces with their namespace.
+    pub namespace_label: bool,
 }
 
 /// The hub is no longer running (the operator is stopping, or the hub's task ended): a command
@@ -508,7 +510,7 @@ impl Hub {
 
     /// Hands finished spans to every session of the engine that finished them whose scope
     /// matches their trace; the span histograms observe each span a session took, under the
-    /// trace ID the first of them exports it with.
+    /// trace ID the first of them exports it with, by namespace if any of them asks for that.
     fn route(&mut self) {
         let base = self.engines.base_window();
         let (sessions, starts, metrics) =
@@ -517,9 +519,11 @@ impl Hub {
         self.engines.drain_finished(|window, span| {
             let span: Arc<FinishedSpan> = Arc::new(starts.fill(span));
             let mut exported_as = None;
+            let mut namespace_label = false;
             for s in sessions.values_mut() {
                 if s.window(base) == window && s.setup.scope.admits(&span) {
                     exported_as.get_or_insert_with(|| s.setup.shape.trace_id(&span));
+                    namespace_label |= s.setup.namespace_label;
                     s.log
                         .record(&span, s.setup.max_recent_traces, &s.setup.shape);
                     for e in &s.exporters {
@@ -528,7 +532,7 @@ impl Hub {
                 }
             }
             if let Some(trace_id) = exported_as {
-                metrics.finished(&span, trace_id, now);
+                metrics.finished(&span, trace_id, now, namespace_label);
             }
         });
     }

@@ -400,6 +400,7 @@ async fn decide(ts: &TraceSession, ctx: &Context) -> Result<Decision, Refusal> {
             max_recent_traces: config.max_recent_traces,
             root_kinds,
             shape: config.shape,
+            namespace_label: config.namespace_label,
         }),
         started_at,
         ttl_left,

@@ -87,6 +87,8 @@ pub struct SessionConfig {
     pub trace_url_template: Option<String>,
     /// How the session's spans leave: trace IDs, remote parents, service name.
     pub shape: SpanShape,
+    /// Whether the span histograms label this session's traces with their namespace.
+    pub namespace_label: bool,
 }
 
 fn parse_duration(field: &str, value: &Option<String>) -> Result<Option<Duration>, Invalid> {
@@ -236,6 +238,11 @@ pub fn validate(
             })
             .transpose()?,
         shape: shape(spec)?,
+        namespace_label: spec
+            .metrics
+            .as_ref()
+            .and_then(|m| m.namespace_label)
+            .unwrap_or(false),
     })
 }
 
@@ -386,6 +393,14 @@ mod tests {
         assert!(!c.exporters[0].logs);
         assert_eq!(c.shape, SpanShape::default());
         assert_eq!(c.shape.parent_trace, ParentTraceMode::Parent);
+        assert!(!c.namespace_label, "namespaces are a label only on request");
+        let asks = TraceSessionSpec {
+            metrics: Some(crate::operator::crd::SessionMetrics {
+                namespace_label: Some(true),
+            }),
+            ..spec()
+        };
+        assert!(validate(&asks, "shop", &admin()).unwrap().namespace_label);
     }
 
     #[test]

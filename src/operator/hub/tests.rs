@@ -46,19 +46,22 @@ mod doubles {
         pub handle: HubHandle,
         pub watches: FakeWatches,
         pub exporters: FakeExporters,
+        /// What `/metrics` would serve of the spans the hub routed.
+        pub metrics: crate::operator::metrics::Metrics,
     }
 
     impl Harness {
         pub fn new() -> Self {
             let watches = FakeWatches::default();
             let exporters = FakeExporters::default();
+            let metrics = crate::operator::metrics::Metrics::default();
             // The tests hand inputs to the hub themselves.
             let (_, inputs) = mpsc::channel(1);
             let connections = Connections {
                 watches: Box::new(watches.clone()),
                 inputs,
                 exporters: Box::new(exporters.clone()),
-                span_metrics: crate::operator::metrics::Metrics::default().spans(),
+                span_metrics: metrics.spans(),
             };
             let (hub, handle) = Hub::connected(EngineConfig::default(), None, connections);
             Harness {
@@ -66,6 +69,7 @@ mod doubles {
                 handle,
                 watches,
                 exporters,
+                metrics,
             }
         }
 
@@ -159,6 +163,7 @@ mod doubles {
             max_recent_traces: 10,
             root_kinds: Vec::new(),
             shape: Default::default(),
+            namespace_label: false,
         }
     }
 
@@ -215,6 +220,28 @@ async fn a_new_session_is_watched_and_gets_every_span_of_its_traces_once() {
         .map(|s| s.trace_id)
         .collect();
     assert_eq!(web.log.traces, traces.len() as u64);
+}
+
+/// Issue 16: the span histograms carry the trace's namespace when a session that takes the span
+/// asks for it (`spec.metrics.namespaceLabel`), whichever session of the engine takes it first.
+#[tokio::test]
+async fn spans_are_measured_by_namespace_when_a_session_taking_them_asks_for_it() {
+    for asks in [false, true] {
+        let mut h = Harness::new();
+        h.upsert("plain", setup(&["shop"], &["http://a"]))
+            .expect("started");
+        let mut by_namespace = setup(&["shop"], &["http://b"]);
+        by_namespace.namespace_label = asks;
+        h.upsert("by-namespace", by_namespace).expect("started");
+        h.feed_all(ROLLOUT);
+        let text = h.metrics.encode();
+        // The recording has no status, so no outcome: its pods' phases are measured.
+        assert!(
+            text.contains("eventspan_pod_phase_seconds_count{"),
+            "{text}"
+        );
+        assert_eq!(text.contains("namespace=\"shop\""), asks, "{text}");
+    }
 }
 
 #[tokio::test]

@@ -8,12 +8,14 @@
 //! once per engine that emitted them.
 //!
 //! Labels stay bounded: root kinds are the kinds the watches follow (budgeted), outcomes and
-//! phases are the engine's own fixed words. There is no namespace label: no session option
-//! asks for one yet, and namespaces are the one label whose values users multiply.
+//! phases are the engine's own fixed words, provisioned kinds the engine's rule table's. The
+//! trace's namespace is a label only of spans that a session asking for it
+//! (`spec.metrics.namespaceLabel`) takes, so it ranges over the namespaces such sessions name
+//! (at most 64 each); namespaces are the one label whose values users multiply.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -30,6 +32,11 @@ const ROLLOUT_BOUNDS: &[f64] = &[
 /// A pod's creation to Ready: sub-second with a cached image, minutes behind a new node.
 const POD_READY_BOUNDS: &[f64] = &[
     0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// A node's provisioning: a KWOK node in seconds, a cloud instance in one to several minutes.
+const PROVISIONING_BOUNDS: &[f64] = &[
+    1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 900.0,
 ];
 
 /// One phase: 0 for an image already present, minutes for a node to come up.
@@ -57,6 +64,26 @@ struct PhaseLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProvisioningLabels {
+    /// The kind of the object that stood for the new capacity (a NodeClaim).
+    kind: String,
+}
+
+/// The trace's namespace, for the spans a session that asked for it takes; no label otherwise
+/// (a derived label set has no optional labels: `Option` encodes as an empty value).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct NamespaceLabel(Option<String>);
+
+impl EncodeLabelSet for NamespaceLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        match &self.0 {
+            Some(namespace) => ("namespace", namespace.as_str()).encode(encoder.encode_label()),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The exemplar: the trace as the backend stores it.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TraceLabel {
@@ -64,8 +91,11 @@ struct TraceLabel {
 }
 
 /// Histograms by label set `L`, each made by a constructor that knows its bounds.
-type Histograms<L> =
-    Family<L, HistogramWithExemplars<TraceLabel>, fn() -> HistogramWithExemplars<TraceLabel>>;
+type Histograms<L> = Family<
+    (L, NamespaceLabel),
+    HistogramWithExemplars<TraceLabel>,
+    fn() -> HistogramWithExemplars<TraceLabel>,
+>;
 
 /// The span histograms; clones share them (the hub observes, `/metrics` encodes).
 #[derive(Clone, Debug)]
@@ -73,6 +103,7 @@ pub struct SpanMetrics {
     rollouts: Histograms<RolloutLabels>,
     pods_ready: Histograms<PodLabels>,
     phases: Histograms<PhaseLabels>,
+    provisioning: Histograms<ProvisioningLabels>,
 }
 
 impl SpanMetrics {
@@ -86,6 +117,9 @@ impl SpanMetrics {
             }),
             phases: Family::new_with_constructor(|| {
                 HistogramWithExemplars::new(PHASE_BOUNDS.iter().copied())
+            }),
+            provisioning: Family::new_with_constructor(|| {
+                HistogramWithExemplars::new(PROVISIONING_BOUNDS.iter().copied())
             }),
         }
     }
@@ -106,14 +140,27 @@ impl SpanMetrics {
             "Seconds of each phase of a pod's way to Ready, by phase and kind (infra or workload)",
             self.phases.clone(),
         );
+        registry.register(
+            "eventspan_node_provisioning_seconds",
+            "Seconds from an autoscaler's nomination of new capacity for a waiting pod to that capacity being up (a NodeClaim Initialized), by the kind that stood for it",
+            self.provisioning.clone(),
+        );
     }
 
-    /// A span a session exports, under `trace_id` (the ID its backend has), observed at `at`.
-    /// Spans exported before their end was known (`incomplete`) measure nothing.
-    pub fn finished(&self, span: &FinishedSpan, trace_id: TraceId, at: Timestamp) {
+    /// A span a session exports, under `trace_id` (the ID its backend has), observed at `at`;
+    /// with its trace's namespace as a label if `by_namespace`. Spans exported before their end
+    /// was known (`incomplete`) measure nothing.
+    pub fn finished(
+        &self,
+        span: &FinishedSpan,
+        trace_id: TraceId,
+        at: Timestamp,
+        by_namespace: bool,
+    ) {
         if span.incomplete {
             return;
         }
+        let namespace = NamespaceLabel(by_namespace.then(|| span.root.namespace.to_string()));
         let attribute = |key: &str| {
             span.attributes
                 .iter()
@@ -136,7 +183,27 @@ impl SpanMetrics {
                 kind: span.root.kind.to_string(),
                 outcome: outcome.to_string(),
             };
-            exemplar.observe(&self.rollouts.get_or_create(&labels), duration);
+            exemplar.observe(
+                &self.rollouts.get_or_create(&(labels, namespace.clone())),
+                duration,
+            );
+        }
+        if let Some(&AttrValue::Int(ms)) = span
+            .attributes
+            .iter()
+            .find(|(k, _)| *k == "eventspan.node.provisioning.ms")
+            .map(|(_, v)| v)
+            && let Some(event) = &span.event
+        {
+            let labels = ProvisioningLabels {
+                kind: event.involved.kind.clone(),
+            };
+            exemplar.observe(
+                &self
+                    .provisioning
+                    .get_or_create(&(labels, namespace.clone())),
+                Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
+            );
         }
         if attribute("eventspan.child.kind") != Some("Pod") {
             return;
@@ -147,7 +214,10 @@ impl SpanMetrics {
             let labels = PodLabels {
                 kind: span.root.kind.to_string(),
             };
-            exemplar.observe(&self.pods_ready.get_or_create(&labels), duration);
+            exemplar.observe(
+                &self.pods_ready.get_or_create(&(labels, namespace.clone())),
+                duration,
+            );
         }
         for (key, value) in &span.attributes {
             let Some(phase) = key
@@ -171,7 +241,7 @@ impl SpanMetrics {
             };
             let ms = u64::try_from(ms).unwrap_or(0);
             exemplar.observe(
-                &self.phases.get_or_create(&labels),
+                &self.phases.get_or_create(&(labels, namespace.clone())),
                 Duration::from_millis(ms),
             );
         }

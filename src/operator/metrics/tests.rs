@@ -372,6 +372,14 @@ const OBSERVED_AT: i64 = 1_795_000_000;
 
 /// The exposition after `spans` were routed to a session exporting them under their own IDs.
 fn scrape_spans(spans: &[crate::engine::model::FinishedSpan]) -> String {
+    scrape_spans_by_namespace(spans, false)
+}
+
+/// As [`scrape_spans`], for a session that asks (`by_namespace`) for the namespace label or not.
+fn scrape_spans_by_namespace(
+    spans: &[crate::engine::model::FinishedSpan],
+    by_namespace: bool,
+) -> String {
     scrape(HubSnapshot::default(), |m| {
         let histograms = m.spans();
         for span in spans {
@@ -379,6 +387,7 @@ fn scrape_spans(spans: &[crate::engine::model::FinishedSpan]) -> String {
                 span,
                 span.trace_id,
                 crate::engine::time::Timestamp::from_unix_secs(OBSERVED_AT),
+                by_namespace,
             );
         }
     })
@@ -466,6 +475,54 @@ fn each_pod_phase_is_observed_by_phase_and_whose_time_it_was() {
 }
 
 #[test]
+fn a_session_that_asks_for_it_gets_the_namespace_label_and_only_it() {
+    let spans = rollout_spans();
+    let namespace = spans[0].root.namespace.to_string();
+    assert!(!namespace.is_empty());
+    let labeled = scrape_spans_by_namespace(&spans, true);
+    for sample in [
+        "eventspan_rollout_duration_seconds_count{kind=\"Deployment\",outcome=\"done\",",
+        "eventspan_pod_ready_seconds_count{kind=\"Deployment\",",
+        "eventspan_pod_phase_seconds_count{phase=\"pull\",kind=\"infra\",",
+    ] {
+        let line = format!("{sample}namespace=\"{namespace}\"}}");
+        assert!(labeled.contains(&line), "{line} missing from:\n{labeled}");
+    }
+    let unlabeled = scrape_spans_by_namespace(&spans, false);
+    assert!(!unlabeled.contains("namespace="), "{unlabeled}");
+    assert!(unlabeled.contains("eventspan_pod_ready_seconds_count{kind=\"Deployment\"} 2\n"));
+}
+
+/// The Karpenter recording: its NodeClaim came up 1.288 s after the pod's nomination.
+#[test]
+fn a_nodeclaim_coming_up_is_observed_as_node_provisioning_with_the_pods_trace() {
+    let spans = crate::replay::replay(
+        include_str!("../../../tests/scenarios/recorded/karpenter.jsonl"),
+        Default::default(),
+    )
+    .spans;
+    let initialized = spans
+        .iter()
+        .find(|s| s.attribute("eventspan.node.provisioning.ms").is_some())
+        .expect("the recording's NodeClaim came up");
+    let trace = initialized.trace_id.to_string();
+    let text = scrape_spans(&spans);
+    assert!(text.contains("# TYPE eventspan_node_provisioning_seconds histogram\n"));
+    let bucket = "eventspan_node_provisioning_seconds_bucket";
+    assert_eq!(
+        sample_line(&text, bucket, "le=\"1.0\","),
+        format!("{bucket}{{le=\"1.0\",kind=\"NodeClaim\"}} 0")
+    );
+    assert_eq!(
+        sample_line(&text, bucket, "le=\"2.5\","),
+        format!(
+            "{bucket}{{le=\"2.5\",kind=\"NodeClaim\"}} 1 # {{trace_id=\"{trace}\"}} 1.288 {OBSERVED_AT}.0"
+        )
+    );
+    assert!(text.contains("eventspan_node_provisioning_seconds_count{kind=\"NodeClaim\"} 1\n"));
+}
+
+#[test]
 fn spans_sent_before_their_end_was_known_measure_nothing() {
     let spans: Vec<_> = rollout_spans()
         .into_iter()
@@ -535,10 +592,20 @@ fn every_metric_the_dashboard_queries_is_one_metrics_serves() {
         sessions: [session("jaeger", Default::default())].into(),
         ..Default::default()
     };
+    // The Karpenter recording's NodeClaim fills the node-provisioning family.
+    let karpenter = crate::replay::replay(
+        include_str!("../../../tests/scenarios/recorded/karpenter.jsonl"),
+        Default::default(),
+    )
+    .spans;
     let text = scrape(snapshot, |m| {
-        for span in rollout_spans() {
-            m.spans()
-                .finished(&span, span.trace_id, crate::engine::time::Timestamp::MIN);
+        for span in rollout_spans().iter().chain(&karpenter) {
+            m.spans().finished(
+                span,
+                span.trace_id,
+                crate::engine::time::Timestamp::MIN,
+                true,
+            );
         }
     });
     let (served, _) = parse(&text);
@@ -558,6 +625,7 @@ fn every_metric_the_dashboard_queries_is_one_metrics_serves() {
         "eventspan_rollout_duration_seconds_bucket",
         "eventspan_pod_ready_seconds_bucket",
         "eventspan_pod_phase_seconds_bucket",
+        "eventspan_node_provisioning_seconds_bucket",
         "eventspan_event_to_export_seconds_bucket",
     ] {
         assert!(
