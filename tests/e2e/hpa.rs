@@ -34,7 +34,7 @@ fn wait_generation(c: &Cluster, ns: &str, generation: i64) -> Result<Value, Stri
 
 /// The trace IDs of the exemplars of a histogram's buckets on `/metrics` (OpenMetrics:
 /// `name_bucket{...} N # {trace_id="..."} value timestamp`).
-fn exemplar_trace_ids(metrics: &str, histogram: &str) -> Vec<String> {
+pub fn exemplar_trace_ids(metrics: &str, histogram: &str) -> Vec<String> {
     let bucket = format!("{histogram}_bucket{{");
     metrics
         .lines()

@@ -1,13 +1,16 @@
 //! The real Karpenter (its KWOK provider, tests/cluster/karpenter-ctl) brings up a node for a
 //! pod that does not fit: the pod's trace holds the NodeClaim's launch and readiness under the
 //! pod's `Nominated` span, as infrastructure time, for an admin session; a tenant's session of
-//! the same namespace gets the pod's trace without the cluster-scoped NodeClaim's spans.
+//! the same namespace gets the pod's trace without the cluster-scoped NodeClaim's spans. The
+//! node's provisioning is on `/metrics`, by namespace as the admin session asks, with the pod's
+//! trace as its exemplar.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::World;
 use crate::cluster::{Cluster, eventually};
+use crate::hpa::exemplar_trace_ids;
 use crate::operator::{OPERATOR_NS, jaeger_trace, rolled_out_within, status};
 use crate::receiver::{ReceivedSpan, Receiver, receiver_session};
 
@@ -39,7 +42,7 @@ fn of_trace<'a>(spans: &'a [ReceivedSpan], trace: &str) -> Vec<&'a ReceivedSpan>
 
 pub fn pod_waiting_for_a_karpenter_node_holds_its_nodeclaim(w: &World) -> Result<(), String> {
     let c = &w.cluster;
-    w.operator()?;
+    let operator = w.operator()?;
     let ns = c.namespace("e2e-karpenter")?;
     c.karpenter("start")?;
     let admin_rx = Receiver::start()?;
@@ -47,15 +50,15 @@ pub fn pod_waiting_for_a_karpenter_node_holds_its_nodeclaim(w: &World) -> Result
     let result = (|| {
         c.apply(RBAC)?;
         c.apply(&nodepool())?;
-        // The admin session also exports to Jaeger, and traces `default`, where the cluster-scoped
-        // NodeClaim's events are.
+        // The admin session also exports to Jaeger, traces `default`, where the cluster-scoped
+        // NodeClaim's events are, and asks for its histograms by namespace.
         receiver_session(
             c,
             OPERATOR_NS,
             ADMIN_SESSION,
             &admin_rx,
             &format!(
-                "  - name: jaeger\n    otlp: {{endpoint: \"{}\"}}\n  namespaces: [{ns}, default]\n",
+                "  - name: jaeger\n    otlp: {{endpoint: \"{}\"}}\n  namespaces: [{ns}, default]\n  metrics: {{namespaceLabel: true}}\n",
                 c.var("JAEGER_OTLP_GRPC")
             ),
         )?;
@@ -73,7 +76,19 @@ pub fn pod_waiting_for_a_karpenter_node_holds_its_nodeclaim(w: &World) -> Result
                 .ok_or(format!("no trace of the Deployment: {s}"))
         })?;
         check_admin(c, &admin_rx, &trace)?;
-        check_tenant(&admin_rx, &tenant_rx, &trace)
+        check_tenant(&admin_rx, &tenant_rx, &trace)?;
+        eventually(SECONDS_90, || {
+            let metrics = operator.metrics()?;
+            let exemplars = exemplar_trace_ids(&metrics, "eventspan_node_provisioning_seconds");
+            let count = format!(
+                "eventspan_node_provisioning_seconds_count{{kind=\"NodeClaim\",namespace=\"{ns}\"}} "
+            );
+            (exemplars.contains(&trace) && metrics.lines().any(|l| l.starts_with(&count)))
+                .then_some(())
+                .ok_or(format!(
+                    "no {count:?} with exemplar {trace} (exemplars {exemplars:?})"
+                ))
+        })
     })();
     let cleanup = clean_up(c, &ns);
     result.and(cleanup)
@@ -111,12 +126,17 @@ fn check_admin(c: &Cluster, rx: &Receiver, trace: &str) -> Result<(), String> {
                 creation.name, creation.attributes
             ))?;
         let infra = |s: &ReceivedSpan| s.attr("eventspan.phase.kind") == Some("infra");
+        let provisioning_ms: f64 = initialized
+            .attr("eventspan.node.provisioning.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         if creation.name != "ReplicaSet.SuccessfulCreate"
             || nominated.attr("eventspan.phase") != Some("wait-node")
             || !infra(nominated)
             || !infra(launched)
             || !infra(initialized)
             || wait_ms <= 0.0
+            || provisioning_ms <= 0.0
         {
             return Err(format!(
                 "nomination {:?} under {} ({wait_ms} ms waiting), launch {:?}, readiness {:?}",
@@ -133,7 +153,7 @@ fn check_admin(c: &Cluster, rx: &Receiver, trace: &str) -> Result<(), String> {
             ));
         }
         eprintln!(
-            "  karpenter: pod waited {wait_ms} ms for a node; {} spans in its trace",
+            "  karpenter: pod waited {wait_ms} ms for a node, provisioned {provisioning_ms} ms after the nomination; {} spans in its trace",
             spans.len()
         );
         Ok(nominated.span_id.clone())
