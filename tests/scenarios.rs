@@ -161,10 +161,8 @@ fn the_flux_recording_roots_each_rollout_at_its_commit() {
 /// The HPA recording (tests/scenarios/recorded/hpa: an HPA scaling a Deployment 1 → 2 on
 /// creation, then 2 → 4 when its minReplicas is raised, without metrics) gives its tree: each
 /// scale's trace rooted at the HPA's `SuccessfulRescale`, told apart as a scale (`changed:
-/// replicas 1 → 2`). Not in the reordering check: the HPA writes through `/scale`, whose
-/// managedFields entry has no time, so the scale is dated from the Deployment's watch; where a
-/// reordering delivers the new generation after the ReplicaSet's `Created pod`, that pod lands in
-/// the previous generation's trace (an engine limitation of untimed changes, not of the HPA rule).
+/// replicas 1 → 2`). It is in the reordering check too: there, a second scale's `Created pod`
+/// delivered before its `Scaled up` waits for it, as the first scale's pods are all claimed.
 #[test]
 fn the_hpa_recording_roots_each_scale_at_the_hpa() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/recorded/hpa");
@@ -260,9 +258,11 @@ fn reordering_within_the_settle_time_gives_the_same_tree() {
     // Objects and events of one change arrive within well under a second of each other; the
     // engine waits `root_settle` (1 s) and the correlation window (5 s) for late arrivals.
     let spread_ms = 900;
+    let hpa = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/recorded/hpa/hpa.jsonl");
     for file in scenario_files()
         .into_iter()
         .filter(|f| f.extension().is_some_and(|e| e == "jsonl"))
+        .chain([hpa])
     {
         let input = std::fs::read_to_string(&file).unwrap();
         let expected = render(&input);

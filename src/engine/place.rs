@@ -404,8 +404,13 @@ impl Engine {
         let Some(obj) = self.objects.get(subject) else {
             return false;
         };
+        // A ReplicaSet whose owner's scale-ups are used up by the pods it created for them
+        // creates the next pod for a scale-up still on its way (an HPA's second scale of the
+        // same ReplicaSet): placed now, it would hang under the previous scale, in the
+        // previous change's trace, from which no later adoption can move it.
+        let used_up = action == Action::ScaleUp && obj.creations_due == Some(0);
         owner_kind.is_some_and(|owner| rules::announces(&owner, &obj.kind, action))
-            && obj.announced & action.bit() == 0
+            && (obj.announced & action.bit() == 0 || used_up)
     }
 
     /// The most recent span on or about the nearest owner, in the trace this event belongs to,
@@ -794,6 +799,7 @@ impl Engine {
             }
         }
         let (count, last) = (occurrence.event.count.max(1), occurrence.last.max(start));
+        self.count_creations(&occurrence, subject, about, action);
         self.tracked
             .record(occurrence.key, span_id, count, last, now);
         let slot = self.spans.insert(
@@ -849,6 +855,33 @@ impl Engine {
         }
         if let Some(child) = about {
             self.acted_on(child, here, action);
+        }
+    }
+
+    /// Keeps [`ObjEntry::creations_due`](crate::engine::objects::ObjEntry) of a ReplicaSet: its
+    /// owner's scale-up adds the pods it asks for (or makes the count unknown for good, if it
+    /// does not say), each `Created pod` on it claims one.
+    fn count_creations(
+        &mut self,
+        occurrence: &Occurrence,
+        subject: ObjId,
+        about: Option<ObjId>,
+        action: Option<Action>,
+    ) {
+        let event = &occurrence.event;
+        if action == Some(Action::ScaleUp)
+            && let Some(obj) = about.and_then(|child| self.objects.get_mut(child))
+        {
+            let first = obj.announced & Action::ScaleUp.bit() == 0;
+            obj.creations_due = match (rules::scale_up_count(&event.message), obj.creations_due) {
+                (Some(n), Some(due)) => Some(due.saturating_add(n)),
+                (Some(n), None) if first => Some(n),
+                _ => None,
+            };
+        } else if rules::follows(&event.involved.kind, &event.reason) == Some(Action::ScaleUp)
+            && let Some(obj) = self.objects.get_mut(subject)
+        {
+            obj.creations_due = obj.creations_due.map(|due| due.saturating_sub(1));
         }
     }
 

@@ -300,6 +300,17 @@ fn pod_action_message(
     Some(message)
 }
 
+/// How many pods a Deployment's scale-up of a ReplicaSet asks for: "Scaled up replica set X
+/// from 1 to 2" asks for 1. `None` where the message does not say: older releases' "to N", and
+/// a step derived from state.
+pub fn scale_up_count(message: &str) -> Option<u32> {
+    let rest = message.strip_prefix("Scaled up replica set ")?;
+    let (_, counts) = rest.rsplit_once(" from ")?;
+    let (from, to) = counts.split_once(" to ")?;
+    let (from, to): (u32, u32) = (from.parse().ok()?, to.parse().ok()?);
+    to.checked_sub(from)
+}
+
 /// The message of a scale-up of the ReplicaSet `replica_set` by a Deployment, derived because
 /// the deployment controller's own had not come: the one rule of its reason without counts.
 pub fn derived_scale_up_message(replica_set: &str) -> String {
@@ -729,6 +740,19 @@ mod tests {
             Some(CapacityVerdict::Refused)
         );
         assert_eq!(capacity_verdict("Node", "TriggeredScaleUp"), None);
+        assert_eq!(
+            scale_up_count("Scaled up replica set web-69c6f74b8b from 2 to 4"),
+            Some(2)
+        );
+        for uncounted in [
+            "Scaled up replica set web-69c6f74b8b to 4",
+            "Scaled up replica set web-69c6f74b8b",
+            "Scaled up replica set web from 4 to 2",
+            "Scaled up replica set web from x to 2",
+            "Scaled down replica set web from 4 to 2",
+        ] {
+            assert_eq!(scale_up_count(uncounted), None, "{uncounted}");
+        }
     }
 
     #[test]

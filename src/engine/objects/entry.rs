@@ -56,6 +56,10 @@ pub(crate) struct ObjEntry {
     pub acted_on: RecentSpans,
     /// Which kinds of action ([`Action`] bits) controllers announced on it.
     pub announced: u8,
+    /// Pods its owner's scale-ups told it to create that no `Created pod` has claimed yet; `None`
+    /// until a scale-up says how many, and for good once one did not (see
+    /// [`crate::engine::rules::scale_up_count`]).
+    pub creations_due: Option<u32>,
     /// The object that had this name before (a StatefulSet pod replaced by a new one).
     pub(super) replaced: Option<ObjId>,
     /// When the engine first heard of it.
@@ -104,6 +108,7 @@ impl ObjEntry {
             anchor: None,
             acted_on: RecentSpans::default(),
             announced: 0,
+            creations_due: None,
             replaced,
             first_seen: now,
             state: None,
