@@ -28,10 +28,14 @@ fn progress_of(objects: &ObjectTable, object: ObjId, generation: Option<i64>) ->
         return Progress::Untracked;
     };
     // A root waits for its trace's generation; a created object (a pod) for its first outcome.
-    let generation = generation.unwrap_or(state.observed_generation);
-    if let Some((outcome, at)) = state.outcome_of(generation) {
+    let seen = match generation {
+        Some(g) => state.outcome_of(g),
+        None => state.first_outcome(),
+    };
+    if let Some((outcome, at)) = seen {
         return Progress::Finished(outcome, at);
     }
+    let generation = generation.unwrap_or(state.observed_generation);
     if state.observed_generation > generation {
         // The controller moved on to a newer spec: this one's rollout ended when that came.
         let newer = objects.change(object, generation + 1).map(|c| c.time);

@@ -45,6 +45,14 @@ impl StateSeen {
             })
     }
 
+    /// The outcome of the earliest generation kept, and when: a created object's (a pod's
+    /// Ready). A pod's generation moves on when its deletion is asked for, and the status that
+    /// says so would otherwise date its Ready anew.
+    pub fn first_outcome(&self) -> Option<(Outcome, Timestamp)> {
+        let first = self.outcomes.iter().min_by_key(|o| o.generation)?;
+        self.outcome_of(first.generation)
+    }
+
     pub(super) fn new(observed_generation: i64) -> Self {
         StateSeen {
             observed_generation,
