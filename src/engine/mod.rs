@@ -48,6 +48,7 @@ pub(crate) mod vcs;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
@@ -71,16 +72,31 @@ use tracked::TrackedEvents;
 
 /// The best time for an occurrence, and whether it is only a whole second: precise times as
 /// they are; a second-granularity time is replaced by the observation time when that is within
-/// the same second (kubernetes#81026).
+/// the same second (kubernetes#81026), and by the second's last millisecond when it was seen
+/// just after the second ended ([`JUST_AFTER`]): it happened late in its second, and dated at
+/// the second's start it would go before what happened earlier in that second, or after it,
+/// as the order of arrival happens to say. Within that millisecond it keeps the order in which
+/// such events were seen (the delay past the second, scaled down to under a millisecond).
 fn resolve_time(t: EventTime, observed: Timestamp) -> (Timestamp, bool) {
+    let after = observed.since(t.at);
     if t.precise {
         (t.at, false)
-    } else if observed >= t.at && observed.since(t.at) < COARSE {
+    } else if observed >= t.at && after < COARSE {
         (observed, false)
+    } else if observed >= t.at && after < COARSE + JUST_AFTER {
+        let last_millisecond = COARSE - Duration::from_millis(1);
+        let order = (after - COARSE) / JUST_AFTER_PER_MILLISECOND;
+        (t.at.saturating_add(last_millisecond + order), true)
     } else {
         (t.at, true)
     }
 }
+
+/// How long after its second ended an event seen is still taken as from the second's end: the
+/// delivery delay of a watch on a quiet API server (13 ms measured in the `image` recording).
+const JUST_AFTER: Duration = Duration::from_millis(250);
+/// [`JUST_AFTER`] in milliseconds: dividing a delay below it by this gives under a millisecond.
+const JUST_AFTER_PER_MILLISECOND: u32 = 250;
 
 /// Whether an Event is about an object of its own namespace: the tenant boundary. Kubernetes
 /// records the events of cluster-scoped objects (Nodes) in `default`.
@@ -580,5 +596,29 @@ mod tests {
         }
         assert_eq!(roots, 2, "two generations");
         assert!(!engine.has_open_spans(TraceId(1)), "an unknown trace");
+    }
+
+    /// Whole-second event times: seen within their second, dated by the sighting; seen just
+    /// after it, in its last millisecond, in the order seen; seen later, the second itself.
+    #[test]
+    fn a_whole_second_is_refined_by_when_it_was_seen() {
+        let second = Timestamp::from_unix_secs(1_800_000_000);
+        let coarse = EventTime {
+            at: second,
+            precise: false,
+        };
+        let seen = |ms: u64| second.saturating_add(Duration::from_millis(ms));
+        assert_eq!(resolve_time(coarse, seen(400)), (seen(400), false));
+        let (a, a_coarse) = resolve_time(coarse, seen(1_009));
+        let (b, _) = resolve_time(coarse, seen(1_012));
+        assert!(a_coarse);
+        assert!(seen(999) <= a && a < b && b < seen(1_000), "{a:?} {b:?}");
+        assert_eq!(resolve_time(coarse, seen(1_300)), (second, true));
+        assert_eq!(resolve_time(coarse, seen(3_600_000)), (second, true));
+        let precise = EventTime {
+            at: seen(5),
+            precise: true,
+        };
+        assert_eq!(resolve_time(precise, seen(1_100)), (seen(5), false));
     }
 }
