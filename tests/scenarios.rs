@@ -258,11 +258,11 @@ fn reordering_within_the_settle_time_gives_the_same_tree() {
     // Objects and events of one change arrive within well under a second of each other; the
     // engine waits `root_settle` (1 s) and the correlation window (5 s) for late arrivals.
     let spread_ms = 900;
-    let hpa = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/recorded/hpa/hpa.jsonl");
+    let recorded = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/recorded");
     for file in scenario_files()
         .into_iter()
         .filter(|f| f.extension().is_some_and(|e| e == "jsonl"))
-        .chain([hpa])
+        .chain([recorded.join("hpa/hpa.jsonl")])
     {
         let input = std::fs::read_to_string(&file).unwrap();
         let expected = render(&input);
@@ -794,5 +794,34 @@ fn a_cluster_autoscaler_refusal_is_an_error_on_the_waiting_pod() {
     assert_eq!(
         root.attribute("eventspan.outcome"),
         Some(AttrRef::Str("pending"))
+    );
+}
+
+/// Issue 16, on a real recording (`recorded/image.jsonl`): a template patched in one go (image,
+/// an env var's value, a CPU request, a template annotation) says what changed on the rollout's
+/// root, by name, never by value.
+#[test]
+fn a_recorded_template_change_says_what_it_changed_and_no_value() {
+    use eventspan::engine::model::AttrRef;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/recorded");
+    let input = std::fs::read_to_string(dir.join("image.jsonl")).unwrap();
+    assert!(
+        !input.contains("green-secret"),
+        "the recorder keeps no env value"
+    );
+    let spans = replay::replay(&input, EngineConfig::default()).spans;
+    let root = spans
+        .iter()
+        .find(|s| s.parent.is_none() && s.root.generation == 2)
+        .expect("the patch's rollout");
+    assert_eq!(
+        root.attribute("eventspan.change.summary"),
+        Some(AttrRef::Str(
+            "image web: nginx:1.27 → nginx:1.28; env web: MODE; resources web; template annotations: release"
+        ))
+    );
+    assert_eq!(
+        root.attribute("eventspan.change.kind"),
+        Some(AttrRef::Str("template"))
     );
 }
