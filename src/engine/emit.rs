@@ -44,8 +44,9 @@ pub(crate) struct EmitContext<'a> {
     pub attributes: &'a mut AttributeCache,
     pub trace: &'a TraceState,
     pub root: &'a Arc<TraceRoot>,
-    /// When the span's parent started, if the parent nominated the span's own object (a pod's
-    /// `Nominated` over its NodeClaim's events): where that object's provisioning began.
+    /// For an event saying a nominee's capacity is up (`rules::is_provisioned`), when its
+    /// parent started, if the parent nominated the span's own object (a pod's `Nominated` over
+    /// its NodeClaim's `Initialized`): where that object's provisioning began.
     pub nominated_at: Option<Timestamp>,
 }
 
@@ -164,20 +165,15 @@ pub(crate) fn finish(span_id: SpanId, span: OpenSpan, cx: EmitContext<'_>) -> Fi
             // The node an autoscaler brings up for a waiting pod: the nomination (the start of
             // the pod's wait-node phase) and the nominee's own events under it are the cluster's
             // time, whoever looks at them in a trace.
-            if nominates {
-                attrs.push(("eventspan.phase", "wait-node".into()));
-            }
-            let verdict = rules::capacity_verdict(&event.involved.kind, &event.reason);
             // cluster-autoscaler's word on the pod opens the same wait as a nomination.
-            if verdict == Some(rules::CapacityVerdict::Requested) {
+            let verdict = rules::capacity_verdict(&event.involved.kind, &event.reason);
+            if nominates || verdict == Some(rules::CapacityVerdict::Requested) {
                 attrs.push(("eventspan.phase", "wait-node".into()));
             }
             if nominates || verdict.is_some() || rules::is_nominee(&event.involved.kind) {
                 attrs.push(("eventspan.phase.kind", "infra".into()));
             }
-            if let Some(nominated) = cx.nominated_at
-                && rules::is_provisioned(&event.involved.kind, &event.reason)
-            {
+            if let Some(nominated) = cx.nominated_at {
                 let ms = span.start.since(nominated).as_millis();
                 attrs.push((
                     "eventspan.node.provisioning.ms",

@@ -161,14 +161,16 @@ impl SpanMetrics {
             return;
         }
         let namespace = NamespaceLabel(by_namespace.then(|| span.root.namespace.to_string()));
-        let attribute = |key: &str| {
+        // The span's own attributes only (`FinishedSpan::attribute` gathers its objects' too).
+        let value = |key: &str| {
             span.attributes
                 .iter()
                 .find(|(k, _)| *k == key)
-                .and_then(|(_, v)| match v {
-                    AttrValue::Str(s) => Some(&**s),
-                    _ => None,
-                })
+                .map(|(_, v)| v)
+        };
+        let attribute = |key: &str| match value(key) {
+            Some(AttrValue::Str(s)) => Some(&**s),
+            _ => None,
         };
         let exemplar = Exemplar {
             trace_id,
@@ -188,11 +190,7 @@ impl SpanMetrics {
                 duration,
             );
         }
-        if let Some(&AttrValue::Int(ms)) = span
-            .attributes
-            .iter()
-            .find(|(k, _)| *k == "eventspan.node.provisioning.ms")
-            .map(|(_, v)| v)
+        if let Some(&AttrValue::Int(ms)) = value("eventspan.node.provisioning.ms")
             && let Some(event) = &span.event
         {
             let labels = ProvisioningLabels {
