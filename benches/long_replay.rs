@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench long_replay` (10,000 and 5,000 rollouts of the synthetic workload at one
 //! every 72 ms: about 508,000 and 254,000 events); `-- --eventspan PATH` measures another build
-//! of the binary the same way. Figures are in README's performance section.
+//! of the binary the same way; `-- --keep` leaves the recordings in the temporary directory (to
+//! profile a replay of them). Figures are in README's performance section.
 
 #[path = "../tests/workload/gen.rs"]
 mod workload;
@@ -104,6 +105,7 @@ fn main() {
         .position(|a| a == "--eventspan")
         .map(|i| PathBuf::from(&args[i + 1]))
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_eventspan")));
+    let keep = args.iter().any(|a| a == "--keep");
     let lengths: &[usize] = if quick { &[100, 200] } else { &[5_000, 10_000] };
     let dir = std::env::temp_dir();
     let mut runs = Vec::new();
@@ -111,7 +113,11 @@ fn main() {
         let (path, events) = recording(deployments, &dir);
         let input = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let run = replay(&eventspan, &path, events);
-        std::fs::remove_file(&path).ok();
+        if keep {
+            println!("kept {}", path.display());
+        } else {
+            std::fs::remove_file(&path).ok();
+        }
         println!(
             "{deployments} rollouts, {events} events ({:.0} MB of input): {:.2} s, {:.0} events/s \
              ({:.2} s of CPU, {:.0} events per CPU second); peak RSS {:.1} MB; {} traces, {:.0} MB of OTLP/JSON",
