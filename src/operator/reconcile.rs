@@ -521,5 +521,8 @@ async fn publish(ctx: &Context, ts: &TraceSession, type_: EventType, reason: &st
     }
 }
 
+mod controller;
 #[cfg(test)]
 mod tests;
+
+pub use controller::run_controller;

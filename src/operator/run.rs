@@ -12,10 +12,8 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::routing::get;
-use futures::StreamExt;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, reflector};
-use kube::runtime::{Controller, Predicate, WatchStreamExt, predicates, watcher};
+use kube::runtime::reflector;
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -268,23 +266,11 @@ async fn lead(
         exporter_policy: options.exporter_policy.clone(),
         limits: options.limits.clone(),
         cluster_name: options.cluster_name.clone(),
-        sessions: reader.clone(),
+        sessions: reader,
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
     });
-    // Status writes change neither the generation nor the finalizers: they do not retrigger.
-    let trigger = reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::finalizers),
-            Default::default(),
-        );
-    Controller::for_stream(trigger, reader)
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(reconcile::reconcile, reconcile::error_policy, context)
-        .for_each(|_| std::future::ready(()))
-        .await;
+    reconcile::run_controller(api, writer, context, stop).await;
 
     // Stopping: the hub lets the exporters drain and hands a last checkpoint to the writer,
     // which ends once that is written (the hub dropped its sender); then a last status write.

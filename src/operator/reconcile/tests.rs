@@ -115,7 +115,7 @@ impl World {
         tokio::spawn(hub.run(stop.clone()));
         let (status, updates) = crate::operator::status::channel();
         World {
-            ctx: context(client, handle, status),
+            ctx: context(client, handle, status, reflector::store().0),
             updates: std::sync::Mutex::new(Some(updates)),
             requests,
             watches,
@@ -183,10 +183,14 @@ impl Drop for World {
     }
 }
 
-fn context(client: kube::Client, hub: HubHandle, status: StatusSender) -> Arc<Context> {
-    // No reflector feeds this store: with its writer gone, sessions are not ranked against
-    // each other (`--max-sessions-per-namespace` has tests of its own).
-    let (sessions, _) = reflector::store();
+/// With `sessions` fed by no reflector (its writer dropped), sessions are not ranked against
+/// each other (`--max-sessions-per-namespace` has tests of its own).
+fn context(
+    client: kube::Client,
+    hub: HubHandle,
+    status: StatusSender,
+    sessions: reflector::Store<TraceSession>,
+) -> Arc<Context> {
     let reporter = Reporter {
         controller: OWN_CONTROLLER.into(),
         instance: None,
@@ -457,4 +461,26 @@ async fn a_conflicting_finalizer_patch_is_counted_as_a_conflict_and_retried() {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }
     assert!(world.watches.log().namespaces.is_empty(), "nothing started");
+}
+
+/// SIGTERM right after the lease was won: the controller is stopped before its first list of
+/// sessions is in (here the API server refuses every list). kube-runtime's graceful shutdown
+/// alone would wait for that list forever.
+#[tokio::test]
+async fn a_controller_stopped_before_its_first_list_returns() {
+    let w = World::new(&session(spec()));
+    let (sessions, writer) = reflector::store();
+    let (status, _updates) = crate::operator::status::channel();
+    let ctx = context(w.ctx.client.clone(), w.ctx.hub.clone(), status, sessions);
+    let api = kube::Api::<TraceSession>::all(w.ctx.client.clone());
+    let stop = CancellationToken::new();
+    let controller = tokio::spawn(super::run_controller(api, writer, ctx, stop.clone()));
+    w.requests
+        .wait_for(|r| r.method == "GET" && r.path.ends_with("/tracesessions"))
+        .await;
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), controller)
+        .await
+        .expect("the controller stops within 5 s")
+        .expect("the controller task");
 }
