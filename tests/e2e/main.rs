@@ -218,7 +218,7 @@ fn main() {
                     "test {name} ... FAILED ({:.1}s)\n  {reason}",
                     t.elapsed().as_secs_f64()
                 );
-                failed.push(name);
+                failed.push((name, reason));
             }
         }
     }
@@ -226,7 +226,7 @@ fn main() {
         && let Err(e) = operator.terminate()
     {
         println!("operator shutdown: {e}");
-        failed.push("operator_shuts_down_cleanly");
+        failed.push(("operator_shuts_down_cleanly", e));
     }
     drop(world);
     let passed = cases.len().saturating_sub(failed.len());
@@ -238,10 +238,13 @@ fn main() {
     if failed.is_empty() {
         println!("\ntest result: ok. {summary}\n");
     } else {
-        println!(
-            "\nfailures: {}\ntest result: FAILED. {summary}\n",
-            failed.join(", ")
-        );
+        // Each reason again here: a CI log may keep only its tail.
+        let names: Vec<&str> = failed.iter().map(|(name, _)| *name).collect();
+        println!("\nfailures: {}", names.join(", "));
+        for (name, reason) in &failed {
+            println!("  {name}: {reason}");
+        }
+        println!("test result: FAILED. {summary}\n");
         std::process::exit(1);
     }
 }

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -207,12 +207,30 @@ pub fn spawn_operator(
         .map_err(|e| e.to_string())
 }
 
+/// Longer than any drain the operator does on SIGTERM (exporters, last checkpoint, status).
+const TERMINATE_GRACE: Duration = Duration::from_secs(60);
+
 pub fn terminate(child: &mut Child) -> Result<(), String> {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .map_err(|e| e.to_string())?;
-    let status = child.wait().map_err(|e| e.to_string())?;
+    // Bounded, so that an operator that hangs on SIGTERM fails the case instead of the run.
+    let deadline = Instant::now() + TERMINATE_GRACE;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "operator still running {}s after SIGTERM: killed",
+                TERMINATE_GRACE.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     status
         .success()
         .then_some(())
