@@ -4,8 +4,9 @@
 //!
 //! `cargo bench --bench long_replay` (10,000 and 5,000 rollouts of the synthetic workload at one
 //! every 72 ms: about 508,000 and 254,000 events); `-- --eventspan PATH` measures another build
-//! of the binary the same way; `-- --keep` leaves the recordings in the temporary directory (to
-//! profile a replay of them). Figures are in README's performance section.
+//! of the binary the same way; `-- --rollouts 20000,40000` other lengths (the bars are checked on
+//! the last); `-- --keep` leaves the recordings in the temporary directory (to profile a replay
+//! of them). Figures are in README's performance section.
 
 #[path = "../tests/workload/gen.rs"]
 mod workload;
@@ -106,10 +107,17 @@ fn main() {
         .map(|i| PathBuf::from(&args[i + 1]))
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_eventspan")));
     let keep = args.iter().any(|a| a == "--keep");
-    let lengths: &[usize] = if quick { &[100, 200] } else { &[5_000, 10_000] };
+    let lengths: Vec<usize> = match args.iter().position(|a| a == "--rollouts") {
+        Some(i) => args[i + 1]
+            .split(',')
+            .map(|n| n.parse().expect("--rollouts N[,N...]"))
+            .collect(),
+        None if quick => vec![100, 200],
+        None => vec![5_000, 10_000],
+    };
     let dir = std::env::temp_dir();
     let mut runs = Vec::new();
-    for &deployments in lengths {
+    for &deployments in &lengths {
         let (path, events) = recording(deployments, &dir);
         let input = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let run = replay(&eventspan, &path, events);
