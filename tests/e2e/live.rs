@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::World;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, wait_or_kill};
 use crate::operator::rolled_out;
 
 /// A running command whose output is collected as it comes (so a full pipe never blocks it).
@@ -52,18 +52,7 @@ impl Running {
 
     /// Waits for the command to exit by itself; kills it after `limit`.
     fn wait(mut self, limit: Duration) -> Result<Finished, String> {
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let status = wait_or_kill(&mut self.child, limit)?;
         let stdout = self.stdout.join().unwrap_or_default();
         let stderr = self.stderr.join().unwrap_or_default();
         match status {

@@ -6,11 +6,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cluster::{Cluster, eventually};
+use crate::cluster::{Cluster, eventually, wait_or_kill};
 
 pub const OPERATOR_NS: &str = "eventspan-system";
 /// The `--cluster-name` of every operator the tests run: `k8s.cluster.name` on every Resource.
@@ -216,21 +216,10 @@ pub fn terminate(child: &mut Child) -> Result<(), String> {
         .status()
         .map_err(|e| e.to_string())?;
     // Bounded, so that an operator that hangs on SIGTERM fails the case instead of the run.
-    let deadline = Instant::now() + TERMINATE_GRACE;
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "operator still running {}s after SIGTERM: killed",
-                TERMINATE_GRACE.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_or_kill(child, TERMINATE_GRACE)?.ok_or(format!(
+        "operator still running {}s after SIGTERM: killed",
+        TERMINATE_GRACE.as_secs()
+    ))?;
     status
         .success()
         .then_some(())
