@@ -2,11 +2,13 @@
 //! second and the process's peak RSS, for two lengths of the same steady event rate (peak RSS
 //! must not grow with the length).
 //!
-//! `cargo bench --bench long_replay` (10,000 and 5,000 rollouts of the synthetic workload at one
-//! every 72 ms: about 508,000 and 254,000 events); `-- --eventspan PATH` measures another build
-//! of the binary the same way; `-- --rollouts 20000,40000` other lengths (the bars are checked on
-//! the last); `-- --keep` leaves the recordings in the temporary directory (to profile a replay
-//! of them). Figures are in README's performance section.
+//! `cargo bench --bench long_replay` (5,000 and 10,000 rollouts of the synthetic workload at one
+//! every 72 ms, each Deployment deleted 3 minutes after it was created, so the cluster stays at
+//! about 2,500 Deployments and 7,500 pods: about 270,000 and 540,000 events); `-- --eventspan
+//! PATH` measures another build of the binary the same way; `-- --rollouts 20000,40000` other
+//! lengths (the bars are checked on the last); `-- --retire-after SECS` another lifetime (0:
+//! never deleted, the cluster grows with the length); `-- --keep` leaves the recordings in the
+//! temporary directory (to profile a replay of them). Figures are in README's performance section.
 
 #[path = "../tests/workload/gen.rs"]
 mod workload;
@@ -21,6 +23,10 @@ use workload::WorkloadConfig;
 /// The bars for the long recording (issue 14).
 const MAX_PEAK_RSS: u64 = 300 << 20;
 const MIN_EVENTS_PER_CPU_SECOND: u64 = 300_000;
+/// How long each Deployment lives: what keeps the cluster the same size over a long recording
+/// ("peak RSS independent of the recording's length for a steady event rate"). Without deletions
+/// a long recording is also a big cluster, and what it measures is memory per object.
+const DEPLOYMENT_LIFETIME: Duration = Duration::from_secs(180);
 
 struct Run {
     events: u64,
@@ -32,20 +38,49 @@ struct Run {
 }
 
 /// Writes the workload of `deployments` rollouts as a recording, the way the benchmark and
-/// `eventspan record` files look: one watch event per line.
-fn recording(deployments: usize, dir: &Path) -> (PathBuf, u64) {
+/// `eventspan record` files look: one watch event per line. Done by a process of its own (this
+/// bench run with `--write-recording`): the kernel counts a parent's peak RSS at the fork into the
+/// peak RSS of the child it spawns, so the replay must be spawned by a process that never held
+/// the generated workload (measured: 659 MB reported for a replay that peaks at 412 MB alone).
+fn recording(deployments: usize, retire_after: Option<Duration>, dir: &Path) -> (PathBuf, u64) {
+    let path = dir.join(format!("eventspan-long-replay-{deployments}.jsonl"));
+    let out = Command::new(std::env::current_exe().expect("the bench's own path"))
+        .arg("--write-recording")
+        .arg(deployments.to_string())
+        .arg(retire_after.map_or(0, |d| d.as_secs()).to_string())
+        .arg(&path)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the recording's writer runs");
+    assert!(out.status.success(), "writing the recording failed");
+    let events = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("the writer prints the event count");
+    (path, events)
+}
+
+/// `--write-recording DEPLOYMENTS RETIRE_SECS PATH`: the child side of [`recording`]; prints the
+/// number of events written.
+fn write_recording(args: &[String]) {
+    let [deployments, retire_secs, path] = args else {
+        panic!("--write-recording DEPLOYMENTS RETIRE_SECS PATH");
+    };
     let cfg = WorkloadConfig {
-        deployments,
+        deployments: deployments.parse().expect("DEPLOYMENTS"),
         pods_per_deployment: 3,
         // A steady rate: a rollout starts every 72 ms (12 minutes for 10,000).
         stagger: Duration::from_millis(72),
+        retire_after: match retire_secs.parse().expect("RETIRE_SECS") {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
         ..Default::default()
     };
     let w = workload::generate(&cfg);
-    let path = dir.join(format!("eventspan-long-replay-{deployments}.jsonl"));
-    let file = std::fs::File::create(&path).expect("create the recording");
+    let file = std::fs::File::create(path).expect("create the recording");
     workload::write_json_lines(&w, std::io::BufWriter::new(file)).expect("write the recording");
-    (path, w.events)
+    println!("{}", w.events);
 }
 
 /// Runs the binary on the recording, its output read through a pipe, and takes its resource
@@ -100,6 +135,9 @@ fn replay(eventspan: &Path, path: &Path, events: u64) -> Run {
 fn main() {
     // `cargo bench` passes `--bench`; without it (`cargo test --all-targets`) keep it quick.
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--write-recording") {
+        return write_recording(&args[i + 1..]);
+    }
     let quick = !args.iter().any(|a| a == "--bench");
     let eventspan = args
         .iter()
@@ -115,10 +153,24 @@ fn main() {
         None if quick => vec![100, 200],
         None => vec![5_000, 10_000],
     };
+    let retire_after = match args.iter().position(|a| a == "--retire-after") {
+        Some(i) => match args[i + 1].parse().expect("--retire-after SECS") {
+            0 => None,
+            secs => Some(Duration::from_secs(secs)),
+        },
+        None => Some(DEPLOYMENT_LIFETIME),
+    };
+    match retire_after {
+        Some(after) => println!(
+            "each Deployment deleted {} s after it was created",
+            after.as_secs()
+        ),
+        None => println!("no Deployment deleted: the cluster grows with the length"),
+    }
     let dir = std::env::temp_dir();
     let mut runs = Vec::new();
     for &deployments in &lengths {
-        let (path, events) = recording(deployments, &dir);
+        let (path, events) = recording(deployments, retire_after, &dir);
         let input = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let run = replay(&eventspan, &path, events);
         if keep {

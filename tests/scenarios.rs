@@ -825,3 +825,33 @@ fn a_recorded_template_change_says_what_it_changed_and_no_value() {
         Some(AttrRef::Str("template"))
     );
 }
+
+/// The long-replay benchmark's steady cluster: Deployments deleted after their rollout. Every
+/// deletion line is used, the rollouts' traces are those of the workload that keeps its
+/// Deployments, and the kubelet's stops of the deleted pods join the traces.
+#[test]
+fn a_workload_whose_deployments_are_deleted_keeps_its_traces() {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+    let cfg = workload::WorkloadConfig {
+        deployments: 20,
+        pods_per_deployment: 3,
+        crash_percent: 0,
+        ..Default::default()
+    };
+    let kept = workload::to_json_lines(&workload::generate(&cfg));
+    let retired = workload::to_json_lines(&workload::generate(&workload::WorkloadConfig {
+        retire_after: Some(Duration::from_secs(60)),
+        ..cfg.clone()
+    }));
+    assert!(retired.contains(r#""kind":"Deployment","metadata":{"namespace":"bench""#));
+    let kept = replay::replay(&kept, EngineConfig::default());
+    let retired = replay::replay(&retired, EngineConfig::default());
+    assert!(retired.skipped.is_empty(), "{:?}", retired.skipped);
+    let traces = |r: &replay::Replay| r.spans.iter().map(|s| s.trace_id).collect::<BTreeSet<_>>();
+    assert_eq!(traces(&retired), traces(&kept));
+    let killings =
+        |r: &replay::Replay| r.spans.iter().filter(|s| s.name() == "Pod.Killing").count();
+    // Three old pods per rollout stop in both; the three new ones only when deleted.
+    assert_eq!((killings(&kept), killings(&retired)), (60, 120));
+}

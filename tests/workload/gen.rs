@@ -27,6 +27,10 @@ pub struct WorkloadConfig {
     /// Share of pods (in percent) that crash-loop after starting.
     pub crash_percent: u32,
     pub seed: u64,
+    /// Each Deployment is deleted this long after it was created, with its ReplicaSets and pods
+    /// (the garbage collector's cascade): with a steady stagger the cluster then stays the same
+    /// size however long the workload runs. `None`: every Deployment stays, the cluster grows.
+    pub retire_after: Option<Duration>,
 }
 
 impl Default for WorkloadConfig {
@@ -38,6 +42,7 @@ impl Default for WorkloadConfig {
             jitter: Duration::from_millis(40),
             crash_percent: 5,
             seed: 1,
+            retire_after: None,
         }
     }
 }
@@ -285,7 +290,6 @@ impl Gen {
     }
 
     fn kill(&mut self, at: Timestamp, rs: (&str, &str), pod: &str) {
-        let pod_uid = format!("{pod}-uid");
         let deleted = Ev::new(
             ("ReplicaSet", rs.0, rs.1),
             "SuccessfulDelete",
@@ -294,8 +298,14 @@ impl Gen {
         );
         self.event(at, deleted);
         let t = at.saturating_add(self.rng.millis(Duration::from_millis(20)));
+        self.stop_pod(t, pod);
+    }
+
+    /// The kubelet stops a pod being deleted; its object goes 300 ms later.
+    fn stop_pod(&mut self, at: Timestamp, pod: &str) {
+        let pod_uid = format!("{pod}-uid");
         self.event(
-            t,
+            at,
             Ev::new(
                 ("Pod", pod, &pod_uid),
                 "Killing",
@@ -303,14 +313,44 @@ impl Gen {
                 "kubelet",
             ),
         );
+        self.gone(at.saturating_add(Duration::from_millis(300)), "", pod_uid);
+    }
+
+    /// An object deleted. `kind` is left out of a pod's (as the recordings of this workload
+    /// always had it): the line then says Pod.
+    fn gone(&mut self, at: Timestamp, kind: &str, uid: String) {
         let gone = ObjectMeta {
-            uid: pod_uid,
+            uid,
+            kind: kind.into(),
+            api_version: if kind.is_empty() {
+                String::new()
+            } else {
+                api_version(kind).into()
+            },
             ..Default::default()
         };
-        self.push(
-            t.saturating_add(Duration::from_millis(300)),
-            Change::Delete(Box::new(gone)),
-        );
+        self.push(at, Change::Delete(Box::new(gone)));
+    }
+
+    /// `kubectl delete deployment`: the garbage collector deletes the ReplicaSets, then the pods.
+    fn retire(&mut self, at: Timestamp, name: &str, rs: [&str; 2]) {
+        let m = self.cfg.pods_per_deployment;
+        self.gone(at, "Deployment", format!("{name}-uid"));
+        for (i, rs_name) in rs.iter().enumerate() {
+            let rs_uid = format!("{name}-rs{}-uid", i + 1);
+            self.gone(
+                at.saturating_add(Duration::from_millis(5)),
+                "ReplicaSet",
+                rs_uid,
+            );
+            // Only the new ReplicaSet still has pods.
+            if i == 1 {
+                for p in 0..m {
+                    let at = at.saturating_add(Duration::from_millis(20 + p as u64));
+                    self.stop_pod(at, &format!("{rs_name}-b{p}"));
+                }
+            }
+        }
     }
 
     fn deployment(&mut self, index: usize, start: Timestamp) {
@@ -388,6 +428,12 @@ impl Gen {
                 &format!("{}-a{i}", rs1.0),
             );
         }
+        if let Some(after) = self.cfg.retire_after {
+            let at = start
+                .saturating_add(after)
+                .max(t.saturating_add(Duration::from_secs(1)));
+            self.retire(at, &name, [&rs1.0, &rs2.0]);
+        }
     }
 }
 
@@ -435,9 +481,13 @@ pub fn write_json_lines(workload: &Workload, mut out: impl std::io::Write) -> st
     for observed in &workload.changes {
         let (kind, object) = match &observed.change {
             Change::Upsert(m) => ("ADDED", object_json(m)),
-            Change::Delete(m) => (
+            Change::Delete(m) if m.kind.is_empty() => (
                 "DELETED",
                 json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"uid": m.uid}}),
+            ),
+            Change::Delete(m) => (
+                "DELETED",
+                json!({"kind": m.kind, "apiVersion": m.api_version, "metadata": {"uid": m.uid, "namespace": "bench"}}),
             ),
             Change::Event(e) => ("ADDED", event_json(e)),
             Change::Ignore => continue,
