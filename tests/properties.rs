@@ -106,7 +106,7 @@ fn workload_config() -> impl Strategy<Value = WorkloadConfig> {
             jitter: Duration::from_millis(jitter_ms),
             crash_percent,
             seed,
-            retire_after: None,
+            ..Default::default()
         },
     )
 }

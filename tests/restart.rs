@@ -122,7 +122,7 @@ fn workload_config(jitter_ms: u64, crash_percent: u32) -> impl Strategy<Value = 
                 jitter: Duration::from_millis(jitter_ms),
                 crash_percent,
                 seed,
-                retire_after: None,
+                ..Default::default()
             },
         )
 }

@@ -855,3 +855,37 @@ fn a_workload_whose_deployments_are_deleted_keeps_its_traces() {
     // Three old pods per rollout stop in both; the three new ones only when deleted.
     assert_eq!((killings(&kept), killings(&retired)), (60, 120));
 }
+
+/// The long-replay benchmark's statuses: each pod's Ready and each rollout's completion are read
+/// from them, so no span waits for a status; without them every such span ends pending.
+#[test]
+fn a_workload_with_statuses_ends_its_spans_on_them() {
+    use eventspan::engine::model::AttrRef;
+    let cfg = workload::WorkloadConfig {
+        deployments: 20,
+        pods_per_deployment: 3,
+        crash_percent: 0,
+        ..Default::default()
+    };
+    let outcomes = |cfg: &workload::WorkloadConfig| {
+        let input = workload::to_json_lines(&workload::generate(cfg));
+        let r = replay::replay(&input, EngineConfig::default());
+        assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+        let mut counts = std::collections::BTreeMap::new();
+        for s in &r.spans {
+            if let Some(AttrRef::Str(o)) = s.attribute("eventspan.outcome") {
+                *counts.entry(o.to_string()).or_insert(0) += 1;
+            }
+        }
+        counts
+    };
+    let without = outcomes(&cfg);
+    let with = outcomes(&workload::WorkloadConfig {
+        statuses: true,
+        ..cfg.clone()
+    });
+    assert!(without.get("pending") > Some(&0), "{without:?}");
+    assert_eq!(with.get("pending"), None, "{with:?}");
+    // 2 rollouts and 6 Ready pods per Deployment (old pods deleted after Ready are done too).
+    assert_eq!(with.get("done"), Some(&(20 * (2 + 6))), "{with:?}");
+}

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use eventspan::engine::model::{
-    EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, SpecChange,
+    EventRecord, EventTime, ObjectMeta, ObjectRef, ObjectState, Outcome, OutcomeKind, OwnerRef,
+    SpecChange,
 };
 use eventspan::engine::time::Timestamp;
 use eventspan::wire::{Change, Observed};
@@ -31,6 +32,11 @@ pub struct WorkloadConfig {
     /// (the garbage collector's cascade): with a steady stagger the cluster then stays the same
     /// size however long the workload runs. `None`: every Deployment stays, the cluster grows.
     pub retire_after: Option<Duration>,
+    /// Statuses as the controllers and kubelets write them: a pod's Ready once it started (not
+    /// a crash-looping one), a Deployment's rollout done once its new pods are all Ready. Without
+    /// them every object's status stays empty, so each span that ends with its object's status
+    /// waits the engine's longest wait for it.
+    pub statuses: bool,
 }
 
 impl Default for WorkloadConfig {
@@ -43,6 +49,7 @@ impl Default for WorkloadConfig {
             crash_percent: 5,
             seed: 1,
             retire_after: None,
+            statuses: false,
         }
     }
 }
@@ -138,7 +145,35 @@ impl Gen {
     }
 
     fn object(&mut self, at: Timestamp, o: Obj<'_>) {
-        let meta = ObjectMeta {
+        let meta = Self::meta(at, o);
+        self.push(at, Change::Upsert(Box::new(meta)));
+    }
+
+    /// The object upserted at `upserted` again, its status now saying it is done (a pod Ready,
+    /// a rollout complete) at `at`.
+    fn done(
+        &mut self,
+        at: Timestamp,
+        upserted: Timestamp,
+        o: Obj<'_>,
+        reason: &str,
+        message: String,
+    ) {
+        let mut meta = Self::meta(upserted, o);
+        meta.state = Some(ObjectState {
+            observed_generation: meta.generation,
+            outcome: Some(Outcome {
+                kind: OutcomeKind::Done,
+                reason: reason.into(),
+                message,
+            }),
+            since: Some(whole_second(at)),
+        });
+        self.push(at, Change::Upsert(Box::new(meta)));
+    }
+
+    fn meta(at: Timestamp, o: Obj<'_>) -> ObjectMeta {
+        ObjectMeta {
             uid: o.uid.into(),
             kind: o.kind.into(),
             api_version: api_version(o.kind).into(),
@@ -175,8 +210,7 @@ impl Gen {
             traceparent: None,
             template: None,
             scale_target: None,
-        };
-        self.push(at, Change::Upsert(Box::new(meta)));
+        }
     }
 
     fn event(&mut self, at: Timestamp, e: Ev<'_>) {
@@ -227,7 +261,15 @@ impl Gen {
         self.push(at, Change::Event(Box::new(event)));
     }
 
-    fn pod(&mut self, at: Timestamp, rs: (&str, &str), pod: &str, image: &str) -> Timestamp {
+    /// A pod created at `at`: when its container started, and whether it became Ready (it does
+    /// not when it crash-loops).
+    fn pod(
+        &mut self,
+        at: Timestamp,
+        rs: (&str, &str),
+        pod: &str,
+        image: &str,
+    ) -> (Timestamp, bool) {
         let pod_uid = format!("{pod}-uid");
         let owner = ("ReplicaSet", rs.0, rs.1);
         self.object(
@@ -271,7 +313,8 @@ impl Gen {
             t = t.saturating_add(self.rng.millis(Duration::from_millis(spread)));
             self.event(t, Ev::new(p, reason, message, "kubelet"));
         }
-        if self.rng.below(100) < u64::from(self.cfg.crash_percent) {
+        let crashes = self.rng.below(100) < u64::from(self.cfg.crash_percent);
+        if crashes {
             let uid = format!("ev-backoff-{pod}");
             let mut b = t;
             for count in 1..=6 {
@@ -285,8 +328,20 @@ impl Gen {
                 };
                 self.event(b, backoff);
             }
+        } else if self.cfg.statuses {
+            let pod_obj = Obj {
+                kind: "Pod",
+                name: pod,
+                uid: &pod_uid,
+                generation: 0,
+                owner: Some(owner),
+                manager: None,
+            };
+            // The kubelet's status update after the readiness probe passed.
+            let ready_at = t.saturating_add(Duration::from_millis(150));
+            self.done(ready_at, at, pod_obj, "Ready", String::new());
         }
-        t
+        (t, !crashes)
     }
 
     fn kill(&mut self, at: Timestamp, rs: (&str, &str), pod: &str) {
@@ -390,13 +445,30 @@ impl Gen {
             },
         );
         let mut ready = t;
+        let mut all_ready = true;
         for i in 0..m {
             let at = t.saturating_add(Duration::from_millis(2 * i as u64 + 1));
-            ready = ready.max(self.pod(at, (&rs1.0, &rs1.1), &format!("{}-a{i}", rs1.0), "app:1"));
+            let (started, ready_pod) =
+                self.pod(at, (&rs1.0, &rs1.1), &format!("{}-a{i}", rs1.0), "app:1");
+            ready = ready.max(started);
+            all_ready &= ready_pod;
+        }
+        if self.cfg.statuses && all_ready {
+            let message = format!("ReplicaSet \"{}\" has successfully progressed.", rs1.0);
+            let at = ready.saturating_add(Duration::from_millis(300));
+            self.done(
+                at,
+                start,
+                deployment(1, "kubectl-client-side-apply"),
+                "NewReplicaSetAvailable",
+                message,
+            );
         }
         // The rolling update to a new image: one pod at a time.
         t = ready.saturating_add(Duration::from_secs(20));
         self.object(t, deployment(2, "kubectl-set"));
+        let second_at = t;
+        all_ready = true;
         let rs2 = (format!("{name}-7c9bd"), format!("{name}-rs2-uid"));
         for i in 0..m {
             t = t.saturating_add(Duration::from_millis(15));
@@ -414,18 +486,30 @@ impl Gen {
                     },
                 );
             }
-            let started = self.pod(
+            let (started, ready_pod) = self.pod(
                 t.saturating_add(Duration::from_millis(3)),
                 (&rs2.0, &rs2.1),
                 &format!("{}-b{i}", rs2.0),
                 "app:2",
             );
+            all_ready &= ready_pod;
             t = started.saturating_add(Duration::from_millis(100));
             self.event(t, scaled(&rs1.0, "down", m - i, m - i - 1));
             self.kill(
                 t.saturating_add(Duration::from_millis(5)),
                 (&rs1.0, &rs1.1),
                 &format!("{}-a{i}", rs1.0),
+            );
+        }
+        if self.cfg.statuses && all_ready {
+            let message = format!("ReplicaSet \"{}\" has successfully progressed.", rs2.0);
+            let at = t.saturating_add(Duration::from_millis(400));
+            self.done(
+                at,
+                second_at,
+                deployment(2, "kubectl-set"),
+                "NewReplicaSetAvailable",
+                message,
             );
         }
         if let Some(after) = self.cfg.retire_after {
@@ -441,6 +525,8 @@ impl Gen {
 pub struct Workload {
     pub changes: Vec<Observed>,
     pub events: u64,
+    /// Each Deployment's replicas (its spec and status say so when the workload has statuses).
+    pub replicas: usize,
 }
 
 pub fn generate(cfg: &WorkloadConfig) -> Workload {
@@ -466,6 +552,7 @@ pub fn generate(cfg: &WorkloadConfig) -> Workload {
             })
             .collect(),
         events: g.events,
+        replicas: cfg.pods_per_deployment,
     }
 }
 
@@ -480,7 +567,7 @@ pub fn to_json_lines(workload: &Workload) -> String {
 pub fn write_json_lines(workload: &Workload, mut out: impl std::io::Write) -> std::io::Result<()> {
     for observed in &workload.changes {
         let (kind, object) = match &observed.change {
-            Change::Upsert(m) => ("ADDED", object_json(m)),
+            Change::Upsert(m) => ("ADDED", object_json(m, workload.replicas)),
             Change::Delete(m) if m.kind.is_empty() => (
                 "DELETED",
                 json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"uid": m.uid}}),
@@ -499,7 +586,7 @@ pub fn write_json_lines(workload: &Workload, mut out: impl std::io::Write) -> st
     Ok(())
 }
 
-fn object_json(m: &ObjectMeta) -> Value {
+fn object_json(m: &ObjectMeta, replicas: usize) -> Value {
     let mut meta = json!({
         "name": m.name, "namespace": m.namespace, "uid": m.uid, "generation": m.generation,
         "creationTimestamp": m.created, "labels": m.labels.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect::<serde_json::Map<String, Value>>(),
@@ -509,7 +596,29 @@ fn object_json(m: &ObjectMeta) -> Value {
         meta["managedFields"] = json!([{"manager": c.manager, "operation": c.operation, "apiVersion": m.api_version,
             "time": c.time, "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}}]);
     }
-    json!({"apiVersion": m.api_version, "kind": m.kind, "metadata": meta, "spec": {}, "status": {}})
+    let (spec, status) = match (&m.state, m.kind.as_str()) {
+        (None, _) => (json!({}), json!({})),
+        (Some(state), "Deployment") => {
+            let outcome = state
+                .outcome
+                .as_ref()
+                .expect("only done statuses are written");
+            let progressing = json!({"type": "Progressing", "status": "True", "reason": outcome.reason,
+                "message": outcome.message, "lastUpdateTime": state.since, "lastTransitionTime": state.since});
+            (
+                json!({"replicas": replicas}),
+                json!({"observedGeneration": state.observed_generation,
+                "replicas": replicas, "updatedReplicas": replicas, "readyReplicas": replicas,
+                "availableReplicas": replicas, "conditions": [progressing]}),
+            )
+        }
+        (Some(state), _) => (
+            json!({}),
+            json!({"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": state.since}]}),
+        ),
+    };
+    json!({"apiVersion": m.api_version, "kind": m.kind, "metadata": meta, "spec": spec, "status": status})
 }
 
 fn event_json(e: &EventRecord) -> Value {
