@@ -5,11 +5,11 @@
 //! `cargo bench --bench long_replay` (5,000 and 10,000 rollouts of the synthetic workload at one
 //! every 72 ms, with the statuses that say when pods are Ready and rollouts done, each Deployment
 //! deleted 3 minutes after it was created, so the cluster stays at about 2,500 Deployments and
-//! 7,500 pods: about 270,000 and 540,000 events); `-- --eventspan
-//! PATH` measures another build of the binary the same way; `-- --rollouts 20000,40000` other
-//! lengths (the bars are checked on the last); `-- --retire-after SECS` another lifetime (0:
-//! never deleted, the cluster grows with the length); `-- --keep` leaves the recordings in the
-//! temporary directory (to profile a replay of them). Figures are in README's performance section.
+//! 7,500 pods: about 270,000 and 540,000 events). `-- --eventspan PATH` measures another build of
+//! the binary the same way; `-- --rollouts 20000,40000` other lengths (the bars are checked on the
+//! last); `-- --retire-after SECS` another lifetime (0: never deleted, the cluster grows with the
+//! length); `-- --keep` leaves the recordings in the temporary directory (to profile a replay of
+//! them). Figures are in README's performance section.
 
 #[path = "../tests/workload/gen.rs"]
 mod workload;
