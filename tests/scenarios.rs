@@ -857,7 +857,7 @@ fn a_workload_whose_deployments_are_deleted_keeps_its_traces() {
 }
 
 /// The long-replay benchmark's statuses: each pod's Ready and each rollout's completion are read
-/// from them, so no span waits for a status; without them every such span ends pending.
+/// from them, so no span waits for a status; without them such spans end pending.
 #[test]
 fn a_workload_with_statuses_ends_its_spans_on_them() {
     use eventspan::engine::model::AttrRef;
