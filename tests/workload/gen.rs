@@ -92,6 +92,7 @@ fn whole_second(at: Timestamp) -> Timestamp {
 }
 
 /// An object to upsert.
+#[derive(Clone, Copy)]
 struct Obj<'a> {
     kind: &'a str,
     name: &'a str,
@@ -272,17 +273,15 @@ impl Gen {
     ) -> (Timestamp, bool) {
         let pod_uid = format!("{pod}-uid");
         let owner = ("ReplicaSet", rs.0, rs.1);
-        self.object(
-            at,
-            Obj {
-                kind: "Pod",
-                name: pod,
-                uid: &pod_uid,
-                generation: 0,
-                owner: Some(owner),
-                manager: None,
-            },
-        );
+        let this = Obj {
+            kind: "Pod",
+            name: pod,
+            uid: &pod_uid,
+            generation: 0,
+            owner: Some(owner),
+            manager: None,
+        };
+        self.object(at, this);
         let created = Ev::new(
             owner,
             "SuccessfulCreate",
@@ -329,17 +328,9 @@ impl Gen {
                 self.event(b, backoff);
             }
         } else if self.cfg.statuses {
-            let pod_obj = Obj {
-                kind: "Pod",
-                name: pod,
-                uid: &pod_uid,
-                generation: 0,
-                owner: Some(owner),
-                manager: None,
-            };
             // The kubelet's status update after the readiness probe passed.
             let ready_at = t.saturating_add(Duration::from_millis(150));
-            self.done(ready_at, at, pod_obj, "Ready", String::new());
+            self.done(ready_at, at, this, "Ready", String::new());
         }
         (t, !crashes)
     }
@@ -385,6 +376,22 @@ impl Gen {
             ..Default::default()
         };
         self.push(at, Change::Delete(Box::new(gone)));
+    }
+
+    /// The deployment controller's status once the rollout to `new_rs` is complete, when the
+    /// workload writes statuses and every new pod became Ready (`all_ready`).
+    fn rollout_done(
+        &mut self,
+        all_ready: bool,
+        at: Timestamp,
+        upserted: Timestamp,
+        deployment: Obj<'_>,
+        new_rs: &str,
+    ) {
+        if self.cfg.statuses && all_ready {
+            let message = format!("ReplicaSet \"{new_rs}\" has successfully progressed.");
+            self.done(at, upserted, deployment, "NewReplicaSetAvailable", message);
+        }
     }
 
     /// `kubectl delete deployment`: the garbage collector deletes the ReplicaSets, then the pods.
@@ -453,17 +460,9 @@ impl Gen {
             ready = ready.max(started);
             all_ready &= ready_pod;
         }
-        if self.cfg.statuses && all_ready {
-            let message = format!("ReplicaSet \"{}\" has successfully progressed.", rs1.0);
-            let at = ready.saturating_add(Duration::from_millis(300));
-            self.done(
-                at,
-                start,
-                deployment(1, "kubectl-client-side-apply"),
-                "NewReplicaSetAvailable",
-                message,
-            );
-        }
+        let done_at = ready.saturating_add(Duration::from_millis(300));
+        let first = deployment(1, "kubectl-client-side-apply");
+        self.rollout_done(all_ready, done_at, start, first, &rs1.0);
         // The rolling update to a new image: one pod at a time.
         t = ready.saturating_add(Duration::from_secs(20));
         self.object(t, deployment(2, "kubectl-set"));
@@ -501,17 +500,9 @@ impl Gen {
                 &format!("{}-a{i}", rs1.0),
             );
         }
-        if self.cfg.statuses && all_ready {
-            let message = format!("ReplicaSet \"{}\" has successfully progressed.", rs2.0);
-            let at = t.saturating_add(Duration::from_millis(400));
-            self.done(
-                at,
-                second_at,
-                deployment(2, "kubectl-set"),
-                "NewReplicaSetAvailable",
-                message,
-            );
-        }
+        let done_at = t.saturating_add(Duration::from_millis(400));
+        let second = deployment(2, "kubectl-set");
+        self.rollout_done(all_ready, done_at, second_at, second, &rs2.0);
         if let Some(after) = self.cfg.retire_after {
             let at = start
                 .saturating_add(after)
