@@ -889,3 +889,36 @@ fn a_workload_with_statuses_ends_its_spans_on_them() {
     // 2 rollouts and 6 Ready pods per Deployment (old pods deleted after Ready are done too).
     assert_eq!(with.get("done"), Some(&(20 * (2 + 6))), "{with:?}");
 }
+
+/// A cap small enough to evict the deleted Deployments while their traces are known: the roots of
+/// those traces are still named after their Deployment and its change (without what the table
+/// keeps of them, 151 of the 400 roots were `.Change`, of no kind).
+#[test]
+fn roots_evicted_at_the_object_cap_still_name_their_traces() {
+    use std::time::Duration;
+    let input = workload::to_json_lines(&workload::generate(&workload::WorkloadConfig {
+        deployments: 200,
+        pods_per_deployment: 3,
+        crash_percent: 0,
+        retire_after: Some(Duration::from_secs(20)),
+        statuses: true,
+        ..Default::default()
+    }));
+    let cfg = EngineConfig {
+        max_object_bytes: 1 << 20,
+        ..EngineConfig::default()
+    };
+    let r = replay::replay(&input, cfg);
+    assert!(r.skipped.is_empty(), "{:?}", r.skipped);
+    assert!(r.stats.objects_evicted > 0, "the cap must evict");
+    let mut roots = std::collections::BTreeMap::new();
+    for s in r.spans.iter().filter(|s| s.parent.is_none()) {
+        *roots.entry(s.name().to_string()).or_insert(0) += 1;
+    }
+    // Two rollouts per Deployment.
+    assert_eq!(
+        roots,
+        [("Deployment.Update".to_string(), 400)].into(),
+        "{roots:?}"
+    );
+}

@@ -118,6 +118,9 @@ pub struct EngineStats {
     pub tracked_events: usize,
     /// What the capped tables hold, in bytes as their caps count them.
     pub object_bytes: usize,
+    /// What is kept of trace roots the object table dropped while their traces are known: at
+    /// most an eighth of `max_object_bytes`, on top of `object_bytes`.
+    pub departed_root_bytes: usize,
     pub open_span_bytes: usize,
     pub held_bytes: usize,
 }

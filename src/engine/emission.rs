@@ -105,12 +105,7 @@ impl Engine {
         if over && trace.rollout_over_seen.is_none() {
             trace.rollout_over_seen = Some(now);
         }
-        let (over_seen, root_object) = (trace.rollout_over_seen, trace.root_object);
-        let namespace = self
-            .objects
-            .get(root_object)
-            .map(|o| o.namespace.clone())
-            .unwrap_or_default();
+        let (over_seen, namespace) = (trace.rollout_over_seen, trace.namespace.clone());
         let release_at = over_seen.and_then(|seen| self.release_after(seen, &namespace));
         let rollout_over = release_at.is_some_and(|at| at <= now);
         for &at in &pending {
@@ -278,11 +273,12 @@ impl Engine {
             if due > self.now && !over_cap {
                 self.idle_traces.push_back((due, id));
             } else {
-                let key = trace.key;
+                let (key, root) = (trace.key, trace.root_object);
                 if trace.emitted_root_start.is_some() {
                     self.exported_roots.insert(id);
                 }
                 self.traces.remove(&id);
+                self.objects.unpin_root(root);
                 if self.roots.get(&key) == Some(&id) {
                     self.roots.remove(&key);
                 }

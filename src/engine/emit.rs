@@ -21,19 +21,22 @@ use super::tolerance::MAX_ROOT_LEAD;
 
 /// The Arc-shared description of a trace's root object, attached to each of its spans.
 pub(crate) fn trace_root(objects: &ObjectTable, trace: &TraceState) -> Arc<TraceRoot> {
-    let obj = objects.get(trace.root_object);
+    let obj = objects.root_identity(trace.root_object);
     let change = objects.change(trace.root_object, trace.generation);
     let empty = || Arc::<str>::from("");
     Arc::new(TraceRoot {
-        kind: obj.map_or_else(empty, |o| o.kind.clone()),
-        api_version: obj.map_or_else(empty, |o| o.api_version.clone()),
+        kind: obj.as_ref().map_or_else(empty, |o| o.kind.clone()),
+        api_version: obj.as_ref().map_or_else(empty, |o| o.api_version.clone()),
         namespace: trace.namespace.clone(),
-        name: obj.map_or_else(empty, |o| o.name.clone()),
-        uid: obj.and_then(|o| o.uid.clone()).unwrap_or_else(empty),
+        name: obj.as_ref().map_or_else(empty, |o| o.name.clone()),
+        uid: obj
+            .as_ref()
+            .and_then(|o| o.uid.cloned())
+            .unwrap_or_else(empty),
         generation: trace.generation,
         labels: obj
-            .and_then(|o| o.root.as_ref())
-            .map_or_else(|| Arc::from(Vec::new()), |r| r.labels.clone()),
+            .and_then(|o| o.labels)
+            .map_or_else(|| Arc::from(Vec::new()), Arc::clone),
         traceparent: change.and_then(|c| c.traceparent.as_deref().copied()),
         started: change.map(|c| c.started),
     })

@@ -156,6 +156,7 @@ impl Engine {
             open_traces: self.traces.len(),
             held_now: self.held.len(),
             object_bytes: self.objects.bytes(),
+            departed_root_bytes: self.objects.departed_bytes(),
             open_span_bytes: self.spans.bytes(),
             held_bytes: self.held.bytes(),
             tracked_events: self.tracked.len(),
@@ -341,7 +342,7 @@ impl Engine {
                 let Change::Generation(generation) = t.key.1 else {
                     return None;
                 };
-                let uid = self.objects.get(t.root_object)?.uid.clone()?;
+                let uid = self.objects.root_identity(t.root_object)?.uid?.clone();
                 let change = self.objects.change(t.root_object, generation)?;
                 Some(OpenChange {
                     root: tracked::EventKey::of(&t.namespace, &uid).raw(),
@@ -453,13 +454,7 @@ impl Engine {
                     .traces
                     .iter()
                     .filter(|(_, t)| t.rollout_over_seen.is_some() && !t.pending.is_empty())
-                    .filter(|(_, t)| {
-                        namespace.is_none_or(|ns| {
-                            self.objects
-                                .get(t.root_object)
-                                .is_some_and(|o| &*o.namespace == ns)
-                        })
-                    })
+                    .filter(|(_, t)| namespace.is_none_or(|ns| &*t.namespace == ns))
                     .map(|(id, _)| *id)
                     .collect();
                 for trace in waiting {

@@ -285,6 +285,7 @@ fn counters(s: &EngineStats) -> EngineStats {
         held_now: 0,
         tracked_events: 0,
         object_bytes: 0,
+        departed_root_bytes: 0,
         open_span_bytes: 0,
         held_bytes: 0,
         ..s.clone()
@@ -320,6 +321,7 @@ fn add(a: &EngineStats, b: &EngineStats) -> EngineStats {
         held_now: a.held_now + b.held_now,
         tracked_events: a.tracked_events + b.tracked_events,
         object_bytes: a.object_bytes + b.object_bytes,
+        departed_root_bytes: a.departed_root_bytes + b.departed_root_bytes,
         open_span_bytes: a.open_span_bytes + b.open_span_bytes,
         held_bytes: a.held_bytes + b.held_bytes,
     }

@@ -73,6 +73,10 @@ pub(crate) struct ObjEntry {
     phases_reported: bool,
     /// What the entry holds, as last counted ([`ObjEntry::heap_bytes`]).
     pub(super) bytes: u32,
+    /// Traces the engine knows that are rooted at it: if it must go, what they read of it is
+    /// kept (see `departed.rs`). Saturating: past 65,535 traces of one root, what is kept of
+    /// it may go before the last of them.
+    pub(super) pins: u16,
 }
 
 impl ObjEntry {
@@ -115,6 +119,7 @@ impl ObjEntry {
             phases: None,
             phases_reported: false,
             bytes: 0,
+            pins: 0,
         }
     }
 

@@ -38,10 +38,13 @@ pub(crate) struct GenerationChange {
     pub summary: Option<Box<ChangeSummary>>,
 }
 
+/// A root's labels, shared with the traces that carry them.
+pub(crate) type Labels = Arc<[(Box<str>, Box<str>)]>;
+
 /// What only a possible trace root needs: kept off pods and other owned objects.
 #[derive(Debug, Default)]
 pub(crate) struct RootInfo {
-    pub labels: Arc<[(Box<str>, Box<str>)]>,
+    pub labels: Labels,
     /// Newest last.
     pub changes: Vec<GenerationChange>,
     /// The `traceparent` annotation as last seen. The annotation stays on the object after the

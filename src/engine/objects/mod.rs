@@ -15,8 +15,10 @@
 //! - `generations.rs`: a root's spec changes; `state_seen.rs`: what its status has said.
 //! - `slab.rs`: the generational slab; `entry.rs`: [`ObjEntry`], one object as kept.
 //! - `index.rs`: finding an entry by uid or name; `owners.rs`: owner chains and trace tops;
-//!   `eviction.rs`: which entries expire or are evicted, and when.
+//!   `eviction.rs`: which entries expire or are evicted, and when; `departed.rs`: what is kept
+//!   of a trace root that went while its traces are known.
 
+mod departed;
 mod entry;
 mod eviction;
 mod generations;
@@ -35,6 +37,8 @@ pub(crate) use super::handles::ObjId;
 use super::model::{EventRecord, ObjectMeta, ObjectRef};
 use super::phases::PodTimeline;
 use super::time::Timestamp;
+use departed::DepartedRoots;
+pub(crate) use departed::RootIdentity;
 pub(crate) use entry::ObjEntry;
 use entry::OwnerLink;
 pub use eviction::CAP_SLACK;
@@ -57,6 +61,7 @@ pub(crate) struct ObjectTable {
     entries: Slab<ObjEntry>,
     index: Index,
     eviction: Eviction,
+    departed: DepartedRoots,
     /// What the entries hold in all, by [`ObjEntry::heap_bytes`], and its cap.
     bytes: usize,
     max_bytes: usize,
@@ -71,6 +76,7 @@ impl ObjectTable {
             entries: Slab::default(),
             index: Index::default(),
             eviction: Eviction::new(ttl),
+            departed: DepartedRoots::default(),
             bytes: 0,
             max_bytes: usize::MAX,
             max_entries,
@@ -91,6 +97,12 @@ impl ObjectTable {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// What is kept of trace roots whose entries went (see `departed.rs`): at most an eighth of
+    /// the byte cap, on top of [`Self::bytes`].
+    pub fn departed_bytes(&self) -> usize {
+        self.departed.bytes()
     }
 
     fn over_cap(&self) -> bool {
@@ -153,6 +165,38 @@ impl ObjectTable {
         };
         self.bytes -= entry.bytes as usize;
         self.index.drop_entry(&entry, id);
+        if entry.pins > 0 {
+            // Past the caps, by an eighth of them at most: counted within them, the kept roots
+            // would crowd out the objects their traces are still being built from.
+            let pins = entry.pins;
+            let (max_len, max_bytes) = (self.max_entries / 8, self.max_bytes / 8);
+            self.departed.keep(id, entry, pins, max_len, max_bytes);
+        }
+    }
+
+    /// A trace rooted at the object starts (or moves to it): if the entry must go while the trace
+    /// is known, its identity and spec changes are kept for it.
+    pub fn pin_root(&mut self, id: ObjId) {
+        match self.entries.get_mut(id) {
+            Some(entry) => entry.pins = entry.pins.saturating_add(1),
+            None => self.departed.pin(id),
+        }
+    }
+
+    /// A trace rooted at the object is forgotten (or moves away from it).
+    pub fn unpin_root(&mut self, id: ObjId) {
+        match self.entries.get_mut(id) {
+            Some(entry) => entry.pins = entry.pins.saturating_sub(1),
+            None => self.departed.unpin(id),
+        }
+    }
+
+    /// A trace root's identity, whether its entry is still here or went while the trace is known.
+    pub fn root_identity(&self, id: ObjId) -> Option<RootIdentity<'_>> {
+        match self.entries.get(id) {
+            Some(entry) => Some(RootIdentity::of(entry)),
+            None => self.departed.identity(id),
+        }
     }
 
     /// Makes room when the hard cap is reached (see [`Eviction::victim`]).
@@ -557,8 +601,12 @@ impl ObjectTable {
         self.get(id)?.root.as_ref()?.changes.first()
     }
 
+    /// A root's spec change of that generation; of a departed root too, for its traces.
     pub fn change(&self, id: ObjId, generation: i64) -> Option<&GenerationChange> {
-        self.get(id)?.root.as_ref()?.change(generation)
+        match self.get(id) {
+            Some(entry) => entry.root.as_ref()?.change(generation),
+            None => self.departed.change(id, generation),
+        }
     }
 
     /// What an HPA scales, by kind and name in its namespace, when its spec was seen.

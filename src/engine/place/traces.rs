@@ -149,11 +149,16 @@ impl Engine {
             // come back. The open trace goes on; starting it again would orphan its spans.
             self.roots.remove(&open.key);
             self.roots.insert(key, id);
-            open.root_object = root;
+            let departed = std::mem::replace(&mut open.root_object, root);
             open.key = key;
+            self.objects.unpin_root(departed);
+            self.objects.pin_root(root);
             return id;
         }
         self.stats.traces_started += 1;
+        // Until the trace is forgotten, its spans are named after its root, if the root's entry
+        // goes too.
+        self.objects.pin_root(root);
         // This change's trace was exported and then forgotten: late spans join its exported
         // root, which is not exported again.
         let exported = self.exported_roots.contains(&id);

@@ -106,6 +106,7 @@ fn engine(e: &crate::engine::EngineStats, out: &mut Families) -> fmt::Result {
         "Bytes the engine's capped tables hold, as their byte caps count them.",
         [
             ("objects", e.object_bytes),
+            ("departed_roots", e.departed_root_bytes),
             ("open_spans", e.open_span_bytes),
             ("held_events", e.held_bytes),
         ]
