@@ -921,4 +921,10 @@ fn roots_evicted_at_the_object_cap_still_name_their_traces() {
         [("Deployment.Update".to_string(), 400)].into(),
         "{roots:?}"
     );
+    let unnamed = r
+        .spans
+        .iter()
+        .filter(|s| s.parent.is_none() && s.attribute("k8s.deployment.name").is_none())
+        .count();
+    assert_eq!(unnamed, 0, "root spans without k8s.deployment.name");
 }

@@ -9,7 +9,9 @@
 use std::sync::Arc;
 
 use super::model::{Attributes, SharedAttributes};
-use super::objects::{NAMESPACE_BIT, NODE_BIT, ObjEntry, ObjId, ObjectTable, SEMCONV};
+use super::objects::{
+    NAMESPACE_BIT, NODE_BIT, ObjEntry, ObjId, ObjectTable, RootIdentity, SEMCONV,
+};
 
 /// Not a kind: marks that an owner in the chain was guessed from a name.
 const GUESSED_BIT: u32 = 31;
@@ -26,7 +28,17 @@ const CACHE_SLOTS: usize = 4096;
 /// Adds `k8s.<kind>.name/uid` of an object unless a previous object of the same kind did.
 /// `seen` says which kinds (and namespace, node, guess) are already named.
 pub(crate) fn push_object(obj: &ObjEntry, seen: &mut u32, attrs: &mut Attributes) {
-    let Some(i) = obj.semconv.map(usize::from) else {
+    push_named(obj.semconv, &obj.name, obj.uid.as_ref(), seen, attrs);
+}
+
+fn push_named(
+    semconv: Option<u8>,
+    name: &Arc<str>,
+    uid: Option<&Arc<str>>,
+    seen: &mut u32,
+    attrs: &mut Attributes,
+) {
+    let Some(i) = semconv.map(usize::from) else {
         return;
     };
     if *seen & (1 << i) != 0 {
@@ -34,10 +46,23 @@ pub(crate) fn push_object(obj: &ObjEntry, seen: &mut u32, attrs: &mut Attributes
     }
     *seen |= 1 << i;
     let (_, name_key, uid_key) = SEMCONV[i];
-    attrs.push((name_key, (&obj.name).into()));
-    if let Some(uid) = &obj.uid {
+    attrs.push((name_key, name.into()));
+    if let Some(uid) = uid {
         attrs.push((uid_key, uid.into()));
     }
+}
+
+/// A trace root's attributes after its entry went (see `objects/departed.rs`): its namespace
+/// and `k8s.<kind>.name/uid`. Not cached: only its trace's few late spans ask.
+fn departed_root_attributes(root: &RootIdentity<'_>) -> (SharedAttributes, u32) {
+    let mut attrs = Attributes::with_capacity(3);
+    let mut seen = 0u32;
+    if !root.namespace.is_empty() {
+        seen |= 1 << NAMESPACE_BIT;
+        attrs.push(("k8s.namespace.name", root.namespace.into()));
+    }
+    push_named(root.semconv, root.name, root.uid, &mut seen, &mut attrs);
+    (attrs.into(), seen)
 }
 
 /// One object of an owner chain as its attributes see it. Kind, namespace and name never change
@@ -167,6 +192,11 @@ impl AttributeCache {
         objects: &mut ObjectTable,
         id: ObjId,
     ) -> (SharedAttributes, u32) {
+        if objects.get(id).is_none()
+            && let Some(root) = objects.root_identity(id)
+        {
+            return departed_root_attributes(&root);
+        }
         let slot = &mut self.slots[id.index() % CACHE_SLOTS];
         if let Some(hit) = slot.as_ref().filter(|c| c.matches(objects, id)) {
             return (hit.attrs.clone(), hit.seen);

@@ -15,6 +15,9 @@ use crate::engine::handles::ObjId;
 /// A trace root's identity, from its entry or from what was kept when the entry went.
 pub(crate) struct RootIdentity<'a> {
     pub kind: &'a Arc<str>,
+    /// Which semantic-convention attributes name its kind.
+    pub semconv: Option<u8>,
+    pub namespace: &'a Arc<str>,
     pub api_version: &'a Arc<str>,
     pub name: &'a Arc<str>,
     pub uid: Option<&'a Arc<str>>,
@@ -25,6 +28,8 @@ impl<'a> RootIdentity<'a> {
     pub(super) fn of(entry: &'a ObjEntry) -> Self {
         RootIdentity {
             kind: &entry.kind,
+            semconv: entry.semconv,
+            namespace: &entry.namespace,
             api_version: &entry.api_version,
             name: &entry.name,
             uid: entry.uid.as_ref(),
@@ -35,6 +40,8 @@ impl<'a> RootIdentity<'a> {
 
 struct Departed {
     kind: Arc<str>,
+    semconv: Option<u8>,
+    namespace: Arc<str>,
     api_version: Arc<str>,
     name: Arc<str>,
     uid: Option<Arc<str>>,
@@ -88,6 +95,8 @@ impl DepartedRoots {
             + root.heap_bytes();
         let departed = Departed {
             kind: entry.kind,
+            semconv: entry.semconv,
+            namespace: entry.namespace,
             api_version: entry.api_version,
             name: entry.name,
             uid: entry.uid,
@@ -140,6 +149,8 @@ impl DepartedRoots {
         let d = self.by_id.get(&id)?;
         Some(RootIdentity {
             kind: &d.kind,
+            semconv: d.semconv,
+            namespace: &d.namespace,
             api_version: &d.api_version,
             name: &d.name,
             uid: d.uid.as_ref(),
