@@ -29,7 +29,7 @@ mod emit;
 mod handles;
 mod held;
 pub mod ids;
-pub mod limits;
+pub(crate) mod limits;
 pub mod model;
 mod naming;
 mod objects;

@@ -246,6 +246,7 @@ impl Budget {
             .map(|r| (r, self.rejected[r as usize]))
     }
 
+    #[cfg(test)]
     pub fn used(&self) -> usize {
         self.used_total
     }

@@ -2,8 +2,8 @@
 //! only, plus progress fields for the kinds whose progress is followed), and objects reduced to
 //! what eventspan keeps.
 
-pub mod kinds;
-pub mod retry;
+pub(crate) mod kinds;
+pub(crate) mod retry;
 
 use std::collections::BTreeSet;
 use std::time::Instant;

@@ -5,7 +5,7 @@
 //! the engine uses are kept. Large fields it does not need (annotations other than its own,
 //! managedFields' field sets, most of spec and status) are skipped while parsing, never copied.
 
-pub mod template;
+pub(crate) mod template;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -22,7 +22,7 @@ use crate::engine::model::{
 use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
 
-pub use crate::engine::limits;
+pub(crate) use crate::engine::limits;
 
 /// The annotation Flux sets on an event that starts a trace.
 pub const TOP_LEVEL_ANNOTATION: &str = "topLevelSpan";
