@@ -141,6 +141,15 @@ impl Chain {
                 attrs.push(("k8s.node.name", node.into()));
             }
         }
+        // The chain ends below a root whose entry went while its traces are known: named from
+        // what was kept of it.
+        if let Some(top) = self
+            .links()
+            .last()
+            .and_then(|l| objects.departed_owner(l.id))
+        {
+            push_named(top.semconv, top.name, top.uid, &mut seen, &mut attrs);
+        }
         (attrs, seen)
     }
 }

@@ -191,6 +191,13 @@ impl ObjectTable {
         }
     }
 
+    /// The owner an object names whose entry went while traces rooted at it are known (a deleted
+    /// Deployment, evicted, above its ReplicaSet): its kept identity.
+    pub fn departed_owner(&self, id: ObjId) -> Option<RootIdentity<'_>> {
+        let owner = self.get(id)?.owner.as_ref()?.id;
+        self.departed.identity(owner)
+    }
+
     /// A trace root's identity, whether its entry is still here or went while the trace is known.
     pub fn root_identity(&self, id: ObjId) -> Option<RootIdentity<'_>> {
         match self.entries.get(id) {
