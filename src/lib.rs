@@ -5,7 +5,7 @@
 //! ```text
 //! operator:  API server ─▶ watch (objects, events) ─▶ engine (pure) ─▶ operator hub ─▶ export (OTLP), status
 //! replay:    recording  ─▶ wire (decode)            ─▶ engine (pure) ─▶ replay (tree, OTLP/JSON)
-//! record:    API server ─▶ watch                    ─▶ record (JSON lines)
+//! record:    API server ─▶ watch (objects, events) ─▶ record (JSON lines)
 //! ```
 //!
 //! The modules, one job each:
@@ -15,7 +15,9 @@
 //!   events in, finished spans out.
 //! - `status`: whether an object's status says its change is rolled out, failed or Ready, as
 //!   `kubectl rollout status` reads it.
-//! - [`watch`]: which API serves a kind, metadata watches, objects reduced to what is kept.
+//! - [`watch`]: the one watch manager of `record` and the operator: it covers scopes, follows
+//!   the kinds events and owner references name, and hands every delivery to its consumer's
+//!   decoder; which API serves a kind; objects reduced to what is kept.
 //! - [`otlp`]: finished spans (and events as log records) encoded as OTLP, one Resource per
 //!   reporting component.
 //! - [`export`]: a bounded queue and a sending task per OTLP exporter, with retries and backoff.

@@ -27,7 +27,7 @@ use super::engines::{self, Engines};
 use super::matcher::Scope;
 use super::metrics::SpanMetrics;
 use super::traces::TraceLog;
-use super::watches::{Input, WatchControl, WatchManager};
+use super::watches::{Input, WatchControl, watch_manager};
 use crate::engine::Checkpoint;
 use crate::engine::model::FinishedSpan;
 use crate::engine::time::Timestamp;
@@ -286,7 +286,7 @@ impl Hub {
         stop: CancellationToken,
     ) -> (Hub, HubHandle) {
         let (input_tx, inputs) = mpsc::channel(settings.input_capacity);
-        let watches = WatchManager::new(client, input_tx, settings.max_event_age, stop);
+        let watches = watch_manager(client, input_tx, settings.max_event_age, stop);
         let connections = Connections {
             watches: Box::new(watches),
             inputs,
@@ -454,21 +454,9 @@ impl Hub {
                         s.events_observed += 1;
                     }
                 }
-                let (api_version, kind, ns) = (
-                    event.involved.api_version.clone(),
-                    event.involved.kind.clone(),
-                    event.involved.namespace.clone(),
-                );
-                self.watches.ensure_kind(&api_version, &kind, &ns);
                 self.engines.observe_event(event, Some(observed));
             }
-            Input::Upsert(meta, observed) => {
-                for owner in &meta.owners {
-                    self.watches
-                        .ensure_kind(&owner.api_version, &owner.kind, &meta.namespace);
-                }
-                self.engines.upsert_object(&meta, observed);
-            }
+            Input::Upsert(meta, observed) => self.engines.upsert_object(&meta, observed),
             Input::Delete { namespace, uid, at } => {
                 self.engines.delete_object(&namespace, &uid, at)
             }

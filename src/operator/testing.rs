@@ -10,12 +10,13 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 
 use super::hub::{ExporterFactory, SessionExporter};
-use super::watches::{Input, WatchControl, WatchCounts};
+use super::watches::{Input, WatchControl};
 use crate::engine::ids::SpanId;
 use crate::engine::model::FinishedSpan;
 use crate::engine::time::Timestamp;
 use crate::export::{ExporterSpec, ExporterStats, TransportError, Watermark};
 use crate::watch::Refusal;
+use crate::watch::WatchCounts;
 use crate::wire::Change;
 
 /// What the hub asked of a [`FakeWatches`], and what the test makes it report.

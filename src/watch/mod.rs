@@ -1,9 +1,15 @@
-//! Watching a cluster for the engine: which API serves a kind, watches of objects (metadata
-//! only, plus progress fields for the kinds whose progress is followed), and objects reduced to
-//! what eventspan keeps.
+//! Watching a cluster for the engine, the one ingestion path of `record` and the operator: the
+//! watch manager ([`manager`]) and its tasks, which API serves a kind, watches of objects
+//! (metadata only, plus progress fields for the kinds whose progress is followed), and objects
+//! reduced to what eventspan keeps.
 
 pub(crate) mod kinds;
+pub mod manager;
 pub(crate) mod retry;
+mod tasks;
+
+pub use manager::{Decode, Delivery, Settings, WatchManager, WatchType};
+pub use tasks::WatchCounts;
 
 use std::collections::BTreeSet;
 use std::time::Instant;

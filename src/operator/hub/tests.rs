@@ -204,11 +204,10 @@ async fn a_new_session_is_watched_and_gets_every_span_of_its_traces_once() {
         panic!("one exporter started");
     };
     assert_eq!(sorted(jaeger.span_ids()), replayed(ROLLOUT));
-    // Owners the events and objects name are followed.
-    for kind in ["Deployment", "ReplicaSet"] {
-        let key = ("shop".to_string(), "apps/v1".to_string(), kind.to_string());
-        assert!(h.watches.log().kinds.contains(&key), "{kind}");
-    }
+    // The kinds the events and objects name are the watches' to follow
+    // (`watch::manager`'s `kinds_named_by_events_and_owner_references_are_followed`): the hub
+    // asks only for the sessions' root kinds.
+    assert_eq!(h.watches.log().kinds, [rollout].into());
     let snapshots = h.snapshot();
     let web = snapshots.get("web").expect("published");
     assert_eq!(web.namespaces, ["shop"]);
