@@ -14,7 +14,6 @@ use eventspan::engine::model::{
 };
 use eventspan::engine::time::Timestamp;
 use eventspan::engine::{Engine, EngineConfig};
-use eventspan::replay;
 use workload::WorkloadConfig;
 
 struct Counting;
@@ -134,7 +133,7 @@ fn main() {
     let mut peak = 0isize;
     let mut peak_stats = engine.stats();
     for change in &w.changes {
-        replay::feed(&mut engine, change.clone());
+        engine.apply(change.clone());
         engine.drain_finished().for_each(drop);
         if live() - before > peak {
             peak = live() - before;

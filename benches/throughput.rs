@@ -40,7 +40,7 @@ fn engine(c: &mut Criterion) {
                 let mut engine = Engine::new(EngineConfig::default());
                 let mut spans = Vec::with_capacity(changes.len());
                 for change in changes {
-                    replay::feed(&mut engine, change);
+                    engine.apply(change);
                     spans.extend(engine.drain_finished());
                 }
                 engine.finish();

@@ -8,9 +8,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use eventspan::engine::model::FinishedSpan;
+use eventspan::engine::model::{Change, Observed};
 use eventspan::engine::{Engine, EngineConfig};
-use eventspan::replay;
-use eventspan::wire::{Change, Observed};
 use proptest::prelude::*;
 use workload::WorkloadConfig;
 
@@ -18,7 +17,7 @@ fn run(changes: &[Observed], cfg: &EngineConfig) -> Vec<FinishedSpan> {
     let mut engine = Engine::new(cfg.clone());
     let mut spans = Vec::new();
     for change in changes {
-        replay::feed(&mut engine, change.clone());
+        engine.apply(change.clone());
         spans.extend(engine.drain_finished());
     }
     engine.finish();

@@ -11,10 +11,9 @@ use std::time::Duration;
 
 use eventspan::engine::ids::{SpanId, TraceId};
 use eventspan::engine::model::FinishedSpan;
+use eventspan::engine::model::{Change, Observed};
 use eventspan::engine::time::Timestamp;
 use eventspan::engine::{Checkpoint, Engine, EngineConfig};
-use eventspan::replay;
-use eventspan::wire::{Change, Observed};
 use proptest::prelude::*;
 use workload::WorkloadConfig;
 
@@ -25,7 +24,7 @@ type Exported = BTreeMap<(TraceId, SpanId), (Option<SpanId>, String)>;
 
 fn feed_all(engine: &mut Engine, changes: &[Observed], out: &mut Vec<FinishedSpan>) {
     for change in changes {
-        replay::feed(engine, change.clone());
+        engine.apply(change.clone());
         out.extend(engine.drain_finished());
     }
 }

@@ -397,7 +397,7 @@ fn a_failed_rollout_does_not_wait_for_its_stuck_pod() {
     let mut engine = Engine::new(EngineConfig::default());
     let mut spans = Vec::new();
     for change in changes {
-        replay::feed(&mut engine, change.unwrap());
+        engine.apply(change.unwrap());
         spans.extend(engine.drain_finished());
     }
     let failed = Timestamp::parse_rfc3339("2026-11-24T10:00:10.1Z").unwrap();
@@ -595,7 +595,7 @@ fn pods_behind_an_interrupted_watch_are_waited_for_past_the_rollouts_end() {
                 .unwrap()
                 .into_changes(&mut changes);
             for change in changes {
-                replay::feed(engine, change.unwrap());
+                engine.apply(change.unwrap());
                 spans.extend(engine.drain_finished());
             }
         }

@@ -9,7 +9,7 @@ use super::ids::SpanId;
 use super::model::{EventRecord, EventTime, ObjectRef};
 use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
-use super::spans::{Change, OpenSpan, Source};
+use super::spans::{OpenSpan, RootChange, Source};
 use super::state::Engine;
 use super::time::Timestamp;
 use super::tolerance::{COARSE, MAX_ROOT_LEAD};
@@ -75,8 +75,8 @@ impl Engine {
         let owner = self.objects.owner_of(subject).filter(|&o| o != subject)?;
         let root = self.objects.top(subject);
         let change_start = match self.root_key(root, at).1 {
-            Change::Generation(g) => self.objects.change(root, g).map(|c| c.time),
-            Change::Activity | Change::Revision { .. } => None,
+            RootChange::Generation(g) => self.objects.change(root, g).map(|c| c.time),
+            RootChange::Activity | RootChange::Revision { .. } => None,
         };
         let pod = self.objects.get(subject)?;
         let created = pod.created?;
@@ -138,7 +138,7 @@ impl Engine {
     pub(super) fn derive_deletion(&mut self, subject: ObjId, at: Timestamp) -> Option<()> {
         let owner = self.objects.owner_of(subject).filter(|&o| o != subject)?;
         let root = self.objects.top(subject);
-        let Change::Generation(generation) = self.root_key(root, at).1 else {
+        let RootChange::Generation(generation) = self.root_key(root, at).1 else {
             return None;
         };
         let change_start = self.objects.change(root, generation)?.time;
@@ -202,7 +202,7 @@ impl Engine {
             .filter(|&o| o != replica_set)?;
         let root = self.objects.top(replica_set);
         let key = self.root_key(root, at);
-        let Change::Generation(generation) = key.1 else {
+        let RootChange::Generation(generation) = key.1 else {
             return None;
         };
         // A controller's span on it in this trace, or from this change's time on (placed in
@@ -319,7 +319,7 @@ impl Engine {
         step: Step,
     ) -> Option<SpanRef> {
         let root = self.objects.top(replica_set);
-        let Change::Generation(generation) = self.root_key(root, at).1 else {
+        let RootChange::Generation(generation) = self.root_key(root, at).1 else {
             return None;
         };
         self.derived_scale_of(replica_set, generation, step)

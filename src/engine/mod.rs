@@ -60,10 +60,10 @@ pub use config::{EngineConfig, EngineStats, MAX_SPAN_DEPTH, Rejection};
 use emission::Flush;
 use held::{HeldEvents, Occurrence};
 use ids::TraceId;
-use model::{EventRecord, EventTime, FinishedSpan, ObjectMeta};
+use model::{Change, EventRecord, EventTime, FinishedSpan, ObjectMeta, Observed};
 pub use objects::CAP_SLACK as OBJECT_CAP_SLACK;
 use objects::ObjectTable;
-use spans::{Change, OpenSpans};
+use spans::{OpenSpans, RootChange};
 pub use state::Engine;
 use state::{Recent, StateStream};
 use time::Timestamp;
@@ -177,6 +177,34 @@ impl Engine {
     /// Spans finished since the last call, in the order they settled.
     pub fn drain_finished(&mut self) -> std::vec::Drain<'_, FinishedSpan> {
         self.finished.drain(..)
+    }
+
+    /// One change, from a recording or a watch, at the time it was observed or, failing that,
+    /// the best time it carries: the one way replay and the operator feed an engine.
+    pub fn apply(
+        &mut self,
+        Observed {
+            change,
+            observed_at,
+        }: Observed,
+    ) {
+        let now = self.now;
+        match change {
+            Change::Event(event) => self.observe_event(event, observed_at),
+            Change::Upsert(meta) => {
+                // Without an observation time, the object's own newest time stands in for it.
+                let hint = meta.newest_change_time().or(meta.created);
+                self.upsert_object(&meta, observed_at.or(hint).unwrap_or(now));
+            }
+            Change::Delete(meta) => {
+                self.delete_object(&meta.namespace, &meta.uid, observed_at.unwrap_or(now))
+            }
+            Change::Ignore => {
+                if let Some(at) = observed_at {
+                    self.advance(at);
+                }
+            }
+        }
     }
 
     /// An object was added or changed (from a watch, a re-list or a recording).
@@ -339,7 +367,7 @@ impl Engine {
             .values()
             .filter(|t| !t.pending.is_empty())
             .filter_map(|t| {
-                let Change::Generation(generation) = t.key.1 else {
+                let RootChange::Generation(generation) = t.key.1 else {
                     return None;
                 };
                 let uid = self.objects.root_identity(t.root_object)?.uid?.clone();
@@ -531,7 +559,7 @@ mod tests {
                 .into_changes(&mut changes);
         }
         for change in changes {
-            crate::replay::feed(&mut engine, change.unwrap());
+            engine.apply(change.unwrap());
         }
         engine
     }
@@ -573,7 +601,7 @@ mod tests {
                 .unwrap()
                 .into_changes(&mut changes);
             for change in changes.drain(..) {
-                crate::replay::feed(&mut engine, change.unwrap());
+                engine.apply(change.unwrap());
             }
             open_seen |= traces.iter().any(|t| engine.has_open_spans(*t));
             let spans: Vec<FinishedSpan> = engine.drain_finished().collect();

@@ -509,3 +509,22 @@ mod tests {
         assert_eq!(container_name(""), None);
     }
 }
+
+/// What a value in a stream asks of the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    // Boxed, like events: a change is moved through channels and buffers a few times, and an
+    // unboxed ObjectMeta would make every change, events included, its size.
+    Upsert(Box<ObjectMeta>),
+    Delete(Box<ObjectMeta>),
+    Event(Box<EventRecord>),
+    /// Nothing for the engine: a bookmark, or an Event being garbage-collected.
+    Ignore,
+}
+
+/// One change with the time it was observed, if the source recorded it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub change: Change,
+    pub observed_at: Option<Timestamp>,
+}

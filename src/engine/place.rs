@@ -13,7 +13,7 @@ use super::held::{Occurrence, Resolved};
 use super::ids::SpanId;
 use super::objects::{ObjId, SpanRef};
 use super::rules::{self, Action};
-use super::spans::{Change, OpenSpan, Source};
+use super::spans::{OpenSpan, RootChange, Source};
 use super::state::Engine;
 use super::time::Timestamp;
 use super::tolerance::COARSE;
@@ -355,7 +355,7 @@ impl Engine {
         let Some(trace) = self.traces.get(&r.trace) else {
             return false;
         };
-        let (root, Change::Generation(generation)) = trace.key else {
+        let (root, RootChange::Generation(generation)) = trace.key else {
             return false;
         };
         self.objects.knows_generations(root) && self.objects.generation_at(root, at) > generation

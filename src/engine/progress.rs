@@ -11,7 +11,7 @@
 use super::ids::SpanId;
 use super::model::{ObjectState, Outcome, OutcomeKind};
 use super::objects::{ObjId, ObjectTable};
-use super::spans::{Change, OpenSpan};
+use super::spans::{OpenSpan, RootChange};
 use super::state::Engine;
 use super::time::Timestamp;
 
@@ -64,7 +64,7 @@ impl Engine {
         let trace = self.traces.get(&span.trace);
         // A root waits for its trace's generation; a created object for any outcome.
         let generation = match (span.is_root(), trace.map(|t| t.key.1)) {
-            (true, Some(Change::Generation(g))) => Some(g),
+            (true, Some(RootChange::Generation(g))) => Some(g),
             (true, _) => return self.stop_waiting(span_id),
             (false, _) => None,
         };
@@ -137,7 +137,7 @@ impl Engine {
             .max(entry.generation);
         let oldest = newest.saturating_sub(super::objects::GENERATION_HISTORY as i64);
         waiting.extend((oldest..=newest).filter_map(|g| {
-            let trace = self.roots.get(&(object, Change::Generation(g)))?;
+            let trace = self.roots.get(&(object, RootChange::Generation(g)))?;
             Some(SpanId::for_root(*trace))
         }));
         for id in waiting {

@@ -144,13 +144,13 @@ pub(crate) struct TraceState {
 /// generations are unknown (seen only through events), the current burst of activity; for a
 /// GitOps object, the Git revision it reconciled at a generation (see `revisions.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Change {
+pub(crate) enum RootChange {
     Generation(i64),
     Activity,
     Revision { generation: i64, revision: u64 },
 }
 
-pub(crate) type RootKey = (ObjId, Change);
+pub(crate) type RootKey = (ObjId, RootChange);
 
 /// The open spans, by ID. They live in a slab indexed by a small map: an open span is a few
 /// hundred bytes, and moving it on every insert and rehash of a hash table, into cold memory

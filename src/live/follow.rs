@@ -9,8 +9,8 @@ use rustc_hash::FxHashMap;
 
 use crate::engine::ids::TraceId;
 use crate::engine::model::{AttrRef, FinishedSpan, ObjectMeta, OutcomeKind};
+use crate::engine::model::{Change, Observed};
 use crate::engine::{Engine, EngineConfig};
-use crate::wire::{Change, Observed};
 
 /// The kinds whose rollouts can be followed: those `kubectl rollout status` follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,7 +291,7 @@ impl Inputs {
 pub fn preview(inputs: &Inputs, trace: TraceId) -> Vec<FinishedSpan> {
     let mut engine = Engine::new(EngineConfig::default());
     for input in &inputs.log {
-        crate::replay::feed(&mut engine, input.clone());
+        engine.apply(input.clone());
     }
     engine.finish();
     engine

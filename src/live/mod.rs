@@ -22,10 +22,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::model::{Change, Observed};
 use crate::engine::model::{FinishedSpan, ObjectMeta};
 use crate::replay::input::Documents;
 use crate::watch::Scope;
-use crate::wire::{Change, Observed, WireObject};
+use crate::wire::WireObject;
 use follow::{Ending, Follow, Inputs, Target, TooManyInputs, Verdict};
 
 /// At most one frame every 250 ms: the tree looks live, and a preview (a replay of the whole

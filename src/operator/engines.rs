@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::Checkpoint;
-use crate::engine::model::{EventRecord, FinishedSpan, ObjectMeta, TraceRoot};
+use crate::engine::model::{Change, FinishedSpan, Observed, TraceRoot};
 use crate::engine::time::Timestamp;
 use crate::engine::{Engine, EngineConfig, EngineStats};
 
@@ -29,6 +29,8 @@ pub const WINDOW_STEPS: [Duration; 4] = [
     Duration::from_secs(30),
     Duration::from_secs(60),
 ];
+// `Engines::apply` keeps a bit per engine in a u32.
+const _: () = assert!(WINDOW_STEPS.len() < 32);
 
 /// An extra engine's share of the base engine's caps (entries and bytes): with at most
 /// [`WINDOW_STEPS`] extra engines, all of them together hold at most half the base's worst case.
@@ -189,35 +191,38 @@ impl Engines {
         joined
     }
 
-    /// An event, to the engines covering its namespace (cloned only for the second and later).
-    pub fn observe_event(&mut self, event: Box<EventRecord>, observed: Option<Timestamp>) {
-        let mut takers = self
+    /// A change, to the engines it concerns through [`Engine::apply`], as replay feeds its
+    /// one: an event or an object to the engines covering its namespace, a deletion to every
+    /// engine (one that never knew the object ignores it), a tick to all. Cloned only for the
+    /// second engine and later.
+    pub fn apply(&mut self, observed: Observed) {
+        // A bit per engine (at most 1 + WINDOW_STEPS of them), so that the last taker gets the
+        // change itself without the namespace being copied out of it first.
+        let namespace = match &observed.change {
+            Change::Event(event) => Some(event.namespace.as_str()),
+            Change::Upsert(meta) => Some(meta.namespace.as_str()),
+            Change::Delete(_) | Change::Ignore => None,
+        };
+        let takers = self
             .engines
-            .values_mut()
-            .filter(|c| wants(&c.namespaces, &event.namespace))
-            .peekable();
-        while let Some(c) = takers.next() {
-            if takers.peek().is_some() {
-                c.engine.observe_event(event.clone(), observed);
+            .values()
+            .enumerate()
+            .filter(|(_, c)| namespace.is_none_or(|ns| wants(&c.namespaces, ns)))
+            .fold(0u32, |takers, (i, _)| takers | 1 << i);
+        let Some(last) = (takers != 0).then(|| 31 - takers.leading_zeros() as usize) else {
+            return;
+        };
+        let mut observed = Some(observed);
+        for (i, c) in self.engines.values_mut().enumerate() {
+            if takers & 1 << i == 0 {
+                continue;
+            }
+            let change = if i == last {
+                observed.take()
             } else {
-                c.engine.observe_event(event, observed);
-                return;
-            }
-        }
-    }
-
-    pub fn upsert_object(&mut self, meta: &ObjectMeta, observed: Timestamp) {
-        for c in self.engines.values_mut() {
-            if wants(&c.namespaces, &meta.namespace) {
-                c.engine.upsert_object(meta, observed);
-            }
-        }
-    }
-
-    /// Every engine hears a deletion (one that never knew the object ignores it).
-    pub fn delete_object(&mut self, namespace: &str, uid: &str, observed: Timestamp) {
-        for c in self.engines.values_mut() {
-            c.engine.delete_object(namespace, uid, observed);
+                observed.clone()
+            };
+            c.engine.apply(change.expect("taken only by the last"));
         }
     }
 
@@ -331,7 +336,6 @@ fn add(a: &EngineStats, b: &EngineStats) -> EngineStats {
 mod tests {
     use super::*;
     use crate::replay::input::documents;
-    use crate::wire::Change;
 
     const BASE: Duration = Duration::from_secs(5);
     const HUGE: Duration = Duration::from_secs(2_562_047 * 3600);
@@ -363,12 +367,7 @@ mod tests {
                 .observed_at
                 .expect("the scenario records observedAt");
             now = now.max(at);
-            match observed.change {
-                Change::Event(event) => engines.observe_event(event, Some(at)),
-                Change::Upsert(meta) => engines.upsert_object(&meta, at),
-                Change::Delete(meta) => engines.delete_object(&meta.namespace, &meta.uid, at),
-                Change::Ignore => engines.advance(at),
-            }
+            engines.apply(observed);
         }
         now
     }

@@ -29,7 +29,7 @@ use super::metrics::SpanMetrics;
 use super::traces::TraceLog;
 use super::watches::{Input, WatchControl, watch_manager};
 use crate::engine::Checkpoint;
-use crate::engine::model::FinishedSpan;
+use crate::engine::model::{Change, FinishedSpan};
 use crate::engine::time::Timestamp;
 use crate::engine::{EngineConfig, EngineStats};
 use crate::export::{ExporterSettings, ExporterSpec, ExporterStats, TransportError, Watermark};
@@ -447,18 +447,16 @@ impl Hub {
 
     fn input(&mut self, input: Input) {
         match input {
-            Input::Event(event, observed) => {
-                self.events_received += 1;
-                for s in self.sessions.values_mut() {
-                    if s.setup.scope.namespaces.contains(&event.namespace) {
-                        s.events_observed += 1;
+            Input::Change(observed) => {
+                if let Change::Event(event) = &observed.change {
+                    self.events_received += 1;
+                    for s in self.sessions.values_mut() {
+                        if s.setup.scope.namespaces.contains(&event.namespace) {
+                            s.events_observed += 1;
+                        }
                     }
                 }
-                self.engines.observe_event(event, Some(observed));
-            }
-            Input::Upsert(meta, observed) => self.engines.upsert_object(&meta, observed),
-            Input::Delete { namespace, uid, at } => {
-                self.engines.delete_object(&namespace, &uid, at)
+                self.engines.apply(observed);
             }
             Input::Malformed(reason) => {
                 self.malformed += 1;

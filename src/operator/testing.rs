@@ -13,11 +13,11 @@ use super::hub::{ExporterFactory, SessionExporter};
 use super::watches::{Input, WatchControl};
 use crate::engine::ids::SpanId;
 use crate::engine::model::FinishedSpan;
+use crate::engine::model::{Change, Observed};
 use crate::engine::time::Timestamp;
 use crate::export::{ExporterSpec, ExporterStats, TransportError, Watermark};
 use crate::watch::Refusal;
 use crate::watch::WatchCounts;
-use crate::wire::Change;
 
 /// What the hub asked of a [`FakeWatches`], and what the test makes it report.
 #[derive(Debug, Default)]
@@ -198,24 +198,23 @@ pub fn inputs(recording: &str) -> Vec<Input> {
     changes
         .into_iter()
         .filter_map(|change| {
-            let observed = change.expect("a valid change");
-            let at = observed.observed_at;
-            match observed.change {
-                Change::Event(event) => {
-                    let at = at.unwrap_or(event.last.at);
-                    Some(Input::Event(event, at))
-                }
-                Change::Upsert(meta) => {
-                    let at = at.or(meta.newest_change_time()).or(meta.created);
-                    Some(Input::Upsert(meta, at.expect("an object with a time")))
-                }
-                Change::Delete(meta) => Some(Input::Delete {
-                    namespace: meta.namespace.clone(),
-                    uid: meta.uid.clone(),
-                    at: at.expect("a deletion with a time"),
-                }),
-                Change::Ignore => None,
-            }
+            let Observed {
+                change,
+                observed_at,
+            } = change.expect("a valid change");
+            let at = match &change {
+                Change::Event(event) => observed_at.unwrap_or(event.last.at),
+                Change::Upsert(meta) => observed_at
+                    .or(meta.newest_change_time())
+                    .or(meta.created)
+                    .expect("an object with a time"),
+                Change::Delete(_) => observed_at.expect("a deletion with a time"),
+                Change::Ignore => return None,
+            };
+            Some(Input::Change(Observed {
+                change,
+                observed_at: Some(at),
+            }))
         })
         .collect()
 }
@@ -225,7 +224,7 @@ pub fn last_time(inputs: &[Input]) -> Timestamp {
     inputs
         .iter()
         .filter_map(|input| match input {
-            Input::Event(_, at) | Input::Upsert(_, at) | Input::Delete { at, .. } => Some(*at),
+            Input::Change(observed) => observed.observed_at,
             Input::Malformed(_) | Input::StateGap { .. } => None,
         })
         .max()

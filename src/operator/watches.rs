@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::model::{EventRecord, ObjectMeta};
+use crate::engine::model::{Change, Observed};
 use crate::engine::time::Timestamp;
 use crate::watch::{self, Delivery, Refusal, Scope, WatchCounts, WatchType};
 use crate::wire::WireObject;
@@ -22,14 +21,11 @@ pub const OWN_CONTROLLER: &str = "eventspan.dev/operator";
 /// What the watches deliver to the hub.
 #[derive(Debug)]
 pub enum Input {
-    Event(Box<EventRecord>, Timestamp),
-    Upsert(Box<ObjectMeta>, Timestamp),
-    /// A watched object went away: its namespace (empty for cluster-scoped kinds) and uid.
-    Delete {
-        namespace: String,
-        uid: String,
-        at: Timestamp,
-    },
+    /// An event, or an object added, changed or deleted, for [`Engine::apply`]; always with
+    /// the time it was observed.
+    ///
+    /// [`Engine::apply`]: crate::engine::Engine::apply
+    Change(Observed),
     /// A watched value that could not be decoded (counted and skipped).
     Malformed(Malformed),
     /// A watch of objects (`watch` names it) of one namespace (`None`: of every namespace, or
@@ -175,7 +171,7 @@ fn decode(delivery: Delivery) -> Option<Input> {
                 // Listed events from before this (re)list's cut-off are history: replaying them
                 // after every restart or re-list would export old traces again.
                 Ok(event) if history_before.is_some_and(|b| event.last.at < b) => None,
-                Ok(event) => Some(Input::Event(Box::new(event), observed)),
+                Ok(event) => Some(observed_at(Change::Event(Box::new(event)), observed)),
                 Err(error) => Some(Input::Malformed(Malformed {
                     what: format!("event in {namespace}"),
                     error,
@@ -183,26 +179,19 @@ fn decode(delivery: Delivery) -> Option<Input> {
             }
         }
         Delivery::Object {
-            watch_type: WatchType::Deleted,
+            watch_type,
             object,
             observed,
-        } => {
-            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-            Some(Input::Delete {
-                namespace: text(&object["metadata"]["namespace"]),
-                uid: text(&object["metadata"]["uid"]),
-                at: observed,
-            })
-        }
-        Delivery::Object {
-            object, observed, ..
         } => {
             let kind = object["kind"].as_str().unwrap_or_default().to_string();
             match serde_json::from_value::<WireObject>(object)
                 .map_err(DecodeError::from)
                 .and_then(|w| w.into_object_meta().map_err(DecodeError::from))
             {
-                Ok(meta) => Some(Input::Upsert(Box::new(meta), observed)),
+                Ok(meta) if watch_type == WatchType::Deleted => {
+                    Some(observed_at(Change::Delete(Box::new(meta)), observed))
+                }
+                Ok(meta) => Some(observed_at(Change::Upsert(Box::new(meta)), observed)),
                 Err(error) => Some(Input::Malformed(Malformed { what: kind, error })),
             }
         }
@@ -216,6 +205,13 @@ fn decode(delivery: Delivery) -> Option<Input> {
             interrupted,
         }),
     }
+}
+
+fn observed_at(change: Change, at: Timestamp) -> Input {
+    Input::Change(Observed {
+        change,
+        observed_at: Some(at),
+    })
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use crate::engine::ids::TraceId;
 use crate::engine::model::FinishedSpan;
 use crate::engine::time::Timestamp;
 use crate::engine::{Engine, EngineConfig, EngineStats};
-use crate::wire::{Change, Observed};
 use input::BadInput;
 
 /// What a replay produced.
@@ -73,7 +72,7 @@ pub fn run(
         (*doc.value).into_changes(&mut changes);
         for change in changes.drain(..) {
             match change {
-                Ok(observed) => feed(&mut engine, observed),
+                Ok(observed) => engine.apply(observed),
                 Err(e) => skipped(BadInput {
                     line: doc.line,
                     reason: e.to_string(),
@@ -92,33 +91,6 @@ pub fn run(
     finished.extend(engine.drain_finished());
     settled(&engine, &mut finished)?;
     Ok(engine.stats())
-}
-
-/// Feeds one change, at the time it was observed or, failing that, the best time it carries.
-pub fn feed(
-    engine: &mut Engine,
-    Observed {
-        change,
-        observed_at,
-    }: Observed,
-) {
-    let now = engine.now();
-    match change {
-        Change::Event(event) => engine.observe_event(event, observed_at),
-        Change::Upsert(meta) => {
-            // Without an observation time, the object's own newest time stands in for it.
-            let hint = meta.newest_change_time().or(meta.created);
-            engine.upsert_object(&meta, observed_at.or(hint).unwrap_or(now));
-        }
-        Change::Delete(meta) => {
-            engine.delete_object(&meta.namespace, &meta.uid, observed_at.unwrap_or(now))
-        }
-        Change::Ignore => {
-            if let Some(at) = observed_at {
-                engine.advance(at);
-            }
-        }
-    }
 }
 
 /// OTLP/JSON lines: one `ExportTraceServiceRequest` per trace, as the Collector's file exporter

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::ids::{SpanId, TraceId};
 use crate::engine::model::{
-    EventRecord, EventTime, ObjectMeta, ObjectRef, OwnerRef, ScaleTarget, SpecChange, TraceParent,
+    Change, EventRecord, EventTime, ObjectMeta, ObjectRef, Observed, OwnerRef, ScaleTarget,
+    SpecChange, TraceParent,
 };
 use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
@@ -309,25 +310,6 @@ pub struct WireObject {
     pub reporting_component: String,
     pub reporting_controller: String,
     pub reporting_instance: String,
-}
-
-/// What a value in a stream asks of the engine.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Change {
-    // Boxed, like events: a change is moved through channels and buffers a few times, and an
-    // unboxed ObjectMeta would make every change, events included, its size.
-    Upsert(Box<ObjectMeta>),
-    Delete(Box<ObjectMeta>),
-    Event(Box<EventRecord>),
-    /// Nothing for the engine: a bookmark, or an Event being garbage-collected.
-    Ignore,
-}
-
-/// One change with the time it was observed, if the source recorded it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observed {
-    pub change: Change,
-    pub observed_at: Option<Timestamp>,
 }
 
 /// Kinds Kubernetes serves without a namespace that events are commonly about. Events of these

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use eventspan::engine::model::{Change, Observed};
 use eventspan::engine::model::{
     EventRecord, EventTime, ObjectMeta, ObjectRef, ObjectState, Outcome, OutcomeKind, OwnerRef,
     SpecChange,
 };
 use eventspan::engine::time::Timestamp;
-use eventspan::wire::{Change, Observed};
 
 #[derive(Clone, Debug)]
 pub struct WorkloadConfig {

@@ -8,7 +8,7 @@ use crate::engine::handles::SpanSlot;
 use crate::engine::held::Occurrence;
 use crate::engine::ids::{SpanId, TraceId};
 use crate::engine::objects::{ObjId, SpanRef};
-use crate::engine::spans::{Change, OpenSpan, RootKey, Source, TraceState};
+use crate::engine::spans::{OpenSpan, RootChange, RootKey, Source, TraceState};
 use crate::engine::state::Engine;
 use crate::engine::time::Timestamp;
 use crate::engine::tolerance::MAX_ROOT_LEAD;
@@ -25,13 +25,13 @@ impl Engine {
         match self.revisions.at(root, at) {
             Some(revision) => (
                 root,
-                Change::Revision {
+                RootChange::Revision {
                     generation,
                     revision,
                 },
             ),
-            None if known => (root, Change::Generation(generation)),
-            None => (root, Change::Activity),
+            None if known => (root, RootChange::Generation(generation)),
+            None => (root, RootChange::Activity),
         }
     }
 
@@ -40,20 +40,20 @@ impl Engine {
         let id = *self.roots.get(&key)?;
         let trace = self.traces.get(&id)?;
         match key.1 {
-            Change::Generation(_) | Change::Revision { .. } => Some(id),
-            Change::Activity => trace.emitted_root_start.is_none().then_some(id),
+            RootChange::Generation(_) | RootChange::Revision { .. } => Some(id),
+            RootChange::Activity => trace.emitted_root_start.is_none().then_some(id),
         }
     }
 
     /// An object known only from events has just been seen through a watch: the trace of its
     /// current burst of activity becomes the trace of its current generation.
     pub(in crate::engine) fn adopt_activity_trace(&mut self, root: ObjId) {
-        let activity = (root, Change::Activity);
+        let activity = (root, RootChange::Activity);
         let Some(trace_id) = self.find_trace(activity) else {
             return;
         };
         let generation = self.objects.get(root).map_or(0, |o| o.generation);
-        let key = (root, Change::Generation(generation));
+        let key = (root, RootChange::Generation(generation));
         if self.roots.contains_key(&key) {
             return;
         }
@@ -73,9 +73,9 @@ impl Engine {
             Some(trace) => trace,
             None => {
                 let change_time = match key.1 {
-                    Change::Generation(g) => self.objects.change(root, g).map(|c| c.time),
+                    RootChange::Generation(g) => self.objects.change(root, g).map(|c| c.time),
                     // A revision's trace starts with its first event.
-                    Change::Activity | Change::Revision { .. } => None,
+                    RootChange::Activity | RootChange::Revision { .. } => None,
                 };
                 let start = match change_time {
                     Some(t) if t <= at && at.since(t) <= MAX_ROOT_LEAD => t,
@@ -116,15 +116,15 @@ impl Engine {
             None => String::new(),
         };
         let (id, generation) = match change {
-            Change::Generation(g) => (TraceId::for_change(&name, g), g),
-            Change::Revision {
+            RootChange::Generation(g) => (TraceId::for_change(&name, g), g),
+            RootChange::Revision {
                 generation,
                 revision,
             } => (
                 TraceId::for_revision(&name, generation, revision),
                 generation,
             ),
-            Change::Activity => {
+            RootChange::Activity => {
                 // A burst ends when its root is exported; a late event from the same instant
                 // starts the next one, which must not take the exported trace's ID (its root
                 // span would be exported twice). The next free nanosecond keeps it
@@ -200,7 +200,7 @@ impl Engine {
                 repeat_interval: Duration::ZERO,
                 repeats: Vec::new(),
                 // A spec generation's rollout ends when the root object's status says so.
-                waits_for: matches!(change, Change::Generation(_)).then_some(root),
+                waits_for: matches!(change, RootChange::Generation(_)).then_some(root),
                 awaiting: false,
                 state_end: None,
                 outcome: None,

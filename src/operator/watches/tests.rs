@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_unix_nanos(1_800_000_000_000_000_000 + seconds * 1_000_000_000)
@@ -32,7 +32,9 @@ fn object(watch_type: WatchType, metadata: Value) -> Delivery {
 #[test]
 fn events_reach_the_hub_unless_they_are_its_own_or_listed_history() {
     let kept = decode(event("replicaset-controller", 0, None));
-    assert!(matches!(kept, Some(Input::Event(e, _)) if e.reason == "SuccessfulCreate"));
+    assert!(
+        matches!(kept, Some(Input::Change(Observed { change: Change::Event(e), observed_at: Some(_) })) if e.reason == "SuccessfulCreate")
+    );
     assert!(decode(event(OWN_CONTROLLER, 0, None)).is_none(), "its own");
     assert!(
         decode(event("replicaset-controller", 0, Some(at(1)))).is_none(),
@@ -55,21 +57,24 @@ fn events_reach_the_hub_unless_they_are_its_own_or_listed_history() {
 fn objects_are_upserted_deleted_or_counted_as_malformed() {
     let meta = json!({"name": "web-1", "namespace": "shop", "uid": "u-rs"});
     assert!(
-        matches!(decode(object(WatchType::Modified, meta.clone())), Some(Input::Upsert(m, _)) if m.uid == "u-rs")
+        matches!(decode(object(WatchType::Modified, meta.clone())), Some(Input::Change(Observed { change: Change::Upsert(m), .. })) if m.uid == "u-rs")
     );
     match decode(object(WatchType::Deleted, meta)) {
-        Some(Input::Delete {
-            namespace,
-            uid,
-            at: when,
-        }) => {
-            assert_eq!(
-                (namespace.as_str(), uid.as_str(), when),
-                ("shop", "u-rs", at(0))
-            );
+        Some(Input::Change(Observed {
+            change: Change::Delete(m),
+            observed_at,
+        })) => {
+            assert_eq!((m.namespace.as_str(), m.uid.as_str()), ("shop", "u-rs"));
+            assert_eq!(observed_at, Some(at(0)));
         }
         other => panic!("{other:?}"),
     }
+    // Deletions are decoded as replay decodes them: one without a uid is malformed too.
+    let no_uid = json!({"name": "web-1", "namespace": "shop"});
+    assert!(matches!(
+        decode(object(WatchType::Deleted, no_uid)),
+        Some(Input::Malformed(_))
+    ));
     match decode(object(WatchType::Added, json!({"name": 7}))) {
         Some(Input::Malformed(m)) => assert_eq!(m.what, "ReplicaSet"),
         other => panic!("{other:?}"),
