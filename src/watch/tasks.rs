@@ -115,15 +115,20 @@ fn namespace_of<'a>(namespace: Option<&'a str>, scope: &'a Scope) -> &'a str {
     }
 }
 
-/// The kind an event is about, and its namespace (the event's own if it names none).
-fn regarding(event: &Value, scope: &Scope) -> Option<(String, String, String)> {
+/// The kind an event is about, and its namespace, read as the engine reads it
+/// (`WireObject::into_event`): a reference without one is to the event's own namespace, unless
+/// it names a cluster-scoped kind (a Node's events live in `default`; the Node does not). So
+/// the operator, which covers namespaces, does not follow Nodes from their events; a recording
+/// of all namespaces does.
+pub(super) fn regarding(event: &Value, scope: &Scope) -> Option<(String, String, String)> {
     let regarding = event.get("regarding")?;
     let kind = regarding["kind"].as_str().filter(|k| !k.is_empty())?;
     let own = event["metadata"]["namespace"].as_str();
-    let namespace = regarding["namespace"]
-        .as_str()
-        .filter(|ns| !ns.is_empty())
-        .unwrap_or(namespace_of(own, scope));
+    let namespace = match regarding["namespace"].as_str().filter(|ns| !ns.is_empty()) {
+        Some(ns) => ns,
+        None if crate::wire::is_cluster_scoped(kind) => "",
+        None => namespace_of(own, scope),
+    };
     let api_version = regarding["apiVersion"].as_str().unwrap_or_default();
     Some((api_version.into(), kind.into(), namespace.into()))
 }

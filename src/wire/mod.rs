@@ -336,7 +336,7 @@ const CLUSTER_SCOPED_KINDS: &[&str] = &[
     "NodePool",
 ];
 
-fn is_cluster_scoped(kind: &str) -> bool {
+pub(crate) fn is_cluster_scoped(kind: &str) -> bool {
     CLUSTER_SCOPED_KINDS.contains(&kind)
 }
 

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kube::api::ApiResource;
 
-use crate::watch::tasks::{ListCutoff, watch_metadata};
+use crate::watch::tasks::{ListCutoff, regarding, watch_metadata};
 
 type Reply = http::Response<http_body_util::Full<hyper::body::Bytes>>;
 
@@ -453,4 +453,30 @@ async fn stopped_watches_close_the_channel() {
     });
     drained.await.expect("the channel closes");
     assert!(!stop.is_cancelled(), "the caller's token is its own");
+}
+
+/// Kinds are charged to the namespace the engine reads an event's reference in: a Node's
+/// events live in `default`, the Node in no namespace (so the operator never follows Nodes from
+/// events, as before the manager was shared).
+#[test]
+fn an_events_kind_is_named_in_the_namespace_its_object_is_in() {
+    let event = |kind: &str, namespace: Option<&str>| {
+        let mut regarding = serde_json::json!({"apiVersion": "v1", "kind": kind, "name": "x"});
+        if let Some(ns) = namespace {
+            regarding["namespace"] = ns.into();
+        }
+        serde_json::json!({"metadata": {"namespace": "default"}, "regarding": regarding})
+    };
+    let all = Scope::AllNamespaces;
+    let named = |e: serde_json::Value| regarding(&e, &all).map(|(_, k, ns)| (k, ns));
+    assert_eq!(named(event("Node", None)), Some(("Node".into(), "".into())));
+    assert_eq!(
+        named(event("Pod", None)),
+        Some(("Pod".into(), "default".into()))
+    );
+    assert_eq!(
+        named(event("Pod", Some("shop"))),
+        Some(("Pod".into(), "shop".into()))
+    );
+    assert_eq!(named(serde_json::json!({"metadata": {}})), None);
 }
