@@ -106,26 +106,29 @@ fn status(code: u16) -> Option<Reply> {
     )
 }
 
-/// Issue 12: an API server that has just restarted refuses the list twice; the watch waits
-/// and lists again, and its object arrives, where it used to be dropped for good.
-#[tokio::test]
-async fn a_watch_refused_while_the_api_server_starts_delivers_once_let_in() {
-    let client = fake_client(|n, request| {
+/// An API server that refuses the first two requests (as one that has just started does), then
+/// answers every list with `list` and leaves watches waiting for changes.
+fn refused_twice_then(list: serde_json::Value) -> Client {
+    fake_client(move |n, request| {
         let query = request.uri().query().unwrap_or_default();
         if n < 2 {
             status(403)
         } else if query.contains("watch=true") {
             None
         } else {
-            reply(
-                200,
-                serde_json::json!({"apiVersion": "apps/v1", "kind": "DeploymentList",
-                    "metadata": {"resourceVersion": "7"},
-                    "items": [{"metadata": {"name": "web", "namespace": "shop",
-                        "uid": "u-web", "generation": 3, "resourceVersion": "7"}}]}),
-            )
+            reply(200, list.clone())
         }
-    });
+    })
+}
+
+/// Issue 12: an API server that has just restarted refuses the list twice; the watch waits
+/// and lists again, and its object arrives, where it used to be dropped for good.
+#[tokio::test]
+async fn a_watch_refused_while_the_api_server_starts_delivers_once_let_in() {
+    let client = refused_twice_then(serde_json::json!({"apiVersion": "apps/v1",
+        "kind": "DeploymentList", "metadata": {"resourceVersion": "7"},
+        "items": [{"metadata": {"name": "web", "namespace": "shop",
+            "uid": "u-web", "generation": 3, "resourceVersion": "7"}}]}));
     let stop = CancellationToken::new();
     let (m, mut inputs) = manager(client, &stop);
     watch_deployments(&m, &stop);
@@ -145,20 +148,8 @@ async fn a_watch_refused_while_the_api_server_starts_delivers_once_let_in() {
 /// that has just started does), and no longer once it is not covered.
 #[tokio::test]
 async fn a_namespace_is_listed_once_its_event_watch_has_listed() {
-    let client = fake_client(|n, request| {
-        let query = request.uri().query().unwrap_or_default();
-        if n < 2 {
-            status(403)
-        } else if query.contains("watch=true") {
-            None
-        } else {
-            reply(
-                200,
-                serde_json::json!({"apiVersion": "events.k8s.io/v1", "kind": "EventList",
-                    "metadata": {"resourceVersion": "7"}, "items": []}),
-            )
-        }
-    });
+    let client = refused_twice_then(serde_json::json!({"apiVersion": "events.k8s.io/v1",
+        "kind": "EventList", "metadata": {"resourceVersion": "7"}, "items": []}));
     let stop = CancellationToken::new();
     let (m, _inputs) = manager(client, &stop);
     m.set_scopes(&[shop()].into());
