@@ -1,9 +1,10 @@
 //! `eventspan watch TYPE/NAME`: one object's rollout as a trace tree, live, with the user's own
 //! credentials and no operator; it ends when the rollout does, as `kubectl rollout status` does.
 //!
-//! The watches are `eventspan record`'s ([`crate::record`]: events of the namespace and, through
-//! discovery, the objects they involve and their owners), written into a pipe and read back as a
-//! recording, so the view sees exactly what a recording of the same minutes would hold. What it
+//! The watches are `eventspan record`'s ([`crate::watch::manager`]: events of the namespace and,
+//! through discovery, the objects they involve and their owners), each delivery decoded from the
+//! line a recording would hold for it, so the view sees exactly what a recording of the same
+//! minutes would hold. What it
 //! shows is [`follow::preview`]: everything so far replayed through a fresh engine and flushed,
 //! which gives the spans still open with the phases and outcomes the tree output shows.
 
@@ -22,10 +23,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::model::{Change, Observed};
-use crate::engine::model::{FinishedSpan, ObjectMeta};
-use crate::replay::input::Documents;
-use crate::watch::Scope;
+use crate::engine::model::{Change, FinishedSpan, ObjectMeta, Observed};
+use crate::watch::{Delivery, Scope, Settings, WatchManager};
 use crate::wire::WireObject;
 use follow::{Ending, Follow, Inputs, Target, TooManyInputs, Verdict};
 
@@ -35,7 +34,7 @@ const FRAME: Duration = Duration::from_millis(250);
 /// After the root ends, events the controllers and kubelets record as they finish (the last
 /// old pods' `Killing`) are still on their way: they get this long to arrive.
 const SETTLE: Duration = Duration::from_secs(2);
-/// Inputs from the pipe waiting for the view; the recorder waits when the view is behind.
+/// Inputs waiting for the view; the watches wait when the view is behind.
 const PENDING_INPUTS: usize = 1024;
 /// Home, then clear the screen: each frame repaints the whole tree. A rollout's tree is a few
 /// dozen lines redrawn a few times a second, which two ANSI sequences do as well as a terminal
@@ -66,8 +65,6 @@ pub enum LiveError {
     },
     #[error("cannot read {0}: not a {1} the engine understands")]
     Decode(String, &'static str),
-    #[error("cannot start the watches: {0}")]
-    Pipe(std::io::Error),
     #[error("the watches stopped before the rollout ended")]
     WatchEnded,
     #[error(transparent)]
@@ -93,9 +90,8 @@ pub async fn watch(
     let mut inputs = Inputs::default();
     inputs.push(first, follow.trace().is_some())?;
 
-    let watches_stop = stop.child_token();
     let (tx, mut rx) = mpsc::channel(PENDING_INPUTS);
-    let watches = start_watches(client, &namespace, watches_stop.clone(), tx)?;
+    let watches = start_watches(client, &namespace, stop.clone(), tx);
     let title = format!("{}/{} in {namespace}", target.workload.noun(), target.name);
     let deadline = options.timeout.map(|t| Instant::now() + t);
     let mut tick = tokio::time::interval(FRAME);
@@ -143,11 +139,9 @@ pub async fn watch(
             }
         }
     };
-    // Unwinds the recorder: its watches stop, the pipe closes, the pump sees it and ends.
-    watches_stop.cancel();
+    // Watches blocked on a full channel see it closed and end.
     drop(rx);
-    let _ = watches.recorder.await;
-    let _ = tokio::task::spawn_blocking(move || watches.pump.join()).await;
+    watches.stop().await;
     let ending = result?;
     // The final tree, from everything that came, with the verdict it gives.
     let spans = current(&follow, &inputs);
@@ -272,54 +266,33 @@ async fn read_target(
     }
 }
 
-/// `eventspan record` of the namespace into a pipe, and the thread that reads it back.
-struct Watches {
-    recorder:
-        tokio::task::JoinHandle<Result<crate::record::RecordStats, crate::record::RecordError>>,
-    pump: std::thread::JoinHandle<()>,
-}
-
-/// Starts [`Watches`]: the pump sends each input of the recording on.
+/// The watches `record` runs, of the namespace, delivering each change as replay reads the
+/// line `record` would write for it.
 fn start_watches(
     client: Client,
     namespace: &str,
     stop: CancellationToken,
     inputs: mpsc::Sender<Observed>,
-) -> Result<Watches, LiveError> {
-    let (reader, writer) = std::io::pipe().map_err(LiveError::Pipe)?;
-    let scopes = vec![Scope::Namespace(namespace.to_string())];
-    let recorder = tokio::spawn(crate::record::record(
-        client,
-        scopes,
-        Box::new(writer),
-        stop,
-    ));
-    let pump = std::thread::Builder::new()
-        .name("watch-pipe".into())
-        .spawn(move || pump(reader, inputs))
-        .map_err(LiveError::Pipe)?;
-    Ok(Watches { recorder, pump })
+) -> WatchManager<Observed> {
+    let watches = WatchManager::new(client, inputs, decode, Settings::default(), stop);
+    watches.set_scopes(&[Scope::Namespace(namespace.to_string())].into());
+    watches
 }
 
-/// Ends when the pipe closes (the recorder stopped) or the view no longer listens.
-fn pump(reader: std::io::PipeReader, inputs: mpsc::Sender<Observed>) {
+/// What the engine cannot read is skipped, as replay skips it.
+fn decode(delivery: Delivery) -> Option<Observed> {
+    let line = delivery.into_line()?;
     let mut changes = Vec::new();
-    for doc in Documents::new(reader) {
-        let doc = match doc {
-            Ok(doc) => doc,
-            // The recorder writes what the API server sent; what the engine cannot read is
-            // skipped, as replay skips it.
-            Err(bad) => {
-                tracing::debug!(line = bad.line, reason = %bad.reason, "input skipped");
-                continue;
-            }
-        };
-        (*doc.value).into_changes(&mut changes);
-        for change in changes.drain(..) {
-            let Ok(input) = change else { continue };
-            if inputs.blocking_send(input).is_err() {
-                return;
-            }
+    match WireObject::deserialize(line) {
+        Ok(wire) => wire.into_changes(&mut changes),
+        Err(e) => tracing::debug!(reason = %e, "input skipped"),
+    }
+    // A watch event's line carries one change.
+    match changes.pop()? {
+        Ok(observed) => Some(observed),
+        Err(e) => {
+            tracing::debug!(reason = %e, "input skipped");
+            None
         }
     }
 }
