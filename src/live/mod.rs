@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::model::{Change, FinishedSpan, ObjectMeta, Observed};
-use crate::watch::{Delivery, Scope, Settings, WatchManager};
+use crate::watch::{Delivery, Scope, Settings, WatchManager, WatchType};
 use crate::wire::WireObject;
 use follow::{Ending, Follow, Inputs, Target, TooManyInputs, Verdict};
 
@@ -242,12 +242,11 @@ async fn read_target(
     let mut value = serde_json::to_value(&object).expect("objects serialise");
     value["apiVersion"] = "apps/v1".into();
     value["kind"] = target.workload.kind().into();
-    let line =
-        serde_json::json!({"type": "ADDED", "object": value, "observedAt": crate::watch::now()});
-    let decoded = WireObject::deserialize(line).ok().and_then(|wire| {
-        let mut changes = Vec::new();
-        wire.into_changes(&mut changes);
-        changes.into_iter().next()?.ok()
+    // Read as the watches' deliveries are.
+    let decoded = decode(Delivery::Object {
+        watch_type: WatchType::Added,
+        object: value,
+        observed: crate::watch::now(),
     });
     match decoded {
         Some(
