@@ -1,98 +1,23 @@
 //! The one watch manager, shared by `eventspan record` and the operator: one Event watch per
 //! scope covered, and one watch of objects per kind and scope, started when an event's
-//! `regarding` or an object's owner reference first names the kind (within [`Budget`]). What
+//! `regarding` or an object's owner reference first names the kind (within [`Budget`](super::kinds::Budget)). What
 //! the watches deliver goes out on one channel, decoded by the consumer's function in the
 //! watch's own task.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 
-use super::kinds::{Budget, KindResolver, Rejected, gvk, valid_kind};
-use super::tasks::{self, WatchCounts};
+use super::delivery::Decode;
+use super::kinds::{KindResolver, gvk, valid_kind};
+use super::shared::{Shared, State, WatchCounts, lock};
+use super::tasks;
 use super::{Refusal, Refusals, Scope};
-use crate::engine::time::Timestamp;
-
-/// How a watch event changed the object it carries, as the API's watch events name it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WatchType {
-    Added,
-    Modified,
-    Deleted,
-}
-
-impl WatchType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WatchType::Added => "ADDED",
-            WatchType::Modified => "MODIFIED",
-            WatchType::Deleted => "DELETED",
-        }
-    }
-}
-
-/// What a watch delivers, before the consumer decodes it.
-#[derive(Debug)]
-pub enum Delivery {
-    /// An Event, as `events.k8s.io/v1` JSON ([`super::event_json`]).
-    Event {
-        watch_type: WatchType,
-        event: Value,
-        observed: Timestamp,
-        /// For an event delivered by a (re)list: events whose latest time is before this are
-        /// history, not news (see `Settings::max_event_age`). `None`: the event is news.
-        history_before: Option<Timestamp>,
-    },
-    /// An object of a watched kind, reduced to what eventspan keeps ([`super::slim_object`]).
-    Object {
-        watch_type: WatchType,
-        object: Value,
-        observed: Timestamp,
-    },
-    /// A watch of objects (`watch` names it) of one namespace (`None`: of every namespace, or
-    /// cluster-scoped) failed (`interrupted`), or delivers again after it did: in between,
-    /// object state there may be behind. In line with the objects, so a re-list's objects come
-    /// before the gap closes.
-    StateGap {
-        watch: Arc<str>,
-        namespace: Option<Arc<str>>,
-        interrupted: bool,
-    },
-}
-
-impl Delivery {
-    /// The line `eventspan record` writes and `eventspan replay` reads: a watch event with the
-    /// time it was observed. A state gap has none (a recording keeps what arrives).
-    pub fn into_line(self) -> Option<Value> {
-        let (watch_type, object, observed) = match self {
-            Delivery::Event {
-                watch_type,
-                event,
-                observed,
-                ..
-            } => (watch_type, event, observed),
-            Delivery::Object {
-                watch_type,
-                object,
-                observed,
-            } => (watch_type, object, observed),
-            Delivery::StateGap { .. } => return None,
-        };
-        Some(json!({"type": watch_type.as_str(), "object": object, "observedAt": observed}))
-    }
-}
-
-/// Turns a delivery into what the consumer's channel carries; `None` skips it. It runs in the
-/// watch's task, so decoding is spread over the watches. The kinds a skipped delivery names are
-/// not followed.
-pub type Decode<T> = fn(Delivery) -> Option<T>;
 
 #[derive(Clone, Debug, Default)]
 pub struct Settings {
@@ -103,42 +28,6 @@ pub struct Settings {
 
 pub struct WatchManager<T: Send + 'static> {
     shared: Arc<Shared<T>>,
-}
-
-/// What the manager and its watch tasks share: the tasks follow the kinds they see themselves.
-pub(super) struct Shared<T> {
-    pub client: Client,
-    input: mpsc::Sender<T>,
-    decode: Decode<T>,
-    pub resolver: tokio::sync::Mutex<KindResolver>,
-    pub refusals: Refusals,
-    listed: Mutex<BTreeSet<Scope>>,
-    /// Cluster-scoped kinds being watched: one watch each, whichever scope asked first.
-    pub cluster_wide: Mutex<BTreeSet<(String, String)>>,
-    pub root: CancellationToken,
-    pub max_event_age: Option<Duration>,
-    pub counts: WatchCounts,
-    state: Mutex<State>,
-}
-
-struct State {
-    /// Covered scopes and the watch token of each (its kinds' watches are children).
-    scopes: BTreeMap<Scope, CancellationToken>,
-    /// (scope, apiVersion, kind) already asked for.
-    kinds: BTreeSet<(Scope, String, String)>,
-    /// What `kinds` may hold, per namespace and in all: events and owner references may name
-    /// any kind, chosen by whoever creates them.
-    budget: Budget,
-    /// (namespace, reason) already warned about: a Deployment naming 10,000 kinds warns once.
-    warned: BTreeSet<(String, Rejected)>,
-    /// Every watch task: they end with their tokens, and cannot outlive the manager (dropping a
-    /// JoinSet aborts what it holds).
-    tasks: JoinSet<()>,
-}
-
-/// A poisoned lock (a panic elsewhere while holding it) leaves state still worth reading.
-pub(super) fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl<T: Send + 'static> WatchManager<T> {
@@ -154,6 +43,7 @@ impl<T: Send + 'static> WatchManager<T> {
             client,
             input,
             decode,
+            follow_kind: ensure_kind,
             refusals: Refusals::default(),
             listed: Mutex::default(),
             cluster_wide: Mutex::default(),
@@ -161,13 +51,7 @@ impl<T: Send + 'static> WatchManager<T> {
             root: stop.child_token(),
             max_event_age: settings.max_event_age,
             counts: WatchCounts::default(),
-            state: Mutex::new(State {
-                scopes: BTreeMap::new(),
-                kinds: BTreeSet::new(),
-                budget: Budget::default(),
-                warned: BTreeSet::new(),
-                tasks: JoinSet::new(),
-            }),
+            state: Mutex::new(State::default()),
         };
         WatchManager {
             shared: Arc::new(shared),
@@ -201,7 +85,7 @@ impl<T: Send + 'static> WatchManager<T> {
             if !state.scopes.contains_key(scope) {
                 // Covered anew: listed only once this watch has (a stopped one may have said so).
                 lock(&shared.listed).remove(scope);
-                shared.start_scope(&mut state, scope);
+                start_scope(shared, &mut state, scope);
             }
         }
     }
@@ -228,9 +112,9 @@ impl<T: Send + 'static> WatchManager<T> {
             kinds = kinds.len(),
             "listing again for a new engine"
         );
-        shared.start_scope(&mut state, scope);
+        start_scope(shared, &mut state, scope);
         for (scope, api_version, kind) in kinds {
-            shared.follow(&mut state, &scope, &api_version, &kind);
+            follow(shared, &mut state, &scope, &api_version, &kind);
         }
     }
 
@@ -239,7 +123,7 @@ impl<T: Send + 'static> WatchManager<T> {
     /// gets one watch in all. A kind that is malformed, or beyond the namespace's or the
     /// manager's budget, is counted and ignored.
     pub fn ensure_kind(&self, api_version: &str, kind: &str, namespace: &str) {
-        self.shared.ensure_kind(api_version, kind, namespace);
+        ensure_kind(&self.shared, api_version, kind, namespace);
     }
 
     /// Cancels every watch and waits for their tasks to end: what they had to deliver has been
@@ -296,98 +180,78 @@ impl<T: Send + 'static> Drop for WatchManager<T> {
     }
 }
 
-impl<T: Send + 'static> Shared<T> {
-    /// Decodes and sends a delivery.
-    pub async fn deliver(&self, delivery: Delivery) -> Decoded {
-        let Some(item) = (self.decode)(delivery) else {
-            return Decoded::Skipped;
-        };
-        match self.input.send(item).await {
-            Ok(()) => Decoded::Sent,
-            Err(_) => Decoded::Closed,
-        }
-    }
-
-    /// Sends without waiting, for a watch that stops (the consumer may be stopping too).
-    pub fn try_deliver(&self, delivery: Delivery) {
-        if let Some(item) = (self.decode)(delivery) {
-            let _ = self.input.try_send(item);
-        }
-    }
-
-    pub fn mark_listed(&self, scope: &Scope) {
-        lock(&self.listed).insert(scope.clone());
-    }
-
-    pub fn ensure_kind(self: &Arc<Self>, api_version: &str, kind: &str, namespace: &str) {
-        let mut state = lock(&self.state);
-        let scope = Scope::Namespace(namespace.to_string());
-        let scope = if state.scopes.contains_key(&scope) {
-            scope
-        } else if state.scopes.contains_key(&Scope::AllNamespaces) {
-            Scope::AllNamespaces
-        } else {
-            return;
-        };
-        let api_version = gvk(api_version, kind).api_version();
-        // Looked up only if valid: a kind of a megabyte is not copied into a key.
-        if valid_kind(&api_version, kind)
-            && state
-                .kinds
-                .contains(&(scope.clone(), api_version.clone(), kind.to_string()))
-        {
-            return;
-        }
-        // Rejections are not remembered (that set would be unbounded too): a kind refused is
-        // counted again each time an event or an object names it.
-        if let Err(rejected) = state.budget.admit(namespace, &api_version, kind) {
-            if state.warned.insert((namespace.to_string(), rejected)) {
-                let kind: String = kind.chars().take(80).collect();
-                tracing::warn!(%kind, %namespace, %rejected, "kind not watched; more kinds rejected here for this reason are only counted (eventspan_watch_kinds_rejected_total)");
-            }
-            return;
-        }
-        self.follow(&mut state, &scope, &api_version, kind);
-    }
-
-    /// Starts the watch of an admitted kind in a covered scope.
-    fn follow(self: &Arc<Self>, state: &mut State, scope: &Scope, api_version: &str, kind: &str) {
-        let Some(token) = state.scopes.get(scope).cloned() else {
-            return;
-        };
-        state
+/// [`FollowKind`] of the manager's tasks, and what [`WatchManager::ensure_kind`] does.
+fn ensure_kind<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    api_version: &str,
+    kind: &str,
+    namespace: &str,
+) {
+    let mut state = lock(&shared.state);
+    let scope = Scope::Namespace(namespace.to_string());
+    let scope = if state.scopes.contains_key(&scope) {
+        scope
+    } else if state.scopes.contains_key(&Scope::AllNamespaces) {
+        Scope::AllNamespaces
+    } else {
+        return;
+    };
+    let api_version = gvk(api_version, kind).api_version();
+    // Looked up only if valid: a kind of a megabyte is not copied into a key.
+    if valid_kind(&api_version, kind)
+        && state
             .kinds
-            .insert((scope.clone(), api_version.to_string(), kind.to_string()));
-        let span = info_span!("watch_objects", ?scope, %api_version, %kind);
-        let watch = tasks::watch_kind(
-            self.clone(),
-            scope.clone(),
-            api_version.to_string(),
-            kind.to_string(),
-            token,
-        );
-        spawn(state, watch, span);
+            .contains(&(scope.clone(), api_version.clone(), kind.to_string()))
+    {
+        return;
     }
-
-    fn start_scope(self: &Arc<Self>, state: &mut State, scope: &Scope) {
-        let token = self.root.child_token();
-        state.scopes.insert(scope.clone(), token.clone());
-        tracing::info!(?scope, "watching events");
-        let span = info_span!("watch_events", ?scope);
-        spawn(
-            state,
-            tasks::watch_events(self.clone(), scope.clone(), token),
-            span,
-        );
+    // Rejections are not remembered (that set would be unbounded too): a kind refused is
+    // counted again each time an event or an object names it.
+    if let Err(rejected) = state.budget.admit(namespace, &api_version, kind) {
+        if state.warned.insert((namespace.to_string(), rejected)) {
+            let kind: String = kind.chars().take(80).collect();
+            tracing::warn!(%kind, %namespace, %rejected, "kind not watched; more kinds rejected here for this reason are only counted (eventspan_watch_kinds_rejected_total)");
+        }
+        return;
     }
+    follow(shared, &mut state, &scope, &api_version, kind);
 }
 
-/// What became of a delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Decoded {
-    Sent,
-    Skipped,
-    Closed,
+/// Starts the watch of an admitted kind in a covered scope.
+fn follow<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    state: &mut State,
+    scope: &Scope,
+    api_version: &str,
+    kind: &str,
+) {
+    let Some(token) = state.scopes.get(scope).cloned() else {
+        return;
+    };
+    state
+        .kinds
+        .insert((scope.clone(), api_version.to_string(), kind.to_string()));
+    let span = info_span!("watch_objects", ?scope, %api_version, %kind);
+    let watch = tasks::watch_kind(
+        shared.clone(),
+        scope.clone(),
+        api_version.to_string(),
+        kind.to_string(),
+        token,
+    );
+    spawn(state, watch, span);
+}
+
+fn start_scope<T: Send + 'static>(shared: &Arc<Shared<T>>, state: &mut State, scope: &Scope) {
+    let token = shared.root.child_token();
+    state.scopes.insert(scope.clone(), token.clone());
+    tracing::info!(?scope, "watching events");
+    let span = info_span!("watch_events", ?scope);
+    spawn(
+        state,
+        tasks::watch_events(shared.clone(), scope.clone(), token),
+        span,
+    );
 }
 
 /// Runs a watch task, tracked; forgets those that have ended.

@@ -1,15 +1,18 @@
 //! Watching a cluster for the engine, the one ingestion path of `record` and the operator: the
-//! watch manager ([`manager`]) and its tasks, which API serves a kind, watches of objects
+//! watch manager ([`WatchManager`]) and its tasks, which API serves a kind, watches of objects
 //! (metadata only, plus progress fields for the kinds whose progress is followed), and objects
 //! reduced to what eventspan keeps.
 
+mod delivery;
 pub(crate) mod kinds;
-pub mod manager;
+mod manager;
 pub(crate) mod retry;
+mod shared;
 mod tasks;
 
-pub use manager::{Decode, Delivery, Settings, WatchManager, WatchType};
-pub use tasks::WatchCounts;
+pub use delivery::{Decode, Delivery, WatchType};
+pub use manager::{Settings, WatchManager};
+pub use shared::WatchCounts;
 
 use std::collections::BTreeSet;
 use std::time::Instant;

@@ -1,4 +1,4 @@
-//! The watch tasks of [`super::manager`]: a scope's Event watch, and a kind's watch of objects.
+//! The watch tasks of the watch manager: a scope's Event watch, and a kind's watch of objects.
 //! Each follows the kinds what it delivers names, and says when object state may be behind.
 
 use std::sync::Arc;
@@ -10,23 +10,12 @@ use kube::runtime::watcher;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::{Decoded, Delivery, WatchType};
 use super::kinds::resolve_with_retry;
-use super::manager::{Decoded, Delivery, Shared, WatchType};
 use super::retry::{Backoff, Policy};
+use super::shared::{Shared, lock};
 use super::{Next, Refusal, Scope, Watched};
 use crate::engine::time::Timestamp;
-
-/// Live watch counts, for metrics.
-#[derive(Default)]
-pub struct WatchCounts {
-    pub events: AtomicI64,
-    pub metadata: AtomicI64,
-    /// Lists a running watch started again: its resourceVersion had expired (410 Gone, after an
-    /// etcd compaction or an API-server restart), so it re-listed everything. Each re-list is a
-    /// chance to deliver old events twice (see [`ListCutoff`]), hence worth counting.
-    pub event_relists: AtomicU64,
-    pub metadata_relists: AtomicU64,
-}
 
 /// Counts a watch's lists after its first (`watcher::Event::Init` starts each one).
 struct Lists<'a> {
@@ -263,12 +252,12 @@ pub(super) async fn watch_kind<T: Send + 'static>(
         return watch_metadata(&shared, served.resource, true, scope, stop).await;
     }
     let key = (api_version, kind);
-    if !super::manager::lock(&shared.cluster_wide).insert(key.clone()) {
+    if !lock(&shared.cluster_wide).insert(key.clone()) {
         return;
     }
     let root = shared.root.clone();
     watch_metadata(&shared, served.resource, false, Scope::AllNamespaces, root).await;
-    super::manager::lock(&shared.cluster_wide).remove(&key);
+    lock(&shared.cluster_wide).remove(&key);
 }
 
 pub(super) async fn watch_metadata<T: Send + 'static>(

@@ -3,6 +3,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kube::api::ApiResource;
 
+use crate::engine::time::Timestamp;
+use crate::watch::delivery::{Delivery, WatchType};
 use crate::watch::tasks::{ListCutoff, regarding, watch_metadata};
 
 type Reply = http::Response<http_body_util::Full<hyper::body::Bytes>>;
