@@ -931,7 +931,7 @@ fn status_text(stats: eventspan::export::ExporterStats) -> String {
         max_recent_traces: 10,
         previous_conditions: vec![],
     };
-    let runtime = eventspan::operator::hub::SessionSnapshot {
+    let runtime = eventspan::operator::snapshot::SessionSnapshot {
         exporters: vec![("test".into(), stats)],
         ..Default::default()
     };

@@ -10,7 +10,7 @@
 //! printer column and a GitOps tool's health all say the same.
 
 use super::crd::Phase;
-use super::hub::SessionSnapshot;
+use super::snapshot::SessionSnapshot;
 use crate::watch::{Refusal, Scope};
 
 /// A condition before its transition time and generation are known.

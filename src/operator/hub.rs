@@ -13,7 +13,6 @@ mod exporters;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,12 +25,13 @@ use super::checkpoint::{Schedule, Snapshot};
 use super::engines::{self, Engines};
 use super::matcher::Scope;
 use super::metrics::SpanMetrics;
+use super::snapshot::{HubSnapshot, SessionKey, SessionSnapshot, SessionWatches};
 use super::traces::TraceLog;
 use super::watches::{Input, WatchControl, watch_manager};
 use crate::engine::Checkpoint;
+use crate::engine::EngineConfig;
 use crate::engine::model::{Change, FinishedSpan};
 use crate::engine::time::Timestamp;
-use crate::engine::{EngineConfig, EngineStats};
 use crate::export::{ExporterSettings, ExporterSpec, ExporterStats, TransportError, Watermark};
 use crate::otlp::SpanShape;
 use crate::otlp::shape::TraceStarts;
@@ -41,18 +41,6 @@ pub(super) use exporters::{ExporterFactory, OtlpExporters, SessionExporter};
 /// How long departing exporters get to send what they hold.
 const EXPORTER_GRACE: Duration = Duration::from_secs(5);
 const TICK: Duration = Duration::from_millis(250);
-
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for SessionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
 
 /// What a session needs at run time, resolved by the reconciler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,47 +88,6 @@ pub enum Command {
         key: SessionKey,
         reply: oneshot::Sender<Option<SessionSnapshot>>,
     },
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SessionSnapshot {
-    pub events_observed: u64,
-    pub log: TraceLog,
-    pub exporters: Vec<(String, ExporterStats)>,
-    /// What exporters the session no longer has (replaced by an edit, or stopped) had done, so
-    /// the session's counts never go backwards.
-    pub retired: ExporterStats,
-    pub namespaces: Vec<String>,
-    /// How the session's namespaces are watched (filled in when the hub publishes).
-    pub watches: SessionWatches,
-}
-
-/// The watches of a session's namespaces, for its `Reconciling`, `Stalled` and `WatchesHealthy`
-/// conditions.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SessionWatches {
-    /// Namespaces whose Event watch has not listed yet: the session is still being brought up.
-    pub listing: Vec<String>,
-    /// Watches in its namespaces given up after persistent refusals (see `watch::retry`).
-    pub refused: Vec<crate::watch::Refusal>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct HubSnapshot {
-    pub sessions: BTreeMap<SessionKey, SessionSnapshot>,
-    pub engine: EngineStats,
-    pub events_received: u64,
-    pub malformed: u64,
-    pub event_watches: i64,
-    pub metadata_watches: i64,
-    /// Lists watches started again after their resourceVersion expired, since start.
-    pub event_relists: u64,
-    pub metadata_relists: u64,
-    pub watched_namespaces: usize,
-    /// Watches given up after persistent refusals (see `watch::retry`).
-    pub watches_refused: Vec<crate::watch::Refusal>,
-    /// Kinds not watched, by reason label, since start.
-    pub kinds_rejected: Vec<(&'static str, u64)>,
 }
 
 struct Session {

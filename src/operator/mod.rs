@@ -11,6 +11,7 @@ mod metrics;
 mod reconcile;
 pub mod run;
 pub mod session;
+pub mod snapshot;
 pub mod status;
 #[cfg(test)]
 mod testing;

@@ -18,11 +18,13 @@ use kube::{Client, Resource, ResourceExt};
 
 use super::conditions::{Readiness, Reason};
 use super::crd::{FINALIZER, Phase, TraceSession};
-use super::hub::{HubHandle, HubStopped, SessionKey, SessionSetup, SessionSnapshot, UpsertError};
+use super::hub::{HubHandle, HubStopped, SessionSetup, UpsertError};
 use super::limits::{self, Limits};
+use super::metrics::{ErrorKind, Metrics};
 use super::session::{
     self, DEFAULT_RECENT_TRACES, ExporterConfig, ExporterPolicy, Invalid, SessionConfig,
 };
+use super::snapshot::{SessionKey, SessionSnapshot};
 use super::status::{Decision as StatusDecision, StatusSender, Update};
 use crate::export::{ExporterSpec, Protocol};
 use crate::operator::crd;
@@ -45,45 +47,11 @@ pub enum Error {
     HubStopped(#[from] HubStopped),
 }
 
-/// What kind of failure a reconcile ended in: the `result` label of
-/// `eventspan_reconcile_total`, one value per kind so the series stay few.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The API server failed a request (discovery, a Secret, a finalizer patch).
-    Api,
-    /// The API server refused a write because the object changed meanwhile (409): the next
-    /// reconcile sees the new version.
-    Conflict,
-    /// The hub is not running: the operator is stopping.
-    HubStopped,
-    /// The object cannot carry a finalizer (no name, or an invalid finalizer name).
-    Finalizer,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 4] = [
-        ErrorKind::Api,
-        ErrorKind::Conflict,
-        ErrorKind::HubStopped,
-        ErrorKind::Finalizer,
-    ];
-
-    /// The label value. `kube_error` and `finalizer_error` keep the names dashboards already
-    /// match on.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Api => "kube_error",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::HubStopped => "hub_stopped",
-            ErrorKind::Finalizer => "finalizer_error",
-        }
-    }
-
-    fn of_kube(error: &kube::Error) -> Self {
-        match error {
-            kube::Error::Api(status) if status.code == 409 => ErrorKind::Conflict,
-            _ => ErrorKind::Api,
-        }
+/// A failed API request's kind: a 409 is a conflict, anything else the API server's failure.
+fn kind_of_kube(error: &kube::Error) -> ErrorKind {
+    match error {
+        kube::Error::Api(status) if status.code == 409 => ErrorKind::Conflict,
+        _ => ErrorKind::Api,
     }
 }
 
@@ -93,11 +61,11 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         use kube::runtime::finalizer::Error as Finalizer;
         match self {
-            Error::Kube(e) => ErrorKind::of_kube(e),
+            Error::Kube(e) => kind_of_kube(e),
             Error::HubStopped(_) => ErrorKind::HubStopped,
             Error::Finalizer(e) => match &**e {
                 Finalizer::ApplyFailed(inner) | Finalizer::CleanupFailed(inner) => inner.kind(),
-                Finalizer::AddFinalizer(e) | Finalizer::RemoveFinalizer(e) => ErrorKind::of_kube(e),
+                Finalizer::AddFinalizer(e) | Finalizer::RemoveFinalizer(e) => kind_of_kube(e),
                 Finalizer::UnnamedObject | Finalizer::InvalidFinalizer => ErrorKind::Finalizer,
             },
         }
@@ -118,7 +86,7 @@ pub struct Context {
     /// ranked against each other for `--max-sessions-per-namespace`.
     pub sessions: Store<TraceSession>,
     pub recorder: Recorder,
-    pub metrics: Arc<super::metrics::Metrics>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub async fn reconcile(ts: Arc<TraceSession>, ctx: Arc<Context>) -> Result<Action, Error> {

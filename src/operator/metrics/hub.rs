@@ -10,7 +10,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use tokio::sync::watch;
 
-use super::super::hub::HubSnapshot;
+use super::super::snapshot::HubSnapshot;
 use super::families::{Families, Labels};
 use crate::export::ExporterStats;
 

@@ -15,8 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use super::hub::HubSnapshot;
-use super::reconcile::ErrorKind;
+use super::snapshot::HubSnapshot;
 
 mod families;
 mod hub;
@@ -55,6 +54,41 @@ fn results(values: impl IntoIterator<Item = &'static str>) -> Family<ResultLabel
         drop(family.get_or_create(&ResultLabel { result }));
     }
     family
+}
+
+/// What kind of failure a reconcile ended in: the `result` label of
+/// `eventspan_reconcile_total`, one value per kind so the series stay few.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The API server failed a request (discovery, a Secret, a finalizer patch).
+    Api,
+    /// The API server refused a write because the object changed meanwhile (409): the next
+    /// reconcile sees the new version.
+    Conflict,
+    /// The hub is not running: the operator is stopping.
+    HubStopped,
+    /// The object cannot carry a finalizer (no name, or an invalid finalizer name).
+    Finalizer,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::Api,
+        ErrorKind::Conflict,
+        ErrorKind::HubStopped,
+        ErrorKind::Finalizer,
+    ];
+
+    /// The label value. `kube_error` and `finalizer_error` keep the names dashboards already
+    /// match on.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Api => "kube_error",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::HubStopped => "hub_stopped",
+            ErrorKind::Finalizer => "finalizer_error",
+        }
+    }
 }
 
 /// The values of `eventspan_reconcile_total`'s `result` label: `ok`, then one per error kind.

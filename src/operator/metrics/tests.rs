@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::hub::{SessionKey, SessionSnapshot};
+use super::super::snapshot::{SessionKey, SessionSnapshot};
 use super::*;
 
 /// The exposition of `metrics` over a hub that published `snapshot`.

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::conditions::Readiness;
 use super::crd::{Phase, RecentTrace, RootObject, TraceSessionStatus};
-use super::hub::SessionSnapshot;
+use super::snapshot::SessionSnapshot;
 use super::traces::TraceLog;
 use crate::engine::time::Timestamp;
 use k8s_openapi::jiff::Timestamp as Jiff;

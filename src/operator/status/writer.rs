@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CarriedTraces, Counts, Verdict, compose};
 use crate::operator::conditions::Readiness;
 use crate::operator::crd::{Phase, TraceSession, TraceSessionStatus};
-use crate::operator::hub::{HubSnapshot, SessionKey, SessionSnapshot};
+use crate::operator::snapshot::{HubSnapshot, SessionKey, SessionSnapshot};
 
 pub const FIELD_MANAGER: &str = "eventspan";
 /// No session's status is written more often than this.
