@@ -6,18 +6,22 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime, pem::PemObject};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use super::transport::TransportError;
+/// A TLS setting of the exporter's spec that rustls refuses (a CA bundle that holds no
+/// certificate, or a malformed one): the tenant's input, reported as configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct TlsConfigError(String);
 
 /// Trusts the Mozilla roots (a minimal image has no system store) plus an optional PEM bundle,
 /// or, with `insecure`, any certificate.
 pub(super) fn client_config(
     ca_pem: Option<&[u8]>,
     insecure: bool,
-) -> Result<rustls::ClientConfig, TransportError> {
+) -> Result<rustls::ClientConfig, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| TransportError::Config(e.to_string()))?;
+        .map_err(|e| TlsConfigError(e.to_string()))?;
     // ALPN is left to the connector (h2 and http/1.1, as enabled there).
     let config = if insecure {
         builder
@@ -30,16 +34,14 @@ pub(super) fn client_config(
         if let Some(pem) = ca_pem {
             let mut added = 0;
             for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| TransportError::Config(format!("CA bundle: {e}")))?;
+                let cert = cert.map_err(|e| TlsConfigError(format!("CA bundle: {e}")))?;
                 roots
                     .add(cert)
-                    .map_err(|e| TransportError::Config(format!("CA bundle: {e}")))?;
+                    .map_err(|e| TlsConfigError(format!("CA bundle: {e}")))?;
                 added += 1;
             }
             if added == 0 {
-                return Err(TransportError::Config(
-                    "CA bundle: no PEM certificate in it".into(),
-                ));
+                return Err(TlsConfigError("CA bundle: no PEM certificate in it".into()));
             }
         }
         builder.with_root_certificates(roots).with_no_client_auth()

@@ -221,7 +221,8 @@ fn connector(
     spec: &ExporterSpec,
     policy: &Arc<DestinationPolicy>,
 ) -> Result<Connector, TransportError> {
-    let tls = super::tls::client_config(spec.ca_pem.as_deref(), spec.insecure)?;
+    let tls = super::tls::client_config(spec.ca_pem.as_deref(), spec.insecure)
+        .map_err(|e| TransportError::Config(e.to_string()))?;
     let mut http = HttpConnector::new_with_resolver(PolicyResolver {
         policy: policy.clone(),
     });
