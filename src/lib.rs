@@ -26,8 +26,10 @@
 //! - [`replay`]: `eventspan replay`, a recording in, traces out, no cluster.
 //! - [`live`]: `eventspan watch`, one rollout's trace tree redrawn live from the cluster.
 //! - [`record`]: `eventspan record`, a live stream captured in the format replay reads.
+//! - [`clock`]: the wall clock, read by the shells only.
 //! - [`duration`]: Go-style durations (`5s`, `1m30s`) as Kubernetes users write them.
 
+pub mod clock;
 pub mod duration;
 pub mod engine;
 pub mod export;

@@ -45,7 +45,7 @@ impl Default for ExporterSettings {
             max_backoff: Duration::from_secs(30),
             max_retry: Duration::from_secs(300),
             destinations: Arc::new(DestinationPolicy::default()),
-            clock: crate::watch::now,
+            clock: crate::clock::now,
         }
     }
 }

@@ -246,7 +246,7 @@ async fn read_target(
     let decoded = decode(Delivery::Object {
         watch_type: WatchType::Added,
         object: value,
-        observed: crate::watch::now(),
+        observed: crate::clock::now(),
     });
     match decoded {
         Some(

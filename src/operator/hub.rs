@@ -28,6 +28,7 @@ use super::metrics::SpanMetrics;
 use super::snapshot::{HubSnapshot, SessionKey, SessionSnapshot, SessionWatches};
 use super::traces::TraceLog;
 use super::watches::{Input, WatchControl, watch_manager};
+use crate::clock::now as wall_clock;
 use crate::engine::Checkpoint;
 use crate::engine::EngineConfig;
 use crate::engine::model::{Change, FinishedSpan};
@@ -35,7 +36,6 @@ use crate::engine::time::Timestamp;
 use crate::export::{ExporterSettings, ExporterSpec, ExporterStats, TransportError, Watermark};
 use crate::otlp::SpanShape;
 use crate::otlp::shape::TraceStarts;
-use crate::watch::now as wall_clock;
 pub(super) use exporters::{ExporterFactory, OtlpExporters, SessionExporter};
 
 /// How long departing exporters get to send what they hold.

@@ -28,17 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use retry::{Backoff, Decision, Failure};
 
-use crate::engine::time::Timestamp;
 use crate::status::{self, WireSpec, WireStatus};
 use crate::wire::{TOP_LEVEL_ANNOTATION, TRACEPARENT_ANNOTATION};
-
-/// The wall clock, for stamping what watches deliver (the engine itself never reads a clock).
-pub fn now() -> Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp::from_unix_nanos(i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX))
-}
 
 /// Where a watch looks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

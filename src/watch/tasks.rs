@@ -167,7 +167,7 @@ pub(super) async fn watch_events<T: Send + 'static>(
         let (watch_type, object, listed) = match event {
             watcher::Event::Init => {
                 lists.started();
-                cutoff.list_started(super::now());
+                cutoff.list_started(crate::clock::now());
                 continue;
             }
             // A stopped watch must not mark a scope covered anew as listed.
@@ -209,7 +209,7 @@ async fn deliver_event<T: Send + 'static>(
     let delivery = Delivery::Event {
         watch_type,
         event,
-        observed: super::now(),
+        observed: crate::clock::now(),
         history_before,
     };
     match shared.deliver(delivery).await {
@@ -343,7 +343,7 @@ async fn deliver_object<T: Send + 'static>(
     let delivery = Delivery::Object {
         watch_type,
         object: super::slim_object(resource, object),
-        observed: super::now(),
+        observed: crate::clock::now(),
     };
     match shared.deliver(delivery).await {
         Decoded::Closed => false,
