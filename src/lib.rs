@@ -10,11 +10,10 @@
 //!
 //! The modules, one job each:
 //! - [`wire`]: Kubernetes JSON and YAML (watch events, objects, Lists) decoded into the engine's
-//!   inputs, leniently.
+//!   inputs, leniently; its `progress` reads whether an object's status says its change is
+//!   rolled out, failed or Ready, as `kubectl rollout status` reads it.
 //! - [`engine`]: the correlation core, synchronous and deterministic, clock injected: objects and
 //!   events in, finished spans out.
-//! - `status`: whether an object's status says its change is rolled out, failed or Ready, as
-//!   `kubectl rollout status` reads it.
 //! - [`watch`]: the one watch manager of `record` and the operator: it covers scopes, follows
 //!   the kinds events and owner references name, and hands every delivery to its consumer's
 //!   decoder; which API serves a kind; objects reduced to what is kept.
@@ -38,6 +37,5 @@ pub mod operator;
 pub mod otlp;
 pub mod record;
 pub mod replay;
-mod status;
 pub mod watch;
 pub mod wire;

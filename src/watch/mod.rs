@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use retry::{Backoff, Decision, Failure};
 
-use crate::status::{self, WireSpec, WireStatus};
+use crate::wire::progress::{self, WireSpec, WireStatus};
 use crate::wire::{TOP_LEVEL_ANNOTATION, TRACEPARENT_ANNOTATION};
 
 /// Where a watch looks.
@@ -76,7 +76,7 @@ pub fn event_json(object: &DynamicObject) -> Value {
 }
 
 /// An object as eventspan watches it: its metadata, and for the kinds whose progress is
-/// followed ([`status::tracks`]) the few spec and status fields that tell it. Nothing else of
+/// followed ([`progress::tracks`]) the few spec and status fields that tell it. Nothing else of
 /// the object is kept past decoding.
 #[derive(Clone, Debug)]
 pub struct Watched {
@@ -118,7 +118,7 @@ fn map_event<A, B>(event: watcher::Event<A>, f: impl Fn(A) -> B) -> watcher::Eve
 }
 
 /// A watch of one kind in `scope`: metadata-only, or whole objects reduced at once to [`Watched`]
-/// for the kinds whose progress is followed or whose spec is read ([`status::reads_spec`]).
+/// for the kinds whose progress is followed or whose spec is read ([`progress::reads_spec`]).
 /// Errors come through as they are: [`next_event`] retries them.
 pub fn objects(
     client: Client,
@@ -126,7 +126,7 @@ pub fn objects(
     namespaced: bool,
     scope: &Scope,
 ) -> BoxStream<'static, Result<watcher::Event<Watched>, watcher::Error>> {
-    if status::reads_spec(&ar.kind) {
+    if progress::reads_spec(&ar.kind) {
         let api: Api<DynamicObject> = api(client, ar, namespaced, scope);
         watcher(api, watcher::Config::default())
             .map_ok(|e| map_event(e, Watched::from_object))

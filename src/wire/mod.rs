@@ -5,6 +5,7 @@
 //! the engine uses are kept. Large fields it does not need (annotations other than its own,
 //! managedFields' field sets, most of spec and status) are skipped while parsing, never copied.
 
+pub(crate) mod progress;
 pub(crate) mod template;
 
 use std::borrow::Cow;
@@ -21,7 +22,7 @@ use crate::engine::model::{
     SpecChange, TraceParent,
 };
 use crate::engine::time::Timestamp;
-use crate::status::{self, WireSpec, WireStatus};
+use progress::{WireSpec, WireStatus};
 
 pub(crate) use crate::engine::limits;
 
@@ -282,7 +283,7 @@ pub struct WireObject {
     pub observed_at: Option<Timestamp>,
     /// Set on Lists.
     pub items: Option<Vec<WireObject>>,
-    /// The few spec and status fields that tell a rollout's progress (see [`crate::status`]).
+    /// The few spec and status fields that tell a rollout's progress (see [`progress`]).
     /// Other kinds' spec and status may have any shape: what does not fit is ignored.
     #[serde(deserialize_with = "lenient")]
     pub spec: Option<Box<WireSpec>>,
@@ -422,7 +423,7 @@ impl WireObject {
             .flatten()
             .find(|o| o.controller == Some(true))
             .map(|o| o.kind.as_str());
-        let state = status::state(
+        let state = progress::state(
             &self.kind,
             generation,
             controller_kind,

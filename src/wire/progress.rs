@@ -45,7 +45,7 @@ pub struct WireSpec {
     pub update_strategy: Option<WireStrategy>,
     /// The pod template, reduced to what a change summary compares.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub template: Option<crate::wire::template::WireTemplate>,
+    pub template: Option<super::template::WireTemplate>,
     /// An HPA's target: always in the HPA's own namespace (the reference has none).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scale_target_ref: Option<WireScaleTarget>,
