@@ -192,9 +192,8 @@ impl Engine {
         match change {
             Change::Event(event) => self.observe_event(event, observed_at),
             Change::Upsert(meta) => {
-                // Without an observation time, the object's own newest time stands in for it.
-                let hint = meta.newest_change_time().or(meta.created);
-                self.upsert_object(&meta, observed_at.or(hint).unwrap_or(now));
+                let at = observed_at.or_else(|| meta.time_hint()).unwrap_or(now);
+                self.upsert_object(&meta, at);
             }
             Change::Delete(meta) => {
                 self.delete_object(&meta.namespace, &meta.uid, observed_at.unwrap_or(now))

@@ -140,6 +140,12 @@ impl ObjectMeta {
     pub fn newest_change_time(&self) -> Option<Timestamp> {
         self.spec_changes.iter().filter_map(|c| c.time).max()
     }
+
+    /// When an upsert of this object happened if no one recorded when it was observed: its
+    /// newest spec change, else its creation.
+    pub fn time_hint(&self) -> Option<Timestamp> {
+        self.newest_change_time().or(self.created)
+    }
 }
 
 /// The object an event is about (`involvedObject` / `regarding`) or mentions (`related`).

@@ -205,8 +205,7 @@ pub fn inputs(recording: &str) -> Vec<Input> {
             let at = match &change {
                 Change::Event(event) => observed_at.unwrap_or(event.last.at),
                 Change::Upsert(meta) => observed_at
-                    .or(meta.newest_change_time())
-                    .or(meta.created)
+                    .or_else(|| meta.time_hint())
                     .expect("an object with a time"),
                 Change::Delete(_) => observed_at.expect("a deletion with a time"),
                 Change::Ignore => return None,
