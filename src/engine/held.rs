@@ -4,6 +4,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use super::ids::TraceId;
 use super::model::EventRecord;
@@ -69,8 +70,9 @@ pub(crate) struct HeldEvents {
     len: usize,
     /// The first and last event waiting for each object.
     by_object: FxHashMap<ObjId, (u32, u32)>,
-    /// Objects that a held event names as acted on: their own events must wait for it.
-    announced: FxHashMap<ObjId, u32>,
+    /// Objects that a held event names as acted on, with when each such event happened: their
+    /// own events from then on must wait for it. (Rarely more than one at a time: inline.)
+    announced: FxHashMap<ObjId, SmallVec<[Timestamp; 2]>>,
     deadlines: BinaryHeap<Reverse<(Timestamp, u64, u32)>>,
     /// Deadlines of events released before them, still in `deadlines`.
     stale: usize,
@@ -92,9 +94,14 @@ impl HeldEvents {
         self.bytes
     }
 
-    /// Whether a held event names `object` as the child it acted on.
-    pub fn is_announced(&self, object: ObjId) -> bool {
-        self.announced.contains_key(&object)
+    /// Whether a held event that happened by `by` names `object` as the child it acted on. One
+    /// that happened later cannot be the parent of an event at `by`: waiting for it would hold
+    /// an older change's events through a newer change's whole rollout (a successor re-listing
+    /// a finished rollout while the next one's steps of the same ReplicaSet are held).
+    pub fn is_announced_by(&self, object: ObjId, by: Timestamp) -> bool {
+        self.announced
+            .get(&object)
+            .is_some_and(|starts| starts.iter().any(|&start| start <= by))
     }
 
     pub fn hold(
@@ -107,7 +114,10 @@ impl HeldEvents {
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Some(child) = announces {
-            *self.announced.entry(child).or_default() += 1;
+            self.announced
+                .entry(child)
+                .or_default()
+                .push(occurrence.start);
         }
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -217,10 +227,12 @@ impl HeldEvents {
 
     fn release(&mut self, entry: Entry) -> Occurrence {
         if let Some(child) = entry.announces
-            && let Some(n) = self.announced.get_mut(&child)
+            && let Some(starts) = self.announced.get_mut(&child)
         {
-            *n -= 1;
-            if *n == 0 {
+            if let Some(i) = starts.iter().position(|&s| s == entry.occurrence.start) {
+                starts.swap_remove(i);
+            }
+            if starts.is_empty() {
                 self.announced.remove(&child);
             }
         }
@@ -325,13 +337,13 @@ mod tests {
         held.hold(x, Some(y), occurrence("b"), t(1));
         held.hold(x, None, occurrence("c"), t(2));
         held.hold(y, None, occurrence("d"), t(4));
-        assert!(held.is_announced(y));
+        assert!(held.is_announced_by(y, t(0)));
 
         // The middle of x's list is due first; the rest stays listed, in arrival order.
         assert_eq!(held.next_deadline(), Some(t(1)));
         let due = held.take_due(t(1)).map(|o| o.event.uid);
         assert_eq!(due.as_deref(), Some("b"));
-        assert!(!held.is_announced(y), "b announced y");
+        assert!(!held.is_announced_by(y, t(0)), "b announced y");
         assert!(held.take_due(t(1)).is_none());
         assert_eq!(uids(held.take_for(x)), ["a", "c"]);
         assert_eq!(held.len(), 1);
@@ -359,5 +371,31 @@ mod tests {
         assert_eq!(due.as_deref(), Some("e"));
         assert_eq!(uids(held.take_all()), ["f"]);
         assert_eq!((held.len(), held.next_deadline()), (0, None));
+    }
+
+    #[test]
+    fn an_announcement_counts_only_for_events_it_may_have_caused() {
+        let mut objects = ObjectTable::new(Duration::from_secs(600), 100);
+        let rs = objects.resolve_named("ReplicaSet", "ns", "rs", t(0), false, t(0));
+        let pod = objects.resolve_named("Pod", "ns", "pod", t(0), false, t(0));
+        let later = |uid: &str, at: i64| Occurrence {
+            start: t(at),
+            ..occurrence(uid)
+        };
+        let mut held = HeldEvents::default();
+        held.hold(rs, Some(pod), later("scale-up", 1), t(10));
+        held.hold(rs, Some(pod), later("scale-down", 30), t(40));
+        assert!(held.is_announced_by(pod, t(1)));
+
+        // Once the early announcement is placed, an event of second 2 has nothing to wait for;
+        // one of second 30 still waits for the later one.
+        assert_eq!(
+            held.take_due(t(10)).map(|o| o.event.uid).as_deref(),
+            Some("scale-up")
+        );
+        assert!(!held.is_announced_by(pod, t(2)));
+        assert!(held.is_announced_by(pod, t(30)));
+        assert_eq!(uids(held.take_for(rs)), ["scale-down"]);
+        assert!(!held.is_announced_by(pod, t(30)));
     }
 }

@@ -120,8 +120,14 @@ impl Engine {
         let at = occurrence.start;
         let window_end = occurrence.observed.saturating_add(self.cfg.window);
         // A held event says a controller acted on this object: wait for it to be placed, as it
-        // may be this event's parent. It releases us when it is placed.
-        if !force && self.held.is_announced(subject) && window_end > now {
+        // may be this event's parent (if it happened by the latest a parent may have, see
+        // `creator_span`). It releases us when it is placed.
+        if !force
+            && self
+                .held
+                .is_announced_by(subject, at.saturating_add(COARSE))
+            && window_end > now
+        {
             return self.hold(subject, about, occurrence, window_end);
         }
         let (kind, reason) = (&occurrence.event.involved.kind, &occurrence.event.reason);
