@@ -13,7 +13,8 @@
 //!   inputs, leniently; its `progress` reads whether an object's status says its change is
 //!   rolled out, failed or Ready, as `kubectl rollout status` reads it.
 //! - [`engine`]: the correlation core, synchronous and deterministic, clock injected: objects and
-//!   events in, finished spans out.
+//!   events in, finished spans out. A crate of its own (`crates/engine`, `eventspan-engine`)
+//!   that depends on nothing doing I/O, re-exported here.
 //! - [`watch`]: the one watch manager of `record` and the operator: it covers scopes, follows
 //!   the kinds events and owner references name, and hands every delivery to its consumer's
 //!   decoder; which API serves a kind; objects reduced to what is kept.
@@ -30,7 +31,7 @@
 
 pub mod clock;
 pub mod duration;
-pub mod engine;
+pub use eventspan_engine as engine;
 pub mod export;
 pub mod live;
 pub mod operator;

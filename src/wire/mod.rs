@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde::{Deserialize, Serialize};
 
 use crate::engine::ids::{SpanId, TraceId};
 use crate::engine::model::{
@@ -83,29 +83,6 @@ pub enum WireError {
     NoTime { name: String },
     #[error("unknown watch event type {0:?}")]
     UnknownWatchType(String),
-}
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct TimeVisitor;
-        impl Visitor<'_> for TimeVisitor {
-            type Value = Timestamp;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an RFC 3339 timestamp")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Timestamp, E> {
-                Timestamp::parse_rfc3339(s)
-                    .ok_or_else(|| E::custom(format!("invalid RFC 3339 timestamp {s:?}")))
-            }
-        }
-        d.deserialize_str(TimeVisitor)
-    }
-}
-
-impl Serialize for Timestamp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_rfc3339_micros())
-    }
 }
 
 /// A value of the expected shape, or `None` for anything else (a custom resource's `status`

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::interner::Interner;
-use crate::engine::change::{ChangeSummary, TemplateDigest, summarize};
-use crate::engine::model::{ObjectMeta, SpecChange, TraceParent};
-use crate::engine::time::Timestamp;
+use crate::change::{ChangeSummary, TemplateDigest, summarize};
+use crate::model::{ObjectMeta, SpecChange, TraceParent};
+use crate::time::Timestamp;
 
 /// How many spec changes of a root object are remembered to attribute late events by time.
 pub(crate) const GENERATION_HISTORY: usize = 4;
@@ -279,7 +279,7 @@ mod tests {
     use super::super::ObjectTable;
     use super::super::tests::meta;
     use super::*;
-    use crate::engine::ids::{SpanId, TraceId};
+    use crate::ids::{SpanId, TraceId};
 
     #[test]
     fn a_scale_without_a_time_is_the_change_of_the_new_generation() {

@@ -276,8 +276,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::model::{EventTime, ObjectRef};
-    use crate::engine::objects::ObjectTable;
+    use crate::model::{EventTime, ObjectRef};
+    use crate::objects::ObjectTable;
 
     fn t(secs: i64) -> Timestamp {
         Timestamp::from_unix_secs(secs)

@@ -607,7 +607,7 @@ impl Engine {
         }
     }
 
-    /// Keeps [`ObjEntry::creations_due`](crate::engine::objects::ObjEntry) of a ReplicaSet: its
+    /// Keeps [`ObjEntry::creations_due`](crate::objects::ObjEntry) of a ReplicaSet: its
     /// owner's scale-up adds the pods it asks for (or makes the count unknown for good, if it
     /// does not say), each `Created pod` on it claims one.
     fn count_creations(

@@ -1,21 +1,16 @@
 //! Moving spans under a controller's announcement that came after them: when "Created pod: X"
 //! or "Scaled up" arrives late, it takes over the spans about its child placed meanwhile.
 
-use crate::engine::config::Rejection;
-use crate::engine::handles::SpanSlot;
-use crate::engine::ids::{SpanId, TraceId};
-use crate::engine::objects::{ObjId, SpanRef};
-use crate::engine::rules::Action;
-use crate::engine::state::Engine;
+use crate::config::Rejection;
+use crate::handles::SpanSlot;
+use crate::ids::{SpanId, TraceId};
+use crate::objects::{ObjId, SpanRef};
+use crate::rules::Action;
+use crate::state::Engine;
 
 impl Engine {
     /// Records that `span` acted on `child`, and places the child's events that waited for it.
-    pub(in crate::engine) fn acted_on(
-        &mut self,
-        child: ObjId,
-        span: SpanRef,
-        action: Option<Action>,
-    ) {
+    pub(crate) fn acted_on(&mut self, child: ObjId, span: SpanRef, action: Option<Action>) {
         self.adopt_later_events(child, span);
         if let Some(obj) = self.objects.get_mut(child) {
             obj.acted_on.insert(span);

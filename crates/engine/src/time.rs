@@ -169,6 +169,38 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (year, month, day)
 }
 
+/// RFC 3339 in and out, as Kubernetes writes times (the `serde` feature; `eventspan::wire`
+/// decodes with it).
+#[cfg(feature = "serde")]
+mod serde_rfc3339 {
+    use std::fmt;
+
+    use super::Timestamp;
+
+    impl<'de> serde::Deserialize<'de> for Timestamp {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct TimeVisitor;
+            impl serde::de::Visitor<'_> for TimeVisitor {
+                type Value = Timestamp;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an RFC 3339 timestamp")
+                }
+                fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                    Timestamp::parse_rfc3339(s)
+                        .ok_or_else(|| E::custom(format!("invalid RFC 3339 timestamp {s:?}")))
+                }
+            }
+            d.deserialize_str(TimeVisitor)
+        }
+    }
+
+    impl serde::Serialize for Timestamp {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(&self.to_rfc3339_micros())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

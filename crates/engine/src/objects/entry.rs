@@ -8,11 +8,11 @@ use super::generations::RootInfo;
 use super::slab::Slot;
 use super::span_refs::{RecentSpans, SpanRef};
 use super::state_seen::StateSeen;
-use crate::engine::handles::ObjId;
-use crate::engine::model::{EventRecord, container_name};
-use crate::engine::phases::{PHASES_WITHIN, PodTimeline, is_phase_event};
-use crate::engine::rules::Action;
-use crate::engine::time::Timestamp;
+use crate::handles::ObjId;
+use crate::model::{EventRecord, container_name};
+use crate::phases::{PHASES_WITHIN, PodTimeline, is_phase_event};
+use crate::rules::Action;
+use crate::time::Timestamp;
 
 /// An owner named by the object's ownerReferences: its uid, and the entry it resolved to (looked
 /// up again by uid when that entry is gone).
@@ -58,14 +58,14 @@ pub(crate) struct ObjEntry {
     pub announced: u8,
     /// Pods its owner's scale-ups told it to create that no `Created pod` has claimed yet; `None`
     /// until a scale-up says how many, and for good once one did not (see
-    /// [`crate::engine::rules::scale_up_count`]).
+    /// [`crate::rules::scale_up_count`]).
     pub creations_due: Option<u32>,
     /// The object that had this name before (a StatefulSet pod replaced by a new one).
     pub(super) replaced: Option<ObjId>,
     /// When the engine first heard of it.
     pub(super) first_seen: Timestamp,
     /// Its progress, for objects whose status is read (see
-    /// [`crate::engine::model::ObjectState`]).
+    /// [`crate::model::ObjectState`]).
     pub state: Option<Box<StateSeen>>,
     /// A pod's way to Ready as its events told it, until its creation span reports it.
     phases: Option<Box<PodTimeline>>,
@@ -141,7 +141,7 @@ impl ObjEntry {
 
     /// The entry's own memory: its slot, index entries and the strings only it holds (kinds,
     /// namespaces and managers are interned and shared, so not counted). What the object byte cap
-    /// counts; strings are bounded by `crate::wire::limits`.
+    /// counts; strings are bounded by `limits`, which `eventspan::wire` applies.
     pub(super) fn heap_bytes(&self) -> usize {
         // Its by_uid and by_name entries with the maps' slack, and its places in the expiry and
         // live queues: measured with the memory benchmark, so the count matches what is live.

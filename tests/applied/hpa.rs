@@ -1,4 +1,4 @@
-//! An HPA's `SuccessfulRescale` rooting the scale it caused (see `applied.rs`).
+//! An HPA's `SuccessfulRescale` rooting the scale it caused (see the engine's `applied.rs`).
 //!
 //! Built on the real Deployment recording (tests/scenarios/recorded/deployment.jsonl: created
 //! with 3, image changed, then scaled to 1 through `/scale`), with that last scale made the
@@ -6,11 +6,11 @@
 //! through `/scale` are, and the HPA's object and event are added where the controller would
 //! have written them (the rescale event is recorded right after the write it reports).
 
-use crate::engine::EngineConfig;
-use crate::engine::model::{AttrRef, FinishedSpan};
-use crate::replay::{Replay, replay};
+use eventspan::engine::EngineConfig;
+use eventspan::engine::model::{AttrRef, FinishedSpan};
+use eventspan::replay::{Replay, replay};
 
-const RECORDING: &str = include_str!("../../tests/scenarios/recorded/deployment.jsonl");
+const RECORDING: &str = include_str!("../scenarios/recorded/deployment.jsonl");
 /// The first line showing the scale's generation (3) of the Deployment.
 const SCALED: &str = r#""generation":3"#;
 

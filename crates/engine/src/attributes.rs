@@ -232,8 +232,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::engine::model::{AttrRef, ObjectMeta};
-    use crate::engine::time::Timestamp;
+    use crate::model::{AttrRef, ObjectMeta};
+    use crate::time::Timestamp;
 
     fn names(attrs: &SharedAttributes) -> Vec<(&'static str, String)> {
         attrs

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::entry::ObjEntry;
 use super::slab::Slab;
-use crate::engine::handles::ObjId;
-use crate::engine::time::Timestamp;
+use crate::handles::ObjId;
+use crate::time::Timestamp;
 
 /// The most entries one eviction looks at: eviction is O(1) per insert, whatever the table holds.
 const EVICTION_LOOKS: usize = 16;

@@ -1,4 +1,4 @@
-//! Byte limits on what a Kubernetes value may carry into the engine. `crate::wire` applies them
+//! Byte limits on what a Kubernetes value may carry into the engine. `eventspan::wire` applies them
 //! as it decodes (and marks what it cut); the engine applies them again to what it is given, so
 //! its byte bounds hold for any caller.
 //!

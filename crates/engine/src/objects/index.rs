@@ -6,8 +6,8 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::entry::ObjEntry;
 use super::slab::Slab;
-use crate::engine::handles::ObjId;
-use crate::engine::ids::with_joined;
+use crate::handles::ObjId;
+use crate::ids::with_joined;
 
 #[derive(Default)]
 pub(super) struct Index {

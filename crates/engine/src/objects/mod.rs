@@ -626,7 +626,7 @@ impl ObjectTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::model::OwnerRef;
+    use crate::model::OwnerRef;
 
     pub(super) fn meta(
         uid: &str,

@@ -175,8 +175,9 @@ struct Slot {
 }
 
 /// The heap and slot bytes an open span holds: what the open-span byte cap counts. The event is
-/// the bulk (its strings are bounded by `crate::wire::limits`); a root synthesised from a spec
-/// change holds none, and an event made a root later is counted then ([`OpenSpans::grew`]).
+/// the bulk (its strings are bounded by `limits`, which `eventspan::wire` applies); a root
+/// synthesised from a spec change holds none, and an event made a root later is counted then
+/// ([`OpenSpans::grew`]).
 pub(crate) fn span_bytes(span: &OpenSpan) -> usize {
     let event = match &span.source {
         Source::Event { event, .. } => event.heap_bytes(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::entry::ObjEntry;
 use super::generations::{GenerationChange, Labels, RootInfo};
-use crate::engine::handles::ObjId;
+use crate::handles::ObjId;
 
 /// A trace root's identity, from its entry or from what was kept when the entry went.
 pub(crate) struct RootIdentity<'a> {
@@ -174,7 +174,7 @@ mod tests {
 
     use super::super::ObjectTable;
     use super::super::tests::meta;
-    use crate::engine::time::Timestamp;
+    use crate::time::Timestamp;
 
     #[test]
     fn a_pinned_root_evicted_at_the_cap_keeps_its_identity_until_unpinned() {

@@ -1,7 +1,7 @@
 //! What goes into the engine and what comes out of it.
 //!
-//! Inputs are already normalised: [`crate::wire`] turns both Event APIs and any object's metadata
-//! into these shapes, so the engine never sees JSON.
+//! Inputs are already normalised: `eventspan::wire` turns both Event APIs and any object's
+//! metadata into these shapes, so the engine never sees JSON.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -194,8 +194,8 @@ pub struct EventRecord {
     /// (`kustomize.toolkit.fluxcd.io/revision: main@sha1:...`); empty when none. Exported as
     /// `vcs.ref.head.revision` and `vcs.ref.head.name` (see `vcs.rs`).
     pub revision: String,
-    /// A string of it was cut to its byte limit on the way in (see `crate::wire::limits`):
-    /// exported as `eventspan.truncated`.
+    /// A string of it was cut to its byte limit on the way in (see `limits`, which
+    /// `eventspan::wire` applies): exported as `eventspan.truncated`.
     pub truncated: bool,
     /// Not reported by Kubernetes: made by the engine from an object's state, for a
     /// controller's event that never came (see `place.rs`). Exported as `eventspan.derived`.

@@ -1,8 +1,8 @@
 //! The generational slab the object table keeps its entries in: a removed entry's slot is
 //! reused, and an [`ObjId`] kept from before names nothing rather than the slot's new occupant.
 
-use crate::engine::chunked::ChunkedVec;
-use crate::engine::handles::ObjId;
+use crate::chunked::ChunkedVec;
+use crate::handles::ObjId;
 
 /// A slot and the generation of its occupant: bumped on removal, so old ids stop matching.
 pub(super) struct Slot<T> {

@@ -4,18 +4,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::handles::SpanSlot;
-use crate::engine::held::Occurrence;
-use crate::engine::ids::{SpanId, TraceId};
-use crate::engine::objects::{ObjId, SpanRef};
-use crate::engine::spans::{OpenSpan, RootChange, RootKey, Source, TraceState};
-use crate::engine::state::Engine;
-use crate::engine::time::Timestamp;
-use crate::engine::tolerance::MAX_ROOT_LEAD;
+use crate::handles::SpanSlot;
+use crate::held::Occurrence;
+use crate::ids::{SpanId, TraceId};
+use crate::objects::{ObjId, SpanRef};
+use crate::spans::{OpenSpan, RootChange, RootKey, Source, TraceState};
+use crate::state::Engine;
+use crate::time::Timestamp;
+use crate::tolerance::MAX_ROOT_LEAD;
 
 impl Engine {
     /// Which change of `root` an event at `at` belongs to.
-    pub(in crate::engine) fn root_key(&mut self, root: ObjId, at: Timestamp) -> RootKey {
+    pub(crate) fn root_key(&mut self, root: ObjId, at: Timestamp) -> RootKey {
         let known = self.objects.knows_generations(root);
         let generation = if known {
             self.objects.generation_at(root, at)
@@ -36,7 +36,7 @@ impl Engine {
     }
 
     /// The trace of a change, if it has one. A burst of activity ends when its root is emitted.
-    pub(in crate::engine) fn find_trace(&self, key: RootKey) -> Option<TraceId> {
+    pub(crate) fn find_trace(&self, key: RootKey) -> Option<TraceId> {
         let id = *self.roots.get(&key)?;
         let trace = self.traces.get(&id)?;
         match key.1 {
@@ -47,7 +47,7 @@ impl Engine {
 
     /// An object known only from events has just been seen through a watch: the trace of its
     /// current burst of activity becomes the trace of its current generation.
-    pub(in crate::engine) fn adopt_activity_trace(&mut self, root: ObjId) {
+    pub(crate) fn adopt_activity_trace(&mut self, root: ObjId) {
         let activity = (root, RootChange::Activity);
         let Some(trace_id) = self.find_trace(activity) else {
             return;
@@ -218,7 +218,7 @@ impl Engine {
 
     /// Makes an event the root of `root`'s current trace, unless that trace's root is already an
     /// event or already exported.
-    pub(in crate::engine) fn place_as_root(
+    pub(crate) fn place_as_root(
         &mut self,
         occurrence: Occurrence,
         root: ObjId,

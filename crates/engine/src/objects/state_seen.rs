@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::generations::GENERATION_HISTORY;
-use crate::engine::model::{ObjectState, Outcome, OutcomeKind};
-use crate::engine::time::Timestamp;
+use crate::model::{ObjectState, Outcome, OutcomeKind};
+use crate::time::Timestamp;
 
 /// What an object's status has said.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,8 @@
 //! References from an object to spans about it, kept after the spans are exported.
 
-use crate::engine::handles::{ObjId, SpanSlot};
-use crate::engine::ids::TraceId;
-use crate::engine::time::Timestamp;
+use crate::handles::{ObjId, SpanSlot};
+use crate::ids::TraceId;
+use crate::time::Timestamp;
 
 /// A reference to a span kept in an index, valid after the span itself has been exported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -332,7 +332,7 @@ fn bounded(s: &str) -> Box<str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::model::AttrValue;
+    use crate::model::AttrValue;
 
     fn t(ms: i64) -> Timestamp {
         Timestamp::from_unix_nanos(1_700_000_000_000_000_000 + ms * 1_000_000)

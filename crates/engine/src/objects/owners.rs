@@ -4,8 +4,8 @@
 use super::entry::{ObjEntry, OwnerLink};
 use super::index::Index;
 use super::slab::Slab;
-use crate::engine::handles::ObjId;
-use crate::engine::naming::owner_candidates;
+use crate::handles::ObjId;
+use crate::naming::owner_candidates;
 
 /// Owner chains deeper than this are treated as cycles.
 const MAX_OWNER_DEPTH: usize = 16;
@@ -159,8 +159,8 @@ mod tests {
 
     use super::super::ObjectTable;
     use super::super::tests::meta;
-    use crate::engine::model::ObjectRef;
-    use crate::engine::time::Timestamp;
+    use crate::model::ObjectRef;
+    use crate::time::Timestamp;
 
     #[test]
     fn an_owner_is_guessed_from_the_name_only_when_nothing_better_is_known() {
