@@ -546,6 +546,44 @@ mod tests {
 
     use super::*;
 
+    /// The engine's purity is what its crate may link: a dependency added to its manifest has
+    /// to be one that does no I/O, reads no clock and spawns nothing, and this list says which
+    /// were judged so (tests may use anything).
+    #[test]
+    fn depends_only_on_crates_that_do_no_io() {
+        const PURE: &[&str] = &[
+            "rustc-hash",
+            "smallvec",
+            "thiserror",
+            "xxhash-rust",
+            "serde",
+        ];
+        let manifest = include_str!("../Cargo.toml");
+        let mut section = "";
+        let mut seen = Vec::new();
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+            } else if section.ends_with("dependencies]")
+                && !section.contains("dev-dependencies")
+                && let Some((name, _)) = line.split_once('=')
+                && !line.starts_with('#')
+            {
+                seen.push(name.trim().to_string());
+            }
+        }
+        assert!(
+            seen.iter().any(|d| d == "rustc-hash"),
+            "read the manifest: {seen:?}"
+        );
+        for dep in &seen {
+            assert!(
+                PURE.contains(&dep.as_str()),
+                "{dep} is not a dependency judged pure"
+            );
+        }
+    }
+
     /// Whole-second event times: seen within their second, dated by the sighting; seen just
     /// after it, in its last millisecond, in the order seen; seen later, the second itself.
     #[test]
