@@ -70,14 +70,28 @@ pub(crate) struct HeldEvents {
     len: usize,
     /// The first and last event waiting for each object.
     by_object: FxHashMap<ObjId, (u32, u32)>,
-    /// Objects that a held event names as acted on, with when each such event happened: their
-    /// own events from then on must wait for it. (Rarely more than one at a time: inline.)
-    announced: FxHashMap<ObjId, SmallVec<[Timestamp; 2]>>,
+    /// Objects that a held event names as acted on, with when those events happened: their
+    /// own events from then on must wait for them.
+    announced: FxHashMap<ObjId, Announcers>,
     deadlines: BinaryHeap<Reverse<(Timestamp, u64, u32)>>,
     /// Deadlines of events released before them, still in `deadlines`.
     stale: usize,
     next_seq: u64,
     bytes: usize,
+}
+
+/// The most announcement times kept per object: any more are counted, and while one is held
+/// the object's events wait for it whatever their time (as they all did before the times were
+/// kept). A query looks at this many at most, however many events a hostile input holds.
+const ANNOUNCEMENT_TIMES: usize = 8;
+
+/// The held events announcing one object.
+#[derive(Default)]
+struct Announcers {
+    /// When each happened (usually one or two: inline).
+    starts: SmallVec<[Timestamp; 2]>,
+    /// Those past `ANNOUNCEMENT_TIMES`, whose times are not kept.
+    untimed: u32,
 }
 
 fn entry_bytes(occurrence: &Occurrence) -> usize {
@@ -101,7 +115,7 @@ impl HeldEvents {
     pub fn is_announced_by(&self, object: ObjId, by: Timestamp) -> bool {
         self.announced
             .get(&object)
-            .is_some_and(|starts| starts.iter().any(|&start| start <= by))
+            .is_some_and(|a| a.untimed > 0 || a.starts.iter().any(|&start| start <= by))
     }
 
     pub fn hold(
@@ -114,10 +128,12 @@ impl HeldEvents {
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Some(child) = announces {
-            self.announced
-                .entry(child)
-                .or_default()
-                .push(occurrence.start);
+            let announcers = self.announced.entry(child).or_default();
+            if announcers.starts.len() < ANNOUNCEMENT_TIMES {
+                announcers.starts.push(occurrence.start);
+            } else {
+                announcers.untimed += 1;
+            }
         }
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -227,12 +243,16 @@ impl HeldEvents {
 
     fn release(&mut self, entry: Entry) -> Occurrence {
         if let Some(child) = entry.announces
-            && let Some(starts) = self.announced.get_mut(&child)
+            && let Some(a) = self.announced.get_mut(&child)
         {
-            if let Some(i) = starts.iter().position(|&s| s == entry.occurrence.start) {
-                starts.swap_remove(i);
+            // Equal times are interchangeable: whichever is taken, the times left are the same.
+            match a.starts.iter().position(|&s| s == entry.occurrence.start) {
+                Some(i) => {
+                    a.starts.swap_remove(i);
+                }
+                None => a.untimed = a.untimed.saturating_sub(1),
             }
-            if starts.is_empty() {
+            if a.starts.is_empty() && a.untimed == 0 {
                 self.announced.remove(&child);
             }
         }
@@ -397,5 +417,14 @@ mod tests {
         assert!(held.is_announced_by(pod, t(30)));
         assert_eq!(uids(held.take_for(rs)), ["scale-down"]);
         assert!(!held.is_announced_by(pod, t(30)));
+
+        // Past the times kept, a held announcement holds every event of the object (a query
+        // looks at a bounded number of times); all released, none does.
+        for i in 0..=ANNOUNCEMENT_TIMES as i64 {
+            held.hold(rs, Some(pod), later(&format!("late{i}"), 100 + i), t(200));
+        }
+        assert!(held.is_announced_by(pod, t(0)), "one untimed is held");
+        assert_eq!(held.take_for(rs).len(), ANNOUNCEMENT_TIMES + 1);
+        assert!(!held.is_announced_by(pod, t(1000)));
     }
 }
