@@ -274,7 +274,8 @@ async fn lead(
     reconcile::run_controller(api, writer, context, stop).await;
 
     // Stopping: the hub lets the exporters drain and hands a last checkpoint to the writer,
-    // which ends once that is written (the hub dropped its sender); then a last status write.
+    // which ends once that is written (the hub dropped its sender); then the status writer's last
+    // write, of everything that changed (the hub's last snapshot included).
     hub_stop.cancel();
     let _ = hub_task.await;
     if let Some(writer) = checkpoint_writer
@@ -284,7 +285,6 @@ async fn lead(
     {
         tracing::warn!("the last checkpoint write did not finish in time");
     }
-    tokio::time::sleep(super::status::WRITE_INTERVAL).await;
     status_stop.cancel();
     let _ = status_task.await;
     let _ = forward.await;

@@ -1,6 +1,7 @@
 //! The status of each TraceSession: what the reconciler decided (its verdict) and what the hub
 //! counted, composed here and written by the status writer ([`writer`]), the one owner of the
-//! verdicts, at most every couple of seconds per session and only when something changed.
+//! verdicts, only when something changed: a change of health within a couple of seconds, of
+//! counts and traces alone at most every ten.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -13,9 +14,7 @@ use k8s_openapi::jiff::Timestamp as Jiff;
 
 mod writer;
 
-pub use writer::{
-    Decision, FIELD_MANAGER, StatusSender, Update, WRITE_INTERVAL, Write, Writer, channel, run,
-};
+pub use writer::{Decision, FIELD_MANAGER, StatusSender, Update, Write, Writer, channel, run};
 
 /// What the reconciler decided about a session, for its status.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,6 +1,9 @@
 //! The status writer: the one owner of the sessions' verdicts. The reconciler sends it what it
 //! decided over a bounded channel; every [`WRITE_INTERVAL`] it composes each session's status
-//! from its verdict and the hub's latest snapshot, and writes those that changed.
+//! from its verdict and the hub's latest snapshot, and writes those whose health changed (what
+//! kstatus and GitOps tools read: generation, phase, conditions) or, at most every
+//! [`PROGRESS_INTERVAL`], whose progress changed (counts and traces, which move with every span
+//! under churn).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,8 +23,26 @@ use crate::operator::crd::{Phase, TraceSession, TraceSessionStatus};
 use crate::operator::snapshot::{HubSnapshot, SessionKey, SessionSnapshot};
 
 pub const FIELD_MANAGER: &str = "eventspan";
-/// No session's status is written more often than this.
+/// No session's status is written more often than this; a change of health waits at most this.
 pub const WRITE_INTERVAL: Duration = Duration::from_secs(2);
+/// A change of progress alone (counts, traces) is written at most this often per session: under
+/// churn they change every tick, and a write every tick was 30 writes a minute per session
+/// (issue 14). A user waits at most this long for a new trace ID in the status.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// The status fields that tell progress rather than health.
+const PROGRESS_FIELDS: [&str; 9] = [
+    "eventsObserved",
+    "spansExported",
+    "spansDropped",
+    "exportErrors",
+    "logsExported",
+    "logsDropped",
+    "traces",
+    "lastTraceId",
+    "recentTraces",
+];
+/// How long the last write on shutdown may take.
+const LAST_WRITE_GRACE: Duration = Duration::from_secs(5);
 /// Decisions waiting for the writer; a reconciler that gets ahead of it waits.
 const UPDATES: usize = 64;
 
@@ -67,14 +88,68 @@ pub struct Decision {
 pub struct Write {
     pub key: SessionKey,
     pub status: TraceSessionStatus,
-    comparable: Value,
+    comparable: Comparable,
+}
+
+/// A status as the writer compares it: its health and its progress apart, transition times left
+/// out (they only move on change), and when it was composed.
+#[derive(Debug)]
+struct Comparable {
+    health: Value,
+    progress: Value,
+    at_ms: i64,
+}
+
+impl Comparable {
+    fn of(status: &TraceSessionStatus, now: &Time) -> Self {
+        let mut s = status.clone();
+        s.conditions
+            .iter_mut()
+            .for_each(|c| c.last_transition_time = Time(Jiff::UNIX_EPOCH));
+        let mut health = serde_json::to_value(&s).expect("status serialises");
+        let progress = PROGRESS_FIELDS
+            .iter()
+            .filter_map(|&field| {
+                let value = health.as_object_mut()?.remove(field)?;
+                Some((field.to_string(), value))
+            })
+            .collect();
+        Self {
+            health,
+            progress: Value::Object(progress),
+            at_ms: now.0.as_millisecond(),
+        }
+    }
+
+    /// Whether `self`, composed now, is to be written after `last` was.
+    fn due_after(&self, last: Option<&Self>, cadence: Cadence) -> bool {
+        let Some(last) = last else { return true };
+        if self.health != last.health {
+            return true;
+        }
+        let progress_may_wait = match cadence {
+            Cadence::Throttled => {
+                self.at_ms.saturating_sub(last.at_ms) < PROGRESS_INTERVAL.as_millis() as i64
+            }
+            Cadence::Last => false,
+        };
+        self.progress != last.progress && !progress_may_wait
+    }
+}
+
+/// Whether a change of progress alone waits for [`PROGRESS_INTERVAL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cadence {
+    Throttled,
+    /// The last write before the process stops: everything that changed.
+    Last,
 }
 
 /// The writer's state: the verdicts and what was last written for each session.
 #[derive(Debug, Default)]
 pub struct Writer {
     verdicts: BTreeMap<SessionKey, Verdict>,
-    written: BTreeMap<SessionKey, Value>,
+    written: BTreeMap<SessionKey, Comparable>,
 }
 
 impl Writer {
@@ -130,22 +205,17 @@ impl Writer {
         );
     }
 
-    /// The statuses that differ from what was last written, in everything but transition times.
-    pub fn due(&mut self, snapshot: &HubSnapshot, now: &Time) -> Vec<Write> {
+    /// The statuses to write now: those whose health differs from what was last written, and
+    /// those whose progress does, if the last write was [`PROGRESS_INTERVAL`] ago (or this is
+    /// the [`Cadence::Last`] write).
+    pub fn due(&mut self, snapshot: &HubSnapshot, now: &Time, cadence: Cadence) -> Vec<Write> {
         let verdicts = &self.verdicts;
         self.written.retain(|k, _| verdicts.contains_key(k));
         let mut due = Vec::new();
         for (key, verdict) in &mut self.verdicts {
             let mut status = compose(verdict, snapshot.sessions.get(key), now);
-            // Transition times only move on change: compare without them.
-            let comparable = {
-                let mut s = status.clone();
-                s.conditions
-                    .iter_mut()
-                    .for_each(|c| c.last_transition_time = Time(Jiff::UNIX_EPOCH));
-                serde_json::to_value(&s).expect("status serialises")
-            };
-            if self.written.get(key) == Some(&comparable) {
+            let comparable = Comparable::of(&status, now);
+            if !comparable.due_after(self.written.get(key), cadence) {
                 continue;
             }
             // Keep the transition times written now for conditions that do not change.
@@ -185,7 +255,7 @@ pub async fn run(
     let mut open = true;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             update = updates.recv(), if open => {
                 match update {
                     Some(update) => writer.apply(update),
@@ -195,23 +265,38 @@ pub async fn run(
             }
             _ = interval.tick() => {}
         }
-        let snapshot = snapshots.borrow_and_update().clone();
-        for write in writer.due(&snapshot, &Time(Jiff::now())) {
-            let api: Api<TraceSession> = Api::namespaced(client.clone(), &write.key.namespace);
-            let patch = json!({"apiVersion": "eventspan.dev/v1alpha1", "kind": "TraceSession", "status": write.status});
-            match api
-                .patch_status(
-                    &write.key.name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-            {
-                Ok(_) => writer.written(write),
-                Err(kube::Error::Api(e)) if e.code == 404 => writer.gone(&write.key),
-                Err(error) => {
-                    tracing::warn!(session = %write.key, %error, "status write failed; retrying")
-                }
+        write_due(&client, &mut writer, &mut snapshots, Cadence::Throttled).await;
+    }
+    // Stopping: the counts and traces of the last seconds are written too, if the API server
+    // answers in time.
+    let last = write_due(&client, &mut writer, &mut snapshots, Cadence::Last);
+    if tokio::time::timeout(LAST_WRITE_GRACE, last).await.is_err() {
+        tracing::warn!("the last status write did not finish in time");
+    }
+}
+
+async fn write_due(
+    client: &kube::Client,
+    writer: &mut Writer,
+    snapshots: &mut watch::Receiver<Arc<HubSnapshot>>,
+    cadence: Cadence,
+) {
+    let snapshot = snapshots.borrow_and_update().clone();
+    for write in writer.due(&snapshot, &Time(Jiff::now()), cadence) {
+        let api: Api<TraceSession> = Api::namespaced(client.clone(), &write.key.namespace);
+        let patch = json!({"apiVersion": "eventspan.dev/v1alpha1", "kind": "TraceSession", "status": write.status});
+        match api
+            .patch_status(
+                &write.key.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => writer.written(write),
+            Err(kube::Error::Api(e)) if e.code == 404 => writer.gone(&write.key),
+            Err(error) => {
+                tracing::warn!(session = %write.key, %error, "status write failed; retrying")
             }
         }
     }

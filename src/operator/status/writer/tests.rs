@@ -1,5 +1,6 @@
 //! The status writer: how decisions become verdicts, and when a status is written (at most once
-//! per session every [`WRITE_INTERVAL`], only when something a user reads changed).
+//! per session every [`WRITE_INTERVAL`], only when something a user reads changed, and a change
+//! of counts or traces alone at most every [`PROGRESS_INTERVAL`]).
 
 use std::time::Duration;
 
@@ -64,7 +65,7 @@ fn with_events(name: &str, events_observed: u64) -> HubSnapshot {
 
 /// Writes what is due, as if every write reached the API server; returns the sessions written.
 fn write_due(writer: &mut Writer, snapshot: &HubSnapshot, now: &Time) -> Vec<String> {
-    let due = writer.due(snapshot, now);
+    let due = writer.due(snapshot, now, Cadence::Throttled);
     let names = due.iter().map(|w| w.key.name.clone()).collect();
     due.into_iter().for_each(|w| writer.written(w));
     names
@@ -79,19 +80,20 @@ fn a_status_is_written_again_only_when_something_a_user_reads_changed() {
     // The same decision again, later: the conditions' times alone would differ, so no write.
     writer.apply(active("web"));
     assert!(write_due(&mut writer, &snapshot, &at(5)).is_empty());
-    // The hub counted an event: written.
+    // The hub counted an event: written once the last write is PROGRESS_INTERVAL old.
+    assert!(write_due(&mut writer, &with_events("web", 2), &at(7)).is_empty());
     assert_eq!(
-        write_due(&mut writer, &with_events("web", 2), &at(7)),
+        write_due(&mut writer, &with_events("web", 2), &at(11)),
         ["web"]
     );
-    // A new decision changes the phase: written, and the condition that changed gets a new
-    // transition time while the one that did not keeps its own.
+    // A new decision changes the phase: written at once, with the counts as they are, and the
+    // condition that changed gets a new transition time while the one that did not keeps its own.
     writer.apply(Update::Decided(decision(
         "web",
         Phase::Suspended,
         Readiness::ready(Reason::Suspended, "tracing is suspended (spec.suspend)"),
     )));
-    let due = writer.due(&with_events("web", 2), &at(9));
+    let due = writer.due(&with_events("web", 3), &at(12), Cadence::Throttled);
     let [write] = &due[..] else {
         panic!("one write: {due:?}")
     };
@@ -101,7 +103,39 @@ fn a_status_is_written_again_only_when_something_a_user_reads_changed() {
         c.expect("a condition").last_transition_time.clone()
     };
     assert_eq!(time_of("Stalled"), at(1), "still not stalled");
-    assert_eq!(time_of("WatchesHealthy"), at(9), "no longer watching");
+    assert_eq!(time_of("WatchesHealthy"), at(12), "no longer watching");
+    assert_eq!(write.status.events_observed, 3);
+}
+
+#[test]
+fn progress_alone_is_written_every_progress_interval_and_on_the_last_write() {
+    let mut writer = Writer::default();
+    writer.apply(active("web"));
+    assert_eq!(
+        write_due(&mut writer, &with_events("web", 0), &at(0)),
+        ["web"]
+    );
+    // An event counted every second (WRITE_INTERVAL's ticks see a change each time): one write
+    // per PROGRESS_INTERVAL.
+    let interval = PROGRESS_INTERVAL.as_secs() as i64;
+    let writes: Vec<i64> = (1..=3 * interval)
+        .filter(|&s| !write_due(&mut writer, &with_events("web", s as u64), &at(s)).is_empty())
+        .collect();
+    assert_eq!(writes, [interval, 2 * interval, 3 * interval]);
+    // Stopping a second after a write: the last write takes what changed since.
+    let last = 3 * interval + 1;
+    let snapshot = with_events("web", last as u64 + 1);
+    assert!(
+        writer
+            .due(&snapshot, &at(last), Cadence::Throttled)
+            .is_empty()
+    );
+    let due = writer.due(&snapshot, &at(last), Cadence::Last);
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].status.events_observed, last + 1);
+    // Nothing changed: the last write writes nothing either.
+    due.into_iter().for_each(|w| writer.written(w));
+    assert!(writer.due(&snapshot, &at(last), Cadence::Last).is_empty());
 }
 
 #[test]
@@ -111,7 +145,7 @@ fn decisions_between_writes_coalesce_into_one_write_per_session() {
     writer.apply(active("web"));
     writer.apply(active("api"));
     writer.apply(active("web"));
-    let due = writer.due(&HubSnapshot::default(), &at(1));
+    let due = writer.due(&HubSnapshot::default(), &at(1), Cadence::Throttled);
     let sessions: Vec<_> = due.iter().map(|w| w.key.name.as_str()).collect();
     assert_eq!(sessions, ["api", "web"]);
     assert!(
@@ -124,7 +158,7 @@ fn decisions_between_writes_coalesce_into_one_write_per_session() {
 fn a_write_that_did_not_reach_the_api_server_is_tried_again() {
     let mut writer = Writer::default();
     writer.apply(active("web"));
-    let first = writer.due(&HubSnapshot::default(), &at(1));
+    let first = writer.due(&HubSnapshot::default(), &at(1), Cadence::Throttled);
     assert_eq!(first.len(), 1);
     // Not marked written (the patch failed): due again.
     assert_eq!(
@@ -133,7 +167,11 @@ fn a_write_that_did_not_reach_the_api_server_is_tried_again() {
     );
     // Its object is gone: its verdict is dropped and nothing more is written.
     writer.gone(&key("web"));
-    assert!(writer.due(&HubSnapshot::default(), &at(5)).is_empty());
+    assert!(
+        writer
+            .due(&HubSnapshot::default(), &at(5), Cadence::Throttled)
+            .is_empty()
+    );
 }
 
 #[test]
@@ -192,7 +230,7 @@ async fn the_task_writes_each_session_at_most_once_per_interval() {
         "metadata": {"name": "web", "namespace": "shop"}, "spec": {"exporters": []}});
     let (client, requests) = testing::api_server(move |_| (200, object.clone()));
     let (updates, received) = channel();
-    let (_snapshots, snapshots) = watch::channel(Arc::new(HubSnapshot::default()));
+    let (hub, snapshots) = watch::channel(Arc::new(HubSnapshot::default()));
     let stop = CancellationToken::new();
     let task = tokio::spawn(run(client, received, snapshots, stop.clone()));
     // A decision every 100 ms for 5 s, alternating between two that read differently.
@@ -224,6 +262,11 @@ async fn the_task_writes_each_session_at_most_once_per_interval() {
     drop(updates);
     tokio::time::sleep(WRITE_INTERVAL).await;
     assert!(!task.is_finished());
+    // The hub's last snapshot, just before the stop: the last write carries it.
+    hub.send_replace(Arc::new(with_events("web", 7)));
     stop.cancel();
     task.await.expect("the writer ends");
+    let all = requests.all();
+    let last = patches(&all).pop().expect("a last write");
+    assert_eq!(last["eventsObserved"], json!(7));
 }
