@@ -72,7 +72,7 @@ impl Engine {
             && let Some(derived) =
                 about.and_then(|rs| self.unclaimed_scale(rs, occurrence.start, step))
         {
-            self.claimed_scale_ups.insert(derived.span.id);
+            self.claimed_scale_ups.insert(derived.span().id);
             return self.supersede_derived(derived, occurrence);
         }
         if !occurrence.claim_held
@@ -373,7 +373,7 @@ impl Engine {
     /// a rollout reports into the rollout's trace, as a successor process would place it.)
     fn sibling_anchor(&self, subject: ObjId) -> Option<SpanRef> {
         let r = self.objects.get(subject)?.anchor?;
-        (self.fresh(&r) && r.span.id != SpanId::for_root(r.trace)).then_some(r)
+        (self.fresh(&r) && r.span().id != SpanId::for_root(r.trace)).then_some(r)
     }
 
     /// Whether a controller normally announces creating this object and has not done so yet.
@@ -449,7 +449,7 @@ impl Engine {
                 .filter(|r| !about_other(r, owner))
                 .chain(obj.acted_on.iter())
                 .filter(|r| r.trace == trace && r.start <= limit && self.fresh(r))
-                .max_by_key(|r| (r.start, r.span.id))
+                .max_by_key(|r| (r.start, r.span().id))
                 .copied()
         })
     }
@@ -482,12 +482,12 @@ impl Engine {
         }
         if self
             .spans
-            .get_at(parent.span)
+            .get_at(parent.span())
             .is_some_and(|p| p.depth >= MAX_SPAN_DEPTH)
         {
             self.stats.reject(Rejection::TooDeep);
             let root = self.spans.hinted(SpanId::for_root(parent.trace));
-            parent.span = root;
+            parent.set_span(root);
             parent.start = self.spans.get_at(root).map_or(parent.start, |s| s.start);
         }
         let mut start = occurrence.start;
@@ -510,7 +510,7 @@ impl Engine {
         let happened = start;
         self.objects
             .note_pod_event(subject, &occurrence.event, happened);
-        let parent_slot = parent.span;
+        let parent_slot = parent.span();
         let depth = match self.spans.get_at_mut(parent_slot) {
             Some(p) if p.is_root() => {
                 // A synthesised root's time is coarse: the root moves, not the child.
@@ -542,7 +542,7 @@ impl Engine {
             for r in obj.spans_on.iter().filter(|r| r.trace == parent.trace) {
                 if r.start > start {
                     end = Some(end.map_or(r.start, |e: Timestamp| e.min(r.start)));
-                } else if let Some(earlier) = self.spans.get_at_mut(r.span) {
+                } else if let Some(earlier) = self.spans.get_at_mut(r.span()) {
                     earlier.end = Some(earlier.end.map_or(start, |e| e.min(start)));
                 }
             }
@@ -578,14 +578,7 @@ impl Engine {
                 outcome: None,
             },
         );
-        let here = SpanRef {
-            span: slot,
-            trace: parent.trace,
-            start,
-            happened,
-            at: now,
-            about,
-        };
+        let here = SpanRef::new(slot, parent.trace, start, happened, now, about);
         if let Some(obj) = self.objects.get_mut(subject) {
             obj.spans_on.insert(here);
             obj.anchor = Some(parent);

@@ -28,7 +28,7 @@ impl Engine {
     /// it takes over the open spans on `child` that started after it but hang under an older
     /// actor span about `child`, or under a span neither on nor about `child`.
     fn adopt_later_events(&mut self, child: ObjId, actor: SpanRef) {
-        let Some(actor_depth) = self.spans.get_at(actor.span).map(|s| s.depth) else {
+        let Some(actor_depth) = self.spans.get_at(actor.span()).map(|s| s.depth) else {
             return;
         };
         let Some(obj) = self.objects.get(child) else {
@@ -38,7 +38,7 @@ impl Engine {
             .acted_on
             .iter()
             .filter(|r| r.trace == actor.trace && r.start < actor.start)
-            .map(|r| r.span)
+            .map(|r| r.span())
             .collect();
         // Or, when no actor about `child` was in this trace, under its owner's span or the root
         // (the owner-chain fallback): a parent neither on nor about `child`. Only for an owned
@@ -46,7 +46,7 @@ impl Engine {
         let owned = obj.has_owner();
         let placed_by_owner = |parent: SpanSlot| {
             owned
-                && parent != actor.span
+                && parent != actor.span()
                 && self
                     .spans
                     .get_at(parent)
@@ -56,12 +56,12 @@ impl Engine {
             .spans_on
             .iter()
             .filter(|r| r.trace == actor.trace && r.start >= actor.start)
-            .filter_map(|r| Some((r.span, self.spans.get_at(r.span)?.parent?)))
+            .filter_map(|r| Some((r.span(), self.spans.get_at(r.span())?.parent?)))
             .filter(|&(_, old)| older_actors.contains(&old) || placed_by_owner(old))
             .collect();
         let anchor = obj.anchor;
         for (span, old) in moves {
-            if self.is_ancestor_or_self(span, actor.span) {
+            if self.is_ancestor_or_self(span, actor.span()) {
                 // The actor hangs below the span it would adopt: a loop, never a tree.
                 self.stats.reject(Rejection::Cycle);
                 continue;
@@ -69,20 +69,20 @@ impl Engine {
             if let Some(p) = self.spans.get_at_mut(old) {
                 p.open_children = p.open_children.saturating_sub(1);
             }
-            if let Some(p) = self.spans.get_at_mut(actor.span) {
+            if let Some(p) = self.spans.get_at_mut(actor.span()) {
                 p.open_children += 1;
             }
             if let Some(s) = self.spans.get_at_mut(span) {
-                s.parent = Some(actor.span);
+                s.parent = Some(actor.span());
             }
             self.set_depth(actor.trace, span.id, actor_depth.saturating_add(1));
-            if anchor.is_some_and(|a| a.span == old)
+            if anchor.is_some_and(|a| a.span() == old)
                 && let Some(obj) = self.objects.get_mut(child)
             {
                 obj.anchor = Some(actor);
             }
         }
-        self.touch_at(actor.span);
+        self.touch_at(actor.span());
     }
 
     /// Whether `candidate` is `span` or one of its open ancestors. The walk up is bounded: open

@@ -86,14 +86,7 @@ impl Engine {
         };
         let span = self.spans.hinted(SpanId::for_root(trace));
         let start = self.spans.get_at(span).map_or(at, |s| s.start);
-        SpanRef {
-            span,
-            trace,
-            start,
-            happened: start,
-            at: self.now,
-            about: None,
-        }
+        SpanRef::new(span, trace, start, start, self.now, None)
     }
 
     fn start_trace(
@@ -268,14 +261,7 @@ impl Engine {
         if let Some(child) = about {
             let root_span = self.spans.hinted(root_span);
             let start = self.spans.get_at(root_span).map_or(start, |s| s.start);
-            let span = SpanRef {
-                span: root_span,
-                trace,
-                start,
-                happened: start,
-                at: self.now,
-                about: Some(child),
-            };
+            let span = SpanRef::new(root_span, trace, start, start, self.now, Some(child));
             self.acted_on(child, span, action);
         }
         Ok(())
