@@ -508,7 +508,7 @@ impl WireObject {
             field_path: r.field_path,
         };
         let involved = to_ref(*involved);
-        let related = self.related.map(|r| to_ref(*r));
+        let related = self.related.map(|r| Box::new(to_ref(*r)));
         let uid = if m.uid.is_empty() {
             format!("{}/{}", m.namespace, m.name)
         } else {

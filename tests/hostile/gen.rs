@@ -287,7 +287,7 @@ impl Builder {
             name: format!("ev{}", self.events.len()),
             namespace: event_ns.into(),
             involved: object_ref(involved_ns, slot, secret_name(involved_ns, slot)),
-            related,
+            related: related.map(Box::new),
             reason: reason.into(),
             message,
             warning: c % 4 == 0,

@@ -59,7 +59,7 @@ pub fn bound_event(e: &mut super::model::EventRecord) -> bool {
         &mut e.reporting_instance,
         &mut e.revision,
     ]);
-    for r in std::iter::once(&mut e.involved).chain(e.related.as_mut()) {
+    for r in std::iter::once(&mut e.involved).chain(e.related.as_deref_mut()) {
         cut_any |= cut_fields([
             &mut r.kind,
             &mut r.api_version,

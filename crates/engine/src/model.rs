@@ -174,7 +174,9 @@ pub struct EventRecord {
     pub name: String,
     pub namespace: String,
     pub involved: ObjectRef,
-    pub related: Option<ObjectRef>,
+    /// Boxed: few events name a related object, and open spans and held events keep their
+    /// events (an `ObjectRef` inline is 144 bytes in every one of them).
+    pub related: Option<Box<ObjectRef>>,
     pub reason: String,
     /// `message` (core/v1) or `note` (events.k8s.io/v1).
     pub message: String,
@@ -221,7 +223,10 @@ impl EventRecord {
             + self.name.len()
             + self.namespace.len()
             + self.involved.heap_bytes()
-            + self.related.as_ref().map_or(0, ObjectRef::heap_bytes)
+            + self
+                .related
+                .as_ref()
+                .map_or(0, |r| std::mem::size_of::<ObjectRef>() + r.heap_bytes())
             + self.reason.len()
             + self.message.len()
             + self.action.len()
