@@ -36,6 +36,7 @@ mod objects;
 mod phases;
 mod place;
 mod progress;
+mod queue;
 mod revisions;
 pub mod rules;
 mod spans;

@@ -106,6 +106,7 @@ impl<T: Copy + Eq + std::hash::Hash> Recent<T> {
         if !self.set.insert(value) {
             return false;
         }
+        crate::queue::reserve_one(&mut self.order, self.cap + 1);
         self.order.push_back(value);
         if self.order.len() > self.cap
             && let Some(old) = self.order.pop_front()

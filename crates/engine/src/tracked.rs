@@ -35,9 +35,21 @@ pub(crate) struct Track {
     touched: Timestamp,
 }
 
+/// When a tracked uid's time is up, and its key in halves: a `u128` is aligned to 16 bytes, which
+/// would make each entry 32 bytes instead of 24 (the queue holds one per tracked event).
+type Expiry = (Timestamp, [u64; 2]);
+
+fn halves(key: u128) -> [u64; 2] {
+    [(key >> 64) as u64, key as u64]
+}
+
+fn joined([high, low]: [u64; 2]) -> u128 {
+    (u128::from(high) << 64) | u128::from(low)
+}
+
 pub(crate) struct TrackedEvents {
     map: FxHashMap<u128, Track>,
-    expiry: VecDeque<(Timestamp, u128)>,
+    expiry: VecDeque<Expiry>,
     ttl: Duration,
     cap: usize,
     pub evicted: u64,
@@ -80,13 +92,15 @@ impl TrackedEvents {
             if self.map.len() > self.cap {
                 self.evict_oldest();
             }
-            self.expiry.push_back((now.saturating_add(self.ttl), key));
+            crate::queue::reserve_one(&mut self.expiry, self.cap + 1);
+            self.expiry
+                .push_back((now.saturating_add(self.ttl), halves(key)));
         }
     }
 
     fn evict_oldest(&mut self) {
         while let Some((_, key)) = self.expiry.pop_front() {
-            if self.map.remove(&key).is_some() {
+            if self.map.remove(&joined(key)).is_some() {
                 self.evicted += 1;
                 return;
             }
@@ -99,12 +113,12 @@ impl TrackedEvents {
                 break;
             }
             self.expiry.pop_front();
-            if let Some(track) = self.map.get(&key) {
+            if let Some(track) = self.map.get(&joined(key)) {
                 let due = track.touched.saturating_add(self.ttl);
                 if due > now {
                     self.expiry.push_back((due, key));
                 } else {
-                    self.map.remove(&key);
+                    self.map.remove(&joined(key));
                 }
             }
         }
