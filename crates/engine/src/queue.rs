@@ -10,7 +10,13 @@ pub(crate) fn reserve_one<T>(queue: &mut VecDeque<T>, cap: usize) {
     if len < queue.capacity() {
         return;
     }
-    let room = (len / 2).max(16).min(cap.saturating_sub(len)).max(1);
+    let by_half = (len / 2).max(16);
+    let room = match cap.saturating_sub(len) {
+        // Past the cap (a caller that broke its bound): grown by half still, never one entry at
+        // a time, which would copy the whole queue on every push.
+        0 => by_half,
+        left => by_half.min(left),
+    };
     queue.reserve_exact(room);
 }
 
@@ -27,9 +33,14 @@ mod tests {
             queue.push_back(i);
         }
         assert!(queue.capacity() <= cap, "room for {}", queue.capacity());
-        // Past the cap (a caller that pops after pushing): still room for one more.
+        // Past the cap: still room, and by half at once.
         reserve_one(&mut queue, cap);
         queue.push_back(cap);
         assert_eq!(queue.len(), cap + 1);
+        assert!(
+            queue.capacity() >= cap + cap / 2,
+            "room for {}",
+            queue.capacity()
+        );
     }
 }
