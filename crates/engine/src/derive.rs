@@ -174,7 +174,7 @@ impl Engine {
     pub(super) fn derived_deletion_of(&self, pod: ObjId) -> Option<SpanRef> {
         let obj = self.objects.get(pod)?;
         let id = SpanId::for_event(&derived_deletion_uid(obj.uid.as_deref()?), 1);
-        obj.acted_on.iter().copied().find(|r| r.span().id == id)
+        obj.acted_on.iter().copied().find(|r| r.span_id() == id)
     }
 
     /// A ReplicaSet creating (deleting) pods in a change that has no scale-up (scale-down) of it
@@ -305,7 +305,7 @@ impl Engine {
         let obj = self.objects.get(replica_set)?;
         let uid = derived_scale_uid(obj.uid.as_deref()?, generation, step);
         let id = SpanId::for_event(&uid, 1);
-        obj.acted_on.iter().copied().find(|r| r.span().id == id)
+        obj.acted_on.iter().copied().find(|r| r.span_id() == id)
     }
 
     /// The derived step a controller's step of `replica_set` the same way, starting at `at`,
@@ -323,7 +323,7 @@ impl Engine {
             return None;
         };
         self.derived_scale_of(replica_set, generation, step)
-            .filter(|d| !self.claimed_scale_ups.contains(&d.span().id))
+            .filter(|d| !self.claimed_scale_ups.contains(&d.span_id()))
             .filter(|d| at <= d.start.saturating_add(COARSE))
     }
 
@@ -331,7 +331,7 @@ impl Engine {
     pub(super) fn derived_creation_of(&self, pod: ObjId) -> Option<SpanRef> {
         let obj = self.objects.get(pod)?;
         let id = SpanId::for_event(&derived_creation_uid(obj.uid.as_deref()?), 1);
-        obj.acted_on.iter().copied().find(|r| r.span().id == id)
+        obj.acted_on.iter().copied().find(|r| r.span_id() == id)
     }
 
     /// The controller's own "Created pod: X" (or "Deleted pod: X", "Scaled up/down replica set X") came after a span
@@ -343,12 +343,12 @@ impl Engine {
         self.stats.late_creations += 1;
         let (count, last) = (occurrence.event.count.max(1), occurrence.last);
         self.tracked
-            .record(occurrence.key, derived.span().id, count, last, self.now);
+            .record(occurrence.key, derived.span_id(), count, last, self.now);
         let Some(span) = self.spans.get_at_mut(derived.span()) else {
             return;
         };
         // Its start stays: the pod's creationTimestamp, which its children were placed against.
         span.source = Source::event(occurrence.event);
-        self.touch(derived.span().id);
+        self.touch(derived.span_id());
     }
 }

@@ -72,7 +72,7 @@ impl Engine {
             && let Some(derived) =
                 about.and_then(|rs| self.unclaimed_scale(rs, occurrence.start, step))
         {
-            self.claimed_scale_ups.insert(derived.span().id);
+            self.claimed_scale_ups.insert(derived.span_id());
             return self.supersede_derived(derived, occurrence);
         }
         if !occurrence.claim_held
@@ -373,7 +373,7 @@ impl Engine {
     /// a rollout reports into the rollout's trace, as a successor process would place it.)
     fn sibling_anchor(&self, subject: ObjId) -> Option<SpanRef> {
         let r = self.objects.get(subject)?.anchor?;
-        (self.fresh(&r) && r.span().id != SpanId::for_root(r.trace)).then_some(r)
+        (self.fresh(&r) && r.span_id() != SpanId::for_root(r.trace)).then_some(r)
     }
 
     /// Whether a controller normally announces creating this object and has not done so yet.
@@ -449,7 +449,7 @@ impl Engine {
                 .filter(|r| !about_other(r, owner))
                 .chain(obj.acted_on.iter())
                 .filter(|r| r.trace == trace && r.start <= limit && self.fresh(r))
-                .max_by_key(|r| (r.start, r.span().id))
+                .max_by_key(|r| (r.start, r.span_id()))
                 .copied()
         })
     }

@@ -129,7 +129,7 @@ impl Engine {
         let Some(entry) = self.objects.get(object) else {
             return;
         };
-        let mut waiting: Vec<SpanId> = entry.acted_on.iter().map(|r| r.span().id).collect();
+        let mut waiting: Vec<SpanId> = entry.acted_on.iter().map(|r| r.span_id()).collect();
         let newest = entry
             .state
             .as_ref()

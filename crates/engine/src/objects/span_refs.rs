@@ -54,6 +54,10 @@ impl SpanRef {
         }
     }
 
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
     pub fn set_span(&mut self, span: SpanSlot) {
         (self.span_id, self.slot) = (span.id, span.slot);
     }
